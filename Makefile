@@ -1,0 +1,33 @@
+# Two commands from a fresh clone: `make demo` and `make test`. Both set up .venv first.
+PY      := .venv/bin/python
+STAMP   := .venv/.installed
+TORCH   := torch==2.13.0
+
+.PHONY: setup demo test lint format clean
+
+setup: $(STAMP)
+
+# The pinned CPU build of torch first (a local wheel), then the package and its dev extras.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m rnnkit.demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+format: $(STAMP)
+	.venv/bin/ruff format .
+	.venv/bin/ruff check --fix .
+
+clean:
+	rm -rf .venv build src/*.egg-info .pytest_cache .ruff_cache

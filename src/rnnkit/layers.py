@@ -1,0 +1,310 @@
+"""Recurrent layers: cells unrolled over time, stacked, in one or two directions.
+
+``layer(x, state=None, lengths=None) -> (output, final_state)`` with torch.nn's shapes:
+x is (T, B, I), or (B, T, I) with ``batch_first``; output is (T, B, D*H) likewise; the
+state is h of shape (L*D, B, H), or the pair (h, c) for an LSTM, indexed layer by layer,
+forward direction before reverse.
+
+Variable-length batches (padding and masking), by ``lengths`` (B,) or a PackedSequence:
+- a padded step leaves the state unchanged, and its output is exactly zero;
+- the final state is the one at each sequence's last real step;
+- the reverse direction of a bidirectional layer starts at each sequence's own last real
+  step, from the initial state;
+- with dropout between layers, padded outputs stay zero.
+A PackedSequence in gives a PackedSequence out, as in torch.nn.
+
+Truncated BPTT: pass the final state of one window as the next window's ``state``, cut by
+:func:`detach_state`; two windows then give the same outputs as one run.
+
+Kernels (``kernel=``): ``"loop"`` is autograd over the Python loop in :mod:`rnnkit.scan`
+(the readable reference); ``"bptt"`` is the hand-written backpropagation through time of
+:mod:`rnnkit.kernels`; ``"torch"`` runs torch's fused kernel (standard cells only);
+``"auto"`` picks ``"torch"`` where it applies and ``"bptt"`` elsewhere.
+
+Shape letters: T time, B batch, I input size, H hidden size, L layers, D directions.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from rnnkit import scan as reference
+from rnnkit.cells import GRUCell, LSTMCell, RNNCell, State
+from rnnkit.kernels import torch_fused
+
+KERNELS = ("auto", "loop", "bptt", "torch")
+
+
+def detach_state(state):
+    """Cut the graph between truncated-BPTT windows; the values carry on unchanged."""
+    if state is None:
+        return None
+    return reference.map_state(lambda s: s.detach(), state)
+
+
+class RecurrentLayer(nn.Module):
+    """The loop over time shared by every cell: stacking, directions, lengths and state."""
+
+    cell_type: type = RNNCell
+    torch_type: type = nn.RNN
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        learn_init: bool = False,
+        kernel: str = "auto",
+        **cell_options,
+    ):
+        super().__init__()
+        if not isinstance(num_layers, int) or isinstance(num_layers, bool) or num_layers < 1:
+            raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
+        self.bidirectional, self.learn_init, self.kernel = bidirectional, learn_init, kernel
+        self.num_directions = 2 if bidirectional else 1
+        self.cells = nn.ModuleList(
+            self.cell_type(
+                input_size if layer == 0 else hidden_size * self.num_directions,
+                hidden_size,
+                bias,
+                **cell_options,
+            )
+            for layer in range(num_layers)
+            for _ in range(self.num_directions)
+        )
+        if kernel == "torch" and not torch_fused.supports(self.cells[0]):
+            raise ValueError(f"kernel='torch' has no fused kernel for {self.cells[0]!r}")
+        self.initial_state = nn.ParameterList()
+        if learn_init:
+            # A learnable s_0, shared by every sequence of the batch; starts at zero.
+            parts = len(self._zero_state(1, torch.device("cpu"), torch.float32))
+            for _ in range(parts):
+                self.initial_state.append(nn.Parameter(torch.zeros(len(self.cells), 1, hidden_size)))
+
+    # -- state ---------------------------------------------------------------------------
+
+    def _zero_state(self, batch, device, dtype) -> tuple[Tensor, ...]:
+        """The zero state as a tuple of (L*D, B, H) tensors (one for h, two for (h, c))."""
+        parts = self.cells[0].init_state(batch, device, dtype)
+        parts = parts if isinstance(parts, tuple) else (parts,)
+        return tuple(p.new_zeros(len(self.cells), batch, self.hidden_size) for p in parts)
+
+    def _initial_state(self, state, batch, x: Tensor) -> tuple[Tensor, ...]:
+        if state is None:
+            if self.learn_init:
+                return tuple(p.expand(-1, batch, -1).to(x.dtype) for p in self.initial_state)
+            return self._zero_state(batch, x.device, x.dtype)
+        parts = state if isinstance(state, tuple) else (state,)
+        expected = len(self._zero_state(1, x.device, x.dtype))
+        shape = (len(self.cells), batch, self.hidden_size)
+        if len(parts) != expected:
+            raise ValueError(
+                f"{type(self).__name__} expected a state of {expected} tensor(s), got {len(parts)}"
+            )
+        for p in parts:
+            if not isinstance(p, Tensor) or tuple(p.shape) != shape:
+                got = tuple(p.shape) if isinstance(p, Tensor) else type(p).__name__
+                raise ValueError(f"{type(self).__name__} expected state of shape {shape}, got {got}")
+            if p.dtype != x.dtype:
+                raise ValueError(f"state dtype {p.dtype} does not match input dtype {x.dtype}")
+        return parts
+
+    @staticmethod
+    def _pack_state(parts: tuple[Tensor, ...]) -> State:
+        return parts if len(parts) == 2 else parts[0]
+
+    # -- checks --------------------------------------------------------------------------
+
+    def _check_input(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor) or x.dim() != 3:
+            got = f"rank {x.dim()}" if isinstance(x, Tensor) else type(x).__name__
+            layout = "(batch, time, features)" if self.batch_first else "(time, batch, features)"
+            raise ValueError(f"{type(self).__name__} expected a rank-3 input {layout}, got {got}")
+        if not x.is_floating_point():
+            raise TypeError(f"{type(self).__name__} expected a floating-point input, got {x.dtype}")
+        if x.shape[-1] != self.input_size:
+            raise ValueError(
+                f"{type(self).__name__} expected input_size {self.input_size} in the last "
+                f"dimension, got {x.shape[-1]}"
+            )
+
+    @staticmethod
+    def _check_lengths(lengths, T: int, B: int) -> Tensor:
+        lengths = torch.as_tensor(lengths)
+        if lengths.dim() != 1 or lengths.shape[0] != B:
+            raise ValueError(f"lengths must be 1-D with one entry per sequence ({B}), "
+                             f"got shape {tuple(lengths.shape)}")
+        if lengths.is_floating_point() or lengths.dtype == torch.bool:
+            raise TypeError(f"lengths must be integers, got {lengths.dtype}")
+        if lengths.numel() and (lengths.min() < 1 or lengths.max() > T):
+            raise ValueError(f"lengths must lie in [1, {T}] (the time dimension), got "
+                             f"min {int(lengths.min())}, max {int(lengths.max())}")
+        return lengths
+
+    # -- forward -------------------------------------------------------------------------
+
+    def forward(self, x, state=None, lengths=None):
+        """Run the stack over x; return (output, final_state). See the module docstring."""
+        packed = isinstance(x, PackedSequence)
+        if packed:
+            if lengths is not None:
+                raise ValueError("give lengths or a PackedSequence, not both")
+            x, lengths = pad_packed_sequence(x, batch_first=self.batch_first)
+        self._check_input(x)
+        if self.batch_first:
+            x = x.transpose(0, 1)  # (T, B, I)
+        T, B = x.shape[0], x.shape[1]
+        if lengths is not None:
+            lengths = self._check_lengths(lengths, T, B)
+        parts = self._initial_state(state, B, x)
+        output, final = self._run(x, parts, lengths)
+        if self.batch_first:
+            output = output.transpose(0, 1)
+        if packed:
+            output = pack_padded_sequence(
+                output, lengths.cpu(), batch_first=self.batch_first, enforce_sorted=False
+            )
+        return output, self._pack_state(final)
+
+    def _kernel_name(self) -> str:
+        if self.kernel != "auto":
+            return self.kernel
+        return "torch" if torch_fused.supports(self.cells[0]) else "bptt"
+
+    def _run(self, x, parts, lengths):
+        kernel = self._kernel_name()
+        if kernel == "torch":
+            state = self._pack_state(parts)
+            output, final = torch_fused.fused_stack(
+                self.cells, x, state, lengths, self.num_layers, self.dropout, self.training
+            )
+            return output, final if isinstance(final, tuple) else (final,)
+        scan = reference.scan if kernel == "loop" else _bptt_scan()
+        mask = None
+        if lengths is not None:
+            steps = torch.arange(x.shape[0], device=x.device)
+            mask = steps.unsqueeze(1) < lengths.to(x.device).unsqueeze(0)  # (T, B)
+        finals, layer_input = [], x
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(self.num_directions):
+                k = layer * self.num_directions + direction
+                cell_state = self._pack_state(tuple(p[k] for p in parts))
+                out, fin = scan(self.cells[k], layer_input, cell_state, mask, direction == 1)
+                outputs.append(out)
+                finals.append(fin if isinstance(fin, tuple) else (fin,))
+            layer_input = torch.cat(outputs, dim=2)  # (T, B, D*H)
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                layer_input = nn.functional.dropout(layer_input, self.dropout, training=True)
+        final = tuple(torch.stack(p) for p in zip(*finals, strict=True))  # (L*D, B, H) each
+        return layer_input, final
+
+    # -- conversion with torch.nn --------------------------------------------------------
+
+    @classmethod
+    def from_torch(cls, module: nn.RNNBase, **options):
+        """A layer with the same sizes and a copy of ``module``'s weights."""
+        if type(module) is not cls.torch_type:
+            raise TypeError(f"{cls.__name__}.from_torch expects {cls.torch_type.__name__}, "
+                            f"got {type(module).__name__}")
+        if getattr(module, "proj_size", 0):
+            raise ValueError("LSTM with proj_size > 0 has no rnnkit equivalent yet")
+        layer = cls(
+            module.input_size, module.hidden_size, module.num_layers, module.bias,
+            module.batch_first, module.dropout, module.bidirectional,
+            **cls._torch_options(module), **options,
+        )
+        layer._copy_weights(module, to_torch=False)
+        return layer.to(module.weight_ih_l0.device, module.weight_ih_l0.dtype)
+
+    def to_torch(self) -> nn.RNNBase:
+        """The torch.nn layer computing the same function, with a copy of the weights."""
+        module = self.torch_type(
+            self.input_size, self.hidden_size, self.num_layers, self.bias, self.batch_first,
+            self.dropout, self.bidirectional, **self._torch_kwargs(),
+        )
+        module = module.to(self.cells[0].weight_ih.device, self.cells[0].weight_ih.dtype)
+        self._copy_weights(module, to_torch=True)
+        return module
+
+    @staticmethod
+    def _torch_options(module) -> dict:
+        return {}
+
+    def _torch_kwargs(self) -> dict:
+        return {}
+
+    def _copy_weights(self, module, to_torch: bool) -> None:
+        names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if self.bias else [])
+        with torch.no_grad():
+            for k, cell in enumerate(self.cells):
+                layer, direction = divmod(k, self.num_directions)
+                suffix = f"_l{layer}" + ("_reverse" if direction else "")
+                for name in names:
+                    ours, theirs = getattr(cell, name), getattr(module, name + suffix)
+                    (theirs if to_torch else ours).copy_(ours if to_torch else theirs)
+
+    def extra_repr(self) -> str:
+        return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+                f"bidirectional={self.bidirectional}, kernel={self.kernel!r}")
+
+
+def _bptt_scan():
+    from rnnkit.kernels import bptt_scan
+
+    return bptt_scan
+
+
+class RNN(RecurrentLayer):
+    """Elman RNN layer, ``nonlinearity="tanh"`` or ``"relu"``; like torch.nn.RNN."""
+
+    cell_type, torch_type = RNNCell, nn.RNN
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, nonlinearity="tanh", **options):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, nonlinearity=nonlinearity, **options)
+        self.nonlinearity = nonlinearity
+
+    @staticmethod
+    def _torch_options(module) -> dict:
+        return {"nonlinearity": module.nonlinearity}
+
+    def _torch_kwargs(self) -> dict:
+        return {"nonlinearity": self.nonlinearity}
+
+
+class LSTM(RecurrentLayer):
+    """LSTM layer, like torch.nn.LSTM; ``peephole=True`` for Gers and Schmidhuber's cell."""
+
+    cell_type, torch_type = LSTMCell, nn.LSTM
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, peephole=False, **options):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, peephole=peephole, **options)
+        self.peephole = peephole
+
+    def to_torch(self) -> nn.LSTM:
+        if self.peephole:
+            raise ValueError("torch.nn.LSTM has no peephole connections; this layer cannot "
+                             "be converted without changing what it computes")
+        return super().to_torch()
+
+
+class GRU(RecurrentLayer):
+    """GRU layer, like torch.nn.GRU (reset gate after the recurrent product)."""
+
+    cell_type, torch_type = GRUCell, nn.GRU
