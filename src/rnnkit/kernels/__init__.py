@@ -1,0 +1,48 @@
+"""Fast paths for the loop over time, each with :func:`rnnkit.scan.scan` as its slow twin.
+
+:func:`bptt_scan` runs one cell, one layer, one direction over a whole sequence with a
+hand-written backpropagation through time: the input projection of all steps as one
+matrix product, a loop of recurrent products and gate math forward, a loop of gate
+gradients back, then every weight gradient as one matrix product over all steps. It
+computes exactly the function of ``scan``, masking rules included; ``tests/test_kernels.py``
+compares the two.
+
+Shape letters: T time, B batch, I input size, H hidden size.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from rnnkit.cells import GRUCell, LSTMCell, RNNCell, State
+from rnnkit.kernels.common import check_sequence
+from rnnkit.kernels.gru_bptt import GRUBPTT
+from rnnkit.kernels.lstm_bptt import LSTMBPTT
+from rnnkit.kernels.rnn_bptt import RNNBPTT
+
+__all__ = ["bptt_scan", "RNNBPTT", "LSTMBPTT", "GRUBPTT"]
+
+
+def bptt_scan(cell, x: Tensor, state: State, mask: Tensor | None = None, reverse: bool = False):
+    """Run ``cell`` over ``x`` (T, B, I) from ``state``; return (output (T, B, H), final state).
+
+    Same signature, return structure and results as :func:`rnnkit.scan.scan`: the state is
+    ``h`` for the Elman RNN and the GRU and ``(h, c)`` for the LSTM; ``mask`` (T, B) bool is
+    True at the real steps.
+    """
+    if not isinstance(cell, RNNCell | LSTMCell | GRUCell):
+        raise TypeError(f"bptt_scan has no BPTT for {type(cell).__name__}; use rnnkit.scan.scan")
+    weights = (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+    if isinstance(cell, LSTMCell):
+        h0, c0 = state
+        check_sequence(cell, x, h0, mask)
+        check_sequence(cell, x, c0, mask)
+        peepholes = (
+            (cell.weight_ci, cell.weight_cf, cell.weight_co) if cell.peephole else (None,) * 3
+        )
+        output, h, c = LSTMBPTT.apply(x, *weights, h0, c0, *peepholes, mask, reverse)
+        return output, (h, c)
+    check_sequence(cell, x, state, mask)
+    if isinstance(cell, GRUCell):
+        return GRUBPTT.apply(x, *weights, state, mask, reverse)
+    return RNNBPTT.apply(x, *weights, state, mask, cell.nonlinearity, reverse)

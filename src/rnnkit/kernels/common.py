@@ -1,0 +1,90 @@
+"""Plumbing shared by the hand-written BPTT of every cell: argument checks, step order,
+masking, and the two linear maps that feed the gates.
+
+The gate math of each cell lives in its own module; what is here knows nothing about
+gates. The masking rules are those of :func:`rnnkit.scan.scan`: at a padded step the state
+is carried unchanged and the output is exactly zero, so with m = mask[t]
+
+    s_t = m * s_new + (1 - m) * s_{t-1},    y_t = m * h_new
+
+and, going back, the gradient into s_new is m * (dy_t + ds_t) while (1 - m) * ds_t passes
+straight to s_{t-1}.
+
+Shape letters: T time, B batch, I input size, H hidden size, G number of gate blocks.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.nn import functional
+
+
+def check_sequence(cell, x: Tensor, h0: Tensor, mask: Tensor | None) -> None:
+    """Say what was expected and what came, once for the whole sequence."""
+    name = type(cell).__name__
+    if x.dim() != 3 or x.shape[0] < 1 or x.shape[2] != cell.input_size:
+        raise ValueError(
+            f"{name} expected x of shape (T >= 1, batch, {cell.input_size}), got {tuple(x.shape)}"
+        )
+    if h0.shape != (x.shape[1], cell.hidden_size):
+        raise ValueError(
+            f"{name} expected a state of shape ({x.shape[1]}, {cell.hidden_size}), "
+            f"got {tuple(h0.shape)}"
+        )
+    if mask is not None and (mask.dtype != torch.bool or mask.shape != x.shape[:2]):
+        raise ValueError(
+            f"expected a bool mask of shape {tuple(x.shape[:2])}, "
+            f"got {mask.dtype} {tuple(mask.shape)}"
+        )
+
+
+def time_steps(steps: int, reverse: bool) -> range:
+    """The order in which the forward pass visits the steps; backward walks it reversed."""
+    return range(steps - 1, -1, -1) if reverse else range(steps)
+
+
+def mask_at(mask: Tensor | None, t: int) -> Tensor | None:
+    """The mask column of step t, (B, 1) bool, or None when every step is real."""
+    return None if mask is None else mask[t].unsqueeze(1)
+
+
+def carry(m: Tensor | None, new: Tensor, old: Tensor) -> Tensor:
+    """The state after a step: the new one at real steps, the old one carried at padded."""
+    return new if m is None else torch.where(m, new, old)
+
+
+def zero_padded(m: Tensor | None, value: Tensor) -> Tensor:
+    """``value`` at real steps and exactly zero at padded ones (outputs and their gradients)."""
+    return value if m is None else value.masked_fill(~m, 0.0)
+
+
+def add_carried(m: Tensor | None, d_prev: Tensor, d_state: Tensor) -> Tensor:
+    """Add to d_prev the gradient a padded step passes straight through its copied state."""
+    return d_prev if m is None else d_prev + d_state.masked_fill(m, 0.0)
+
+
+def input_projection(x: Tensor, weight_ih: Tensor, bias_ih: Tensor | None) -> Tensor:
+    """W_ih x_t + b_ih for all steps as one matrix product, (T, B, I) -> (T, B, GH)."""
+    steps, batch, inputs = x.shape
+    projected = functional.linear(x.reshape(steps * batch, inputs), weight_ih, bias_ih)
+    return projected.reshape(steps, batch, -1)  # (T, B, GH)
+
+
+def linear_grads(needs, x, h_prev_seq, weight_ih, dgates_ih, dgates_hh):
+    """dL/dW = sum_t dL_t/dW for the input and recurrent maps, each as one matmul over all steps.
+
+    ``dgates_ih`` (T, B, GH) is dL/d(W_ih x_t + b_ih) and ``dgates_hh`` dL/d(W_hh h_{t-1} +
+    b_hh); they differ only for the GRU. ``needs`` is ``ctx.needs_input_grad`` for
+    (x, weight_ih, weight_hh, bias_ih, bias_hh); a gradient nobody asked for is None.
+    Returns (dx, dW_ih, dW_hh, db_ih, db_hh).
+    """
+    steps, batch, inputs = x.shape
+    d_ih = dgates_ih.reshape(steps * batch, -1)  # (TB, GH)
+    d_hh = dgates_hh.reshape(steps * batch, -1)  # (TB, GH)
+    dx = (d_ih @ weight_ih).reshape(steps, batch, inputs) if needs[0] else None
+    d_weight_ih = d_ih.t() @ x.reshape(steps * batch, inputs) if needs[1] else None
+    d_weight_hh = d_hh.t() @ h_prev_seq.reshape(steps * batch, -1) if needs[2] else None
+    d_bias_ih = d_ih.sum(0) if needs[3] else None
+    d_bias_hh = d_hh.sum(0) if needs[4] else None
+    return dx, d_weight_ih, d_weight_hh, d_bias_ih, d_bias_hh
