@@ -222,9 +222,9 @@ class RecurrentLayer(nn.Module):
         if getattr(module, "proj_size", 0):
             raise ValueError("LSTM with proj_size > 0 has no rnnkit equivalent yet")
         layer = cls(
-            module.input_size, module.hidden_size, module.num_layers, module.bias,
-            module.batch_first, module.dropout, module.bidirectional,
-            **cls._torch_options(module), **options,
+            module.input_size, module.hidden_size, num_layers=module.num_layers,
+            bias=module.bias, batch_first=module.batch_first, dropout=module.dropout,
+            bidirectional=module.bidirectional, **cls._torch_options(module), **options,
         )
         layer._copy_weights(module, to_torch=False)
         return layer.to(module.weight_ih_l0.device, module.weight_ih_l0.dtype)
@@ -232,8 +232,9 @@ class RecurrentLayer(nn.Module):
     def to_torch(self) -> nn.RNNBase:
         """The torch.nn layer computing the same function, with a copy of the weights."""
         module = self.torch_type(
-            self.input_size, self.hidden_size, self.num_layers, self.bias, self.batch_first,
-            self.dropout, self.bidirectional, **self._torch_kwargs(),
+            self.input_size, self.hidden_size, num_layers=self.num_layers, bias=self.bias,
+            batch_first=self.batch_first, dropout=self.dropout,
+            bidirectional=self.bidirectional, **self._torch_kwargs(),
         )
         module = module.to(self.cells[0].weight_ih.device, self.cells[0].weight_ih.dtype)
         self._copy_weights(module, to_torch=True)
