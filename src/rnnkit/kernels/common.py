@@ -10,6 +10,10 @@ is carried unchanged and the output is exactly zero, so with m = mask[t]
 and, going back, the gradient into s_new is m * (dy_t + ds_t) while (1 - m) * ds_t passes
 straight to s_{t-1}.
 
+The cells' equations are written for the forward direction. With ``reverse=True`` the
+loop visits t = T-1, ..., 0: "s_{t-1}" is then the state of step t+1, the one visited
+before, and the backward loop walks t = 0, ..., T-1.
+
 Shape letters: T time, B batch, I input size, H hidden size, G number of gate blocks.
 """
 

@@ -20,7 +20,7 @@ Backward. dh_t reaches h_{t-1} both through W_hh and directly through the update
 Because r multiplies h_n, the n block's gradient differs on the two sides, so this cell
 keeps two (T, B, 3H) buffers where the others keep one, and h_n from the forward pass.
 The weight and input gradients are then the sums of :func:`rnnkit.kernels.common.linear_grads`.
-Masking follows :mod:`rnnkit.kernels.common`.
+Masking and direction follow :mod:`rnnkit.kernels.common`.
 
 Shape letters: T time, B batch, I input size, H hidden size.
 """

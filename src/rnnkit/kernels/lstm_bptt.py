@@ -19,8 +19,8 @@ state, through the forget gate and, with peepholes, through the gates that look 
     dp_i = sum_t da_i * c_{t-1},   dp_f = sum_t da_f * c_{t-1},   dp_o = sum_t da_o * c_t
 
 The weight and input gradients are then the same sums over all steps as for every cell
-(:func:`rnnkit.kernels.common.linear_grads`). Masking follows :mod:`rnnkit.kernels.common`,
-for c as for h.
+(:func:`rnnkit.kernels.common.linear_grads`). Masking and direction follow
+:mod:`rnnkit.kernels.common`, for c as for h.
 
 Shape letters: T time, B batch, I input size, H hidden size.
 """

@@ -13,7 +13,7 @@ t and from every later step through h_{t+1}:
     dx_t  = W_xh^T da_t,        dh_0  = W_hh^T da_1
 
 The first line is the loop; the sums are one matrix product each over all T steps once
-every da_t is in a (T, B, H) buffer. Masking follows :mod:`rnnkit.kernels.common`.
+every da_t is in a (T, B, H) buffer. Masking and direction follow :mod:`rnnkit.kernels.common`.
 
 Shape letters: T time, B batch, I input size, H hidden size.
 """
