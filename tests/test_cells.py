@@ -21,6 +21,7 @@ def peephole_by_hand(cell, xs, h, c):
     for x in xs:
         h_new, c_new = torch.empty_like(h), torch.empty_like(c)
         for k in range(H):  # unit k, gate rows k, H+k, 2H+k, 3H+k (order i, f, g, o)
+
             def pre(gate, k=k, x=x, h=h):
                 row = gate * H + k
                 return (W[row] * x).sum(-1) + (U[row] * h).sum(-1) + b[row]
@@ -141,3 +142,10 @@ def test_step_checks_name_the_expected_shape():
         cell(torch.randn(B, 7), cell.init_state(B))
     with pytest.raises(ValueError, match=r"expected a state of shape \(3, 5\), got \(2, 5\)"):
         cell(torch.randn(B, I), cell.init_state(2))
+
+
+def test_lstm_step_checks_the_cell_state_too():
+    cell = rnnkit.LSTMCell(I, H)
+    h0, _ = cell.init_state(B)
+    with pytest.raises(ValueError, match=r"expected a state of shape \(3, 5\), got \(1, 5\)"):
+        cell(torch.randn(B, I), (h0, torch.zeros(1, H)))

@@ -56,8 +56,9 @@ def test_parity_with_torch_nn(
 ):
     dtype = torch.float64
     torch.manual_seed(num_layers * 8 + bidirectional * 4 + batch_first * 2 + with_lengths)
-    ref = theirs(I, H, num_layers, batch_first=batch_first, bidirectional=bidirectional,
-                 **options).to(dtype)
+    ref = theirs(
+        I, H, num_layers, batch_first=batch_first, bidirectional=bidirectional, **options
+    ).to(dtype)
     layer = ours.from_torch(ref, kernel=kernel)
     x = torch.randn((B, T, I) if batch_first else (T, B, I), dtype=dtype)
     lengths = LENGTHS if with_lengths else None
@@ -293,21 +294,41 @@ def test_torch_kernel_refuses_the_peephole_cell():
         (lambda m: m(torch.randn(T, I)), ValueError, "expected a rank-3 input .* got rank 2"),
         (lambda m: m(torch.randn(T, B, I + 1)), ValueError, "expected input_size 3 .* got 4"),
         (lambda m: m(torch.ones(T, B, I, dtype=torch.long)), TypeError, "floating-point"),
-        (lambda m: m(torch.randn(T, B, I), lengths=torch.tensor([1, 2])), ValueError,
-         r"one entry per sequence \(4\)"),
-        (lambda m: m(torch.randn(T, B, I), lengths=torch.tensor([7, 1, 1, 1])), ValueError,
-         r"lengths must lie in \[1, 6\].*max 7"),
-        (lambda m: m(torch.randn(T, B, I), lengths=torch.tensor([0, 1, 1, 1])), ValueError,
-         "min 0"),
-        (lambda m: m(torch.randn(T, B, I), lengths=torch.tensor([1.0, 1, 1, 1])), TypeError,
-         "lengths must be integers"),
-        (lambda m: m(torch.randn(T, B, I), torch.zeros(1, B, H)), ValueError,
-         "expected a state of 2 tensor"),
-        (lambda m: m(torch.randn(T, B, I), (torch.zeros(1, B, H), torch.zeros(1, 2, H))),
-         ValueError, r"expected state of shape \(1, 4, 5\), got \(1, 2, 5\)"),
-        (lambda m: m(torch.randn(T, B, I), (torch.zeros(1, B, H, dtype=torch.float64),) * 2),
-         ValueError,
-         "state dtype torch.float64 does not match"),
+        (
+            lambda m: m(torch.randn(T, B, I), lengths=torch.tensor([1, 2])),
+            ValueError,
+            r"one entry per sequence \(4\)",
+        ),
+        (
+            lambda m: m(torch.randn(T, B, I), lengths=torch.tensor([7, 1, 1, 1])),
+            ValueError,
+            r"lengths must lie in \[1, 6\].*max 7",
+        ),
+        (
+            lambda m: m(torch.randn(T, B, I), lengths=torch.tensor([0, 1, 1, 1])),
+            ValueError,
+            "min 0",
+        ),
+        (
+            lambda m: m(torch.randn(T, B, I), lengths=torch.tensor([1.0, 1, 1, 1])),
+            TypeError,
+            "lengths must be integers",
+        ),
+        (
+            lambda m: m(torch.randn(T, B, I), torch.zeros(1, B, H)),
+            ValueError,
+            "expected a state of 2 tensor",
+        ),
+        (
+            lambda m: m(torch.randn(T, B, I), (torch.zeros(1, B, H), torch.zeros(1, 2, H))),
+            ValueError,
+            r"expected state of shape \(1, 4, 5\), got \(1, 2, 5\)",
+        ),
+        (
+            lambda m: m(torch.randn(T, B, I), (torch.zeros(1, B, H, dtype=torch.float64),) * 2),
+            ValueError,
+            "state dtype torch.float64 does not match",
+        ),
     ],
 )
 def test_forward_checks(call, error, message):

@@ -46,7 +46,9 @@ class RecurrentCell(nn.Module):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if recurrent_init not in RECURRENT_INITS:
-            raise ValueError(f"recurrent_init must be one of {RECURRENT_INITS}, got {recurrent_init!r}")
+            raise ValueError(
+                f"recurrent_init must be one of {RECURRENT_INITS}, got {recurrent_init!r}"
+            )
         if input_init not in INPUT_INITS:
             raise ValueError(f"input_init must be one of {INPUT_INITS}, got {input_init!r}")
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
@@ -93,18 +95,19 @@ class RecurrentCell(nn.Module):
         device = device or self.weight_hh.device
         return torch.zeros(batch, self.hidden_size, device=device, dtype=dtype)
 
-    def check_step(self, x_t: Tensor, h_prev: Tensor) -> None:
+    def check_step(self, x_t: Tensor, *state: Tensor) -> None:
         """Say what was expected and what came, before a matmul says it less clearly."""
         if x_t.dim() != 2 or x_t.shape[1] != self.input_size:
             raise ValueError(
                 f"{type(self).__name__} expected x_t of shape (batch, {self.input_size}), "
                 f"got {tuple(x_t.shape)}"
             )
-        if h_prev.shape != (x_t.shape[0], self.hidden_size):
-            raise ValueError(
-                f"{type(self).__name__} expected a state of shape "
-                f"({x_t.shape[0]}, {self.hidden_size}), got {tuple(h_prev.shape)}"
-            )
+        for part in state:
+            if part.shape != (x_t.shape[0], self.hidden_size):
+                raise ValueError(
+                    f"{type(self).__name__} expected a state of shape "
+                    f"({x_t.shape[0]}, {self.hidden_size}), got {tuple(part.shape)}"
+                )
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}, bias={self.bias}"
@@ -147,7 +150,8 @@ class LSTMCell(RecurrentCell):
 
     .. math::
         \begin{aligned}
-        (i, f, g, o) &= (\sigma, \sigma, \tanh, \sigma)(W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh}) \\
+        (i, f, g, o) &= (\sigma, \sigma, \tanh, \sigma)
+                        (W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh}) \\
         c_t &= f \odot c_{t-1} + i \odot g \\
         h_t &= o \odot \tanh(c_t)
         \end{aligned}
@@ -206,7 +210,7 @@ class LSTMCell(RecurrentCell):
 
     def forward(self, x_t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple]:
         h_prev, c_prev = state
-        self.check_step(x_t, h_prev)
+        self.check_step(x_t, h_prev, c_prev)
         gates = nn.functional.linear(x_t, self.weight_ih, self.bias_ih) + nn.functional.linear(
             h_prev, self.weight_hh, self.bias_hh
         )  # (B, 4H)

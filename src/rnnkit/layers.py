@@ -91,7 +91,9 @@ class RecurrentLayer(nn.Module):
             # A learnable s_0, shared by every sequence of the batch; starts at zero.
             parts = len(self._zero_state(1, torch.device("cpu"), torch.float32))
             for _ in range(parts):
-                self.initial_state.append(nn.Parameter(torch.zeros(len(self.cells), 1, hidden_size)))
+                self.initial_state.append(
+                    nn.Parameter(torch.zeros(len(self.cells), 1, hidden_size))
+                )
 
     # -- state ---------------------------------------------------------------------------
 
@@ -116,7 +118,9 @@ class RecurrentLayer(nn.Module):
         for p in parts:
             if not isinstance(p, Tensor) or tuple(p.shape) != shape:
                 got = tuple(p.shape) if isinstance(p, Tensor) else type(p).__name__
-                raise ValueError(f"{type(self).__name__} expected state of shape {shape}, got {got}")
+                raise ValueError(
+                    f"{type(self).__name__} expected state of shape {shape}, got {got}"
+                )
             if p.dtype != x.dtype:
                 raise ValueError(f"state dtype {p.dtype} does not match input dtype {x.dtype}")
         return parts
@@ -144,13 +148,17 @@ class RecurrentLayer(nn.Module):
     def _check_lengths(lengths, T: int, B: int) -> Tensor:
         lengths = torch.as_tensor(lengths)
         if lengths.dim() != 1 or lengths.shape[0] != B:
-            raise ValueError(f"lengths must be 1-D with one entry per sequence ({B}), "
-                             f"got shape {tuple(lengths.shape)}")
+            raise ValueError(
+                f"lengths must be 1-D with one entry per sequence ({B}), "
+                f"got shape {tuple(lengths.shape)}"
+            )
         if lengths.is_floating_point() or lengths.dtype == torch.bool:
             raise TypeError(f"lengths must be integers, got {lengths.dtype}")
         if lengths.numel() and (lengths.min() < 1 or lengths.max() > T):
-            raise ValueError(f"lengths must lie in [1, {T}] (the time dimension), got "
-                             f"min {int(lengths.min())}, max {int(lengths.max())}")
+            raise ValueError(
+                f"lengths must lie in [1, {T}] (the time dimension), got "
+                f"min {int(lengths.min())}, max {int(lengths.max())}"
+            )
         return lengths
 
     # -- forward -------------------------------------------------------------------------
@@ -217,14 +225,22 @@ class RecurrentLayer(nn.Module):
     def from_torch(cls, module: nn.RNNBase, **options):
         """A layer with the same sizes and a copy of ``module``'s weights."""
         if type(module) is not cls.torch_type:
-            raise TypeError(f"{cls.__name__}.from_torch expects {cls.torch_type.__name__}, "
-                            f"got {type(module).__name__}")
+            raise TypeError(
+                f"{cls.__name__}.from_torch expects {cls.torch_type.__name__}, "
+                f"got {type(module).__name__}"
+            )
         if getattr(module, "proj_size", 0):
             raise ValueError("LSTM with proj_size > 0 has no rnnkit equivalent yet")
         layer = cls(
-            module.input_size, module.hidden_size, num_layers=module.num_layers,
-            bias=module.bias, batch_first=module.batch_first, dropout=module.dropout,
-            bidirectional=module.bidirectional, **cls._torch_options(module), **options,
+            module.input_size,
+            module.hidden_size,
+            num_layers=module.num_layers,
+            bias=module.bias,
+            batch_first=module.batch_first,
+            dropout=module.dropout,
+            bidirectional=module.bidirectional,
+            **cls._torch_options(module),
+            **options,
         )
         layer._copy_weights(module, to_torch=False)
         return layer.to(module.weight_ih_l0.device, module.weight_ih_l0.dtype)
@@ -232,9 +248,14 @@ class RecurrentLayer(nn.Module):
     def to_torch(self) -> nn.RNNBase:
         """The torch.nn layer computing the same function, with a copy of the weights."""
         module = self.torch_type(
-            self.input_size, self.hidden_size, num_layers=self.num_layers, bias=self.bias,
-            batch_first=self.batch_first, dropout=self.dropout,
-            bidirectional=self.bidirectional, **self._torch_kwargs(),
+            self.input_size,
+            self.hidden_size,
+            num_layers=self.num_layers,
+            bias=self.bias,
+            batch_first=self.batch_first,
+            dropout=self.dropout,
+            bidirectional=self.bidirectional,
+            **self._torch_kwargs(),
         )
         module = module.to(self.cells[0].weight_ih.device, self.cells[0].weight_ih.dtype)
         self._copy_weights(module, to_torch=True)
@@ -258,8 +279,10 @@ class RecurrentLayer(nn.Module):
                     (theirs if to_torch else ours).copy_(ours if to_torch else theirs)
 
     def extra_repr(self) -> str:
-        return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
-                f"bidirectional={self.bidirectional}, kernel={self.kernel!r}")
+        return (
+            f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+            f"bidirectional={self.bidirectional}, kernel={self.kernel!r}"
+        )
 
 
 def _bptt_scan():
@@ -273,10 +296,29 @@ class RNN(RecurrentLayer):
 
     cell_type, torch_type = RNNCell, nn.RNN
 
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, nonlinearity="tanh", **options):
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, nonlinearity=nonlinearity, **options)
+    def __init__(
+        self,
+        input_size,
+        hidden_size,
+        num_layers=1,
+        bias=True,
+        batch_first=False,
+        dropout=0.0,
+        bidirectional=False,
+        nonlinearity="tanh",
+        **options,
+    ):
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            nonlinearity=nonlinearity,
+            **options,
+        )
         self.nonlinearity = nonlinearity
 
     @staticmethod
@@ -292,16 +334,37 @@ class LSTM(RecurrentLayer):
 
     cell_type, torch_type = LSTMCell, nn.LSTM
 
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, peephole=False, **options):
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, peephole=peephole, **options)
+    def __init__(
+        self,
+        input_size,
+        hidden_size,
+        num_layers=1,
+        bias=True,
+        batch_first=False,
+        dropout=0.0,
+        bidirectional=False,
+        peephole=False,
+        **options,
+    ):
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            peephole=peephole,
+            **options,
+        )
         self.peephole = peephole
 
     def to_torch(self) -> nn.LSTM:
         if self.peephole:
-            raise ValueError("torch.nn.LSTM has no peephole connections; this layer cannot "
-                             "be converted without changing what it computes")
+            raise ValueError(
+                "torch.nn.LSTM has no peephole connections; this layer cannot "
+                "be converted without changing what it computes"
+            )
         return super().to_torch()
 
 

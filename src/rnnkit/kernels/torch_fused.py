@@ -14,8 +14,7 @@ Shape letters: T time, B batch, H hidden size, L layers, D directions.
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor, _VF
+from torch import _VF, Tensor
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.cells import GRUCell, LSTMCell, RNNCell
