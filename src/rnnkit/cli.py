@@ -1,0 +1,127 @@
+"""The ``rnnkit`` command.
+
+    rnnkit train TASK [--flags]            train a task (flags from the task's Config)
+    rnnkit train TASK --resume RUN [...]   continue a run where it stopped
+    rnnkit sample RUN [--prime ...]        print a sample from a trained run
+    rnnkit eval RUN --data DATA            score a trained run on other data
+
+Each task in :data:`rnnkit.tasks.TASKS` gets its own ``train`` subcommand whose flags are
+generated from its config dataclass; ``sample`` and ``eval`` find the task of a run from its
+config.json, so later tasks slot in without touching this file's structure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rnnkit import config as configuration
+from rnnkit.data import CorpusError
+from rnnkit.tasks import TASKS, load_task, task_of_run
+from rnnkit.train import NonFiniteLoss
+
+# What may change when a run is resumed: its limits and where it runs, not its model or data.
+RESUMABLE = {"steps", "epochs", "minutes", "eval_every", "device"}
+
+
+def add_train(commands) -> None:
+    train = commands.add_parser("train", help="train a task")
+    tasks = train.add_subparsers(dest="task", required=True, metavar="TASK")
+    for name in TASKS:
+        module = load_task(name)
+        parser = tasks.add_parser(name, help=(module.__doc__ or "").splitlines()[0])
+        configuration.add_arguments(parser, module.Config)
+        parser.add_argument("--resume", metavar="RUN", help="continue the run in this directory")
+
+
+def add_sample(commands) -> None:
+    sample = commands.add_parser("sample", help="print a sample from a trained run")
+    sample.add_argument("run", help="run directory")
+    sample.add_argument("--prime", default="", help="text to start from")
+    sample.add_argument("--length", type=int, default=500, help="characters to generate")
+    sample.add_argument("--temperature", type=float, default=0.8, help="0 takes the most likely")
+    sample.add_argument("--top-k", type=int, default=0, help="sample among the k most likely")
+    sample.add_argument("--seed", type=int, default=1, help="seed of the sampling")
+    sample.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+
+
+def add_eval(commands) -> None:
+    evaluate = commands.add_parser("eval", help="score a trained run on a corpus")
+    evaluate.add_argument("run", help="run directory")
+    evaluate.add_argument("--data", required=True, help="file, directory, glob or corpus name")
+    evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog="rnnkit", description="Recurrent networks, trained.")
+    commands = main.add_subparsers(dest="command", required=True)
+    add_train(commands)
+    add_sample(commands)
+    add_eval(commands)
+    return main
+
+
+def resumed_config(module, run: str, flags: dict):
+    config = configuration.load(module.Config, Path(run) / "config.json")
+    fixed = sorted(set(flags) - RESUMABLE)
+    if fixed:
+        raise configuration.ConfigError(
+            f"a resumed run keeps its settings; only {sorted(RESUMABLE)} may change, not {fixed}"
+        )
+    changed = configuration.from_dict(module.Config, {**configuration.to_dict(config), **flags})
+    configuration.save(changed, Path(run) / "config.json", task=module.NAME)
+    return changed
+
+
+def run_train(args) -> int:
+    module = load_task(args.task)
+    flags = configuration.given(args, module.Config)
+    if args.resume:
+        config = resumed_config(module, args.resume, flags)
+    else:
+        config = configuration.from_dict(module.Config, flags)
+    trainer = module.train(config, resume=bool(args.resume))
+    print(f"run: {config.out} (best val_loss {trainer.best:.4f} nats/char)")
+    return 130 if trainer.interrupted else 0
+
+
+def run_sample(args) -> int:
+    module = task_of_run(args.run)
+    module.sample(
+        Path(args.run),
+        args.prime,
+        args.length,
+        args.temperature,
+        args.top_k,
+        args.seed,
+        args.device,
+    )
+    return 0
+
+
+def run_eval(args) -> int:
+    r = task_of_run(args.run).evaluate(Path(args.run), args.data, args.device)
+    print(
+        f"loss {r['loss']:.4f} nats/char | {r['bpc']:.4f} bits/char | "
+        f"perplexity {r['perplexity']:.3f} | {r['characters']} characters, "
+        f"{r['unknown']} unknown"
+    )
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    run = {"train": run_train, "sample": run_sample, "eval": run_eval}[args.command]
+    try:
+        return run(args)
+    except NonFiniteLoss as err:
+        print(f"rnnkit: {err}", file=sys.stderr)
+        return 1
+    except (CorpusError, configuration.ConfigError, ValueError, FileNotFoundError) as err:
+        print(f"rnnkit: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Tasks: each a module with a ``Config`` dataclass, a model, and ``train``.
+
+``TASKS`` maps a task's command-line name to its module, imported only when used. A task
+module provides ``NAME``, ``Config`` (a :class:`rnnkit.train.TrainConfig` subclass) and
+``train(config, resume)``; tasks that can be sampled or scored also provide ``sample`` and
+``evaluate`` (see :mod:`rnnkit.cli`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from types import ModuleType
+
+TASKS = {"charlm": "rnnkit.tasks.charlm"}
+
+
+def load_task(name: str) -> ModuleType:
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; known: {sorted(TASKS)}")
+    return importlib.import_module(TASKS[name])
+
+
+def task_of_run(run_dir: Path) -> ModuleType:
+    """The task module that made a run, from the ``task`` key of its config.json."""
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
+    return load_task(json.loads(path.read_text()).get("task", ""))

@@ -1,0 +1,274 @@
+"""Character-level language model: the lectures' flagship example, end to end.
+
+Embedding (or one-hot, as the lecture draws it) -> stacked recurrent layers -> linear ->
+softmax over the next character. Trained on char-rnn style streams with the state carried
+from window to window (:mod:`rnnkit.data.streams`) by the shared trainer
+(:mod:`rnnkit.train`); sampled one character at a time, each new character costing one step
+of the network from the carried state.
+
+Shape letters: T time (window), B batch (streams), E input size, H hidden size, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import rnnkit
+from rnnkit import config as configuration
+from rnnkit.data import Streams, Vocab, Window, eval_windows, load_corpus
+from rnnkit.scan import map_state
+from rnnkit.train import (
+    MODEL_FILE,
+    Task,
+    TrainConfig,
+    Trainer,
+    autocast,
+    load_model,
+    pick_device,
+    use_bf16,
+)
+
+NAME = "charlm"
+
+
+@dataclass
+class Config(TrainConfig):
+    """``rnnkit train charlm``; the defaults are what ``make demo`` trains."""
+
+    data: str = "stdlib"  # stdlib, shakespeare, hello, or a text file, directory or glob
+    cell: Literal["lstm", "gru", "rnn", "peephole"] = "lstm"  # recurrent cell
+    hidden: int = 512  # hidden units per layer
+    layers: int = 1  # stacked recurrent layers
+    dropout: float = 0.0  # dropout on the input, between layers and on the output
+    embedding: int = 0  # input embedding size (0: same as hidden)
+    one_hot: bool = False  # one-hot input instead of a learned embedding
+    tie: bool = False  # share the embedding and output weights (needs embedding = hidden)
+    window: int = 64  # characters per truncated-BPTT window (the lectures' window_sz)
+    batch_size: int = 128  # contiguous streams read side by side
+    val_fraction: float = 0.1  # the last part of the corpus, by position, for validation
+    val_chars: int = 200_000  # validation characters scored at each evaluation (0: all)
+    lr: float = 5e-3  # peak learning rate
+    warmup: int = 30  # steps of linear warm-up from 0 to lr
+    minutes: float = 3.0  # stop after this much training time (0: no limit)
+    eval_every: int = 250  # evaluate on validation every this many steps
+
+
+class CharLM(nn.Module):
+    """Embedding or one-hot -> recurrent layers -> dropout -> linear; returns logits."""
+
+    def __init__(self, vocab_size: int, config: Config):
+        super().__init__()
+        if config.tie and (config.one_hot or config.embedding not in (0, config.hidden)):
+            raise ValueError("--tie needs a learned embedding of size --hidden")
+        self.vocab_size, self.one_hot = vocab_size, config.one_hot
+        size = vocab_size if config.one_hot else config.embedding or config.hidden
+        self.embed = None if config.one_hot else nn.Embedding(vocab_size, size)
+        self.rnn = make_layers(config.cell, size, config.hidden, config.layers, config.dropout)
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden, vocab_size)
+        if config.tie:
+            self.head.weight = self.embed.weight  # Press & Wolf 2017, "Using the Output Embedding"
+
+    def forward(self, x: torch.Tensor, state=None):
+        """x (T, B) character indices -> logits (T, B, V) and the final state."""
+        if self.one_hot:
+            inputs = F.one_hot(x, self.vocab_size).float()  # (T, B, V)
+        else:
+            inputs = self.embed(x)  # (T, B, E)
+        if state is not None:  # under bf16 autocast the layer returns a bf16 state
+            state = map_state(lambda s: s.to(inputs.dtype), state)
+        output, state = self.rnn(self.drop(inputs), state)  # (T, B, H)
+        return self.head(self.drop(output)), state  # (T, B, V)
+
+
+def make_layers(cell: str, input_size: int, hidden: int, layers: int, dropout: float):
+    between = dropout if layers > 1 else 0.0
+    if cell == "gru":
+        return rnnkit.GRU(input_size, hidden, layers, dropout=between)
+    if cell == "rnn":
+        return rnnkit.RNN(input_size, hidden, layers, dropout=between)
+    return rnnkit.LSTM(input_size, hidden, layers, dropout=between, peephole=cell == "peephole")
+
+
+def window_loss(model: CharLM, window: Window, state):
+    """Mean next-character cross-entropy of one window, from the carried state."""
+    device = model.head.weight.device
+    state = None if window.fresh else state
+    logits, state = model(window.inputs.to(device), state)  # (T, B, V)
+    targets = window.targets.to(device)
+    loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+    return loss, state, targets.numel()
+
+
+@torch.no_grad()
+def score(model: CharLM, ids: torch.Tensor, batch_size: int, window: int) -> float:
+    """Mean loss in nats per character over ``ids``, the state carried across windows."""
+    device, state, total, count = model.head.weight.device, None, 0.0, 0
+    for x, y in eval_windows(ids, batch_size, window):
+        logits, state = model(x.to(device), state)
+        y = y.to(device)
+        total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").item()
+        count += y.numel()
+    return total / count
+
+
+def metrics(loss: float, prefix: str = "val_") -> dict:
+    return {f"{prefix}loss": loss, f"{prefix}bpc": loss / math.log(2)}
+
+
+# --- training ---
+
+
+def prepare(config: Config, vocab: Vocab | None = None):
+    """The corpus split by position, the vocabulary of its training part, and the streams."""
+    corpus = load_corpus(config.data)
+    cut = int(round(len(corpus.text) * (1.0 - config.val_fraction)))
+    train_text, val_text = corpus.text[:cut], corpus.text[cut:]
+    vocab = vocab or Vocab.build(train_text)
+    streams = Streams(vocab.encode(train_text), config.batch_size, config.window, corpus.name)
+    val_ids = vocab.encode(val_text)
+    if len(val_ids) < 2:
+        raise rnnkit.data.CorpusError(f"{corpus.name}: validation part has under 2 characters")
+    return vocab, streams, val_ids
+
+
+def build_task(config: Config, vocab: Vocab, streams: Streams, val_ids: torch.Tensor) -> Task:
+    torch.manual_seed(config.seed)
+    model = CharLM(len(vocab), config)
+    scored = val_ids[: config.val_chars] if config.val_chars else val_ids
+
+    def evaluate(m):
+        return metrics(score(m, scored, config.batch_size, config.window))
+
+    return Task(model, streams.__getitem__, window_loss, evaluate, len(streams))
+
+
+def default_run_dir() -> Path:
+    return Path("runs") / f"{NAME}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def train(config: Config, resume: bool = False, progress=None) -> Trainer:
+    """Train (or with ``resume``, continue) the run in ``config.out``; return the trainer."""
+    run_dir = Path(config.out or default_run_dir())
+    config.out = str(run_dir)
+    vocab = Vocab.load(run_dir / "vocab.json") if resume else None
+    vocab, streams, val_ids = prepare(config, vocab)
+    trainer = Trainer(config, build_task(config, vocab, streams, val_ids), run_dir, progress)
+    if resume:
+        trainer.restore()
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        configuration.save(config, run_dir / "config.json", task=NAME)
+        vocab.save(run_dir / "vocab.json")
+    trainer.fit()
+    return trainer
+
+
+# --- using a trained run ---
+
+
+def load_run(run_dir: Path, device: str = "auto"):
+    """The config, vocabulary and best model of a run directory."""
+    run_dir = Path(run_dir)
+    if not (run_dir / MODEL_FILE).exists():
+        raise FileNotFoundError(f"{run_dir}: no {MODEL_FILE} (has this run been evaluated yet?)")
+    config = configuration.load(Config, run_dir / "config.json")
+    vocab = Vocab.load(run_dir / "vocab.json")
+    model = CharLM(len(vocab), config)
+    load_model(model, run_dir / MODEL_FILE)
+    return config, vocab, model.to(pick_device(device)).eval()
+
+
+def pick_next(logits: torch.Tensor, temperature: float, top_k: int, generator) -> int:
+    """Sample one index from (V,) logits; temperature 0 takes the most likely."""
+    logits = logits.float().clone()
+    logits[0] = -math.inf  # never produce the unknown symbol
+    if temperature <= 0:
+        return int(logits.argmax())
+    if 0 < top_k < logits.numel():
+        kth = torch.topk(logits, top_k).values[-1]
+        logits[logits < kth] = -math.inf
+    probs = torch.softmax(logits / temperature, dim=-1)
+    return int(torch.multinomial(probs.cpu(), 1, generator=generator))
+
+
+@torch.no_grad()
+def generate(
+    model: CharLM,
+    vocab: Vocab,
+    prime: str,
+    length: int,
+    temperature: float = 0.8,
+    top_k: int = 0,
+    seed: int = 1,
+    bf16: bool = False,
+) -> Iterator[str]:
+    """Yield ``length`` characters after ``prime``; each costs one step from the carried state."""
+    generator = torch.Generator().manual_seed(seed)
+    device = model.head.weight.device
+    ids = vocab.encode(prime or "\n").to(device).view(-1, 1)  # (T, 1)
+    with autocast(device, bf16):
+        logits, state = model(ids)  # the prime in one call: (T, 1, V)
+        for _ in range(length):
+            index = pick_next(logits[-1, 0], temperature, top_k, generator)
+            yield vocab.symbols[index]
+            logits, state = model(torch.tensor([[index]], device=device), state)  # (1, 1, V)
+
+
+def sample(
+    run_dir: Path,
+    prime: str = "",
+    length: int = 500,
+    temperature: float = 0.8,
+    top_k: int = 0,
+    seed: int = 1,
+    device: str = "auto",
+    out=None,
+) -> str:
+    """Print a sample from a run as it is generated; return it."""
+    out = out or sys.stdout
+    config, vocab, model = load_run(run_dir, device)
+    unseen = vocab.unseen(prime)
+    if unseen:
+        print(
+            f"note: prime characters not in the vocabulary are read as the unknown symbol: "
+            f"{''.join(unseen)!r}",
+            file=sys.stderr,
+        )
+    bf16 = use_bf16(config.precision, model.head.weight.device)
+    out.write(prime)
+    pieces = []
+    for char in generate(model, vocab, prime, length, temperature, top_k, seed, bf16):
+        out.write(char)
+        out.flush()
+        pieces.append(char)
+    out.write("\n")
+    return prime + "".join(pieces)
+
+
+def evaluate(run_dir: Path, data: str, device: str = "auto") -> dict:
+    """Loss in nats per character, bits per character and perplexity of a run on ``data``."""
+    config, vocab, model = load_run(run_dir, device)
+    text = load_corpus(data).text
+    ids = vocab.encode(text)
+    bf16 = use_bf16(config.precision, model.head.weight.device)
+    with autocast(model.head.weight.device, bf16):
+        loss = score(model, ids, config.batch_size, config.window)
+    unknown = sum(text.count(c) for c in vocab.unseen(text))
+    return {
+        "loss": loss,
+        "bpc": loss / math.log(2),
+        "perplexity": math.exp(loss),
+        "characters": len(ids),
+        "unknown": unknown,
+    }

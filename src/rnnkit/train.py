@@ -1,0 +1,466 @@
+"""The one trainer every task uses: optimiser, schedule, clipping, stopping, checkpoints.
+
+A task hands the trainer a model and three functions:
+- ``batch(step)``: the data for training step ``step``; the same step always reads the same
+  data, so a resumed run continues on the same data position;
+- ``loss(model, batch, carry) -> (mean loss, carry, tokens)``: ``carry`` is what one step
+  passes to the next (the hidden state in truncated BPTT, or None); the trainer detaches it
+  and saves it in checkpoints;
+- ``evaluate(model) -> {"val_loss": ..., ...}``: validation metrics, under ``no_grad``.
+
+A run directory holds ``config.json`` (written by the task), ``metrics.jsonl`` (one line per
+evaluation), ``loss.png``, ``model.safetensors`` (the best weights by validation loss) and
+``last.safetensors`` (everything needed to resume: weights, optimiser state, RNG state, the
+carried state, and the step, as tensors plus JSON metadata; nothing is pickled). Every
+checkpoint is written to a temporary file and renamed over the old one, so a crash leaves
+either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from torch import nn
+
+from rnnkit.layers import detach_state
+
+MODEL_FILE = "model.safetensors"
+LAST_FILE = "last.safetensors"
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    """Settings shared by every task; a task's config extends this with its own defaults."""
+
+    optimizer: Literal["adamw", "sgd", "rmsprop"] = "adamw"  # update rule
+    lr: float = 3e-3  # peak learning rate
+    weight_decay: float = 0.01  # decoupled weight decay (AdamW), L2 penalty (SGD, RMSprop)
+    momentum: float = 0.9  # momentum of SGD and RMSprop
+    clip: float = 1.0  # clip the global gradient norm to this (0 turns clipping off)
+    schedule: Literal["cosine", "plateau", "constant"] = "cosine"  # learning-rate schedule
+    warmup: int = 50  # steps of linear warm-up from 0 to lr
+    min_lr: float = 0.05  # cosine ends at this fraction of lr
+    patience: int = 2  # plateau: evaluations without improvement before lr is cut
+    factor: float = 0.5  # plateau: multiply lr by this at each cut
+    steps: int = 0  # stop after this many steps (0: no limit)
+    epochs: float = 0.0  # stop after this many passes over the training data (0: no limit)
+    minutes: float = 0.0  # stop after this much training time (0: no limit)
+    eval_every: int = 200  # evaluate on validation every this many steps
+    seed: int = 1  # seed for initialisation, dropout and sampling order
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where the hardware has it
+    out: str = ""  # run directory (default: runs/<task>-<date>-<time>)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but torch sees no CUDA device")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """bf16 autocast where it is native (AVX512-BF16/AMX CPUs, Ampere+ GPUs); it is 2-3x
+    faster there for the LSTM kernels, and emulated (slower) elsewhere."""
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def autocast(device: torch.device, bf16: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+def make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    return torch.optim.RMSprop(
+        params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+
+
+def lr_factor(config: TrainConfig, step: int, progress: float, plateau_scale: float) -> float:
+    """Learning rate as a fraction of ``config.lr``: linear warm-up, then the schedule.
+
+    ``progress`` in [0, 1] is how far the run is towards its first stopping limit (steps,
+    epochs or minutes), so the cosine reaches ``min_lr`` when the run stops.
+    """
+    warm = min(1.0, (step + 1) / config.warmup) if config.warmup > 0 else 1.0
+    if config.schedule == "cosine":
+        cosine = 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+        return warm * (config.min_lr + (1.0 - config.min_lr) * cosine)
+    if config.schedule == "plateau":
+        return warm * plateau_scale
+    return warm
+
+
+# --- checkpoints: safetensors tensors plus JSON metadata, written atomically ---
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, flush it to disk, then rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_tensors(path: Path, tensors: dict, metadata: dict) -> None:
+    flat = {k: v.detach().to("cpu").clone().contiguous() for k, v in tensors.items()}
+    atomic_write(
+        path, save_safetensors(flat, metadata={k: json.dumps(v) for k, v in metadata.items()})
+    )
+
+
+def load_tensors(path: Path) -> tuple[dict, dict]:
+    """Tensors and JSON metadata of a safetensors file; a damaged file gives a clear error."""
+    raw = Path(path).read_bytes()
+    try:
+        tensors = load_safetensors(raw)
+        header_len = int.from_bytes(raw[:8], "little")
+        meta = json.loads(raw[8 : 8 + header_len]).get("__metadata__", {})
+        return tensors, {k: json.loads(v) for k, v in meta.items()}
+    except (SafetensorError, ValueError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a readable safetensors checkpoint ({err})") from None
+
+
+def optimizer_tensors(optimizer) -> tuple[dict, dict]:
+    """Split an optimiser's state into tensors (for safetensors) and JSON (the rest)."""
+    state = optimizer.state_dict()
+    tensors, plain = {}, {}
+    for index, slots in state["state"].items():
+        for key, value in slots.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{index}.{key}"] = value
+            else:
+                plain[f"{index}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "plain": plain}
+
+
+def restore_optimizer(optimizer, tensors: dict, meta: dict) -> None:
+    state: dict = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = value
+    for name, value in meta["plain"].items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def carry_tensors(carry) -> tuple[dict, str]:
+    if carry is None:
+        return {}, "none"
+    if torch.is_tensor(carry):
+        return {"carry.0": carry}, "tensor"
+    return {f"carry.{i}": t for i, t in enumerate(carry)}, "tuple"
+
+
+def restore_carry(tensors: dict, kind: str, device):
+    parts = [
+        tensors[f"carry.{i}"].to(device)
+        for i in range(sum(k.startswith("carry.") for k in tensors))
+    ]
+    return None if kind == "none" else parts[0] if kind == "tensor" else tuple(parts)
+
+
+def load_model(model: nn.Module, path: Path) -> dict:
+    """Load weights saved by the trainer into ``model``; return the file's metadata."""
+    tensors, meta = load_tensors(path)
+    weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    model.load_state_dict(weights)
+    return meta
+
+
+# --- the training loop ---
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; the message names the step and what to try."""
+
+
+@dataclass
+class Task:
+    """What a task hands the trainer (see the module docstring)."""
+
+    model: nn.Module
+    batch: Callable[[int], Any]  # step -> the data of that step
+    loss: Callable[[nn.Module, Any, Any], tuple[torch.Tensor, Any, int]]  # -> loss, carry, tokens
+    evaluate: Callable[[nn.Module], dict]  # model -> {"val_loss": ..., ...}
+    steps_per_epoch: int  # steps in one pass over the training data
+
+
+class Progress:
+    """One status line, redrawn in place on a terminal, printed now and then otherwise."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.interval = 0.5 if self.tty else 30.0
+        self.shown = -math.inf
+
+    def show(self, text: str) -> None:
+        now = time.monotonic()
+        if now - self.shown >= self.interval:
+            self.shown = now
+            self.stream.write(f"\r{text}\033[K" if self.tty else text + "\n")
+            self.stream.flush()
+
+    def line(self, text: str) -> None:
+        self.stream.write(("\r\033[K" if self.tty else "") + text + "\n")
+        self.stream.flush()
+
+
+def clock(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class Trainer:
+    """Runs a :class:`Task` under a :class:`TrainConfig`, writing everything into ``run_dir``."""
+
+    def __init__(self, config: TrainConfig, task: Task, run_dir: Path, progress=None):
+        if not (config.steps or config.epochs or config.minutes):
+            raise ValueError("give at least one stopping limit: --steps, --epochs or --minutes")
+        self.config, self.task, self.run_dir = config, task, Path(run_dir)
+        self.device = pick_device(config.device)
+        self.bf16 = use_bf16(config.precision, self.device)
+        self.model = task.model.to(self.device)
+        self.optimizer = make_optimizer(config, self.model.parameters())
+        self.progress = progress or Progress()
+        self.step, self.tokens, self.elapsed, self.carry = 0, 0, 0.0, None
+        self.best, self.plateau_scale, self.bad_evals = math.inf, 1.0, 0
+        self.recent: list[float] = []  # training losses since the last evaluation
+        self.interrupted = False
+
+    def fraction_done(self) -> float:
+        c, done = self.config, []
+        if c.steps:
+            done.append(self.step / c.steps)
+        if c.epochs:
+            done.append(self.step / (c.epochs * self.task.steps_per_epoch))
+        if c.minutes:
+            done.append(self.elapsed / (60.0 * c.minutes))
+        return max(done)
+
+    def train_step(self) -> float:
+        """One optimiser step on the data of the current step; returns its loss."""
+        start = time.perf_counter()
+        factor = lr_factor(self.config, self.step, self.fraction_done(), self.plateau_scale)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.lr * factor
+        self.model.train()
+        with autocast(self.device, self.bf16):
+            loss, carry, tokens = self.task.loss(self.model, self.task.batch(self.step), self.carry)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise NonFiniteLoss(self._nonfinite_message(value))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
+        self.optimizer.step()
+        self.carry = None if carry is None else detach_state(carry)
+        self.step, self.tokens = self.step + 1, self.tokens + tokens
+        self.elapsed += time.perf_counter() - start
+        self.recent.append(value)
+        return value
+
+    def _nonfinite_message(self, value: float) -> str:
+        kept = self.run_dir / LAST_FILE
+        kept_text = f"the last good checkpoint is {kept}" if kept.exists() else "no checkpoint yet"
+        return (
+            f"loss is {value} at step {self.step + 1}; stopped ({kept_text}). "
+            f"Try a lower --lr (now {self.config.lr:g}) or gradient clipping (--clip 1.0, "
+            f"now {self.config.clip:g})."
+        )
+
+    def evaluate(self) -> dict:
+        """Validation metrics, one line in metrics.jsonl, the loss curve, and checkpoints."""
+        start = time.perf_counter()
+        self.model.eval()
+        with torch.no_grad(), autocast(self.device, self.bf16):
+            metrics = self.task.evaluate(self.model)
+        self.model.train()
+        train_loss = sum(self.recent) / len(self.recent) if self.recent else None
+        self.recent = []
+        self.elapsed += time.perf_counter() - start
+        row = {
+            "step": self.step,
+            "tokens": self.tokens,
+            "elapsed": round(self.elapsed, 2),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train_loss": train_loss,
+            **metrics,
+        }
+        with open(self.run_dir / METRICS_FILE, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        self._after_eval(metrics["val_loss"])
+        plot_losses(self.run_dir)
+        return row
+
+    def _after_eval(self, val_loss: float) -> None:
+        if val_loss < self.best:
+            self.best, self.bad_evals = val_loss, 0
+            model = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+            save_tensors(
+                self.run_dir / MODEL_FILE, model, {"step": self.step, "val_loss": val_loss}
+            )
+        else:
+            self.bad_evals += 1
+            if self.config.schedule == "plateau" and self.bad_evals >= self.config.patience:
+                self.plateau_scale, self.bad_evals = self.plateau_scale * self.config.factor, 0
+        self.save_last()
+
+    def save_last(self) -> None:
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        optim, optim_meta = optimizer_tensors(self.optimizer)
+        carry, carry_kind = carry_tensors(self.carry)
+        tensors.update(optim, **carry, **{"rng.torch": torch.get_rng_state()})
+        if self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        progress = {
+            "step": self.step,
+            "tokens": self.tokens,
+            "elapsed": self.elapsed,
+            "best": self.best,
+            "plateau_scale": self.plateau_scale,
+            "bad_evals": self.bad_evals,
+            "recent": self.recent,
+        }
+        meta = {"trainer": progress, "optimizer": optim_meta, "carry": carry_kind}
+        save_tensors(self.run_dir / LAST_FILE, tensors, meta)
+
+    def restore(self) -> None:
+        """Continue from ``last.safetensors``: same weights, optimiser, RNG, state and step."""
+        tensors, meta = load_tensors(self.run_dir / LAST_FILE)
+        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        restore_optimizer(self.optimizer, tensors, meta["optimizer"])
+        self.carry = restore_carry(tensors, meta["carry"], self.device)
+        torch.set_rng_state(tensors["rng.torch"])
+        if "rng.cuda" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        p = meta["trainer"]
+        self.step, self.tokens, self.elapsed, self.best = (
+            p["step"],
+            p["tokens"],
+            p["elapsed"],
+            p["best"],
+        )
+        self.plateau_scale, self.bad_evals, self.recent = (
+            p["plateau_scale"],
+            p["bad_evals"],
+            p["recent"],
+        )
+        keep_metrics_until(self.run_dir / METRICS_FILE, self.step)
+
+    def status(self, loss: float) -> str:
+        rate = self.tokens / max(self.elapsed, 1e-9)
+        done = self.fraction_done()
+        left = self.elapsed * (1 - done) / done if done > 0 else math.inf
+        return (
+            f"step {self.step} | loss {loss:.3f} | {rate / 1000:.1f}k tok/s | "
+            f"{clock(self.elapsed)} elapsed, {clock(left) if left < 1e7 else '?'} left"
+        )
+
+    @contextlib.contextmanager
+    def _ctrl_c_saves(self):
+        """Ctrl-C finishes the current step, then the run saves and stops; twice quits at once."""
+
+        def handler(signum, frame):
+            self.interrupted = True
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+        try:
+            previous = signal.signal(signal.SIGINT, handler)
+        except ValueError:  # not the main thread: no handler, Ctrl-C behaves as usual
+            yield
+            return
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def fit(self) -> str:
+        """Train until a limit, Ctrl-C or a non-finite loss; return why it stopped."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with self._ctrl_c_saves():
+            while self.fraction_done() < 1.0 and not self.interrupted:
+                loss = self.train_step()
+                self.progress.show(self.status(loss))
+                if self.step % self.config.eval_every == 0:
+                    self.progress.line(self._eval_text(self.evaluate()))
+        if self.interrupted:
+            self.save_last()
+            self.progress.line(f"interrupted at step {self.step}; saved {self.run_dir / LAST_FILE}")
+            return "interrupted"
+        if self.step % self.config.eval_every != 0:
+            self.progress.line(self._eval_text(self.evaluate()))
+        return "done"
+
+    def _eval_text(self, row: dict) -> str:
+        extra = " ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("val_"))
+        train = f"train_loss {row['train_loss']:.4f} " if row["train_loss"] is not None else ""
+        return f"step {row['step']} | {train}{extra} | {clock(row['elapsed'])}"
+
+
+def keep_metrics_until(path: Path, step: int) -> None:
+    """Drop metric lines written after ``step``, so a resumed run does not repeat them."""
+    if not path.exists():
+        return
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    kept = [ln for ln in lines if json.loads(ln)["step"] <= step]
+    atomic_write(path, "".join(ln + "\n" for ln in kept).encode())
+
+
+def plot_losses(run_dir: Path) -> None:
+    """Draw train and validation loss against tokens seen into ``loss.png``."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(ln) for ln in (run_dir / METRICS_FILE).read_text().splitlines() if ln]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in ("train_loss", "val_loss"):
+        points = [(r["tokens"], r[key]) for r in rows if r.get(key) is not None]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", label=key)
+    ax.set(xlabel="characters seen", ylabel="loss (nats per character)")
+    ax.legend()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write(run_dir / "loss.png", buffer.getvalue())
