@@ -1,0 +1,108 @@
+"""Build and load the C gate math of :mod:`rnnkit.kernels.lstm_fused`, or say why not.
+
+The C source (``csrc/lstm_gates.c``) is compiled once per machine into a cache directory
+(``$RNNKIT_CACHE``, else ``$XDG_CACHE_HOME/rnnkit``, else ``~/.cache/rnnkit``) under a name
+that hashes the source, the compiler and the flags, so an edit or another machine's
+``-march=native`` never loads a stale library. The compiler is ``$CC``, else ``cc``.
+Flag sets are tried in order: tuned for this CPU, then portable; when none builds (no
+compiler, say) :func:`library` returns None, warns once, and the callers take the Python
+BPTT of :mod:`rnnkit.kernels.lstm_bptt`, their slow twin.
+
+Compiling and linking are two commands so that ``-ffast-math`` shapes the code only: linked
+with it, gcc adds a start-up file that turns on flush-to-zero for the whole process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+SOURCE = Path(__file__).parent / "csrc" / "lstm_gates.c"
+# (compile flags, link flags): the first is vectorised for this CPU with glibc's vector
+# tanh; the second runs anywhere gcc or clang does.
+FLAG_SETS = (
+    (["-O3", "-march=native", "-ffast-math", "-fopenmp-simd"], ["-lmvec", "-lm"]),
+    (["-O2"], ["-lm"]),
+)
+
+_cache: dict = {}
+
+
+def compiler() -> str:
+    return os.environ.get("CC", "cc")
+
+
+def cache_dir() -> Path:
+    if "RNNKIT_CACHE" in os.environ:
+        return Path(os.environ["RNNKIT_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "rnnkit"
+
+
+def _library_path(cc: str, flags: tuple) -> Path:
+    key = hashlib.sha256(SOURCE.read_bytes() + repr((cc, flags)).encode()).hexdigest()[:16]
+    return cache_dir() / f"lstm_gates-{key}.so"
+
+
+def _build(cc: str, flags: tuple) -> Path:
+    """Compile and link into the cache unless already there; raise on failure."""
+    target = _library_path(cc, flags)
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    compile_flags, link_flags = flags
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        obj, lib = Path(tmp) / "gates.o", Path(tmp) / "gates.so"
+        commands = (
+            [cc, *compile_flags, "-fPIC", "-c", str(SOURCE), "-o", str(obj)],
+            [cc, "-shared", str(obj), "-o", str(lib), *link_flags],
+        )
+        for command in commands:
+            subprocess.run(command, check=True, capture_output=True, timeout=120)
+        os.replace(lib, target)  # atomic: a concurrent process sees all or nothing
+    return target
+
+
+def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
+    """Argument types of the four entry points: sizes as long, every array as an address."""
+    size, address = ctypes.c_long, ctypes.c_void_p
+    for suffix in ("f32", "f64"):
+        forward = getattr(lib, f"lstm_forward_{suffix}")
+        forward.argtypes = [size, size] + [address] * 11
+        forward.restype = None
+        backward = getattr(lib, f"lstm_backward_{suffix}")
+        backward.argtypes = [size, size] + [address] * 14
+        backward.restype = None
+    return lib
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded gate library, built at first use; None (with one warning) if it cannot be."""
+    cc = compiler()
+    if cc in _cache:
+        return _cache[cc]
+    errors = []
+    for flags in FLAG_SETS:
+        try:
+            _cache[cc] = _declare(ctypes.CDLL(str(_build(cc, flags))))
+            return _cache[cc]
+        except (OSError, subprocess.SubprocessError, AttributeError) as error:
+            detail = getattr(error, "stderr", b"") or b""
+            errors.append(f"{' '.join(flags[0])}: {error} {detail.decode(errors='replace')}")
+    _cache[cc] = None
+    warnings.warn(
+        "rnnkit could not build its C gate kernels, so the fused LSTM path falls back to "
+        "the Python BPTT (slower, same results):\n" + "\n".join(errors),
+        RuntimeWarning,
+        stacklevel=2,
+    )
+    return None
+
+
+if __name__ == "__main__":  # `python -m rnnkit.kernels.compiled`: build now (make setup)
+    print("C gate kernels:", "built" if library() else "unavailable; Python fallback in use")

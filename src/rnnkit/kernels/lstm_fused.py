@@ -1,0 +1,175 @@
+r"""The LSTM (with or without peepholes) over a whole sequence with its gate math in C.
+
+The same BPTT as :mod:`rnnkit.kernels.lstm_bptt`, its slow twin, with the work arranged
+so that each step costs one matrix product in torch and one call of C:
+
+- forward: the input projection of all steps (biases folded in) is one matmul into a
+  (T, B, 4H) buffer; step t adds W_hh h_{t-1} to its row in place, then
+  ``lstm_forward`` turns that row into the activations (i, f, g, o) and writes c_t, the
+  carried state and the output, with masking, in one pass;
+- backward: ``lstm_backward`` turns (dL/dy_t, dh, dc) into the gate gradients da_t and
+  dc_{t-1} in one pass (summing the peephole gradients on the way), then dh_{t-1} gets
+  da_t W_hh in place; the weight gradients are one matmul each over all steps.
+
+The C source is ``csrc/lstm_gates.c``; :mod:`rnnkit.kernels.compiled` builds it. Where it
+cannot (no compiler) or does not apply (not CPU, not float32/float64), :func:`fused_scan`
+runs the Python BPTT instead, which computes the same function.
+
+Mixed precision (``low_precision=True``, float32 only): every matrix product takes bfloat16
+copies of its operands (bfloat16 matmuls accumulate in float32 inside oneDNN), while the
+gate pre-activations, the cell state, the gate math and the peephole sums stay float32 and
+the weight gradients are returned in float32 for the float32 master weights.
+
+Shape letters: T time, B batch, I input size, H hidden size.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from rnnkit.cells import LSTMCell
+from rnnkit.kernels.common import check_sequence, time_steps
+from rnnkit.kernels.compiled import library
+from rnnkit.kernels.lstm_bptt import LSTMBPTT
+
+SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+
+
+def applies(x: Tensor, low_precision: bool = False) -> bool:
+    """Whether the C path runs here: a CPU tensor of a dtype the C code has, and a library."""
+    if x.device.type != "cpu" or x.dtype not in SUFFIX:
+        return False
+    if low_precision and x.dtype != torch.float32:
+        return False
+    return library() is not None
+
+
+def _mm(a: Tensor, b: Tensor, low_precision: bool) -> Tensor:
+    """a @ b, with bfloat16 operands and a float32 result under mixed precision."""
+    if low_precision:
+        return torch.mm(a.bfloat16(), b.bfloat16()).float()
+    return a @ b
+
+
+def _rows(tensor: Tensor | None):
+    """``row(t)``: the address of row t of a contiguous tensor, for C (None stays NULL)."""
+    if tensor is None:
+        return lambda step=0: None
+    base, stride = tensor.data_ptr(), tensor.stride(0) * tensor.element_size()
+    return lambda step=0: base + step * stride
+
+
+class LSTMFused(torch.autograd.Function):
+    """(x, W_ih, W_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, mask, reverse, low_precision)
+    -> (output, h, c), as :class:`rnnkit.kernels.lstm_bptt.LSTMBPTT`."""
+
+    @staticmethod
+    def forward(
+        ctx, x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, p_i, p_f, p_o, mask, reverse,
+        low_precision,
+    ):  # fmt: skip
+        steps, batch, hidden = x.shape[0], x.shape[1], h0.shape[1]
+        step_c = getattr(library(), "lstm_forward_" + SUFFIX[x.dtype])
+        bias = None if bias_ih is None else bias_ih + bias_hh
+        x_flat = x.reshape(steps * batch, -1)  # (TB, I)
+        gates = _mm(x_flat, weight_ih.t(), low_precision)  # (TB, 4H), activations after
+        gates = (gates if bias is None else gates.add_(bias)).view(steps, batch, -1)
+        h_prev_seq = x.new_empty(steps + 1, batch, hidden)  # (T+1, B, H): row T is final
+        c_prev_seq, c_new_seq = torch.empty_like(h_prev_seq), torch.empty_like(h_prev_seq)
+        output = x.new_empty(steps, batch, hidden)  # (T, B, H)
+        peepholes = [t.contiguous() if t is not None else None for t in (p_i, p_f, p_o)]
+        mask = None if mask is None else mask.contiguous()
+        order = list(time_steps(steps, reverse))
+        h_prev_seq[order[0]], c_prev_seq[order[0]] = h0, c0
+        w_hh_t = weight_hh.t().bfloat16() if low_precision else weight_hh.t()
+        rows, h_rows = gates.unbind(0), h_prev_seq.unbind(0)
+        gate_at, h_at, c_at, c_new_at, out_at, mask_at = map(
+            _rows, (gates, h_prev_seq, c_prev_seq, c_new_seq, output, mask)
+        )
+        peephole_at = [_rows(p)() for p in peepholes]
+        for k, t in enumerate(order):
+            after = order[k + 1] if k + 1 < steps else steps  # where the carried state goes
+            if low_precision:
+                rows[t].add_(torch.mm(h_rows[t].bfloat16(), w_hh_t))
+            else:
+                rows[t].addmm_(h_rows[t], w_hh_t)
+            step_c(
+                batch, hidden, gate_at(t), h_at(t), c_at(t), *peephole_at, mask_at(t),
+                c_new_at(t), h_at(after), c_at(after), out_at(t),
+            )  # fmt: skip
+        ctx.save_for_backward(
+            x, weight_ih, weight_hh, *peepholes, mask, h_prev_seq, c_prev_seq, c_new_seq, gates
+        )
+        ctx.reverse, ctx.low_precision = reverse, low_precision
+        return output, h_prev_seq[steps].clone(), c_prev_seq[steps].clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d_output, d_h_final, d_c_final):
+        x, weight_ih, weight_hh, p_i, p_f, p_o, mask, *sequences = ctx.saved_tensors
+        h_prev_seq, c_prev_seq, c_new_seq, gates = sequences
+        steps, batch, hidden = x.shape[0], x.shape[1], weight_hh.shape[1]
+        low = ctx.low_precision
+        step_c = getattr(library(), "lstm_backward_" + SUFFIX[x.dtype])
+        d_output = d_output.contiguous()
+        dh, dc = d_h_final.contiguous().clone(), d_c_final.contiguous().clone()  # (B, H)
+        d_gates = torch.empty_like(gates)  # (T, B, 4H) da_i, da_f, da_g, da_o
+        d_peep = torch.zeros(3, hidden, dtype=torch.float64)  # (3, H) dp_i, dp_f, dp_o
+        w_hh = weight_hh.bfloat16() if low else weight_hh
+        d_rows = d_gates.unbind(0)
+        gate_at, c_at, c_new_at, mask_at, d_out_at, d_gate_at, d_peep_at = map(
+            _rows, (gates, c_prev_seq, c_new_seq, mask, d_output, d_gates, d_peep)
+        )
+        peephole_at = [_rows(p)() for p in (p_i, p_f, p_o)]
+        fixed = (dh.data_ptr(), dc.data_ptr())
+        for t in reversed(time_steps(steps, ctx.reverse)):
+            step_c(
+                batch, hidden, gate_at(t), c_at(t), c_new_at(t), *peephole_at, mask_at(t),
+                d_out_at(t), *fixed, d_gate_at(t), d_peep_at(0), d_peep_at(1), d_peep_at(2),
+            )  # fmt: skip
+            if low:
+                dh.add_(torch.mm(d_rows[t].bfloat16(), w_hh))
+            else:
+                dh.addmm_(d_rows[t], w_hh)
+        grads = _linear_grads(ctx.needs_input_grad, x, h_prev_seq[:steps], weight_ih, d_gates, low)
+        peephole_grads = (None,) * 3 if p_i is None else tuple(d_peep.to(x.dtype).unbind(0))
+        return *grads, dh, dc, *peephole_grads, None, None, None
+
+
+def _linear_grads(needs, x, h_prev_seq, weight_ih, d_gates, low_precision):
+    """(dx, dW_ih, dW_hh, db_ih, db_hh), each one matmul over all steps (or None)."""
+    steps, batch, inputs = x.shape
+    d_flat = d_gates.reshape(steps * batch, -1)  # (TB, 4H)
+    dx = _mm(d_flat, weight_ih, low_precision).view(steps, batch, inputs) if needs[0] else None
+    x_flat, h_flat = x.reshape(steps * batch, inputs), h_prev_seq.reshape(steps * batch, -1)
+    d_weight_ih = _mm(d_flat.t(), x_flat, low_precision) if needs[1] else None
+    d_weight_hh = _mm(d_flat.t(), h_flat, low_precision) if needs[2] else None
+    d_bias = d_flat.sum(0) if needs[3] or needs[4] else None
+    d_bias_hh = None if d_bias is None else d_bias.clone()  # its own tensor: no aliased .grad
+    return dx, d_weight_ih, d_weight_hh, d_bias, d_bias_hh
+
+
+def fused_scan(cell, x: Tensor, state, mask: Tensor | None = None, reverse: bool = False, *,
+               low_precision: bool = False):  # fmt: skip
+    """:func:`rnnkit.kernels.bptt_scan` for an LSTM cell, through the C gate math when it applies.
+
+    Returns (output (T, B, H), (h, c)). Falls back to the Python BPTT where the C path does
+    not apply (see :func:`applies`); mixed precision then casts nothing, so it computes in
+    the input's dtype.
+    """
+    if not isinstance(cell, LSTMCell):
+        raise TypeError(f"fused_scan runs LSTM cells, got {type(cell).__name__}")
+    h0, c0 = state
+    check_sequence(cell, x, h0, mask)
+    check_sequence(cell, x, c0, mask)
+    weights = (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+    peepholes = (cell.weight_ci, cell.weight_cf, cell.weight_co) if cell.peephole else (None,) * 3
+    if applies(x, low_precision):
+        output, h, c = LSTMFused.apply(
+            x, *weights, h0, c0, *peepholes, mask, reverse, low_precision
+        )
+    else:
+        output, h, c = LSTMBPTT.apply(x, *weights, h0, c0, *peepholes, mask, reverse)
+    return output, (h, c)
