@@ -149,3 +149,19 @@ def test_lstm_step_checks_the_cell_state_too():
     h0, _ = cell.init_state(B)
     with pytest.raises(ValueError, match=r"expected a state of shape \(3, 5\), got \(1, 5\)"):
         cell(torch.randn(B, I), (h0, torch.zeros(1, H)))
+
+
+def test_trace_returns_the_step_and_the_named_gates():
+    torch.manual_seed(4)
+    x = torch.randn(B, I)
+    lstm = rnnkit.LSTMCell(I, H)
+    h, (h1, c1), gates = lstm.trace(x, lstm.init_state(B))
+    assert set(gates) == {"input_gate", "forget_gate", "output_gate"}
+    # With c_prev = 0: c = i * g and h = o * tanh(c), so o is recovered from h and c.
+    torch.testing.assert_close(h, gates["output_gate"] * torch.tanh(c1))
+    assert torch.equal(lstm(x, lstm.init_state(B))[0], h)
+    gru = rnnkit.GRUCell(I, H)
+    _, _, gates = gru.trace(x, gru.init_state(B))
+    assert set(gates) == {"reset_gate", "update_gate"}
+    assert all(torch.all((g > 0) & (g < 1)) for g in gates.values())
+    assert rnnkit.RNNCell(I, H).trace(x, torch.zeros(B, H))[2] == {}

@@ -89,6 +89,15 @@ class RecurrentCell(nn.Module):
     def _reset_gate_biases(self) -> None:
         """Gate-specific bias initialisation; none for the Elman cell."""
 
+    def forward(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
+        """One step: ``(h_t, new_state)``."""
+        h, new_state, _ = self.trace(x_t, state)
+        return h, new_state
+
+    def trace(self, x_t: Tensor, state: State) -> tuple[Tensor, State, dict[str, Tensor]]:
+        """One step, also returning the gate activations by name (for inspection)."""
+        raise NotImplementedError
+
     def init_state(self, batch: int, device=None, dtype=None) -> State:
         """The zero state s_0 for a batch, as the lectures start every sequence."""
         dtype = dtype or self.weight_hh.dtype
@@ -132,14 +141,14 @@ class RNNCell(RecurrentCell):
         self.nonlinearity = nonlinearity
         self.reset_parameters()
 
-    def forward(self, x_t: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+    def trace(self, x_t: Tensor, state: Tensor):
         h_prev = state
         self.check_step(x_t, h_prev)
         pre = nn.functional.linear(x_t, self.weight_ih, self.bias_ih) + nn.functional.linear(
             h_prev, self.weight_hh, self.bias_hh
         )
         h = torch.tanh(pre) if self.nonlinearity == "tanh" else torch.relu(pre)
-        return h, h
+        return h, h, {}
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", nonlinearity={self.nonlinearity!r}"
@@ -208,7 +217,7 @@ class LSTMCell(RecurrentCell):
         h0 = super().init_state(batch, device, dtype)
         return h0, torch.zeros_like(h0)
 
-    def forward(self, x_t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple]:
+    def trace(self, x_t: Tensor, state: tuple[Tensor, Tensor]):
         h_prev, c_prev = state
         self.check_step(x_t, h_prev, c_prev)
         gates = nn.functional.linear(x_t, self.weight_ih, self.bias_ih) + nn.functional.linear(
@@ -224,7 +233,8 @@ class LSTMCell(RecurrentCell):
             o = o + self.weight_co * c
         output_gate = torch.sigmoid(o)
         h = output_gate * torch.tanh(c)
-        return h, (h, c)
+        gates = {"input_gate": input_gate, "forget_gate": forget_gate, "output_gate": output_gate}
+        return h, (h, c), gates
 
     def extra_repr(self) -> str:
         return super().extra_repr() + (", peephole=True" if self.peephole else "")
@@ -254,7 +264,7 @@ class GRUCell(RecurrentCell):
         super().__init__(input_size, hidden_size, bias, **init)
         self.reset_parameters()
 
-    def forward(self, x_t: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+    def trace(self, x_t: Tensor, state: Tensor):
         h_prev = state
         self.check_step(x_t, h_prev)
         xr, xz, xn = nn.functional.linear(x_t, self.weight_ih, self.bias_ih).chunk(3, 1)
@@ -263,4 +273,4 @@ class GRUCell(RecurrentCell):
         update_gate = torch.sigmoid(xz + hz)
         candidate = torch.tanh(xn + reset_gate * hn)
         h = (1 - update_gate) * candidate + update_gate * h_prev
-        return h, h
+        return h, h, {"reset_gate": reset_gate, "update_gate": update_gate}
