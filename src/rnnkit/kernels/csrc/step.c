@@ -1,0 +1,156 @@
+/* One time step of a whole stack of recurrent layers, for rnnkit.Stream.
+ *
+ * Built at first use by rnnkit/kernels/step_c.py (gcc -O3 -march=native, or -O3 alone)
+ * and called through ctypes with one pointer to a `Stack` prepared in Python. Its slow
+ * twin is the torch path of rnnkit.Stream, which steps the cells of rnnkit/cells.py;
+ * tests/test_stream.py compares the two and both against the full-sequence layer.
+ *
+ * Why it is fast at batch 1: one call runs every layer and the head, with no allocation;
+ * each weight matrix is stored as column panels of PANEL outputs, so a matrix-vector
+ * product reads the weights once, front to back, and keeps PANEL accumulators in
+ * vector registers (no horizontal sums); the gate nonlinearities use a polynomial exp
+ * that the compiler vectorises.
+ *
+ * The equations are those of rnnkit/cells.py, with torch.nn's gate orders:
+ *   RNN:  h = f(gx + gh)                                 f = tanh or relu
+ *   LSTM: (i, f, g, o) blocks; i += p_i c_prev, f += p_f c_prev (peephole, else p = 0)
+ *         c = sig(f) c_prev + sig(i) tanh(g);  o += p_o c;  h = sig(o) tanh(c)
+ *   GRU:  (r, z, n) blocks; r = sig(gx_r + gh_r), z = sig(gx_z + gh_z),
+ *         n = tanh(gx_n + r gh_n), h = (1 - z) n + z h_prev
+ * where gx = W_ih x + b_ih (or a row of the embedding table, which already holds it)
+ * and gh = W_hh h_prev + b_hh.
+ *
+ * Shape letters: B batch, I input size, H hidden size, G gate blocks, N = G*H rounded up
+ * to a multiple of PANEL, V vocabulary (table rows), O head outputs.
+ */
+#include <stdint.h>
+#include <stddef.h>
+
+#define PANEL 64
+
+enum { RNN_TANH = 0, RNN_RELU = 1, LSTM = 2, GRU = 3 };
+
+typedef struct {
+    int32_t kind, layers, batch, input_size;
+    int32_t hidden, gate_rows, head_size, padding;
+    int64_t vocab;               /* table rows; 0 without an embedding */
+    const float *table;          /* (V, G*H): embedding through layer 0's W_ih, plus b_ih */
+    const float *const *w_ih;    /* per layer, panels of W_ih (layer 0 unused with a table) */
+    const float *const *w_hh;    /* per layer, panels of W_hh */
+    const float *const *b_ih;    /* per layer, (N) */
+    const float *const *b_hh;    /* per layer, (N) */
+    const float *const *peep;    /* per layer, (3H) p_i, p_f, p_o; zeros without peepholes */
+    const float *head_w;         /* panels of the head's weight, or NULL */
+    const float *head_b;         /* (O rounded up to PANEL) */
+    float *h;                    /* (L, B, H) */
+    float *c;                    /* (L, B, H), LSTM only */
+    float *gx, *gh;              /* scratch, (B, N) each */
+    float *out;                  /* (B, O rounded up to PANEL) */
+    const int64_t *tokens;       /* (B,) */
+} Stack;
+
+/* y = W v + b for W (rows, K) stored as panels: panel p is a (K, PANEL) block whose
+ * column j is row p * PANEL + j of W (zero past the last row). y and b hold whole panels. */
+static void matvec(const float *restrict w, const float *restrict v, int K, int rows,
+                   const float *restrict b, float *restrict y) {
+    int panels = (rows + PANEL - 1) / PANEL;
+    for (int p = 0; p < panels; p++) {
+        const float *restrict wp = w + (size_t)p * K * PANEL;
+        float acc[PANEL];
+        for (int j = 0; j < PANEL; j++) acc[j] = b[p * PANEL + j];
+        for (int k = 0; k < K; k++) {
+            float vk = v[k];
+            for (int j = 0; j < PANEL; j++) acc[j] += vk * wp[(size_t)k * PANEL + j];
+        }
+        for (int j = 0; j < PANEL; j++) y[p * PANEL + j] = acc[j];
+    }
+}
+
+/* exp(x) = 2^n exp(r), n = round(x / ln 2), |r| <= ln(2) / 2, with a degree-6 Taylor
+ * polynomial for exp(r) (relative error about 1.2e-7); branch-free so that it vectorises. */
+static inline float exp_approx(float x) {
+    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    union { float f; int32_t i; } t, scale;
+    t.f = x * 1.44269504088896341f + 12582912.0f; /* 1.5 * 2^23 rounds to an integer */
+    float n = t.f - 12582912.0f;
+    float r = x - n * 0.693359375f;               /* ln 2 in two parts (Cody and Waite) */
+    r = r + n * 2.12194440e-4f;
+    float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720))))));
+    scale.i = (t.i - 0x4B400000 + 127) << 23;     /* 2^n */
+    return p * scale.f;
+}
+
+static inline float sigmoid(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
+
+static inline float tanh_approx(float x) { return 1.0f - 2.0f / (1.0f + exp_approx(2.0f * x)); }
+
+static void rnn_update(const float *restrict gx, const float *restrict gh, float *restrict h,
+                       int H, int relu) {
+    for (int j = 0; j < H; j++) {
+        float pre = gx[j] + gh[j];
+        h[j] = relu ? (pre > 0.0f ? pre : 0.0f) : tanh_approx(pre);
+    }
+}
+
+static void lstm_update(const float *restrict gx, const float *restrict gh,
+                        const float *restrict peep, float *restrict h, float *restrict c, int H) {
+    const float *p_i = peep, *p_f = peep + H, *p_o = peep + 2 * H;
+    for (int j = 0; j < H; j++) {
+        float c_prev = c[j];
+        float input_gate = sigmoid(gx[j] + gh[j] + p_i[j] * c_prev);
+        float forget_gate = sigmoid(gx[H + j] + gh[H + j] + p_f[j] * c_prev);
+        float candidate = tanh_approx(gx[2 * H + j] + gh[2 * H + j]);
+        float cell = forget_gate * c_prev + input_gate * candidate;
+        float output_gate = sigmoid(gx[3 * H + j] + gh[3 * H + j] + p_o[j] * cell);
+        c[j] = cell;
+        h[j] = output_gate * tanh_approx(cell);
+    }
+}
+
+static void gru_update(const float *restrict gx, const float *restrict gh, float *restrict h,
+                       int H) {
+    for (int j = 0; j < H; j++) {
+        float reset_gate = sigmoid(gx[j] + gh[j]);
+        float update_gate = sigmoid(gx[H + j] + gh[H + j]);
+        float candidate = tanh_approx(gx[2 * H + j] + reset_gate * gh[2 * H + j]);
+        h[j] = (1.0f - update_gate) * candidate + update_gate * h[j];
+    }
+}
+
+/* One step of the stack: x (B, I) or, when x is NULL, the tokens. Returns 0, or -1 when a
+ * token lies outside the table (nothing is changed then). */
+int rnnkit_stream_step(const Stack *s, const float *x) {
+    const int B = s->batch, H = s->hidden, rows = s->gate_rows;
+    const int N = (rows + PANEL - 1) / PANEL * PANEL;
+    if (x == NULL)
+        for (int b = 0; b < B; b++)
+            if (s->tokens[b] < 0 || s->tokens[b] >= s->vocab) return -1;
+    for (int l = 0; l < s->layers; l++) {
+        float *h = s->h + (size_t)l * B * H;
+        for (int b = 0; b < B; b++) {
+            const float *gx = s->gx + (size_t)b * N;
+            if (l == 0 && x == NULL) {
+                gx = s->table + (size_t)s->tokens[b] * rows;
+            } else {
+                const float *v = l == 0 ? x + (size_t)b * s->input_size : h - (size_t)B * H + b * H;
+                int K = l == 0 ? s->input_size : H;
+                matvec(s->w_ih[l], v, K, rows, s->b_ih[l], s->gx + (size_t)b * N);
+            }
+            float *gh = s->gh + (size_t)b * N;
+            matvec(s->w_hh[l], h + (size_t)b * H, H, rows, s->b_hh[l], gh);
+            if (s->kind == LSTM)
+                lstm_update(gx, gh, s->peep[l], h + (size_t)b * H, s->c + ((size_t)l * B + b) * H, H);
+            else if (s->kind == GRU)
+                gru_update(gx, gh, h + (size_t)b * H, H);
+            else
+                rnn_update(gx, gh, h + (size_t)b * H, H, s->kind == RNN_RELU);
+        }
+    }
+    if (s->head_w != NULL) {
+        const int O = (s->head_size + PANEL - 1) / PANEL * PANEL;
+        const float *top = s->h + (size_t)(s->layers - 1) * B * H;
+        for (int b = 0; b < B; b++)
+            matvec(s->head_w, top + (size_t)b * H, H, s->head_size, s->head_b, s->out + (size_t)b * O);
+    }
+    return 0;
+}

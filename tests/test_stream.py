@@ -1,0 +1,238 @@
+"""rnnkit.Stream against its references: the full-sequence layer forward (with embedding and
+head), and the compiled step against the torch twin that steps the cells.
+
+Shape letters: T time, B batch, I input size, H hidden size, L layers, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import rnnkit
+from rnnkit.kernels import step_c
+
+T, I, H, V, O = 9, 5, 7, 11, 4
+KINDS = ["rnn_tanh", "rnn_relu", "lstm", "lstm_peephole", "gru"]
+ATOL = 1e-5
+
+
+def make_layer(kind: str, num_layers: int = 2, **options):
+    """A seeded float32 stack with every parameter random and non-zero, peepholes included.
+
+    Its forward runs the reference loop of rnnkit.scan, the plainest full-sequence path.
+    """
+    torch.manual_seed(0)
+    options.setdefault("kernel", "loop")
+    if kind.startswith("rnn"):
+        layer = rnnkit.RNN(I, H, num_layers, nonlinearity=kind.removeprefix("rnn_"), **options)
+    elif kind.startswith("lstm"):
+        layer = rnnkit.LSTM(I, H, num_layers, peephole=kind == "lstm_peephole", **options)
+    else:
+        layer = rnnkit.GRU(I, H, num_layers, **options)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.uniform_(-0.6, 0.6)
+    return layer.eval()
+
+
+def reference(layer, inputs, embedding=None, head=None, state=None):
+    """head(layer(embedding(inputs))) over the whole sequence: (T, B, O)."""
+    with torch.no_grad():
+        x = embedding(inputs) if embedding is not None else inputs  # (T, B, I)
+        output, final = layer(x, state)  # (T, B, H)
+        return (head(output) if head is not None else output), final
+
+
+def run(stream, inputs):
+    return torch.stack([stream.step(x).clone() for x in inputs])  # (T, B, O)
+
+
+def tokens(batch: int = 1):
+    torch.manual_seed(2)
+    return torch.randint(0, V, (T, batch))  # (T, B)
+
+
+@pytest.fixture(params=[None, False], ids=["compiled", "torch"])
+def compiled(request):
+    if request.param is None and step_c.library() is None:
+        pytest.skip("no C compiler: only the torch path runs here")
+    return request.param
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_tokens_with_embedding_and_head_equal_the_full_sequence(kind, compiled):
+    layer = make_layer(kind)
+    embedding, head = nn.Embedding(V, I), nn.Linear(H, O)
+    ids = tokens()
+    expected, final = reference(layer, ids, embedding, head)
+    stream = rnnkit.Stream(layer, embedding=embedding, head=head, compiled=compiled)
+    assert stream.compiled is (compiled is None)
+    got = run(stream, [int(t) for t in ids[:, 0]])
+    assert got.shape == expected.shape == (T, 1, O)
+    torch.testing.assert_close(got, expected, atol=ATOL, rtol=0)
+    for ours, theirs in zip(_parts(stream.state), _parts(final), strict=True):
+        assert ours.shape == (2, 1, H)
+        torch.testing.assert_close(ours, theirs, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("num_layers", [1, 3])
+def test_vectors_without_head_equal_the_full_sequence(kind, num_layers, compiled):
+    layer = make_layer(kind, num_layers)
+    torch.manual_seed(3)
+    x = torch.randn(T, 1, I)
+    expected, _ = reference(layer, x)
+    stream = rnnkit.Stream(layer, compiled=compiled)
+    got = run(stream, x[:, 0, :])  # (I,) vectors
+    assert got.shape == (T, 1, H)
+    torch.testing.assert_close(got, expected, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["lstm_peephole", "gru"])
+def test_a_small_batch_of_tokens_and_of_vectors(kind, compiled):
+    layer, embedding, head = make_layer(kind), nn.Embedding(V, I), nn.Linear(H, O)
+    ids = tokens(batch=3)
+    expected, _ = reference(layer, ids, embedding, head)
+    stream = rnnkit.Stream(layer, embedding, head, batch=3, compiled=compiled)
+    torch.testing.assert_close(run(stream, ids), expected, atol=ATOL, rtol=0)
+    x = embedding(ids).detach()  # (T, 3, I)
+    expected, _ = reference(layer, x)
+    stream = rnnkit.Stream(layer, batch=3, compiled=compiled)
+    torch.testing.assert_close(run(stream, x), expected, atol=ATOL, rtol=0)
+
+
+def test_compiled_path_equals_the_torch_twin_step_by_step():
+    if step_c.library() is None:
+        pytest.skip("no C compiler")
+    layer, embedding, head = make_layer("lstm_peephole", 3), nn.Embedding(V, I), nn.Linear(H, O)
+    fast = rnnkit.Stream(layer, embedding, head)
+    slow = rnnkit.Stream(layer, embedding, head, compiled=False)
+    assert fast.compiled and not slow.compiled
+    for t in tokens()[:, 0].tolist():
+        torch.testing.assert_close(fast.step(t), slow.step(t), atol=ATOL, rtol=0)
+        for ours, theirs in zip(fast.state, slow.state, strict=True):
+            torch.testing.assert_close(ours, theirs, atol=ATOL, rtol=0)
+
+
+def test_reset_returns_to_the_initial_state(compiled):
+    layer, embedding = make_layer("lstm"), nn.Embedding(V, I)
+    stream = rnnkit.Stream(layer, embedding, compiled=compiled)
+    ids = [int(t) for t in tokens()[:, 0]]
+    first = run(stream, ids)
+    assert stream.state[0].abs().sum() > 0
+    stream.reset()
+    assert all(part.abs().sum() == 0 for part in stream.state)
+    torch.testing.assert_close(run(stream, ids), first, atol=0, rtol=0)
+
+
+def test_reset_uses_a_learned_initial_state(compiled):
+    layer = make_layer("gru", learn_init=True)
+    with torch.no_grad():
+        layer.initial_state[0].uniform_(-1, 1)
+    torch.manual_seed(4)
+    x = torch.randn(T, 1, I)
+    expected, _ = reference(layer, x)
+    stream = rnnkit.Stream(layer, compiled=compiled)
+    torch.testing.assert_close(stream.state, layer.initial_state[0].detach())
+    torch.testing.assert_close(run(stream, x), expected, atol=ATOL, rtol=0)
+
+
+def test_state_copied_in_continues_as_the_layer_would(compiled):
+    """Feed a prompt once, save the state, and sample twice from it."""
+    layer, embedding, head = make_layer("lstm"), nn.Embedding(V, I), nn.Linear(H, O)
+    ids = tokens()
+    prompt, rest = ids[:4], ids[4:]
+    _, prompt_state = reference(layer, prompt, embedding, head)
+    expected, _ = reference(layer, rest, embedding, head, prompt_state)
+    stream = rnnkit.Stream(layer, embedding, head, compiled=compiled)
+    stream.feed(prompt[:, 0])
+    saved = stream.state
+    for ours, theirs in zip(saved, prompt_state, strict=True):
+        torch.testing.assert_close(ours, theirs, atol=ATOL, rtol=0)
+    first = run(stream, [int(t) for t in rest[:, 0]])
+    stream.state = saved
+    second = run(stream, [int(t) for t in rest[:, 0]])
+    torch.testing.assert_close(first, expected, atol=ATOL, rtol=0)
+    torch.testing.assert_close(second, first, atol=0, rtol=0)
+    # A state from elsewhere (here the layer's own) continues exactly as the layer does.
+    stream.state = prompt_state
+    torch.testing.assert_close(run(stream, rest[:, 0].tolist()), expected, atol=ATOL, rtol=0)
+
+
+def test_the_returned_output_is_the_buffer_and_the_state_is_a_copy(compiled):
+    stream = rnnkit.Stream(make_layer("rnn_tanh"), nn.Embedding(V, I), compiled=compiled)
+    first = stream.step(1)
+    kept = first.clone()
+    state = stream.state
+    second = stream.step(2)
+    assert second.data_ptr() == first.data_ptr()  # no allocation per step
+    assert not torch.equal(second, kept)
+    assert not torch.equal(stream.state, state)
+
+
+def test_build_failure_falls_back_to_the_torch_path(monkeypatch, tmp_path):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("RNNKIT_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.warns(RuntimeWarning, match="torch path"):
+        assert step_c.library() is None
+    layer, embedding = make_layer("gru"), nn.Embedding(V, I)
+    stream = rnnkit.Stream(layer, embedding)
+    assert not stream.compiled
+    expected, _ = reference(layer, tokens(), embedding)
+    torch.testing.assert_close(run(stream, tokens()[:, 0].tolist()), expected, atol=ATOL, rtol=0)
+    with pytest.raises(RuntimeError, match="unavailable"):
+        rnnkit.Stream(layer, compiled=True)
+
+
+def test_a_fresh_cache_builds_and_then_reuses_the_library(monkeypatch, tmp_path):
+    if step_c.library() is None:
+        pytest.skip("no C compiler")
+    monkeypatch.setenv("RNNKIT_CACHE_DIR", str(tmp_path))
+    assert step_c.library() is not None
+    built = list(tmp_path.glob("step-*.so"))
+    assert len(built) == 1
+    step_c._load.cache_clear()
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))  # not needed any more
+    assert step_c.library() is not None
+    assert list(tmp_path.glob("*")) == built  # no leftover partial files
+
+
+def test_float64_layers_take_the_torch_path():
+    layer = make_layer("lstm").double()
+    stream = rnnkit.Stream(layer)
+    assert not stream.compiled
+    x = torch.randn(T, 1, I, dtype=torch.float64)
+    expected, _ = reference(layer, x)
+    torch.testing.assert_close(run(stream, x[:, 0]), expected, atol=1e-12, rtol=0)
+
+
+def test_checks_say_what_was_expected(compiled):
+    with pytest.raises(ValueError, match="bidirectional"):
+        rnnkit.Stream(rnnkit.LSTM(I, H, bidirectional=True))
+    with pytest.raises(TypeError, match="rnnkit RNN, LSTM or GRU"):
+        rnnkit.Stream(nn.LSTM(I, H))
+    layer = make_layer("gru")
+    with pytest.raises(ValueError, match=r"\(V, 5\)"):
+        rnnkit.Stream(layer, embedding=nn.Embedding(V, I + 1))
+    with pytest.raises(ValueError, match="in_features=7"):
+        rnnkit.Stream(layer, head=nn.Linear(H + 1, O))
+    with pytest.raises(ValueError, match="batch"):
+        rnnkit.Stream(layer, batch=0)
+    stream = rnnkit.Stream(layer, nn.Embedding(V, I), compiled=compiled)
+    with pytest.raises(IndexError, match="outside"):
+        stream.step(V)
+    with pytest.raises(ValueError, match="shape"):
+        stream.state = torch.zeros(1, 1, H)
+    vectors = rnnkit.Stream(layer, batch=2, compiled=compiled)
+    with pytest.raises(ValueError, match=r"\(2, 5\)"):
+        vectors.step(torch.zeros(I))
+
+
+def test_stream_is_exported():
+    assert "Stream" in rnnkit.__all__
+
+
+def _parts(state):
+    return state if isinstance(state, tuple) else (state,)
