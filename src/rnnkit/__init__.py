@@ -4,6 +4,7 @@ from rnnkit import keras
 from rnnkit.cells import GRUCell, LSTMCell, RNNCell
 from rnnkit.keras import SimpleRNN
 from rnnkit.layers import GRU, LSTM, RNN, detach_state
+from rnnkit.stream import Stream
 from rnnkit.summary import summary
 
 __version__ = "0.1.0"
@@ -16,6 +17,7 @@ __all__ = [
     "RNN",
     "RNNCell",
     "SimpleRNN",
+    "Stream",
     "detach_state",
     "keras",
     "summary",
