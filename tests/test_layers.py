@@ -9,7 +9,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnkit
 
-KERNELS = ["loop", "bptt", "torch"]
+KERNELS = ["loop", "bptt", "torch", "fused"]
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 PAIRS = [
     (rnnkit.RNN, nn.RNN, {"nonlinearity": "tanh"}),
@@ -109,7 +109,7 @@ KINDS = ["rnn", "lstm", "gru", "peephole"]
 
 
 def kernels_for(kind):
-    return ["loop", "bptt"] if kind == "peephole" else KERNELS
+    return ["loop", "bptt", "fused"] if kind == "peephole" else KERNELS
 
 
 @pytest.mark.parametrize("kind", KINDS)

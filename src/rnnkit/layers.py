@@ -18,13 +18,25 @@ Truncated BPTT: pass the final state of one window as the next window's ``state`
 
 Kernels (``kernel=``): ``"loop"`` is autograd over the Python loop in :mod:`rnnkit.scan`
 (the readable reference); ``"bptt"`` is the hand-written backpropagation through time of
-:mod:`rnnkit.kernels`; ``"torch"`` runs torch's fused kernel (standard cells only);
-``"auto"`` picks ``"torch"`` where it applies and ``"bptt"`` elsewhere.
+:mod:`rnnkit.kernels`; ``"fused"`` is that BPTT with the LSTM's gate math of each step in
+one pass of C (:mod:`rnnkit.kernels.lstm_fused`; other cells run ``"bptt"``); ``"torch"``
+runs torch's fused kernel (standard cells only). ``"auto"`` picks ``"fused"`` for the
+peephole LSTM and for the LSTM with lengths (torch's packed path is several times slower
+than its dense one), ``"torch"`` for the other standard cases.
+
+Precision (``precision=``): ``"fp32"`` computes in the layer's own dtype. ``"bf16"``
+(float32 layers) keeps float32 master weights and returns float32 outputs and states; the
+matrix products run in bfloat16. On ``"fused"`` the cell state, the gate math and the
+gate pre-activations stay float32; on ``"torch"`` the kernel runs under
+``torch.autocast`` and keeps its own bfloat16 state between steps. Under an enclosing
+bfloat16 autocast the ``"fused"`` kernel computes as with ``"bf16"``.
 
 Shape letters: T time, B batch, I input size, H hidden size, L layers, D directions.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 from torch import Tensor, nn
@@ -34,7 +46,8 @@ from rnnkit import scan as reference
 from rnnkit.cells import GRUCell, LSTMCell, RNNCell, State
 from rnnkit.kernels import torch_fused
 
-KERNELS = ("auto", "loop", "bptt", "torch")
+KERNELS = ("auto", "loop", "bptt", "torch", "fused")
+PRECISIONS = ("fp32", "bf16")
 
 
 def detach_state(state):
@@ -61,6 +74,7 @@ class RecurrentLayer(nn.Module):
         bidirectional: bool = False,
         learn_init: bool = False,
         kernel: str = "auto",
+        precision: str = "fp32",
         **cell_options,
     ):
         super().__init__()
@@ -70,9 +84,17 @@ class RecurrentLayer(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if precision == "bf16" and kernel in ("loop", "bptt"):
+            raise ValueError(
+                f"precision='bf16' runs on kernel 'fused', 'torch' or 'auto'; {kernel!r} is a "
+                "float reference"
+            )
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
         self.bidirectional, self.learn_init, self.kernel = bidirectional, learn_init, kernel
+        self.precision = precision
         self.num_directions = 2 if bidirectional else 1
         self.cells = nn.ModuleList(
             self.cell_type(
@@ -86,6 +108,8 @@ class RecurrentLayer(nn.Module):
         )
         if kernel == "torch" and not torch_fused.supports(self.cells[0]):
             raise ValueError(f"kernel='torch' has no fused kernel for {self.cells[0]!r}")
+        if precision == "bf16" and kernel == "fused" and not isinstance(self.cells[0], LSTMCell):
+            raise ValueError("precision='bf16' with kernel 'fused' runs LSTM cells only")
         self.initial_state = nn.ParameterList()
         if learn_init:
             # A learnable s_0, shared by every sequence of the batch; starts at zero.
@@ -171,6 +195,8 @@ class RecurrentLayer(nn.Module):
                 raise ValueError("give lengths or a PackedSequence, not both")
             x, lengths = pad_packed_sequence(x, batch_first=self.batch_first)
         self._check_input(x)
+        if self.precision == "bf16" and x.dtype != torch.float32:
+            raise TypeError(f"precision='bf16' expects a float32 input, got {x.dtype}")
         if self.batch_first:
             x = x.transpose(0, 1)  # (T, B, I)
         T, B = x.shape[0], x.shape[1]
@@ -186,20 +212,36 @@ class RecurrentLayer(nn.Module):
             )
         return output, self._pack_state(final)
 
-    def _kernel_name(self) -> str:
+    def _kernel_name(self, lengths) -> str:
         if self.kernel != "auto":
             return self.kernel
-        return "torch" if torch_fused.supports(self.cells[0]) else "bptt"
+        cell = self.cells[0]
+        if isinstance(cell, LSTMCell) and (cell.peephole or lengths is not None):
+            return "fused"
+        return "torch"
+
+    def _low_precision(self, x: Tensor) -> bool:
+        """bf16 matmuls: asked for, or an enclosing bfloat16 autocast on x's device."""
+        enclosing = torch.is_autocast_enabled(x.device.type) and (
+            torch.get_autocast_dtype(x.device.type) == torch.bfloat16
+        )
+        return self.precision == "bf16" or enclosing
 
     def _run(self, x, parts, lengths):
-        kernel = self._kernel_name()
+        kernel = self._kernel_name(lengths)
         if kernel == "torch":
             state = self._pack_state(parts)
-            output, final = torch_fused.fused_stack(
-                self.cells, x, state, lengths, self.num_layers, self.dropout, self.training
-            )
-            return output, final if isinstance(final, tuple) else (final,)
-        scan = reference.scan if kernel == "loop" else _bptt_scan()
+            with torch.autocast(x.device.type, torch.bfloat16, self.precision == "bf16"):
+                output, final = torch_fused.fused_stack(
+                    self.cells, x, state, lengths, self.num_layers, self.dropout, self.training
+                )
+            final = final if isinstance(final, tuple) else (final,)
+            if self.precision == "bf16":  # float32 out, as the layer's weights
+                output, final = output.to(x.dtype), tuple(f.to(x.dtype) for f in final)
+            return output, final
+        scan = {"loop": reference.scan, "bptt": _bptt_scan()}.get(kernel)
+        if kernel == "fused":
+            scan = _fused_scan(self._low_precision(x))
         mask = None
         if lengths is not None:
             steps = torch.arange(x.shape[0], device=x.device)
@@ -281,7 +323,8 @@ class RecurrentLayer(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
-            f"bidirectional={self.bidirectional}, kernel={self.kernel!r}"
+            f"bidirectional={self.bidirectional}, kernel={self.kernel!r}, "
+            f"precision={self.precision!r}"
         )
 
 
@@ -289,6 +332,12 @@ def _bptt_scan():
     from rnnkit.kernels import bptt_scan
 
     return bptt_scan
+
+
+def _fused_scan(low_precision: bool):
+    from rnnkit.kernels import fused_scan
+
+    return functools.partial(fused_scan, low_precision=low_precision)
 
 
 class RNN(RecurrentLayer):

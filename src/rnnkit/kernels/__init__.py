@@ -7,6 +7,10 @@ gradients back, then every weight gradient as one matrix product over all steps.
 computes exactly the function of ``scan``, masking rules included; ``tests/test_kernels.py``
 compares the two.
 
+:func:`fused_scan` is the same with the LSTM's gate math of each step in one pass of C
+(:mod:`rnnkit.kernels.lstm_fused`, built by :mod:`rnnkit.kernels.compiled`); for the other
+cells, and wherever the C code cannot be built, it is :func:`bptt_scan`.
+
 Shape letters: T time, B batch, I input size, H hidden size.
 """
 
@@ -18,9 +22,11 @@ from rnnkit.cells import GRUCell, LSTMCell, RNNCell, State
 from rnnkit.kernels.common import check_sequence
 from rnnkit.kernels.gru_bptt import GRUBPTT
 from rnnkit.kernels.lstm_bptt import LSTMBPTT
+from rnnkit.kernels.lstm_fused import LSTMFused
+from rnnkit.kernels.lstm_fused import fused_scan as lstm_fused_scan
 from rnnkit.kernels.rnn_bptt import RNNBPTT
 
-__all__ = ["bptt_scan", "RNNBPTT", "LSTMBPTT", "GRUBPTT"]
+__all__ = ["bptt_scan", "fused_scan", "RNNBPTT", "LSTMBPTT", "LSTMFused", "GRUBPTT"]
 
 
 def bptt_scan(cell, x: Tensor, state: State, mask: Tensor | None = None, reverse: bool = False):
@@ -46,3 +52,15 @@ def bptt_scan(cell, x: Tensor, state: State, mask: Tensor | None = None, reverse
     if isinstance(cell, GRUCell):
         return GRUBPTT.apply(x, *weights, state, mask, reverse)
     return RNNBPTT.apply(x, *weights, state, mask, cell.nonlinearity, reverse)
+
+
+def fused_scan(cell, x: Tensor, state: State, mask: Tensor | None = None, reverse: bool = False,
+               *, low_precision: bool = False):  # fmt: skip
+    """:func:`bptt_scan` with the LSTM's gate math in C; ``low_precision``: bf16 matmuls.
+
+    Same signature, return structure and results as :func:`rnnkit.scan.scan`. Mixed
+    precision is for LSTM cells (the C path); other cells compute in their own dtype.
+    """
+    if isinstance(cell, LSTMCell):
+        return lstm_fused_scan(cell, x, state, mask, reverse, low_precision=low_precision)
+    return bptt_scan(cell, x, state, mask, reverse)

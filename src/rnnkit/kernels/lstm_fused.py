@@ -25,6 +25,8 @@ Shape letters: T time, B batch, I input size, H hidden size.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
@@ -61,11 +63,24 @@ def _rows(tensor: Tensor | None):
     return lambda step=0: base + step * stride
 
 
+def _without_autocast(method):
+    """Run a Function's forward or backward with autocast off: the C code reads buffers in
+    the input's dtype, and mixed precision here is the explicit ``low_precision``."""
+
+    @functools.wraps(method)
+    def wrapper(ctx, *args):
+        with torch.autocast("cpu", enabled=False):
+            return method(ctx, *args)
+
+    return wrapper
+
+
 class LSTMFused(torch.autograd.Function):
     """(x, W_ih, W_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, mask, reverse, low_precision)
     -> (output, h, c), as :class:`rnnkit.kernels.lstm_bptt.LSTMBPTT`."""
 
     @staticmethod
+    @_without_autocast
     def forward(
         ctx, x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, p_i, p_f, p_o, mask, reverse,
         low_precision,
@@ -107,6 +122,7 @@ class LSTMFused(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
+    @_without_autocast
     def backward(ctx, d_output, d_h_final, d_c_final):
         x, weight_ih, weight_hh, p_i, p_f, p_o, mask, *sequences = ctx.saved_tensors
         h_prev_seq, c_prev_seq, c_new_seq, gates = sequences
