@@ -1,0 +1,221 @@
+"""The fused LSTM path (gate math in C) against its slow twins, its fallback, and bf16.
+
+- fused_scan equals rnnkit.scan.scan: outputs, final states and every gradient, in float64
+  (1e-10) and float32 (1e-5), with and without masks, bias, peepholes, in both directions;
+- gradcheck of the Function in float64;
+- with no compiler, the Python BPTT runs instead and gives the same answers; the portable
+  flag set builds and gives them too;
+- precision="bf16" keeps float32 parameters and stays close to float32. Tolerance: relative
+  error (Frobenius norm of the difference over the float32 norm) below 3e-2 for outputs,
+  states and gradients. bfloat16 keeps 8 significant bits (relative rounding 2^-9 = 2e-3);
+  a product summed over a few dozen terms and a few steps of recurrence grows that to about
+  1e-2 on these sizes, so 3e-2 leaves margin while catching a wrong gate or sign (errors of
+  order 1).
+
+Shape letters: T time, B batch, I input size, H hidden size.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import rnnkit
+from rnnkit.cells import LSTMCell
+from rnnkit.kernels import compiled, fused_scan
+from rnnkit.kernels.lstm_fused import LSTMFused, applies
+from rnnkit.scan import scan
+
+T, B, I, H = 5, 4, 3, 6
+LENGTHS = [T, 1, 3, 4]
+TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
+BF16_RELATIVE = 3e-2
+
+
+def make_cell(peephole: bool, bias: bool = True, dtype=torch.float64) -> LSTMCell:
+    """A seeded cell with every parameter random and non-zero, peepholes included."""
+    torch.manual_seed(0)
+    cell = LSTMCell(I, H, bias=bias, peephole=peephole)
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.normal_(0.0, 0.7)
+    return cell.to(dtype)
+
+
+def make_inputs(dtype, masked: bool):
+    torch.manual_seed(1)
+    x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
+    h0 = torch.randn(B, H, dtype=dtype, requires_grad=True)
+    c0 = torch.randn(B, H, dtype=dtype, requires_grad=True)
+    mask = torch.arange(T)[:, None] < torch.tensor(LENGTHS)[None, :] if masked else None  # (T, B)
+    return x, (h0, c0), mask
+
+
+def run(scan_fn, cell, x, state, mask, reverse):
+    """Outputs, final states and the gradients of a loss touching all of them."""
+    output, (h, c) = scan_fn(cell, x, state, mask, reverse)
+    weights = torch.linspace(-1, 1, output.numel(), dtype=x.dtype).view_as(output)
+    loss = (output * weights).sum() + 0.3 * h.sum() + 0.7 * c.pow(2).sum()
+    grads = torch.autograd.grad(loss, [x, *state, *cell.parameters()])
+    return [output, h, c, *grads]
+
+
+def assert_all_close(ours, theirs, tol):
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs, strict=True):
+        assert a.shape == b.shape and a.dtype == b.dtype, (a.shape, b.shape, a.dtype, b.dtype)
+        torch.testing.assert_close(a, b, atol=tol, rtol=0)
+
+
+def test_the_c_path_is_built_here():
+    """The other tests compare the C path only if it runs; on this project's machines it must."""
+    assert compiled.library() is not None
+    assert applies(torch.zeros(1, dtype=torch.float64))
+    assert applies(torch.zeros(1), low_precision=True)
+    assert not applies(torch.zeros(1, dtype=torch.bfloat16))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("peephole", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("masked", [True, False])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_fused_equals_scan(dtype, peephole, bias, masked, reverse):
+    cell = make_cell(peephole, bias, dtype)
+    x, state, mask = make_inputs(dtype, masked)
+    ours = run(fused_scan, cell, x, state, mask, reverse)
+    theirs = run(scan, cell, x, state, mask, reverse)
+    assert_all_close(ours, theirs, TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("peephole", [True, False])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_gradcheck(peephole, reverse):
+    cell = make_cell(peephole)
+    x, (h0, c0), mask = make_inputs(torch.float64, masked=True)
+    weights = [p.detach().requires_grad_() for p in cell.parameters()]
+    w_ih, w_hh, b_ih, b_hh, *peepholes = weights
+    peepholes = peepholes or [None] * 3
+
+    def function(x, h0, c0, w_ih, w_hh, b_ih, b_hh, *peep):
+        peep = peep or (None,) * 3
+        return LSTMFused.apply(x, w_ih, w_hh, b_ih, b_hh, h0, c0, *peep, mask, reverse, False)
+
+    inputs = (x, h0, c0, w_ih, w_hh, b_ih, b_hh) + tuple(p for p in peepholes if p is not None)
+    assert torch.autograd.gradcheck(function, inputs)
+
+
+def test_fallback_without_a_compiler(monkeypatch, tmp_path):
+    """No compiler: one warning, the Python BPTT runs, and the answers are the same."""
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("RNNKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(compiled, "_cache", {})
+    with pytest.warns(RuntimeWarning, match="falls back to the Python BPTT"):
+        assert compiled.library() is None
+    assert not applies(torch.zeros(1, dtype=torch.float64))
+    cell = make_cell(peephole=True)
+    x, state, mask = make_inputs(torch.float64, masked=True)
+    ours = run(fused_scan, cell, x, state, mask, True)
+    theirs = run(scan, cell, x, state, mask, True)
+    assert_all_close(ours, theirs, TOLERANCE[torch.float64])
+    layer = rnnkit.LSTM(I, H, peephole=True, kernel="fused").double()
+    reference = rnnkit.LSTM(I, H, peephole=True, kernel="loop").double()
+    reference.load_state_dict(layer.state_dict())
+    for a, b in zip(layer(x, lengths=LENGTHS), reference(x, lengths=LENGTHS), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
+
+
+def test_portable_flags_build_and_agree(monkeypatch, tmp_path):
+    """The second flag set (no -march=native, no vector maths) is a working build too."""
+    monkeypatch.setenv("RNNKIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(compiled, "FLAG_SETS", compiled.FLAG_SETS[1:])
+    monkeypatch.setattr(compiled, "_cache", {})
+    assert compiled.library() is not None
+    assert len(list(tmp_path.glob("lstm_gates-*.so"))) == 1
+    cell = make_cell(peephole=True, dtype=torch.float32)
+    x, state, mask = make_inputs(torch.float32, masked=True)
+    ours = run(fused_scan, cell, x, state, mask, False)
+    theirs = run(scan, cell, x, state, mask, False)
+    assert_all_close(ours, theirs, TOLERANCE[torch.float32])
+
+
+@pytest.mark.parametrize("with_lengths", [True, False])
+def test_auto_takes_the_fused_kernel_where_documented(with_lengths):
+    lengths = torch.tensor(LENGTHS) if with_lengths else None
+    assert rnnkit.LSTM(I, H, peephole=True)._kernel_name(lengths) == "fused"
+    expected = "fused" if with_lengths else "torch"
+    assert rnnkit.LSTM(I, H)._kernel_name(lengths) == expected
+    assert rnnkit.GRU(I, H)._kernel_name(lengths) == "torch"
+
+
+# -- mixed precision -------------------------------------------------------------------------
+
+
+def relative_error(ours, theirs) -> float:
+    return ((ours.double() - theirs.double()).norm() / theirs.double().norm()).item()
+
+
+BF16_CASES = [
+    ("peephole", {"peephole": True}, rnnkit.LSTM),
+    ("lstm", {}, rnnkit.LSTM),
+    ("gru", {}, rnnkit.GRU),
+    ("rnn", {}, rnnkit.RNN),
+]
+
+
+@pytest.mark.parametrize("name,options,cls", BF16_CASES, ids=[c[0] for c in BF16_CASES])
+@pytest.mark.parametrize("with_lengths", [True, False])
+def test_bf16_is_close_to_float32_and_keeps_float32_parameters(name, options, cls, with_lengths):
+    torch.manual_seed(2)
+    exact = cls(I, H, num_layers=2, bidirectional=True, **options)
+    mixed = cls(I, H, num_layers=2, bidirectional=True, precision="bf16", **options)
+    mixed.load_state_dict(exact.state_dict())
+    x = torch.randn(T, B, I)
+    lengths = torch.tensor(LENGTHS) if with_lengths else None
+    results = []
+    for layer in (mixed, exact):
+        output, state = layer(x, lengths=lengths)
+        state = state if isinstance(state, tuple) else (state,)
+        loss = output.pow(2).sum() + sum(s.sum() for s in state)
+        loss.backward()
+        results.append([output, *state, *(p.grad for p in layer.parameters())])
+    for ours, theirs in zip(*results, strict=True):
+        assert ours.dtype == torch.float32 and ours.shape == theirs.shape
+        assert relative_error(ours, theirs) < BF16_RELATIVE
+    assert all(p.dtype == torch.float32 for p in mixed.parameters())
+
+
+def test_bf16_actually_rounds():
+    """bf16 must change the numbers a little: a silent float32 run would pass the test above."""
+    torch.manual_seed(2)
+    exact = rnnkit.LSTM(I, H, peephole=True)
+    mixed = rnnkit.LSTM(I, H, peephole=True, precision="bf16")
+    mixed.load_state_dict(exact.state_dict())
+    x = torch.randn(T, B, I)
+    assert relative_error(mixed(x)[0], exact(x)[0]) > 1e-5
+
+
+def test_enclosing_autocast_runs_the_fused_kernel_in_bf16():
+    """Under the trainer's bf16 autocast the fused path returns float32, close to float32."""
+    torch.manual_seed(2)
+    layer = rnnkit.LSTM(I, H, peephole=True)
+    x = torch.randn(T, B, I)
+    exact, _ = layer(x, lengths=LENGTHS)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed, (h, c) = layer(x, lengths=LENGTHS)
+    assert mixed.dtype == h.dtype == c.dtype == torch.float32
+    assert 1e-5 < relative_error(mixed, exact) < BF16_RELATIVE
+
+
+@pytest.mark.parametrize(
+    "kwargs,call,error,message",
+    [
+        ({"precision": "fp16"}, None, ValueError, "precision must be one of"),
+        ({"precision": "bf16", "kernel": "loop"}, None, ValueError, "float reference"),
+        ({"precision": "bf16"}, lambda m: m(torch.randn(T, B, I).double()), TypeError, "float32"),
+    ],
+)
+def test_precision_checks(kwargs, call, error, message):
+    with pytest.raises(error, match=message):
+        layer = rnnkit.LSTM(I, H, **kwargs)
+        call(layer)
