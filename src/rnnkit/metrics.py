@@ -97,22 +97,39 @@ def autocorrelation(values: np.ndarray, max_lag: int) -> np.ndarray:
     return np.array([np.dot(x[: len(x) - k], x[k:]) / denominator for k in range(max_lag + 1)])
 
 
-def detect_period(values: np.ndarray, max_lag: int = 0, threshold: float = 0.1) -> int:
-    """The seasonal period: the lag of the highest autocorrelation peak of the differences.
+def detect_period(values: np.ndarray, max_lag: int = 0, threshold: float = 0.2) -> int:
+    """The seasonal period: the lag of the highest autocorrelation peak once the trend is gone.
 
-    Differencing first removes a trend, whose slowly decaying autocorrelation would otherwise
-    hide the seasonal peak (Hyndman & Athanasopoulos, section 2.8). A peak is a lag >= 2 whose
-    autocorrelation is above both neighbours and above ``threshold``; with none, returns 1
-    (no season). ``max_lag`` defaults to a third of the series.
+    The trend is a least-squares quadratic in time, subtracted first: a trend's slowly decaying
+    autocorrelation would otherwise hide the seasonal peak (Hyndman & Athanasopoulos, section
+    2.8). First differences, the textbook's other detrender, leave weekly noise whose short
+    lags outscore the season. A peak is a lag >= 2 whose autocorrelation is above both
+    neighbours and above ``threshold``; with none, returns 1 (no season). ``max_lag``
+    defaults to a third of the series.
     """
-    diffs = np.diff(np.asarray(values, dtype=float))
-    max_lag = min(max_lag or len(diffs) // 3, len(diffs) - 2)
+    values = np.asarray(values, dtype=float)
+    max_lag = min(max_lag or len(values) // 3, len(values) - 2)
     if max_lag < 3:
         return 1
-    acf = autocorrelation(diffs, max_lag)
+    time = np.arange(len(values))
+    residual = values - np.polyval(np.polyfit(time, values, 2), time)
+    acf = autocorrelation(residual, max_lag)
     peaks = [k for k in range(2, max_lag) if acf[k - 1] < acf[k] > acf[k + 1]]
     peaks = [k for k in peaks if acf[k] > threshold]
     return max(peaks, key=lambda k: acf[k]) if peaks else 1
+
+
+def table(result: dict) -> str:
+    """The test metrics of a forecast run, one line per forecaster."""
+    lines = [
+        f"test: {result['windows']} windows of horizon {result['horizon']} on "
+        f"{result['series']}, seasonal period {result['period']}",
+        f"{'':16}{'MAE':>10}{'RMSE':>10}{'MASE':>8}{'sMAPE %':>9}",
+    ]
+    for name in ("model", "naive", "seasonal_naive"):
+        m = result[name]
+        lines.append(f"{name:16}{m['mae']:10.4g}{m['rmse']:10.4g}{m['mase']:8.3f}{m['smape']:9.3f}")
+    return "\n".join(lines)
 
 
 def _same_shape(actual: np.ndarray, forecast: np.ndarray) -> None:
