@@ -1,0 +1,409 @@
+"""Time-series forecasting: the next ``horizon`` values of a series from its last ``input_window``.
+
+The series (:mod:`rnnkit.data.series`) is cut in time into train, validation and test parts,
+never shuffled across time; the scaler is fitted on the training part only. Each window's
+inputs are the target columns and any covariate columns; two ways to reach ``horizon`` steps:
+- ``direct``: the last hidden state -> linear -> all ``horizon`` values at once (the
+  "multiple-output" strategy of Ben Taieb et al. 2012, section 3.4);
+- ``recursive``: the network predicts the next value of every input column, trained with
+  teacher forcing; a forecast feeds each prediction back in, one step of the carried state
+  per new value (section 3.1 of the same paper).
+With ``relative`` the window is read relative to its last value and the forecast is added
+back to it, so the network sees the same numbers at any level of a trending series (the
+mean-shift half of RevIN, Kim et al. 2022, with the training scaler's spread kept).
+
+After training, the best model and two baselines forecast the same test windows (naive: the
+last value; seasonal naive: the last season, of a period given or detected), each scored by
+MAE, RMSE, MASE and sMAPE (:mod:`rnnkit.metrics`); the run holds ``test_metrics.json`` and
+``forecast.png``. ``rnnkit forecast RUN --data new.csv --horizon 12`` forecasts from the end
+of a file and writes a CSV.
+
+Shape letters: W input window, H horizon, T time, B batch (windows), C input columns
+(targets first, then covariates), Ct target columns.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rnnkit import config as configuration
+from rnnkit import metrics
+from rnnkit.data.series import (
+    Scaler,
+    Series,
+    SeriesError,
+    chronological_split,
+    future_dates,
+    gather_windows,
+    load_series,
+    window_origins,
+    write_forecast,
+)
+from rnnkit.scan import map_state
+from rnnkit.tasks.charlm import make_layers
+from rnnkit.train import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
+
+NAME = "forecast"
+
+
+@dataclass
+class Config(TrainConfig):
+    """``rnnkit train forecast``; the defaults forecast a quarter of weekly Mauna Loa CO2."""
+
+    data: str = "co2"  # co2, sunspots, stocks:SYMBOL (AAPL, AMZN, GOOG, IBM, MSFT) or a CSV
+    target: str = ""  # column(s) to forecast, comma-separated (default: the first value column)
+    covariates: str = ""  # extra input columns, comma-separated ("rest": every other column)
+    date: str = "auto"  # date column: a name, auto (one called date, year, ...) or none
+    input_window: int = 104  # steps of history each forecast reads
+    horizon: int = 13  # steps forecast from each origin
+    strategy: Literal["direct", "recursive"] = "direct"  # all steps at once, or fed back
+    relative: bool = True  # read each window relative to its last value (handles trends)
+    period: int = 0  # seasonal period for seasonal naive and MASE (0: detect on training)
+    cell: Literal["lstm", "gru", "rnn", "peephole"] = "lstm"  # recurrent cell
+    hidden: int = 64  # hidden units per layer
+    layers: int = 1  # stacked recurrent layers
+    dropout: float = 0.0  # dropout between stacked layers
+    batch_size: int = 64  # windows per training step
+    val_fraction: float = 0.15  # the part after training, by time, for validation
+    test_fraction: float = 0.15  # the last part, by time, for the final test
+    precision: Literal["auto", "fp32", "bf16"] = "fp32"  # bf16 rounds away small changes
+    warmup: int = 20  # steps of linear warm-up from 0 to lr
+    minutes: float = 1.0  # stop after this much training time (0: no limit)
+    eval_every: int = 100  # evaluate on validation every this many steps
+
+
+class Forecaster(nn.Module):
+    """Recurrent layers over the window -> linear: H*Ct values (direct) or C (recursive)."""
+
+    def __init__(self, columns: int, targets: int, config: Config):
+        super().__init__()
+        self.columns, self.targets, self.horizon = columns, targets, config.horizon
+        self.strategy, self.relative = config.strategy, config.relative
+        self.rnn = make_layers(config.cell, columns, config.hidden, config.layers, config.dropout)
+        outputs = config.horizon * targets if config.strategy == "direct" else columns
+        self.head = nn.Linear(config.hidden, outputs)
+
+    def forward(self, x: torch.Tensor, state=None):
+        """x (T, B, C) -> outputs (T, B, H*Ct or C) and the final state."""
+        x = x.float()
+        if state is not None:  # under autocast the layer returns a lower-precision state
+            state = map_state(lambda s: s.to(x.dtype), state)
+        output, state = self.rnn(x, state)  # (T, B, hidden)
+        return self.head(output).float(), state
+
+
+def reference(model: Forecaster, window: torch.Tensor) -> torch.Tensor:
+    """(B, C): the window's last value with ``relative``, else zero."""
+    return window[-1] if model.relative else torch.zeros_like(window[-1])
+
+
+def direct(model: Forecaster, window: torch.Tensor) -> torch.Tensor:
+    """window (W, B, C) -> the model's H steps of the targets, (H, B, Ct)."""
+    base = reference(model, window)
+    output, _ = model(window - base)  # (W, B, H*Ct)
+    steps = output[-1].view(-1, model.horizon, model.targets).transpose(0, 1)  # (H, B, Ct)
+    return steps + base[:, : model.targets]
+
+
+def rollout(model: Forecaster, window: torch.Tensor, horizon: int) -> torch.Tensor:
+    """window (W, B, C) -> ``horizon`` steps of every column, (horizon, B, C), each step
+    fed back as the next input from the carried state."""
+    base = reference(model, window)
+    output, state = model(window - base)  # (W, B, C)
+    steps = [output[-1:]]  # (1, B, C) each, relative to base
+    for _ in range(horizon - 1):
+        output, state = model(steps[-1], state)
+        steps.append(output)
+    return torch.cat(steps) + base
+
+
+def forecast(model: Forecaster, window: torch.Tensor, horizon: int) -> torch.Tensor:
+    """(W, B, C) -> (horizon, B, Ct). A direct model asked for more than its trained horizon
+    forecasts block by block, feeding its blocks back (only without covariates)."""
+    if model.strategy == "recursive":
+        return rollout(model, window, horizon)[:, :, : model.targets]
+    blocks = [direct(model, window)]
+    while sum(len(b) for b in blocks) < horizon:
+        if model.columns != model.targets:
+            raise ValueError(
+                f"a direct model with covariates forecasts at most its trained horizon "
+                f"{model.horizon}; train with --strategy recursive for longer ones"
+            )
+        window = torch.cat([window, blocks[-1]])[-len(window) :]
+        blocks.append(direct(model, window))
+    return torch.cat(blocks)[:horizon]
+
+
+def window_loss(model: Forecaster, batch, carry):
+    """Mean squared error in scaled units: of the H-step forecast (direct), or of every
+    next-step prediction along the window and its targets, teacher-forced (recursive)."""
+    device = model.head.weight.device
+    inputs, targets = (t.to(device) for t in batch)  # (W, B, C), (H, B, C)
+    if model.strategy == "direct":
+        loss = F.mse_loss(direct(model, inputs), targets[:, :, : model.targets])
+    else:
+        sequence = torch.cat([inputs, targets]) - reference(model, inputs)  # (W+H, B, C)
+        output, _ = model(sequence[:-1])
+        loss = F.mse_loss(output, sequence[1:])
+    return loss, None, targets.shape[0] * targets.shape[1]
+
+
+# --- data ---
+
+
+@dataclass
+class Prepared:
+    """A series split in time, scaled by its training part, with the window origins."""
+
+    series: Series  # targets first, then covariates, in the series' units
+    targets: int  # how many leading columns are forecast
+    scaled: np.ndarray  # (N, C) float32
+    scaler: Scaler  # fitted on rows [0, train_end) only
+    bounds: tuple[int, int]  # (train_end, val_end)
+    origins: dict  # "train", "val", "test" -> forecast origins
+    period: int  # seasonal period of seasonal naive and MASE
+
+
+def pick_columns(config: Config, series: Series) -> tuple[list[str], list[str]]:
+    names = [c.strip() for c in config.target.split(",") if c.strip()]
+    targets = names or series.columns[:1]
+    if config.covariates == "rest":
+        return targets, [c for c in series.columns if c not in targets]
+    return targets, [c.strip() for c in config.covariates.split(",") if c.strip()]
+
+
+def part_origins(config: Config, series: Series, bounds: tuple[int, int]) -> dict:
+    """Window origins of each part; a part too short for one window is an error."""
+    train_end, val_end = bounds
+    parts = {"train": (0, train_end), "val": (train_end, val_end), "test": (val_end, len(series))}
+    origins = {}
+    for part, (start, end) in parts.items():
+        origins[part] = window_origins(start, end, config.input_window, config.horizon)
+        if len(origins[part]) == 0 and (part != "val" or config.val_fraction > 0):
+            raise SeriesError(
+                f"{series.name}: too few rows for one {part} window: {len(series)} rows, the "
+                f"{part} part is rows {start + 1}-{end}, and a window needs input_window + "
+                f"horizon = {config.input_window} + {config.horizon} rows (inputs may reach "
+                "back into the part before); lower --input-window or --horizon"
+            )
+    return origins
+
+
+def prepare(config: Config, data: str = "", scaler: Scaler | None = None) -> Prepared:
+    """Load ``data`` (default ``config.data``), split it, fit (or reuse) the scaler."""
+    series = load_series(data or config.data, config.date)
+    targets, covariates = pick_columns(config, series)
+    series = series.select(targets + covariates)
+    bounds = chronological_split(len(series), config.val_fraction, config.test_fraction)
+    origins = part_origins(config, series, bounds)
+    scaler = scaler or Scaler.fit(series.values[: bounds[0]])
+    scaled = scaler.transform(series.values).astype(np.float32)
+    period = config.period or metrics.detect_period(series.values[: bounds[0], 0])
+    return Prepared(series, len(targets), scaled, scaler, bounds, origins, period)
+
+
+def windows(prepared: Prepared, origins: np.ndarray, config: Config):
+    inputs, targets = gather_windows(prepared.scaled, origins, config.input_window, config.horizon)
+    return torch.from_numpy(inputs), torch.from_numpy(targets)  # (W, B, C), (H, B, C)
+
+
+def batch_at(prepared: Prepared, config: Config, step: int):
+    """Training windows of step ``step``: a seeded shuffle of the training origins per epoch
+    (windows are shuffled among themselves; time inside a window stays in order)."""
+    origins = prepared.origins["train"]
+    per_epoch = max(len(origins) // config.batch_size, 1)
+    epoch, slot = divmod(step, per_epoch)
+    order = np.random.default_rng([config.seed, epoch]).permutation(len(origins))
+    chosen = origins[order[slot * config.batch_size : (slot + 1) * config.batch_size]]
+    return windows(prepared, chosen, config)
+
+
+@torch.no_grad()
+def val_loss(model: Forecaster, prepared: Prepared, config: Config) -> float:
+    inputs, targets = windows(prepared, prepared.origins["val"], config)
+    device = model.head.weight.device
+    predicted = forecast(model, inputs.to(device), config.horizon)
+    return F.mse_loss(predicted, targets[:, :, : model.targets].to(device)).item()
+
+
+# --- training and testing ---
+
+
+def build_task(config: Config, prepared: Prepared) -> Task:
+    torch.manual_seed(config.seed)
+    model = Forecaster(prepared.scaled.shape[1], prepared.targets, config)
+    per_epoch = max(len(prepared.origins["train"]) // config.batch_size, 1)
+    return Task(
+        model,
+        lambda step: batch_at(prepared, config, step),
+        window_loss,
+        lambda m: {"val_loss": val_loss(m, prepared, config)},
+        per_epoch,
+    )
+
+
+def train(config: Config, resume: bool = False, progress=None) -> Trainer:
+    """Train (or continue) the run in ``config.out``; then test it beside the baselines."""
+    run_dir = Path(config.out or Path("runs") / f"{NAME}-{time.strftime('%Y%m%d-%H%M%S')}")
+    config.out = str(run_dir)
+    prepared = prepare(config)
+    trainer = Trainer(config, build_task(config, prepared), run_dir, progress)
+    if resume:
+        trainer.restore()
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        configuration.save(config, run_dir / "config.json", task=NAME)
+        save_series_state(run_dir, prepared)
+    trainer.fit()
+    if not trainer.interrupted:
+        result = test(run_dir, prepared)
+        (run_dir / "test_metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+        trainer.progress.line(metrics.table(result))
+    return trainer
+
+
+def save_series_state(run_dir: Path, prepared: Prepared) -> None:
+    state = {
+        "columns": prepared.series.columns,
+        "targets": prepared.targets,
+        "period": prepared.period,
+        "scaler": prepared.scaler.to_dict(),
+    }
+    (run_dir / "series.json").write_text(json.dumps(state, indent=2) + "\n")
+
+
+@torch.no_grad()
+def test_forecasts(model: Forecaster, prepared: Prepared, config: Config) -> dict:
+    """Model, naive and seasonal naive forecasts of every test window, in the series'
+    units, each (K, H, Ct); and the actual values."""
+    origins = prepared.origins["test"]
+    inputs, _ = windows(prepared, origins, config)
+    predicted = forecast(model, inputs.to(model.head.weight.device), config.horizon).cpu()
+    targets = list(range(prepared.targets))
+    raw = prepared.series.values[:, targets]  # (N, Ct)
+    steps = np.arange(config.horizon)
+    history = raw[origins[:, None] + np.arange(-prepared.period, 0)].transpose(0, 2, 1)
+    return {
+        "actual": raw[origins[:, None] + steps],  # (K, H, Ct)
+        "model": prepared.scaler.inverse(predicted.numpy().transpose(1, 0, 2), targets),
+        "naive": metrics.naive(history, config.horizon).transpose(0, 2, 1),
+        "seasonal_naive": metrics.seasonal_naive(
+            history, config.horizon, prepared.period
+        ).transpose(0, 2, 1),
+    }
+
+
+def score_forecasts(forecasts: dict, prepared: Prepared) -> dict:
+    """MAE, RMSE, MASE, sMAPE of each forecaster, averaged over the target columns."""
+    train_end = prepared.bounds[0]
+    result = {}
+    for name in ("model", "naive", "seasonal_naive"):
+        per_column = [
+            metrics.all_metrics(
+                forecasts["actual"][..., c],
+                forecasts[name][..., c],
+                metrics.mase_scale(prepared.series.values[:train_end, c], prepared.period),
+            )
+            for c in range(prepared.targets)
+        ]
+        result[name] = {k: float(np.mean([m[k] for m in per_column])) for k in per_column[0]}
+    return result
+
+
+def test(run_dir: Path, prepared: Prepared) -> dict:
+    """Score the best model of a run and the baselines on the test windows; draw a plot."""
+    config, _, model = load_run(run_dir, "cpu")
+    forecasts = test_forecasts(model, prepared, config)
+    plot_forecast(run_dir / "forecast.png", prepared, forecasts, config)
+    return {
+        **score_forecasts(forecasts, prepared),
+        "period": prepared.period,
+        "windows": len(prepared.origins["test"]),
+        "horizon": config.horizon,
+        "series": prepared.series.name,
+    }
+
+
+def plot_forecast(path: Path, prepared: Prepared, forecasts: dict, config: Config) -> None:
+    """The last test window: history, actual values, and each forecast, first target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    origin, H = int(prepared.origins["test"][-1]), config.horizon
+    start = max(0, origin - max(config.input_window, 3 * H))
+    dates = prepared.series.dates
+    x = dates if dates else list(range(len(prepared.series)))
+    fig, ax = plt.subplots(figsize=(9, 4))
+    values = prepared.series.values[:, 0]
+    ax.plot(x[start : origin + 1], values[start : origin + 1], color="black", label="history")
+    ax.plot(
+        x[origin : origin + H], values[origin : origin + H], color="black", ls=":", label="actual"
+    )
+    for name, style in (("model", "-"), ("naive", "--"), ("seasonal_naive", "-.")):
+        ax.plot(x[origin : origin + H], forecasts[name][-1, :, 0], ls=style, label=name)
+    ax.set(title=f"{prepared.series.name}: {prepared.series.columns[0]}, last test window")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# --- using a trained run ---
+
+
+def load_run(run_dir: Path, device: str = "auto"):
+    """The config, series state (columns, scaler, period) and best model of a run."""
+    run_dir = Path(run_dir)
+    if not (run_dir / MODEL_FILE).exists():
+        raise FileNotFoundError(f"{run_dir}: no {MODEL_FILE} (has this run been evaluated yet?)")
+    config = configuration.load(Config, run_dir / "config.json")
+    state = json.loads((run_dir / "series.json").read_text())
+    model = Forecaster(len(state["columns"]), state["targets"], config)
+    load_model(model, run_dir / MODEL_FILE)
+    return config, state, model.to(pick_device(device)).eval()
+
+
+def evaluate(run_dir: Path, data: str, device: str = "cpu") -> dict:
+    """Metrics of a run and the baselines on the test part of ``data``, split as the run
+    splits its own series and scaled by the run's training scaler."""
+    config, state, model = load_run(run_dir, device)
+    prepared = prepare(config, data, Scaler.from_dict(state["scaler"]))
+    prepared.period = state["period"]
+    scores = score_forecasts(test_forecasts(model, prepared, config), prepared)
+    flat = {f"{name}_{k}": v for name, m in scores.items() for k, v in m.items()}
+    return {**flat, "windows": len(prepared.origins["test"])}
+
+
+@torch.no_grad()
+def predict(run_dir: Path, data: str, horizon: int = 0, out: str = "", device: str = "cpu"):
+    """Forecast ``horizon`` steps (default: the trained one) after the last row of ``data``
+    and write them as CSV to ``out`` (default ``forecast.csv`` in the run); return the path
+    and the rows written."""
+    config, state, model = load_run(run_dir, device)
+    series = load_series(data, config.date)
+    series = series.select(state["columns"])
+    if len(series) < config.input_window:
+        raise SeriesError(
+            f"{data}: {len(series)} rows, too few for one window: the run reads the last "
+            f"input_window = {config.input_window} rows"
+        )
+    scaler = Scaler.from_dict(state["scaler"])
+    window = torch.tensor(scaler.transform(series.values[-config.input_window :]))
+    window = window.float()[:, None].to(model.head.weight.device)  # (W, 1, C)
+    targets = list(range(state["targets"]))
+    horizon = horizon or config.horizon
+    predicted = scaler.inverse(forecast(model, window, horizon)[:, 0].cpu().numpy(), targets)
+    labels = future_dates(series.dates, horizon) if series.dates else None
+    rows = write_forecast(out or Path(run_dir) / "forecast.csv", series, predicted, labels)
+    return Path(out or Path(run_dir) / "forecast.csv"), rows
