@@ -13,7 +13,11 @@ import json
 from pathlib import Path
 from types import ModuleType
 
-TASKS = {"charlm": "rnnkit.tasks.charlm"}
+TASKS = {
+    "charlm": "rnnkit.tasks.charlm",
+    "forecast": "rnnkit.tasks.forecast",
+    "tag": "rnnkit.tasks.tag",
+}
 
 
 def load_task(name: str) -> ModuleType:
