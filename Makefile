@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 STAMP   := .venv/.installed
 TORCH   := torch==2.13.0
 
-.PHONY: setup demo test lint format clean
+.PHONY: setup browser demo test lint format clean
 
 setup: $(STAMP)
 
@@ -13,7 +13,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(MAKE) --no-print-directory browser
 	touch $(STAMP)
+
+# Debian's Chromium, for the test that renders `rnnkit inspect`'s page headless. Where apt
+# cannot install it, that one test is skipped and says why.
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "chromium could not be installed: the headless-browser test will be skipped"
+
 
 demo: $(STAMP)
 	$(PY) -m rnnkit.demo
