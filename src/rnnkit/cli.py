@@ -4,6 +4,8 @@
     rnnkit train TASK --resume RUN [...]   continue a run where it stopped
     rnnkit sample RUN [--prime ...]        print a sample from a trained run
     rnnkit eval RUN --data DATA            score a trained run on other data
+    rnnkit forecast RUN --data CSV [--horizon N] [--out FILE]
+                                           forecast past the end of a series, as CSV
 
 Each task in :data:`rnnkit.tasks.TASKS` gets its own ``train`` subcommand whose flags are
 generated from its config dataclass; ``sample`` and ``eval`` find the task of a run from its
@@ -53,12 +55,22 @@ def add_eval(commands) -> None:
     evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
 
+def add_forecast(commands) -> None:
+    forecast = commands.add_parser("forecast", help="forecast past the end of a series")
+    forecast.add_argument("run", help="run directory of a forecast task")
+    forecast.add_argument("--data", required=True, help="CSV file or built-in series name")
+    forecast.add_argument("--horizon", type=int, default=0, help="steps (0: the trained one)")
+    forecast.add_argument("--out", default="", help="CSV to write (default: RUN/forecast.csv)")
+    forecast.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="rnnkit", description="Recurrent networks, trained.")
     commands = main.add_subparsers(dest="command", required=True)
     add_train(commands)
     add_sample(commands)
     add_eval(commands)
+    add_forecast(commands)
     return main
 
 
@@ -82,7 +94,8 @@ def run_train(args) -> int:
     else:
         config = configuration.from_dict(module.Config, flags)
     trainer = module.train(config, resume=bool(args.resume))
-    print(f"run: {config.out} (best val_loss {trainer.best:.4f} nats/char)")
+    unit = " nats/char" if args.task == "charlm" else ""
+    print(f"run: {config.out} (best val_loss {trainer.best:.4f}{unit})")
     return 130 if trainer.interrupted else 0
 
 
@@ -102,6 +115,11 @@ def run_sample(args) -> int:
 
 def run_eval(args) -> int:
     r = task_of_run(args.run).evaluate(Path(args.run), args.data, args.device)
+    if "bpc" not in r:  # tasks other than charlm: every metric, in the order returned
+        print(
+            " | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items())
+        )
+        return 0
     print(
         f"loss {r['loss']:.4f} nats/char | {r['bpc']:.4f} bits/char | "
         f"perplexity {r['perplexity']:.3f} | {r['characters']} characters, "
@@ -110,9 +128,24 @@ def run_eval(args) -> int:
     return 0
 
 
+def run_forecast(args) -> int:
+    module = task_of_run(args.run)
+    if not hasattr(module, "predict"):
+        raise ValueError(f"{args.run}: a {module.NAME} run, not a forecast run")
+    path, rows = module.predict(Path(args.run), args.data, args.horizon, args.out, args.device)
+    print(f"{len(rows)} steps forecast after the end of {args.data}: {path}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    run = {"train": run_train, "sample": run_sample, "eval": run_eval}[args.command]
+    commands = {
+        "train": run_train,
+        "sample": run_sample,
+        "eval": run_eval,
+        "forecast": run_forecast,
+    }
+    run = commands[args.command]
     try:
         return run(args)
     except NonFiniteLoss as err:
