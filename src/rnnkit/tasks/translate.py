@@ -1,0 +1,481 @@
+"""Translation: an encoder-decoder with attention, trained with teacher forcing on pairs.
+
+The source sentence is read by the encoder, the decoder writes the target from <sos> to
+<eos> (:mod:`rnnkit.seq2seq`), one token per step; training feeds it the known previous
+token (teacher forcing, ratio 1.0, or a ratio decaying over the run), and inference
+decodes greedily or with beam search (:mod:`rnnkit.decode`). Data: ``numbers-en-es``
+(:mod:`rnnkit.data.numbers`) or a TSV file of ``source<TAB>target`` pairs
+(:mod:`rnnkit.data.pairs`), split at random by source sentence, so the same source never
+sits on both sides of the split.
+
+Shape letters: B batch, S source length, T target length, V target vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from rnnkit import config as configuration
+from rnnkit import decode
+from rnnkit.data import numbers
+from rnnkit.data.pairs import (
+    EOS,
+    PAD,
+    SOS,
+    UNK,
+    Batch,
+    TokenVocab,
+    bad_lines_summary,
+    bucket_batches,
+    detokenize,
+    drop_long,
+    make_batch,
+    pad,
+    padding_fraction,
+    read_pairs,
+    tokenize,
+)
+from rnnkit.seq2seq import Seq2Seq
+from rnnkit.train import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
+
+NAME = "translate"
+Cell = Literal["lstm", "gru", "rnn", "peephole"]
+
+
+@dataclass
+class Config(TrainConfig):
+    """``rnnkit train translate``; the defaults train numbers-en-es with attention."""
+
+    data: str = "numbers-en-es"  # numbers-en-es, or a TSV file of source<TAB>target lines
+    tokens: Literal["word", "char"] = "word"  # tokenise both sides by word or by character
+    lowercase: bool = True  # lower-case both sides (Unicode-aware) before tokenising
+    min_freq: int = 1  # tokens seen fewer times in training become <unk>
+    max_length: int = 50  # drop training pairs with a side longer than this many tokens
+    numbers: int = 40_000  # numbers-en-es: distinct numbers made, all splits together
+    val_fraction: float = 0.05  # share held out for validation
+    test_fraction: float = 0.05  # share held out for the final test
+    batch_size: int = 64  # sentence pairs per batch, bucketed by length
+    encoder_cell: Cell = "lstm"  # recurrent cell of the encoder
+    decoder_cell: Cell = "lstm"  # recurrent cell of the decoder
+    embedding: int = 64  # token embedding size, both sides
+    hidden: int = 256  # decoder hidden size; the encoder's outputs (both directions) match it
+    encoder_layers: int = 1  # stacked encoder layers
+    decoder_layers: int = 1  # stacked decoder layers
+    bidirectional: bool = True  # read the source both ways (each direction hidden/2)
+    attention: Literal["none", "bahdanau", "luong"] = "luong"  # attention over the source
+    attention_size: int = 0  # Bahdanau's v^T tanh(...) size (0: hidden)
+    dropout: float = 0.1  # dropout on embeddings, between layers and before the output
+    teacher_forcing: float = 1.0  # probability of feeding the known previous token
+    teacher_forcing_end: float = 1.0  # the ratio decays linearly to this ...
+    teacher_forcing_steps: int = 0  # ... over this many steps (0: it stays constant)
+    beam: int = 5  # beam width of `rnnkit translate` and `rnnkit eval` (1: greedy)
+    length_penalty: float = 1.0  # beam search ranks by log p / length ** this
+    max_output: int = 0  # decoding stops after this many tokens (0: 2 x source + 10)
+    val_pairs: int = 1000  # validation pairs decoded greedily at each evaluation (0: all)
+    precision: Literal["auto", "fp32", "bf16"] = "fp32"  # fp32: exact masking comparisons
+    threads: int = 0  # CPU threads for torch (0: torch's default; 1 is fastest on a busy machine)
+    lr: float = 3e-3  # peak learning rate
+    warmup: int = 100  # steps of linear warm-up from 0 to lr
+    minutes: float = 5.0  # stop after this much training time (0: no limit)
+    eval_every: int = 500  # evaluate on validation every this many steps
+
+
+# --- data ---
+
+
+@dataclass
+class Data:
+    """Text pairs of each split, tokenised and encoded with the training vocabularies."""
+
+    source_vocab: TokenVocab
+    target_vocab: TokenVocab
+    train: list[tuple[list[int], list[int]]]  # (source ids, target ids), no <sos>/<eos>
+    val: list[tuple[list[int], list[int]]]
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def split_by_source(pairs, val_fraction: float, test_fraction: float, seed: int):
+    """(train, val, test) pairs, split at random by distinct source sentence."""
+    sources = sorted({s for s, _ in pairs})
+    random.Random(seed).shuffle(sources)
+    n_test, n_val = round(len(sources) * test_fraction), round(len(sources) * val_fraction)
+    part = {s: 2 if i < n_test else 1 if i < n_test + n_val else 0 for i, s in enumerate(sources)}
+    splits = ([], [], [])
+    for s, t in pairs:
+        splits[part[s]].append((s, t))
+    if not splits[0] or not splits[1]:
+        raise ValueError(f"{len(sources)} distinct sources leave an empty train or val split")
+    return splits
+
+
+def text_splits(config: Config) -> numbers.Splits:
+    if config.data == numbers.NAME:
+        return numbers.make_splits(
+            config.numbers, config.val_fraction, config.test_fraction, config.seed
+        )
+    pairs, bad = read_pairs(config.data)
+    if bad:
+        say(bad_lines_summary(bad))
+    return numbers.Splits(
+        *split_by_source(pairs, config.val_fraction, config.test_fraction, config.seed)
+    )
+
+
+def tokenized(config: Config, pairs) -> list[tuple[list[str], list[str]]]:
+    def tok(text):
+        return tokenize(text, config.tokens, config.lowercase)
+
+    return [(tok(s), tok(t)) for s, t in pairs]
+
+
+def encode_pairs(pairs, source_vocab: TokenVocab, target_vocab: TokenVocab):
+    return [(source_vocab.encode(s) or [UNK], target_vocab.encode(t)) for s, t in pairs]
+
+
+def prepare(config: Config, vocabs: tuple[TokenVocab, TokenVocab] | None = None) -> Data:
+    """Splits, vocabularies of the training split, length filter, ids; report what was dropped."""
+    splits = text_splits(config)
+    train, dropped = drop_long(tokenized(config, splits.train), config.max_length)
+    if dropped:
+        say(f"dropped {dropped} training pairs longer than {config.max_length} tokens")
+    if not train:
+        raise ValueError(f"no training pair is at most {config.max_length} tokens long")
+    source_vocab, target_vocab = vocabs or (
+        TokenVocab.build([s for s, _ in train], config.min_freq),
+        TokenVocab.build([t for _, t in train], config.min_freq),
+    )
+    val = tokenized(config, splits.val)
+    return Data(
+        source_vocab,
+        target_vocab,
+        encode_pairs(train, source_vocab, target_vocab),
+        encode_pairs(val, source_vocab, target_vocab),
+    )
+
+
+def report_padding(pairs, batch_size: int, seed: int) -> None:
+    lengths = [(len(s), len(t) + 1) for s, t in pairs]
+    batches = bucket_batches(lengths, batch_size, seed)
+    shuffled = list(range(len(pairs)))
+    random.Random(seed).shuffle(shuffled)
+    unbucketed = [shuffled[i : i + batch_size] for i in range(0, len(shuffled), batch_size)]
+    source = [n for n, _ in lengths]
+    say(
+        f"{len(pairs)} training pairs; padding {padding_fraction(source, batches):.1%} of "
+        f"source tokens in length-bucketed batches "
+        f"({padding_fraction(source, unbucketed):.1%} in shuffled batches)"
+    )
+
+
+# --- model, loss, evaluation ---
+
+
+def build_model(config: Config, source_size: int, target_size: int) -> Seq2Seq:
+    return Seq2Seq(
+        source_size,
+        target_size,
+        embedding=config.embedding,
+        hidden=config.hidden,
+        encoder_layers=config.encoder_layers,
+        decoder_layers=config.decoder_layers,
+        encoder_cell=config.encoder_cell,
+        decoder_cell=config.decoder_cell,
+        bidirectional=config.bidirectional,
+        attention=config.attention,
+        attention_size=config.attention_size,
+        dropout=config.dropout,
+    )
+
+
+def teacher_forcing_ratio(config: Config, step: int) -> float:
+    """The ratio at ``step``: constant, or linear from the start value to the end value."""
+    if config.teacher_forcing_steps <= 0:
+        return config.teacher_forcing
+    done = min(1.0, step / config.teacher_forcing_steps)
+    return config.teacher_forcing + (config.teacher_forcing_end - config.teacher_forcing) * done
+
+
+def batch_loss(model: Seq2Seq, batch: Batch, ratio: float = 1.0):
+    """Summed cross-entropy over real target tokens (padding ignored), correct guesses, count."""
+    batch = batch.to(model.decoder.head.weight.device)
+    logits, _ = model(batch.source, batch.source_lengths, batch.target_in, ratio)  # (B, T, V)
+    if logits.shape[:2] != batch.target_out.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} do not match {batch.target_out.shape}")
+    targets = batch.target_out.flatten()
+    total = F.cross_entropy(
+        logits.float().flatten(0, 1), targets, ignore_index=PAD, reduction="sum"
+    )
+    real = targets != PAD
+    correct = (logits.argmax(-1).flatten() == targets)[real].sum()
+    return total, int(correct), int(real.sum())
+
+
+@torch.no_grad()
+def score_pairs(model: Seq2Seq, pairs, batch_size: int = 256) -> dict:
+    """Teacher-forced loss (nats per target token) and token accuracy over ``pairs``."""
+    lengths = [(len(s), len(t)) for s, t in pairs]
+    total, correct, count = 0.0, 0, 0
+    for chunk in bucket_batches(lengths, batch_size, seed=0):
+        loss, right, n = batch_loss(model, make_batch([pairs[i] for i in chunk]))
+        total, correct, count = total + loss.item(), correct + right, count + n
+    return {"loss": total / count, "token_accuracy": correct / count}
+
+
+def search_for(beam: int = 1, length_penalty: float = 1.0, temperature: float = 0.0, seed: int = 1):
+    """The decoding function: sampling when ``temperature`` > 0, else greedy (``beam`` 1) or
+    beam search; each is called as ``search(step, state, batch_size, sos, eos, max_length)``."""
+    if temperature > 0:
+        generator = torch.Generator().manual_seed(seed)
+        return partial(decode.sample, temperature=temperature, generator=generator, pad=PAD)
+    if beam == 1:
+        return partial(decode.greedy, pad=PAD)
+    return partial(decode.beam_search, width=beam, length_penalty=length_penalty, pad=PAD)
+
+
+@torch.no_grad()
+def translate_ids(
+    model: Seq2Seq,
+    sources: list[list[int]],
+    search=None,
+    max_output: int = 0,
+    batch_size: int = 256,
+) -> list[list[int]]:
+    """Target ids (without <eos>) for each source, batched by length (greedy by default)."""
+    search = search or search_for()
+    device = model.decoder.head.weight.device
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    out: list[list[int]] = [[] for _ in sources]
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        lengths = torch.tensor([len(sources[i]) for i in chunk])
+        state = model.start(pad([sources[i] for i in chunk]).to(device), lengths.to(device))
+        limit = max_output or 2 * int(lengths.max()) + 10
+        found = search(model.step, state, len(chunk), SOS, EOS, limit)
+        for i, row in zip(chunk, found.tokens.tolist(), strict=True):
+            out[i] = [t for t in row if t not in (EOS, PAD)]
+    return out
+
+
+def match_scores(hypotheses: list[list[str]], references: list[list[str]], level: str) -> dict:
+    """Exact match (whole token sequence) and corpus BLEU (sacrebleu, on joined text)."""
+    import sacrebleu
+
+    exact = sum(h == r for h, r in zip(hypotheses, references, strict=True))
+    hyp_text = [detokenize(h, level) for h in hypotheses]
+    ref_text = [detokenize(r, level) for r in references]
+    bleu = sacrebleu.corpus_bleu(
+        hyp_text, [ref_text], tokenize="char" if level == "char" else "13a"
+    )
+    return {"exact": exact / max(len(references), 1), "bleu": bleu.score}
+
+
+def decoded_scores(model, pairs, target_vocab: TokenVocab, config: Config, beam: int) -> dict:
+    search = search_for(beam, config.length_penalty)
+    ids = translate_ids(model, [s for s, _ in pairs], search, config.max_output)
+    hypotheses = [target_vocab.decode(h) for h in ids]
+    references = [target_vocab.decode(t) for _, t in pairs]
+    return match_scores(hypotheses, references, config.tokens)
+
+
+def build_task(config: Config, data: Data) -> Task:
+    torch.manual_seed(config.seed)
+    model = build_model(config, len(data.source_vocab), len(data.target_vocab))
+    lengths = [(len(s), len(t)) for s, t in data.train]
+    batches_of = {}  # the batches of the current epoch: new buckets every epoch
+    per_epoch = math.ceil(len(data.train) / config.batch_size)
+    val = data.val[: config.val_pairs] if config.val_pairs else data.val
+
+    def batch(step: int) -> Batch:
+        epoch, index = divmod(step, per_epoch)
+        if epoch not in batches_of:
+            batches_of.clear()
+            batches_of[epoch] = bucket_batches(lengths, config.batch_size, config.seed + epoch)
+        return make_batch([data.train[i] for i in batches_of[epoch][index]], step)
+
+    def loss(model, batch: Batch, carry):
+        total, _, count = batch_loss(model, batch, teacher_forcing_ratio(config, batch.step))
+        return total / count, None, count
+
+    def evaluate(model) -> dict:
+        scores = score_pairs(model, data.val)
+        found = decoded_scores(model, val, data.target_vocab, config, beam=1)
+        return {
+            "val_loss": scores["loss"],
+            "val_token_accuracy": scores["token_accuracy"],
+            "val_exact": found["exact"],
+            "val_bleu": found["bleu"],
+        }
+
+    return Task(model, batch, loss, evaluate, per_epoch)
+
+
+def default_run_dir() -> Path:
+    return Path("runs") / f"{NAME}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def train(config: Config, resume: bool = False, progress=None) -> Trainer:
+    """Train (or with ``resume``, continue) the run in ``config.out``; return the trainer."""
+    run_dir = Path(config.out or default_run_dir())
+    config.out = str(run_dir)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    vocabs = load_vocabs(run_dir) if resume else None
+    data = prepare(config, vocabs)
+    report_padding(data.train, config.batch_size, config.seed)
+    trainer = Trainer(config, build_task(config, data), run_dir, progress)
+    if resume:
+        trainer.restore()
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        configuration.save(config, run_dir / "config.json", task=NAME)
+        data.source_vocab.save(run_dir / "source_vocab.json")
+        data.target_vocab.save(run_dir / "target_vocab.json")
+    trainer.fit()
+    return trainer
+
+
+# --- using a trained run ---
+
+
+def load_vocabs(run_dir: Path) -> tuple[TokenVocab, TokenVocab]:
+    run_dir = Path(run_dir)
+    return (
+        TokenVocab.load(run_dir / "source_vocab.json"),
+        TokenVocab.load(run_dir / "target_vocab.json"),
+    )
+
+
+def load_run(run_dir: Path, device: str = "auto"):
+    """The config, (source, target) vocabularies and best model of a run directory."""
+    run_dir = Path(run_dir)
+    if not (run_dir / MODEL_FILE).exists():
+        raise FileNotFoundError(f"{run_dir}: no {MODEL_FILE} (has this run been evaluated yet?)")
+    config = configuration.load(Config, run_dir / "config.json")
+    vocabs = load_vocabs(run_dir)
+    model = build_model(config, len(vocabs[0]), len(vocabs[1]))
+    load_model(model, run_dir / MODEL_FILE)
+    return config, vocabs, model.to(pick_device(device)).eval()
+
+
+def source_ids(config: Config, vocab: TokenVocab, lines: list[str]) -> list[list[int]]:
+    """Tokenise and encode source lines; say which tokens the vocabulary lacks."""
+    tokens = [tokenize(line, config.tokens, config.lowercase) for line in lines]
+    unseen = sorted({t for ts in tokens for t in ts if t not in vocab.index})
+    if unseen:
+        say(f"note: tokens not in the source vocabulary are read as <unk>: {' '.join(unseen)}")
+    return [vocab.encode(ts) or [UNK] for ts in tokens]
+
+
+def translate(
+    run_dir: Path,
+    lines: list[str],
+    beam: int = 0,
+    temperature: float = 0.0,
+    seed: int = 1,
+    heatmap: str = "",
+    device: str = "auto",
+    out=None,
+) -> list[str]:
+    """Print the translation of each line as it is made; return them.
+
+    ``beam`` 0 takes the run's ``--beam``; ``temperature`` > 0 samples instead; ``heatmap``
+    names a PNG of the first sentence's attention weights.
+    """
+    out = out or sys.stdout
+    config, (source_vocab, target_vocab), model = load_run(run_dir, device)
+    sources = source_ids(config, source_vocab, lines)
+    search = search_for(beam or config.beam, config.length_penalty, temperature, seed)
+    texts = []
+    for source in sources:  # one at a time, so each line is printed as soon as it is ready
+        ids = translate_ids(model, [source], search, config.max_output)[0]
+        texts.append(detokenize(target_vocab.decode(ids), config.tokens))
+        print(texts[-1], file=out, flush=True)
+    if heatmap and sources:
+        output = translate_ids(model, sources[:1], search, config.max_output)[0]
+        weights = attention_weights(model, sources[0], output)
+        draw_heatmap(
+            weights,
+            [source_vocab.tokens[i] for i in sources[0]],
+            target_vocab.decode(output) + ["<eos>"],
+            heatmap,
+        )
+        say(f"attention heat map: {heatmap}")
+    return texts
+
+
+@torch.no_grad()
+def attention_weights(model: Seq2Seq, source: list[int], output: list[int]) -> torch.Tensor:
+    """(T+1, S) weights of each output step (the last one writes <eos>) over the source."""
+    device = model.decoder.head.weight.device
+    target_in = torch.tensor([[SOS] + output], device=device)
+    _, weights = model(
+        torch.tensor([source], device=device), torch.tensor([len(source)]), target_in
+    )
+    if weights is None:
+        raise ValueError("this run has no attention (trained with --attention none): no heat map")
+    return weights[0].float().cpu()
+
+
+def draw_heatmap(weights: torch.Tensor, source: list[str], output: list[str], path: str) -> None:
+    """A PNG: one row per output token, one column per source token, darker = more weight."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if tuple(weights.shape) != (len(output), len(source)):
+        raise ValueError(f"weights {tuple(weights.shape)} for {len(output)}x{len(source)} tokens")
+    fig, ax = plt.subplots(figsize=(1 + 0.5 * len(source), 1 + 0.4 * len(output)))
+    image = ax.imshow(weights.numpy(), cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(len(source)), source, rotation=60, ha="right")
+    ax.set_yticks(range(len(output)), output)
+    ax.set(xlabel="source", ylabel="output")
+    fig.colorbar(image, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def test_pairs(config: Config, data: str):
+    """numbers-en-es: the run's own held-out test numbers; otherwise every good line of a TSV."""
+    if data == numbers.NAME:
+        test = numbers.split_numbers(
+            config.numbers, config.val_fraction, config.test_fraction, config.seed
+        )[2]
+        return [numbers.pair(n) for n in test]
+    pairs, bad = read_pairs(data)
+    if bad:
+        say(bad_lines_summary(bad))
+    return pairs
+
+
+def evaluate(run_dir: Path, data: str, device: str = "auto") -> dict:
+    """Loss, token accuracy (teacher-forced), exact match and BLEU (the run's --beam) on data."""
+    config, (source_vocab, target_vocab), model = load_run(run_dir, device)
+    pairs = encode_pairs(tokenized(config, test_pairs(config, data)), source_vocab, target_vocab)
+    unknown = sum(i == UNK for s, _ in pairs for i in s) / max(sum(len(s) for s, _ in pairs), 1)
+    result = score_pairs(model, pairs)
+    result.update(decoded_scores(model, pairs, target_vocab, config, config.beam))
+    return {**result, "pairs": len(pairs), "beam": config.beam, "unknown": unknown}
+
+
+def eval_text(r: dict) -> str:
+    """One line for `rnnkit eval`."""
+    return (
+        f"exact match {r['exact']:.2%} | BLEU {r['bleu']:.2f} | token accuracy "
+        f"{r['token_accuracy']:.2%} | loss {r['loss']:.4f} nats/token | {r['pairs']} pairs, "
+        f"beam {r['beam']}, {r['unknown']:.2%} unknown source tokens"
+    )
