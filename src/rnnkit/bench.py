@@ -1,0 +1,445 @@
+"""``rnnkit bench [--quick] [--json PATH]``: rnnkit against torch.nn on this machine.
+
+One process; every case runs side by side with its peer (alternating, so a change in the
+machine's load hits both alike) and reports the median of the repeats. Printed as
+Markdown tables, and with ``--json`` written with every ratio (>1: rnnkit is faster,
+except memory, where it is rnnkit's peak over torch's):
+
+- training: tokens/s of forward and backward of each rnnkit layer against torch.nn's
+  same-size layer (the peephole LSTM against torch.nn.LSTM and against the Python loop
+  over its cell, ``kernel="loop"``), with GFLOP/s of the matrix products: 3 x 2BTGH(I+H)
+  for forward, input gradient and weight gradient, element-wise work not counted;
+- bf16: ``precision="bf16"`` training against rnnkit's float32, where layers accept it;
+- inference: tokens/s of the forward pass under ``torch.no_grad`` against torch.nn;
+- streaming: microseconds per step at batch 1 of :class:`rnnkit.Stream`, fed a token
+  (embedding table) or a vector, against torch.nn's cell stepped from Python under
+  ``no_grad``, whose time is the better of torch's default threads and one thread;
+- length: training time per token from short to long sequences (flat = linear cost);
+- memory: peak resident memory added by one training step (Linux's VmHWM after resetting
+  it through /proc/self/clear_refs, minus VmRSS before; large blocks are returned to the
+  system at free so that each case starts from the same baseline). It counts everything
+  the step touches: activations, gradients and temporaries.
+
+Shape letters: B batch, T length, H hidden size (= input size), G gate blocks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import rnnkit
+
+CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru", "peephole")
+GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3, "peephole": 4}
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+TORCH_CELLS = {"rnn_tanh": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What one run measures."""
+
+    sizes: tuple = ((32, 100, 128), (64, 128, 256), (64, 128, 512))  # (B, T, H) of training
+    repeats: int = 5  # timings per case; the median is reported
+    stream_hidden: tuple = (64, 256, 512)  # hidden sizes of the streaming rows
+    stream_cells: tuple = ("lstm", "gru", "rnn_tanh", "peephole")  # cells streamed
+    stream_seconds: float = 0.05  # length of one timing of a streaming case
+    lengths: tuple = (32, 64, 128, 256, 512, 1024)  # sequence lengths of the length sweep
+    length_size: tuple = (32, 256)  # (B, H) of the length sweep
+    memory_size: tuple = (64, 128, 256)  # (B, T, H) of the memory rows
+
+
+FULL = Plan()
+QUICK = Plan(
+    sizes=((32, 100, 128),),
+    repeats=3,
+    stream_seconds=0.02,
+    lengths=(32, 128, 512),
+    length_size=(16, 128),
+    memory_size=(32, 100, 128),
+)
+
+
+# --- models and timing -----------------------------------------------------------------------
+
+
+def make_layer(cell: str, hidden: int, **options):
+    torch.manual_seed(0)
+    if cell.startswith("rnn"):
+        return rnnkit.RNN(hidden, hidden, nonlinearity=cell.removeprefix("rnn_"), **options)
+    if cell == "gru":
+        return rnnkit.GRU(hidden, hidden, **options)
+    return rnnkit.LSTM(hidden, hidden, peephole=cell == "peephole", **options)
+
+
+def torch_peer(cell: str, layer) -> nn.Module:
+    """torch.nn's same-size layer: a copy of ``layer``, or a fresh LSTM for the peephole."""
+    return nn.LSTM(layer.input_size, layer.hidden_size) if cell == "peephole" else layer.to_torch()
+
+
+def side_by_side(functions: dict, repeats: int) -> dict:
+    """Median seconds per call of each function, run in turn so that load drift hits all."""
+    for function in functions.values():
+        function()  # warm-up: first-call costs, caches, lazy builds
+    times = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def training_step(module, x):
+    grad = torch.randn(x.shape[0], x.shape[1], module.hidden_size)  # (T, B, H)
+
+    def run():
+        for p in module.parameters():
+            p.grad = None
+        output, _ = module(x)
+        output.backward(grad.to(output.dtype))
+
+    return run
+
+
+def inference_step(module, x):
+    def run():
+        with torch.no_grad():
+            module(x)
+
+    return run
+
+
+# --- the sections ----------------------------------------------------------------------------
+
+
+def speed_rows(plan: Plan, steps_of, passes: int = 3) -> tuple[list[dict], str]:
+    """For every size and cell, time ``steps_of(cell, hidden, x)``: {name: step}, ours first.
+
+    ``passes`` is 3 for training (forward, input and weight gradients), 1 for inference.
+    A case that cannot run becomes a note.
+    """
+    rows, notes = [], []
+    for batch, length, hidden in plan.sizes:
+        x = torch.randn(length, batch, hidden)  # (T, B, H)
+        for cell in CELLS:
+            try:
+                seconds = side_by_side(steps_of(cell, hidden, x), plan.repeats)
+            except Exception as error:  # one failing case must not end the run
+                notes.append(f"{cell} H={hidden}: {type(error).__name__}: {error}")
+                continue
+            ours, *peers = seconds
+            flop = passes * 2 * batch * length * GATES[cell] * hidden * 2 * hidden  # I = H
+            for peer in peers:
+                rows.append(dict(cell=cell, batch=batch, length=length, hidden=hidden, peer=peer))
+                rows[-1].update(
+                    tokens_per_s=batch * length / seconds[ours],
+                    peer_tokens_per_s=batch * length / seconds[peer],
+                    ratio=seconds[peer] / seconds[ours],
+                    gflops=flop / seconds[ours] / 1e9,
+                    peer_gflops=flop / seconds[peer] / 1e9,
+                )
+    return rows, "; ".join(notes)
+
+
+def training_steps(cell: str, hidden: int, x) -> dict:
+    ours = make_layer(cell, hidden)
+    steps = {"rnnkit": training_step(ours, x), "torch.nn": training_step(torch_peer(cell, ours), x)}
+    if cell == "peephole":
+        steps["python loop"] = training_step(make_layer(cell, hidden, kernel="loop"), x)
+    return steps
+
+
+def bf16_steps(cell: str, hidden: int, x) -> dict:
+    low = make_layer(cell, hidden, precision="bf16")
+    return {
+        "bf16": training_step(low, x),
+        "rnnkit fp32": training_step(make_layer(cell, hidden), x),
+    }
+
+
+def inference_steps(cell: str, hidden: int, x) -> dict:
+    ours = make_layer(cell, hidden).eval()
+    return {
+        "rnnkit": inference_step(ours, x),
+        "torch.nn": inference_step(torch_peer(cell, ours), x),
+    }
+
+
+def bf16_rows(plan: Plan) -> tuple[list[dict], str]:
+    """rnnkit bf16 against rnnkit float32 training; a note instead where it cannot run."""
+    try:
+        make_layer("lstm", 8, precision="bf16")
+    except (TypeError, ValueError) as error:
+        return [], f"skipped: layers do not accept precision='bf16' ({error})"
+    return speed_rows(plan, bf16_steps)
+
+
+def streaming_rows(plan: Plan) -> tuple[list[dict], str]:
+    rows = [_streaming_row(c, h, plan) for h in plan.stream_hidden for c in plan.stream_cells]
+    compiled = all(row["compiled"] for row in rows)
+    return rows, "" if compiled else "the C step could not be built: torch path timed"
+
+
+def _streaming_row(cell: str, hidden: int, plan: Plan) -> dict:
+    layer = make_layer(cell, hidden).eval()
+    by_token = rnnkit.Stream(layer, embedding=nn.Embedding(256, hidden))
+    by_vector = rnnkit.Stream(layer)
+    peer = TORCH_CELLS["lstm" if cell == "peephole" else cell](hidden, hidden)
+    x = torch.randn(1, hidden)  # (1, H)
+    h0 = torch.zeros(1, hidden)  # (1, H)
+    state = [(h0, h0) if cell in ("lstm", "peephole") else h0]
+
+    def torch_step():
+        with torch.no_grad():
+            out = peer(x, state[0])
+        state[0] = out
+
+    steps = {"token": lambda: by_token.step(7), "vector": lambda: by_vector.step(x)}
+    steps["torch"] = torch_step
+    loops = {name: _repeated(step, plan.stream_seconds) for name, step in steps.items()}
+    loops["torch 1 thread"] = (_one_thread(loops["torch"][0]), loops["torch"][1])
+    seconds = side_by_side({name: run for name, (run, _) in loops.items()}, plan.repeats)
+    micro = {name: seconds[name] / loops[name][1] * 1e6 for name in loops}
+    best_torch = min(micro["torch"], micro["torch 1 thread"])
+    row = dict(cell=cell, hidden=hidden, compiled=by_token.compiled, token_us=micro["token"])
+    row.update(vector_us=micro["vector"], torch_us=best_torch)
+    row.update(torch_default_threads_us=micro["torch"], torch_one_thread_us=micro["torch 1 thread"])
+    row.update(ratio_token=best_torch / micro["token"], ratio_vector=best_torch / micro["vector"])
+    return row
+
+
+def _one_thread(loop):
+    """``loop`` with torch on one thread (at batch 1 often faster than several)."""
+
+    def run():
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            loop()
+        finally:
+            torch.set_num_threads(threads)
+
+    return run
+
+
+def _repeated(step, seconds: float):
+    """A function running ``step`` n times, n chosen so that one call lasts about ``seconds``."""
+    for _ in range(5):
+        step()
+    start, n = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds / 10 or n < 3:
+        step()
+        n += 1
+    count = max(3, round(n * 10))
+
+    def run():
+        for _ in range(count):
+            step()
+
+    return run, count
+
+
+def length_rows(plan: Plan) -> tuple[list[dict], str]:
+    batch, hidden = plan.length_size
+    rows, notes = [], []
+    for cell in ("lstm", "peephole"):
+        layer = make_layer(cell, hidden)
+        steps = {T: training_step(layer, torch.randn(T, batch, hidden)) for T in plan.lengths}
+        try:
+            seconds = side_by_side(steps, plan.repeats)
+        except Exception as error:  # one failing case must not end the run
+            notes.append(f"{cell}: {type(error).__name__}: {error}")
+            continue
+        per_token = {T: seconds[T] / (batch * T) for T in plan.lengths}
+        best = min(per_token.values())
+        for T in plan.lengths:
+            row = dict(cell=cell, batch=batch, hidden=hidden, length=T)
+            rows.append(dict(row, us_per_token=per_token[T] * 1e6, relative=per_token[T] / best))
+    return rows, "; ".join(notes)
+
+
+def memory_rows(plan: Plan) -> tuple[list[dict], str]:
+    if not Path("/proc/self/clear_refs").exists():
+        return [], "skipped: needs Linux's /proc/self/clear_refs to reset the peak RSS"
+    libc = _libc()
+    if libc is not None:  # fix glibc's mmap threshold (it otherwise grows), so that freed
+        libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024)  # tensors leave the resident set
+        libc.mallopt(M_TRIM_THRESHOLD, 64 * 1024)
+    try:
+        return _memory_rows(plan)
+    finally:
+        if libc is not None:  # glibc's defaults (without the growth of the threshold)
+            libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+            libc.mallopt(M_TRIM_THRESHOLD, 128 * 1024)
+
+
+def _memory_rows(plan: Plan) -> tuple[list[dict], str]:
+    batch, length, hidden = plan.memory_size
+    x = torch.randn(length, batch, hidden)  # (T, B, H)
+    rows, notes = [], []
+    for cell in CELLS:
+        ours = make_layer(cell, hidden)
+        steps = {
+            "rnnkit": training_step(ours, x),
+            "torch.nn": training_step(torch_peer(cell, ours), x),
+        }
+        try:
+            peak = {name: _peak_rss(step) for name, step in steps.items()}
+        except Exception as error:  # one failing case must not end the run
+            notes.append(f"{cell}: {type(error).__name__}: {error}")
+            continue
+        row = dict(cell=cell, batch=batch, length=length, hidden=hidden)
+        row.update(peak_mb=peak["rnnkit"] / 2**20, torch_peak_mb=peak["torch.nn"] / 2**20)
+        rows.append(dict(row, memory_ratio=peak["rnnkit"] / max(peak["torch.nn"], 1)))
+    return rows, "; ".join(notes)
+
+
+def _libc():
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+def _peak_rss(step) -> int:
+    """Bytes of resident memory the step adds at its peak."""
+    step()  # warm-up, so that lazily built state is not counted
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)  # hand freed memory back, so the step must fault it in anew
+    before = _status_kb("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+    step()
+    return max(0, _status_kb("VmHWM") - before) * 1024
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+# --- targets, tables and the command ---------------------------------------------------------
+
+
+def targets(result: dict) -> list[dict]:
+    """The issue's targets 1-5 against this run's numbers (speed only for target 3)."""
+    train = result["training"]
+    standard = [r["ratio"] for r in train if r["cell"] != "peephole"]
+    peephole = [r["ratio"] for r in train if r["cell"] == "peephole" and r["peer"] == "torch.nn"]
+    loop = [r["ratio"] for r in train if r["peer"] == "python loop"]
+    bf16 = [r["ratio"] for r in result["bf16"]]
+    stream = result["streaming"]
+    at_256 = [r["ratio_token"] for r in stream if r["cell"] == "lstm" and r["hidden"] == 256]
+    by_token, by_vector = [r["ratio_token"] for r in stream], [r["ratio_vector"] for r in stream]
+    spreads = [r["relative"] for r in result["length"]]
+    checks = [
+        ("1 LSTM/GRU/RNN training >= 0.95x torch.nn", standard, lambda v: min(v) >= 0.95),
+        ("2a peephole training >= 0.8x torch.nn.LSTM", peephole, lambda v: min(v) >= 0.8),
+        ("2b peephole training >= 2.5x Python loop", loop, lambda v: min(v) >= 2.5),
+        ("3 bf16 training >= 1.8x fp32 (speed only)", bf16, lambda v: min(v) >= 1.8),
+        ("4a streaming LSTM H=256 >= 6x torch.nn.LSTMCell", at_256, lambda v: min(v) >= 6),
+        ("4b streaming by token faster at every size", by_token, lambda v: min(v) > 1),
+        ("4c streaming by vector faster at every size", by_vector, lambda v: min(v) > 1),
+        ("5 time per token flat within 15%", spreads, lambda v: max(v) <= 1.15),
+    ]
+    rows = []
+    for name, values, passes in checks:
+        if not values:
+            rows.append({"target": name, "met": None, "worst": None})
+            continue
+        worst = max(values) if name.startswith("5") else min(values)
+        rows.append({"target": name, "met": bool(passes(values)), "worst": worst})
+    return rows
+
+
+SIZE = "cell batch length hidden"
+COLUMNS = {
+    "training": f"{SIZE} peer tokens_per_s peer_tokens_per_s ratio gflops peer_gflops",
+    "bf16": f"{SIZE} peer tokens_per_s peer_tokens_per_s ratio gflops",
+    "inference": f"{SIZE} peer tokens_per_s peer_tokens_per_s ratio",
+    "streaming": "cell hidden token_us vector_us torch_us torch_default_threads_us "
+    "torch_one_thread_us ratio_token ratio_vector",
+    "length": "cell batch hidden length us_per_token relative",
+    "memory": f"{SIZE} peak_mb torch_peak_mb memory_ratio",
+    "targets": "target met worst",
+}
+
+
+def table(rows: list[dict], columns: str) -> str:
+    """A Markdown table, numbers to 3 significant digits (whole numbers above 1000)."""
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+        return "-" if value is None else str(value)
+
+    columns = columns.split()
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def run(plan: Plan, out=None) -> dict:
+    """Every section of the benchmark; prints each table as it is done."""
+    out = out or sys.stdout
+    result, notes = {}, {}
+    sections = {
+        "training": lambda: speed_rows(plan, training_steps),  # each returns (rows, note)
+        "bf16": lambda: bf16_rows(plan),
+        "inference": lambda: speed_rows(plan, inference_steps, passes=1),
+        "streaming": lambda: streaming_rows(plan),
+        "length": lambda: length_rows(plan),
+        "memory": lambda: memory_rows(plan),  # last: it changes how memory is returned
+    }
+    for name, section in sections.items():
+        start = time.perf_counter()
+        rows, notes[name] = section()
+        result[name] = rows
+        print(f"\n### {name} ({time.perf_counter() - start:.0f} s)\n", file=out)
+        print(table(rows, COLUMNS[name]) if rows else notes[name], file=out)
+        if rows and notes[name]:
+            print(f"\nnote: {notes[name]}", file=out)
+    result["targets"] = targets(result)
+    print("\n### targets\n\n" + table(result["targets"], COLUMNS["targets"]), file=out)
+    result["notes"] = {name: note for name, note in notes.items() if note}
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="rnnkit bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one size, fewer repeats (~1 min)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    argv = sys.argv[1:] if argv is None else list(argv)
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    print(f"rnnkit bench {' '.join(argv)}  ({started}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads)")  # fmt: skip
+    result = {
+        "command": " ".join(["rnnkit bench", *argv]),
+        "date": started,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "plan": dataclasses.asdict(plan),
+        **run(plan),
+    }
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""rnnkit bench on tiny sizes: the structure of its JSON and its tables, not its speed."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from rnnkit import bench
+
+TINY = bench.Plan(
+    sizes=((2, 3, 8),),
+    repeats=1,
+    stream_hidden=(8,),
+    stream_seconds=0.001,
+    lengths=(2, 4),
+    length_size=(2, 8),
+    memory_size=(2, 3, 8),
+)
+SECTIONS = ("training", "bf16", "inference", "streaming", "length", "memory", "targets")
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bench") / "bench.json"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bench, "QUICK", TINY)
+        assert bench.main(["--quick", "--json", str(path)]) == 0
+    return json.loads(path.read_text())
+
+
+def positive_finite(value) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def test_json_has_every_section_and_the_run_description(result):
+    for key in (*SECTIONS, "command", "date", "torch", "threads", "plan", "notes"):
+        assert key in result
+    assert result["command"] == "rnnkit bench --quick --json " + result["command"].split()[-1]
+    assert result["plan"]["sizes"] == [[2, 3, 8]]
+
+
+def test_training_rows_compare_every_cell_with_its_peers(result):
+    rows = result["training"]
+    pairs = {(r["cell"], r["peer"]) for r in rows}
+    expected = {(cell, "torch.nn") for cell in bench.CELLS} | {("peephole", "python loop")}
+    notes = result["notes"].get("training", "")
+    for cell, peer in expected:  # timed, or a note says why not
+        assert (cell, peer) in pairs or f"{cell} H=8" in notes, (cell, peer)
+    for row in rows:
+        for key in ("tokens_per_s", "peer_tokens_per_s", "ratio", "gflops", "peer_gflops"):
+            assert positive_finite(row[key]), (key, row)
+        assert row["ratio"] == pytest.approx(row["tokens_per_s"] / row["peer_tokens_per_s"])
+
+
+def test_speed_sections_have_positive_finite_ratios(result):
+    for section in ("bf16", "inference"):
+        for row in result[section]:
+            assert positive_finite(row["ratio"]), (section, row)
+    assert result["bf16"] or result["notes"]["bf16"]  # rows, or why there are none
+
+
+def test_streaming_rows_time_tokens_and_vectors_against_torch_cells(result):
+    rows = result["streaming"]
+    assert {r["cell"] for r in rows} == set(TINY.stream_cells)
+    for row in rows:
+        assert row["hidden"] == 8
+        for key in ("token_us", "vector_us", "torch_us", "ratio_token", "ratio_vector"):
+            assert positive_finite(row[key]), (key, row)
+        assert row["torch_us"] == min(row["torch_default_threads_us"], row["torch_one_thread_us"])
+
+
+def test_length_rows_are_relative_to_the_cheapest_length(result):
+    rows = result["length"]
+    assert [r["length"] for r in rows] == [2, 4, 2, 4]
+    for cell in ("lstm", "peephole"):
+        relative = [r["relative"] for r in rows if r["cell"] == cell]
+        assert min(relative) == 1.0 and all(positive_finite(v) for v in relative)
+
+
+def test_memory_rows_are_finite_and_not_negative(result):
+    if not result["memory"]:
+        assert "clear_refs" in result["notes"]["memory"]
+        return
+    for row in result["memory"]:
+        for key in ("peak_mb", "torch_peak_mb", "memory_ratio"):
+            assert math.isfinite(row[key]) and row[key] >= 0, (key, row)
+
+
+def test_targets_name_issue_targets_one_to_five(result):
+    names = [t["target"] for t in result["targets"]]
+    assert [n.split()[0] for n in names] == ["1", "2a", "2b", "3", "4a", "4b", "4c", "5"]
+    for target in result["targets"]:
+        assert target["met"] in (True, False, None)
+
+
+def test_table_is_markdown_with_three_significant_digits():
+    text = bench.table([{"a": 1.23456, "b": 12345.6, "c": None}], "a b c")
+    assert text.splitlines() == ["| a | b | c |", "|---|---|---|", "| 1.23 | 12346 | - |"]
