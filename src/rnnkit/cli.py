@@ -6,6 +6,8 @@
     rnnkit eval RUN --data DATA            score a trained run on other data
     rnnkit forecast RUN --data CSV [--horizon N] [--out FILE]
                                            forecast past the end of a series, as CSV
+    rnnkit translate RUN ["text" ...]      translate each text (or each line of stdin)
+    rnnkit data NAME OUT.tsv               write a parallel data set (numbers-en-es, bible-en-es)
 
 Each task in :data:`rnnkit.tasks.TASKS` gets its own ``train`` subcommand whose flags are
 generated from its config dataclass; ``sample`` and ``eval`` find the task of a run from its
@@ -64,6 +66,25 @@ def add_forecast(commands) -> None:
     forecast.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
 
 
+def add_translate(commands) -> None:
+    translate = commands.add_parser("translate", help="translate text with a trained run")
+    translate.add_argument("run", help="run directory of a translate task")
+    translate.add_argument("text", nargs="*", help="sentences (none: one per line of stdin)")
+    translate.add_argument("--beam", type=int, default=0, help="beam width (0: the run's)")
+    translate.add_argument("--temperature", type=float, default=0.0, help="> 0: sample")
+    translate.add_argument("--seed", type=int, default=1, help="seed of the sampling")
+    translate.add_argument("--heatmap", default="", help="PNG of the first sentence's attention")
+    translate.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+
+
+def add_data(commands) -> None:
+    data = commands.add_parser("data", help="write a parallel data set as TSV")
+    data.add_argument("name", choices=["numbers-en-es", "bible-en-es"], help="data set")
+    data.add_argument("out", help="TSV file to write")
+    data.add_argument("--numbers", type=int, default=40_000, help="numbers-en-es: how many")
+    data.add_argument("--seed", type=int, default=1, help="numbers-en-es: seed of the split")
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="rnnkit", description="Recurrent networks, trained.")
     commands = main.add_subparsers(dest="command", required=True)
@@ -71,6 +92,8 @@ def parser() -> argparse.ArgumentParser:
     add_sample(commands)
     add_eval(commands)
     add_forecast(commands)
+    add_translate(commands)
+    add_data(commands)
     return main
 
 
@@ -137,6 +160,31 @@ def run_forecast(args) -> int:
     return 0
 
 
+def run_translate(args) -> int:
+    module = task_of_run(args.run)
+    if not hasattr(module, "translate"):
+        raise ValueError(f"{args.run}: a {module.NAME} run, not a translate run")
+    lines = args.text or [line.rstrip("\n") for line in sys.stdin]
+    module.translate(
+        Path(args.run), lines, args.beam, args.temperature, args.seed, args.heatmap, args.device
+    )
+    return 0
+
+
+def run_data(args) -> int:
+    if args.name == "bible-en-es":
+        from rnnkit.data import bible
+
+        count = bible.write_tsv(args.out)
+    else:
+        from rnnkit.data import numbers
+
+        splits = numbers.make_splits(args.numbers, 0.05, 0.05, args.seed)
+        count = numbers.write_tsv(args.out, splits)
+    print(f"{args.name}: {count} pairs written to {args.out}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     commands = {
@@ -144,6 +192,8 @@ def main(argv=None) -> int:
         "sample": run_sample,
         "eval": run_eval,
         "forecast": run_forecast,
+        "translate": run_translate,
+        "data": run_data,
     }
     run = commands[args.command]
     try:

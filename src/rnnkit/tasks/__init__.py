@@ -17,6 +17,7 @@ TASKS = {
     "charlm": "rnnkit.tasks.charlm",
     "forecast": "rnnkit.tasks.forecast",
     "tag": "rnnkit.tasks.tag",
+    "translate": "rnnkit.tasks.translate",
 }
 
 

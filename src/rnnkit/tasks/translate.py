@@ -470,12 +470,3 @@ def evaluate(run_dir: Path, data: str, device: str = "auto") -> dict:
     result = score_pairs(model, pairs)
     result.update(decoded_scores(model, pairs, target_vocab, config, config.beam))
     return {**result, "pairs": len(pairs), "beam": config.beam, "unknown": unknown}
-
-
-def eval_text(r: dict) -> str:
-    """One line for `rnnkit eval`."""
-    return (
-        f"exact match {r['exact']:.2%} | BLEU {r['bleu']:.2f} | token accuracy "
-        f"{r['token_accuracy']:.2%} | loss {r['loss']:.4f} nats/token | {r['pairs']} pairs, "
-        f"beam {r['beam']}, {r['unknown']:.2%} unknown source tokens"
-    )
