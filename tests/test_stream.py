@@ -90,6 +90,27 @@ def test_vectors_without_head_equal_the_full_sequence(kind, num_layers, compiled
     torch.testing.assert_close(got, expected, atol=ATOL, rtol=0)
 
 
+def test_inputs_in_other_layouts_take_the_checked_path(compiled):
+    """Non-contiguous, float64 or list inputs give the same outputs as float32 vectors."""
+    layer = make_layer("gru")
+    torch.manual_seed(3)
+    x = torch.randn(T, 1, I)
+    expected, _ = reference(layer, x)
+    strided = torch.randn(T, I, 2)[:, :, 0].copy_(x[:, 0])  # a view with stride 2
+    assert not strided[0].is_contiguous()
+    for inputs in (strided, x[:, 0].double(), x[:, 0].tolist()):
+        stream = rnnkit.Stream(layer, compiled=compiled)
+        torch.testing.assert_close(run(stream, inputs), expected, atol=ATOL, rtol=0)
+
+
+def test_one_hot_inputs_through_an_identity_embedding(compiled):
+    layer = make_layer("lstm")
+    ids = tokens() % I  # (T, 1), one symbol per input unit
+    expected, _ = reference(layer, nn.functional.one_hot(ids, I).float())
+    stream = rnnkit.Stream(layer, embedding=torch.eye(I), compiled=compiled)
+    torch.testing.assert_close(run(stream, ids[:, 0].tolist()), expected, atol=ATOL, rtol=0)
+
+
 @pytest.mark.parametrize("kind", ["lstm_peephole", "gru"])
 def test_a_small_batch_of_tokens_and_of_vectors(kind, compiled):
     layer, embedding, head = make_layer(kind), nn.Embedding(V, I), nn.Linear(H, O)

@@ -41,10 +41,11 @@ from rnnkit.layers import RecurrentLayer
 class Stream:
     """Holds the state of ``layer`` and advances it one input at a time.
 
-    ``embedding`` (an ``nn.Embedding`` or a (V, I) table) makes inputs token ids; without
-    it inputs are vectors (I,) or (B, I). ``head`` (an ``nn.Linear``) maps the top layer's
-    h to the output; without it the output is that h. ``compiled=None`` uses the C step
-    when it can be built, ``False`` always steps the torch cells.
+    ``embedding`` (an ``nn.Embedding`` or a (V, I) table; ``torch.eye(V)`` for one-hot
+    inputs) makes inputs token ids; without it inputs are vectors (I,) or (B, I).
+    ``head`` (an ``nn.Linear``) maps the top layer's h to the output; without it the
+    output is that h. ``compiled=None`` uses the C step when it can be built, ``False``
+    always steps the torch cells.
     """
 
     def __init__(self, layer, embedding=None, head=None, batch: int = 1, compiled=None):
