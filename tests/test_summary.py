@@ -69,3 +69,36 @@ def test_learned_initial_state_is_counted():
     layer = rnnkit.LSTM(2, 3, num_layers=2, learn_init=True)
     assert rnnkit.summary(layer, 1).params == sum(p.numel() for p in layer.parameters())
     assert torch.is_tensor(next(iter(layer.initial_state)))
+
+
+class TwoLayers(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.b(torch.tanh(self.a(x)))
+
+
+def test_training_memory_counts_saved_tensors_once_by_module():
+    from rnnkit.summary import training_memory
+
+    model, x = TwoLayers(), torch.randn(10, 4)
+    memory = training_memory(model, lambda: model(x).sum(), tokens=10)
+    # a saves its input x (4 floats a token); tanh saves its output (8 floats), which b then
+    # saves again as its input: counted once, to the function outside the modules.
+    assert memory.activations == {"a": 10 * 4 * 4, "": 10 * 8 * 4}
+    assert memory.parameter_bytes == 4 * (4 * 8 + 8 + 8 * 2 + 2)
+    assert "per token" in str(memory) and "AdamW" in str(memory)
+
+
+def test_training_memory_of_an_lstm_grows_with_hidden_size():
+    from rnnkit.summary import training_memory
+
+    sizes = []
+    for hidden in (8, 16):
+        layer, x = rnnkit.LSTM(3, hidden, kernel="bptt"), torch.randn(5, 2, 3)
+        sizes.append(
+            sum(training_memory(layer, lambda: layer(x)[0].sum(), 10).activations.values())
+        )
+    assert sizes[1] > 1.8 * sizes[0]

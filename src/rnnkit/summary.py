@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from rnnkit.layers import LSTM, RecurrentLayer
@@ -137,3 +138,67 @@ def _recurrent_rows(name: str, module) -> list[Row]:
 
 def _count(module: nn.Module, recurse: bool = True) -> int:
     return sum(p.numel() for p in module.parameters(recurse=recurse))
+
+
+# -- memory in training -------------------------------------------------------------------
+
+
+@dataclass
+class TrainingMemory:
+    """Bytes that one training step keeps, measured on a real forward pass."""
+
+    tokens: int  # tokens in the measured batch (T * B)
+    activations: dict[str, int]  # bytes saved for backward, by module ("" = outside modules)
+    parameter_bytes: int  # the weights themselves
+
+    def __str__(self) -> str:
+        lines = [f"training memory, measured on a batch of {self.tokens} tokens:"]
+        for name, size in self.activations.items():
+            lines.append(
+                f"  {name or '(loss and other functions)':28s} "
+                f"{human(size / self.tokens):>8s}B per token"
+            )
+        total = sum(self.activations.values())
+        lines.append(f"  {'activations in all':28s} {human(total / self.tokens):>8s}B per token")
+        lines.append(
+            f"  weights {human(self.parameter_bytes)}B; with gradients and AdamW's two "
+            f"moments {human(4 * self.parameter_bytes)}B, whatever the batch"
+        )
+        return "\n".join(lines)
+
+
+def training_memory(model: nn.Module, loss_of_batch, tokens: int) -> TrainingMemory:
+    """Run ``loss_of_batch()`` once and add up the tensors autograd saves for the backward pass.
+
+    Each saved tensor is counted once (by storage) and charged to the innermost named
+    module running when it was saved; the parameters themselves are not activations.
+    """
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen, charged, stack = set(), {}, [""]
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        key = storage.data_ptr()
+        if key not in seen and key not in parameters:
+            seen.add(key)
+            charged[stack[-1]] = charged.get(stack[-1], 0) + storage.nbytes()
+        return tensor
+
+    def enter(name):
+        return lambda module, args: stack.append(name)  # returns None: inputs unchanged
+
+    def leave(module, args, output):
+        stack.pop()  # and returns None: the output is unchanged
+
+    handles = []
+    for name, module in model.named_children():
+        handles.append(module.register_forward_pre_hook(enter(name)))
+        handles.append(module.register_forward_hook(leave))
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss_of_batch()
+    finally:
+        for handle in handles:
+            handle.remove()
+    parameter_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    return TrainingMemory(tokens, charged, parameter_bytes)
