@@ -20,11 +20,13 @@ Shape letters: T time, B batch, I input size, H hidden size.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 from pathlib import Path
 
 import torch
 
+import rnnkit.scan
 from rnnkit.cells import GRUCell, LSTMCell, RNNCell
 
 CELLS = {
@@ -46,14 +48,19 @@ def scalar_gradient(weight: float, length: int) -> float:
     return grad.item()
 
 
-def state_gradients(cell, length: int, batch: int = 16, clip: float | None = None, seed: int = 0):
+def state_gradients(
+    cell, length: int, batch: int = 16, clip: float | None = None, seed: int = 0, inputs=None
+):
     """Norm of dL_T/dh_t for t = 0..T (h_0 the initial state), averaged over the batch.
 
     L_T = <v, h_T> with a fixed random unit vector v, so dL_T/dh_T has norm 1 and the curve
-    reads directly as the amplification from step T back to step t.
+    reads directly as the amplification from step T back to step t. The inputs are standard
+    normal unless ``inputs`` (T, B, I) are given (a trained model's embedded text, say).
     """
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(length, batch, cell.input_size, generator=generator, dtype=torch.float64)
+    x = x if inputs is None else inputs.to(torch.float64)
+    length, batch = x.shape[:2]
     v = torch.randn(cell.hidden_size, generator=generator, dtype=torch.float64)
     cell = cell.double()
     state = _as_leaf(cell.init_state(batch, dtype=torch.float64))
@@ -98,6 +105,33 @@ def measure(kinds, scales, length, hidden=32, clip=None, seed=0) -> dict:
     return curves
 
 
+def measure_run(run_dir: Path, length: int, clip=None, batch: int = 16, seed: int = 0) -> dict:
+    """Curves for every layer of a trained character model, on windows of its own text."""
+    from rnnkit.data import load_corpus
+    from rnnkit.tasks import charlm
+
+    config, vocab, model = charlm.load_run(run_dir, "cpu")
+    ids = vocab.encode(load_corpus(config.data).text)
+    if len(ids) <= length:
+        raise ValueError(f"{config.data}: {len(ids)} characters, fewer than --length {length}")
+    generator = torch.Generator().manual_seed(seed)
+    starts = torch.randint(0, len(ids) - length, (batch,), generator=generator)
+    windows = torch.stack([ids[s : s + length] for s in starts.tolist()], dim=1)  # (T, B)
+    with torch.no_grad():
+        x = (
+            model.embed(windows)
+            if model.embed is not None
+            else torch.nn.functional.one_hot(windows, model.vocab_size).float()
+        )  # (T, B, E)
+    curves, rnn = {}, model.rnn
+    for k, cell in enumerate(rnn.cells):
+        curve = state_gradients(copy.deepcopy(cell), length, clip=clip, seed=seed, inputs=x)
+        curves[f"{config.cell} layer {k}"] = curve.tolist()
+        with torch.no_grad():  # the next layer reads this one's outputs
+            x, _ = rnnkit.scan.scan(cell, x, cell.init_state(batch))
+    return curves
+
+
 def ratio(curve) -> float:
     """||dL_T/dh_0|| / ||dL_T/dh_T||: the gradient's growth (>1) or decay (<1) over the sequence."""
     return curve[0] / curve[-1]
@@ -113,11 +147,17 @@ def plot(panels: dict, path: Path, length: int) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
     colours = {kind: f"C{k}" for k, kind in enumerate(CELLS)}
     for ax, (title, curves) in zip(axes[0], panels.items(), strict=True):
-        scales = sorted({name.split("@")[1] for name in curves}, key=float)
-        for name, curve in curves.items():
-            kind, scale = name.split("@")
-            style = ["-", "--", ":", "-."][scales.index(scale) % 4]
-            ax.semilogy([max(c, 1e-300) for c in curve], style, color=colours[kind], label=name)
+        fresh = [name for name in curves if "@" in name]
+        scales = sorted({name.split("@")[1] for name in fresh}, key=float)
+        for k, (name, curve) in enumerate(curves.items()):
+            if name in fresh:
+                kind, scale = name.split("@")
+                style = dict(
+                    color=colours[kind], linestyle=["-", "--", ":", "-."][scales.index(scale) % 4]
+                )
+            else:  # a trained run's layer: thick and black
+                style = dict(color="black", linewidth=2.2, linestyle=["-", "--", ":"][k % 3])
+            ax.semilogy([max(c, 1e-300) for c in curve], label=name, **style)
         ax.set(title=title, xlabel="time step t", ylabel="||dL_T / dh_t||", xlim=(0, length))
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
@@ -147,6 +187,7 @@ def main(argv=None) -> int:
     parser.add_argument("--clip", type=float, default=1.0, help="state-gradient norm clip")
     parser.add_argument("--out", default="gradflow.png", help="where to write the plot")
     parser.add_argument("--json", default=None, help="also write the curves here")
+    parser.add_argument("--run", default=None, help="also measure a trained charlm run's layers")
     args = parser.parse_args(argv)
     kinds = [k.strip() for k in args.cells.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in CELLS]
@@ -165,6 +206,9 @@ def main(argv=None) -> int:
         "no clipping": measure(kinds, scales, args.length, args.hidden),
         f"clipped at {args.clip:g}": measure(kinds, scales, args.length, args.hidden, args.clip),
     }
+    if args.run:  # the trained layers as curves beside the fresh cells
+        for title, clip in zip(panels, (None, args.clip), strict=True):
+            panels[title].update(measure_run(Path(args.run), args.length, clip))
     print(table(panels, args.length))
     plot(panels, Path(args.out), args.length)
     print(f"plot written to {args.out}")
