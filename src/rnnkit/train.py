@@ -175,7 +175,11 @@ def restore_optimizer(optimizer, tensors: dict, meta: dict) -> None:
     for name, value in meta["plain"].items():
         index, key = name.split(".", 1)
         state.setdefault(int(index), {})[key] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    groups = [  # JSON turned tuples such as AdamW's betas into lists
+        {k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in group.items()}
+        for group in meta["param_groups"]
+    ]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
 def carry_tensors(carry) -> tuple[dict, str]:
@@ -253,6 +257,7 @@ class Trainer:
         if not (config.steps or config.epochs or config.minutes):
             raise ValueError("give at least one stopping limit: --steps, --epochs or --minutes")
         self.config, self.task, self.run_dir = config, task, Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.device = pick_device(config.device)
         self.bf16 = use_bf16(config.precision, self.device)
         self.model = task.model.to(self.device)
@@ -413,7 +418,6 @@ class Trainer:
 
     def fit(self) -> str:
         """Train until a limit, Ctrl-C or a non-finite loss; return why it stopped."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         with self._ctrl_c_saves():
             while self.fraction_done() < 1.0 and not self.interrupted:
                 loss = self.train_step()

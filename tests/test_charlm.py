@@ -1,0 +1,138 @@
+"""The character-level language model: it learns, it samples, its options build."""
+
+import io
+import json
+
+import pytest
+import torch
+
+from rnnkit.data import Vocab
+from rnnkit.tasks import charlm
+from rnnkit.train import Progress
+
+SMALL_TEXT = "to be or not to be, that is the question. " * 40
+
+
+def quiet_train(config):
+    return charlm.train(config, progress=Progress(io.StringIO()))
+
+
+def test_hello_learns_to_spell_it(tmp_path):
+    config = charlm.Config(
+        data="hello",
+        hidden=24,
+        batch_size=8,
+        window=10,
+        steps=120,
+        minutes=0.0,
+        lr=1e-2,
+        warmup=5,
+        eval_every=120,
+        val_chars=400,
+        precision="fp32",
+        device="cpu",
+        out=str(tmp_path / "run"),
+    )
+    trainer = quiet_train(config)
+    assert trainer.best < 0.05
+    spelled = charlm.sample(
+        tmp_path / "run", prime="h", length=14, temperature=0, out=io.StringIO()
+    )
+    assert spelled == "hellohellohello"
+
+
+def test_loss_falls_on_a_small_corpus(tmp_path):
+    corpus = tmp_path / "small.txt"
+    corpus.write_text(SMALL_TEXT)
+    config = charlm.Config(
+        data=str(corpus),
+        hidden=32,
+        batch_size=8,
+        window=16,
+        steps=60,
+        minutes=0.0,
+        eval_every=20,
+        warmup=5,
+        precision="fp32",
+        device="cpu",
+        out=str(tmp_path / "run"),
+    )
+    quiet_train(config)
+    metrics = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in metrics]
+    assert [r["step"] for r in rows] == [20, 40, 60]
+    losses = [r["val_loss"] for r in rows]
+    assert losses == sorted(losses, reverse=True) and losses[-1] < 0.8 * losses[0]
+    assert rows[-1]["val_bpc"] == pytest.approx(rows[-1]["val_loss"] / 0.6931471805599453)
+
+
+def small_model(**changes):
+    config = charlm.Config(hidden=8, **changes)
+    torch.manual_seed(0)
+    return charlm.CharLM(11, config)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "peephole"])
+def test_every_cell_gives_logits_and_a_state(cell):
+    model = small_model(cell=cell, layers=2, dropout=0.1)
+    logits, state = model(torch.randint(0, 11, (5, 3)))
+    assert logits.shape == (5, 3, 11)
+    parts = state if isinstance(state, tuple) else (state,)
+    assert all(p.shape == (2, 3, 8) for p in parts)
+    assert len(parts) == (2 if cell in ("lstm", "peephole") else 1)
+
+
+def test_one_hot_input_and_tied_weights():
+    one_hot = small_model(one_hot=True)
+    assert one_hot.embed is None and one_hot(torch.zeros(2, 1, dtype=torch.long))[0].shape == (
+        2,
+        1,
+        11,
+    )
+    tied = small_model(tie=True)
+    assert tied.head.weight is tied.embed.weight
+    with pytest.raises(ValueError, match="--tie needs a learned embedding"):
+        small_model(tie=True, one_hot=True)
+
+
+def test_each_sampled_character_costs_one_step():
+    model = small_model().eval()
+    vocab = Vocab(["\ufffd"] + list("abcdefghij"))
+    lengths = []
+    real_forward = model.rnn.forward
+    model.rnn.forward = lambda x, state=None: lengths.append(x.shape[0]) or real_forward(x, state)
+    text = "".join(charlm.generate(model, vocab, "abc", 6, temperature=1.0, seed=3))
+    assert len(text) == 6 and "\ufffd" not in text
+    assert lengths == [3, 1, 1, 1, 1, 1, 1]  # the prime once, then one step per character
+
+
+def test_seeded_sampling_is_reproducible_and_temperature_zero_is_argmax():
+    model = small_model().eval()
+    vocab = Vocab(["\ufffd"] + list("abcdefghij"))
+    first = "".join(charlm.generate(model, vocab, "ab", 40, temperature=1.0, top_k=5, seed=7))
+    again = "".join(charlm.generate(model, vocab, "ab", 40, temperature=1.0, top_k=5, seed=7))
+    other = "".join(charlm.generate(model, vocab, "ab", 40, temperature=1.0, top_k=5, seed=8))
+    assert first == again and first != other
+    logits = torch.tensor([9.0, 1.0, 3.0, 2.0])
+    assert charlm.pick_next(logits, 0.0, 0, torch.Generator()) == 2  # never index 0, the unknown
+    assert charlm.pick_next(logits, 1.0, 1, torch.Generator()) == 2  # top-1 is argmax
+
+
+def test_unseen_prime_characters_are_read_as_unknown(tmp_path, capsys):
+    config = charlm.Config(
+        data="hello",
+        hidden=8,
+        batch_size=4,
+        window=8,
+        steps=2,
+        minutes=0.0,
+        eval_every=2,
+        val_chars=100,
+        precision="fp32",
+        device="cpu",
+        out=str(tmp_path / "run"),
+    )
+    quiet_train(config)
+    text = charlm.sample(tmp_path / "run", prime="hex!", length=5, out=io.StringIO())
+    assert text.startswith("hex!") and len(text) == 9
+    assert "'x!'" in capsys.readouterr().err

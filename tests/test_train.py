@@ -1,0 +1,196 @@
+"""The shared trainer: schedule, checkpoints, resume, Ctrl-C, non-finite losses."""
+
+import dataclasses
+import io
+import json
+import math
+import signal
+
+import pytest
+import torch
+
+from rnnkit import train as training
+from rnnkit.tasks import charlm
+from rnnkit.train import NonFiniteLoss, Progress, TrainConfig, Trainer, lr_factor
+
+TEXT = "the cat sat on the mat. the dog sat on the log. a cat and a dog met. " * 12
+
+
+def tiny_config(tmp_path, **changes) -> charlm.Config:
+    corpus = tmp_path / "corpus.txt"
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    corpus.write_text(TEXT)
+    settings = dict(
+        data=str(corpus),
+        hidden=16,
+        batch_size=4,
+        window=8,
+        steps=12,
+        minutes=0.0,
+        eval_every=4,
+        warmup=2,
+        dropout=0.1,
+        precision="fp32",
+        device="cpu",
+        out=str(tmp_path / "run"),
+    )
+    return charlm.Config(**{**settings, **changes})
+
+
+def tiny_trainer(config: charlm.Config, losses: list, interrupt_at: int = 0) -> Trainer:
+    """A trainer whose loss function records each loss, and sends SIGINT at a chosen step."""
+    vocab, streams, val_ids = charlm.prepare(config)
+    task = charlm.build_task(config, vocab, streams, val_ids)
+
+    def recording_loss(model, batch, carry):
+        loss, carry, tokens = charlm.window_loss(model, batch, carry)
+        losses.append(loss.item())
+        if len(losses) == interrupt_at:
+            signal.raise_signal(signal.SIGINT)
+        return loss, carry, tokens
+
+    task = dataclasses.replace(task, loss=recording_loss)
+    return Trainer(config, task, config.out, Progress(io.StringIO()))
+
+
+def read_metrics(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_warmup_then_cosine_to_min_lr():
+    config = TrainConfig(warmup=10, min_lr=0.1, steps=100)
+    assert lr_factor(config, 0, 0.0, 1.0) == pytest.approx(0.1)
+    assert lr_factor(config, 9, 0.09, 1.0) == pytest.approx(
+        0.1 + 0.9 * 0.5 * (1 + math.cos(0.09 * math.pi))
+    )
+    assert lr_factor(config, 99, 1.0, 1.0) == pytest.approx(0.1)
+    plateau = TrainConfig(schedule="plateau", warmup=0)
+    assert lr_factor(plateau, 50, 0.5, 0.25) == 0.25
+
+
+def test_a_stopping_limit_is_required(tmp_path):
+    with pytest.raises(ValueError, match="--steps, --epochs or --minutes"):
+        tiny_trainer(tiny_config(tmp_path, steps=0), [])
+
+
+def test_resume_after_ctrl_c_continues_identically(tmp_path):
+    straight: list = []
+    tiny_trainer(tiny_config(tmp_path / "a"), straight).fit()
+    first: list = []
+    stopped = tiny_trainer(tiny_config(tmp_path / "b"), first, interrupt_at=6)
+    assert stopped.fit() == "interrupted" and stopped.step == 6
+    rest: list = []
+    resumed = tiny_trainer(tiny_config(tmp_path / "b"), rest)
+    resumed.restore()
+    assert resumed.fit() == "done"
+    assert len(straight) == 12 and first + rest == straight  # bit for bit
+    rows = read_metrics(tmp_path / "b" / "run" / "metrics.jsonl")
+    expected = read_metrics(tmp_path / "a" / "run" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [4, 8, 12]
+    assert [r["val_loss"] for r in rows] == [r["val_loss"] for r in expected]
+
+
+def test_resume_drops_metric_lines_written_after_the_checkpoint(tmp_path):
+    config = tiny_config(tmp_path, steps=8)
+    tiny_trainer(config, []).fit()
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    metrics.write_text(metrics.read_text() + json.dumps({"step": 99}) + "\n")
+    again = tiny_trainer(config, [])
+    again.restore()
+    assert again.step == 8
+    assert [row["step"] for row in read_metrics(metrics)] == [4, 8]
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd", "rmsprop"])
+def test_optimizer_state_round_trips_through_safetensors(tmp_path, optimizer):
+    config = tiny_config(tmp_path, optimizer=optimizer, steps=4)
+    trainer = tiny_trainer(config, [])
+    trainer.fit()
+    again = tiny_trainer(config, [])
+    again.restore()
+    before, after = trainer.optimizer.state_dict(), again.optimizer.state_dict()
+    assert before["param_groups"] == after["param_groups"]
+    for index, slots in before["state"].items():
+        for key, value in slots.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(after["state"][index][key]))
+
+
+def test_atomic_checkpoint_survives_a_crash_mid_write(tmp_path, monkeypatch):
+    path = tmp_path / "last.safetensors"
+    training.save_tensors(path, {"w": torch.ones(3)}, {"step": 1})
+
+    class Crash(Exception):
+        pass
+
+    def half_then_crash(real_write):
+        def write(data):  # half the bytes reach the file, then the process "dies"
+            real_write(data[: len(data) // 2])
+            raise Crash
+
+        return write
+
+    real_open = open
+
+    def crashing_open(file, mode="r", *args, **kwargs):
+        handle = real_open(file, mode, *args, **kwargs)
+        if "w" in mode:
+            handle.write = half_then_crash(handle.write)
+        return handle
+
+    monkeypatch.setattr("builtins.open", crashing_open)
+    with pytest.raises(Crash):
+        training.save_tensors(path, {"w": torch.zeros(3)}, {"step": 2})
+    monkeypatch.undo()
+    tensors, meta = training.load_tensors(path)
+    assert torch.equal(tensors["w"], torch.ones(3)) and meta == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.safetensors"]  # no temp file left
+
+
+def test_crash_between_write_and_rename_keeps_the_old_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "model.safetensors"
+    training.save_tensors(path, {"w": torch.ones(2)}, {"step": 1})
+    monkeypatch.setattr(training.os, "replace", lambda *a: (_ for _ in ()).throw(OSError("crash")))
+    with pytest.raises(OSError, match="crash"):
+        training.save_tensors(path, {"w": torch.zeros(2)}, {"step": 2})
+    monkeypatch.undo()
+    assert training.load_tensors(path)[1] == {"step": 1}
+    assert len(list(tmp_path.iterdir())) == 1
+
+
+def test_truncated_checkpoint_is_reported(tmp_path):
+    path = tmp_path / "last.safetensors"
+    training.save_tensors(path, {"w": torch.ones(100)}, {"step": 1})
+    path.write_bytes(path.read_bytes()[:60])
+    with pytest.raises(ValueError, match="not a readable safetensors checkpoint"):
+        training.load_tensors(path)
+
+
+def test_nan_loss_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = tiny_config(tmp_path, steps=10)
+    trainer = tiny_trainer(config, [])
+    real_loss = trainer.task.loss
+
+    def poisoned(model, batch, carry):
+        loss, carry, tokens = real_loss(model, batch, carry)
+        return (loss * math.nan if trainer.step == 6 else loss), carry, tokens
+
+    trainer.task = dataclasses.replace(trainer.task, loss=poisoned)
+    with pytest.raises(NonFiniteLoss, match=r"loss is nan at step 7.*lower --lr"):
+        trainer.fit()
+    assert training.load_tensors(tmp_path / "run" / "last.safetensors")[1]["trainer"]["step"] == 4
+
+
+def test_plateau_cuts_the_learning_rate(tmp_path):
+    config = tiny_config(tmp_path, schedule="plateau", patience=1, factor=0.5)
+    trainer = tiny_trainer(config, [])
+    trainer.best = 0.0  # nothing can improve on this
+    trainer._after_eval(1.0)
+    assert trainer.plateau_scale == 0.5
+
+
+def test_same_seed_same_run(tmp_path):
+    a: list = []
+    b: list = []
+    tiny_trainer(tiny_config(tmp_path / "a", steps=5), a).fit()
+    tiny_trainer(tiny_config(tmp_path / "b", steps=5), b).fit()
+    assert a == b
