@@ -156,7 +156,7 @@ def test_a_tiny_run_trains_translates_and_evaluates(tmp_path, capsys):
     tr.train(config)
     err = capsys.readouterr().err
     assert f"{data}:51: no tab" in err and f"{data}:52: empty source" in err
-    assert "training pairs; padding" in err
+    assert "training pairs; padding in length-bucketed batches" in err
     saved = json.loads((run / "config.json").read_text())
     assert saved["task"] == "translate" and saved["attention"] == "luong"
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -205,4 +205,4 @@ def test_numbers_command_writes_a_tsv(tmp_path, capsys):
     assert "40 pairs written" in capsys.readouterr().out
     assert len(out.read_text().splitlines()) == 40
     with pytest.raises(PairsError):
-        tr.test_pairs(tr.Config(), str(tmp_path / "missing.tsv"))
+        tr.held_out_pairs(tr.Config(), str(tmp_path / "missing.tsv"))

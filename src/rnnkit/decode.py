@@ -170,6 +170,55 @@ def normalised(scores: Tensor, lengths: Tensor, length_penalty: float) -> Tensor
     return scores / lengths.clamp(min=1).float() ** length_penalty
 
 
+@dataclass
+class Beams:
+    """The K hypotheses kept for each of B rows during beam search."""
+
+    scores: Tensor  # (B, K) summed log-probabilities
+    lengths: Tensor  # (B, K) tokens written, eos included (frozen once finished)
+    finished: Tensor  # (B, K) True once the hypothesis wrote eos
+    history: Tensor  # (B, K, t) the tokens written so far
+
+    @classmethod
+    def start(cls, B: int, K: int, device) -> Beams:
+        scores = torch.full((B, K), -torch.inf, device=device)
+        scores[:, 0] = 0.0  # one live hypothesis at the start, so the K are not copies
+        zeros = torch.zeros(B, K, dtype=torch.long, device=device)
+        empty = torch.zeros(B, K, 0, dtype=torch.long, device=device)
+        return cls(scores, zeros, zeros.bool(), empty)
+
+    def extend(self, log_probs: Tensor, eos: int, pad: int, length_penalty: float):
+        """Keep the K best of the K*V one-token extensions; return the token and its parent.
+
+        A finished hypothesis extends only by ``pad``, at no cost and no length, so it keeps
+        competing with the unfinished ones under the same normalised score.
+        """
+        B, K, V = log_probs.shape
+        frozen = torch.full_like(log_probs[0, 0], -torch.inf)
+        frozen[pad] = 0.0
+        log_probs = torch.where(self.finished.unsqueeze(2), frozen, log_probs)
+        total = self.scores.unsqueeze(2) + log_probs  # (B, K, V)
+        lengths = torch.where(self.finished, self.lengths, self.lengths + 1)  # (B, K)
+        rank = normalised(total, lengths.unsqueeze(2), length_penalty).view(B, K * V)
+        best = rank.topk(K, dim=1).indices  # (B, K) indices into K*V
+        parent, token = best // V, best % V
+        self.scores = total.view(B, K * V).gather(1, best)
+        self.lengths = lengths.gather(1, parent)
+        self.finished = self.finished.gather(1, parent) | (token == eos)
+        kept = self.history.gather(1, parent.unsqueeze(2).expand_as(self.history))
+        self.history = torch.cat([kept, token.unsqueeze(2)], dim=2)  # (B, K, t+1)
+        return token, parent
+
+    def best(self, length_penalty: float) -> Decoded:
+        """Each row's hypothesis with the best normalised score."""
+        pick = normalised(self.scores, self.lengths, length_penalty).argmax(1, keepdim=True)
+        tokens = self.history.gather(1, pick.unsqueeze(2).expand(-1, -1, self.history.shape[2]))
+        length = self.lengths.gather(1, pick).squeeze(1)  # (B,)
+        tokens = tokens.squeeze(1)[:, : int(length.max())]  # others may have run longer
+        log_prob = self.scores.gather(1, pick).squeeze(1)
+        return Decoded(tokens, length, log_prob, self.finished.gather(1, pick).squeeze(1))
+
+
 @torch.no_grad()
 def beam_search(
     step: Step,
@@ -182,49 +231,22 @@ def beam_search(
     length_penalty: float = 1.0,
     pad: int = 0,
 ) -> Decoded:
-    """Keep the ``width`` best hypotheses of each row; return the best by normalised score.
-
-    Finished hypotheses stay in the beam with their score and length frozen (they extend
-    only by ``pad`` at no cost), so they compete with the unfinished ones until the end.
-    Width 1 is greedy decoding.
-    """
+    """Keep the ``width`` best hypotheses of each row (:class:`Beams`); return the best by
+    normalised score. Width 1 is greedy decoding."""
     if width < 1:
         raise ValueError(f"beam width must be at least 1, got {width}")
     device = check_start(state, batch_size, max_length)
     B, K = batch_size, width
-    rows = torch.arange(B, device=device)
-    state = select(state, rows.repeat_interleave(K))  # (B*K, ...)
+    first_of_row = torch.arange(B, device=device).unsqueeze(1) * K  # (B, 1)
+    state = select(state, torch.arange(B, device=device).repeat_interleave(K))  # (B*K, ...)
     tokens = torch.full((B * K,), sos, dtype=torch.long, device=device)
-    scores = torch.full((B, K), -torch.inf, device=device)
-    scores[:, 0] = 0.0  # one live hypothesis at the start, so the K are not copies
-    lengths = torch.zeros(B, K, dtype=torch.long, device=device)
-    finished = torch.zeros(B, K, dtype=torch.bool, device=device)
-    history = torch.zeros(B, K, 0, dtype=torch.long, device=device)
-    for t in range(max_length):
+    beams = Beams.start(B, K, device)
+    for _ in range(max_length):
         logits, state = checked_step(step, tokens, state)
         log_probs = F.log_softmax(logits.float(), dim=-1).view(B, K, -1)  # (B, K, V)
-        V = log_probs.shape[2]
-        frozen = torch.full_like(log_probs[0, 0], -torch.inf)
-        frozen[pad] = 0.0
-        log_probs = torch.where(finished.unsqueeze(2), frozen, log_probs)
-        total = scores.unsqueeze(2) + log_probs  # (B, K, V)
-        new_lengths = torch.where(finished, lengths, torch.full_like(lengths, t + 1))  # (B, K)
-        rank = normalised(total, new_lengths.unsqueeze(2), length_penalty).view(B, K * V)
-        best = rank.topk(K, dim=1).indices  # (B, K) into K*V
-        beam, token = best // V, best % V
-        scores = total.view(B, K * V).gather(1, best)
-        lengths = new_lengths.gather(1, beam)
-        finished = finished.gather(1, beam) | (token == eos)
-        history = torch.cat(
-            [history.gather(1, beam.unsqueeze(2).expand(-1, -1, t)), token.unsqueeze(2)], dim=2
-        )  # (B, K, t+1)
-        state = select(state, (beam + rows.unsqueeze(1) * K).view(-1))
+        token, parent = beams.extend(log_probs, eos, pad, length_penalty)
+        state = select(state, (first_of_row + parent).view(-1))
         tokens = token.view(-1)
-        if finished.all():
+        if beams.finished.all():
             break
-    pick = normalised(scores, lengths, length_penalty).argmax(dim=1, keepdim=True)  # (B, 1)
-    chosen = history.gather(1, pick.unsqueeze(2).expand(-1, -1, history.shape[2])).squeeze(1)
-    length = lengths.gather(1, pick).squeeze(1)  # (B,)
-    done = finished.gather(1, pick).squeeze(1)
-    chosen = chosen[:, : int(length.max())]  # the other hypotheses may have run longer
-    return Decoded(chosen, length, scores.gather(1, pick).squeeze(1), done)
+    return beams.best(length_penalty)

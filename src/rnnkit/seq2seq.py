@@ -351,3 +351,23 @@ class Seq2Seq(nn.Module):
         """One decoder step in the form :mod:`rnnkit.decode` expects."""
         logits, state, _ = self.decoder.step(tokens, state)
         return logits, state
+
+
+def plot_attention(weights: torch.Tensor, source: list[str], output: list[str], path: str) -> None:
+    """A PNG: one row per output token, one column per source token, darker = more weight."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if tuple(weights.shape) != (len(output), len(source)):
+        raise ValueError(f"weights {tuple(weights.shape)} for {len(output)}x{len(source)} tokens")
+    fig, ax = plt.subplots(figsize=(1 + 0.5 * len(source), 1 + 0.4 * len(output)))
+    image = ax.imshow(weights.numpy(), cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(len(source)), source, rotation=60, ha="right")
+    ax.set_yticks(range(len(output)), output)
+    ax.set(xlabel="source", ylabel="output")
+    fig.colorbar(image, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

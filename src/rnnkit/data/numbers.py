@@ -14,23 +14,13 @@ split is by number, so no test number was seen in training.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from pathlib import Path
 
-from rnnkit.data.pairs import Pair
+from rnnkit.data.pairs import Pair, Splits
 
 NAME = "numbers-en-es"
 SMALL = 1000  # every number below this is in the data set
 DIGITS = (4, 5, 6)  # then this many digits, drawn evenly among these
-
-
-@dataclass
-class Splits:
-    """Pairs for training, validation and the final test."""
-
-    train: list[Pair]
-    val: list[Pair]
-    test: list[Pair]
 
 
 def pair(number: int) -> Pair:

@@ -88,6 +88,29 @@ def bad_lines_summary(bad: list[str], shown: int = 5) -> str:
     return f"skipped {len(bad)} bad line(s): " + "; ".join(bad[:shown]) + more
 
 
+@dataclass
+class Splits:
+    """Pairs for training, validation and the final test."""
+
+    train: list[Pair]
+    val: list[Pair]
+    test: list[Pair]
+
+
+def split_by_source(pairs, val_fraction: float, test_fraction: float, seed: int):
+    """(train, val, test) pairs, split at random by distinct source sentence."""
+    sources = sorted({s for s, _ in pairs})
+    random.Random(seed).shuffle(sources)
+    n_test, n_val = round(len(sources) * test_fraction), round(len(sources) * val_fraction)
+    part = {s: 2 if i < n_test else 1 if i < n_test + n_val else 0 for i, s in enumerate(sources)}
+    splits = ([], [], [])
+    for s, t in pairs:
+        splits[part[s]].append((s, t))
+    if not splits[0] or not splits[1]:
+        raise ValueError(f"{len(sources)} distinct sources leave an empty train or val split")
+    return splits
+
+
 # --- tokens ---
 
 
@@ -217,3 +240,19 @@ def padding_fraction(lengths: list[int], batches: list[list[int]]) -> float:
     """The fraction of token slots that are padding when ``batches`` are padded to their longest."""
     slots = sum(len(b) * max(lengths[i] for i in b) for b in batches)
     return 1.0 - sum(lengths[i] for b in batches for i in b) / max(slots, 1)
+
+
+def padding_report(lengths: list[tuple[int, int]], batch_size: int, seed: int) -> str:
+    """How much of the batches is padding, bucketed by length and, for scale, not."""
+    order = list(range(len(lengths)))
+    random.Random(seed).shuffle(order)
+    shuffled = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    bucketed = bucket_batches(lengths, batch_size, seed)
+    parts = []
+    for side, name in ((0, "source"), (1, "target")):
+        sizes = [n[side] for n in lengths]
+        parts.append(
+            f"{padding_fraction(sizes, bucketed):.1%} of {name} slots "
+            f"({padding_fraction(sizes, shuffled):.1%} unbucketed)"
+        )
+    return "padding in length-bucketed batches: " + ", ".join(parts)

@@ -14,7 +14,6 @@ Shape letters: B batch, S source length, T target length, V target vocabulary.
 from __future__ import annotations
 
 import math
-import random
 import sys
 import time
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from rnnkit.data.pairs import (
     SOS,
     UNK,
     Batch,
+    Splits,
     TokenVocab,
     bad_lines_summary,
     bucket_batches,
@@ -41,11 +41,12 @@ from rnnkit.data.pairs import (
     drop_long,
     make_batch,
     pad,
-    padding_fraction,
+    padding_report,
     read_pairs,
+    split_by_source,
     tokenize,
 )
-from rnnkit.seq2seq import Seq2Seq
+from rnnkit.seq2seq import Seq2Seq, plot_attention
 from rnnkit.train import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
 NAME = "translate"
@@ -107,21 +108,7 @@ def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def split_by_source(pairs, val_fraction: float, test_fraction: float, seed: int):
-    """(train, val, test) pairs, split at random by distinct source sentence."""
-    sources = sorted({s for s, _ in pairs})
-    random.Random(seed).shuffle(sources)
-    n_test, n_val = round(len(sources) * test_fraction), round(len(sources) * val_fraction)
-    part = {s: 2 if i < n_test else 1 if i < n_test + n_val else 0 for i, s in enumerate(sources)}
-    splits = ([], [], [])
-    for s, t in pairs:
-        splits[part[s]].append((s, t))
-    if not splits[0] or not splits[1]:
-        raise ValueError(f"{len(sources)} distinct sources leave an empty train or val split")
-    return splits
-
-
-def text_splits(config: Config) -> numbers.Splits:
+def text_splits(config: Config) -> Splits:
     if config.data == numbers.NAME:
         return numbers.make_splits(
             config.numbers, config.val_fraction, config.test_fraction, config.seed
@@ -129,9 +116,7 @@ def text_splits(config: Config) -> numbers.Splits:
     pairs, bad = read_pairs(config.data)
     if bad:
         say(bad_lines_summary(bad))
-    return numbers.Splits(
-        *split_by_source(pairs, config.val_fraction, config.test_fraction, config.seed)
-    )
+    return Splits(*split_by_source(pairs, config.val_fraction, config.test_fraction, config.seed))
 
 
 def tokenized(config: Config, pairs) -> list[tuple[list[str], list[str]]]:
@@ -166,38 +151,18 @@ def prepare(config: Config, vocabs: tuple[TokenVocab, TokenVocab] | None = None)
     )
 
 
-def report_padding(pairs, batch_size: int, seed: int) -> None:
-    lengths = [(len(s), len(t) + 1) for s, t in pairs]
-    batches = bucket_batches(lengths, batch_size, seed)
-    shuffled = list(range(len(pairs)))
-    random.Random(seed).shuffle(shuffled)
-    unbucketed = [shuffled[i : i + batch_size] for i in range(0, len(shuffled), batch_size)]
-    source = [n for n, _ in lengths]
-    say(
-        f"{len(pairs)} training pairs; padding {padding_fraction(source, batches):.1%} of "
-        f"source tokens in length-bucketed batches "
-        f"({padding_fraction(source, unbucketed):.1%} in shuffled batches)"
-    )
-
-
 # --- model, loss, evaluation ---
 
 
+# the Config fields that are Seq2Seq's arguments
+MODEL_FIELDS = (
+    "embedding hidden encoder_layers decoder_layers encoder_cell decoder_cell bidirectional "
+    "attention attention_size dropout"
+).split()
+
+
 def build_model(config: Config, source_size: int, target_size: int) -> Seq2Seq:
-    return Seq2Seq(
-        source_size,
-        target_size,
-        embedding=config.embedding,
-        hidden=config.hidden,
-        encoder_layers=config.encoder_layers,
-        decoder_layers=config.decoder_layers,
-        encoder_cell=config.encoder_cell,
-        decoder_cell=config.decoder_cell,
-        bidirectional=config.bidirectional,
-        attention=config.attention,
-        attention_size=config.attention_size,
-        dropout=config.dropout,
-    )
+    return Seq2Seq(source_size, target_size, **{f: getattr(config, f) for f in MODEL_FIELDS})
 
 
 def teacher_forcing_ratio(config: Config, step: int) -> float:
@@ -334,7 +299,9 @@ def train(config: Config, resume: bool = False, progress=None) -> Trainer:
         torch.set_num_threads(config.threads)
     vocabs = load_vocabs(run_dir) if resume else None
     data = prepare(config, vocabs)
-    report_padding(data.train, config.batch_size, config.seed)
+    lengths = [(len(s), len(t) + 1) for s, t in data.train]  # targets with <eos> (or <sos>)
+    padding = padding_report(lengths, config.batch_size, config.seed)
+    say(f"{len(data.train)} training pairs; {padding}")
     trainer = Trainer(config, build_task(config, data), run_dir, progress)
     if resume:
         trainer.restore()
@@ -406,7 +373,7 @@ def translate(
     if heatmap and sources:
         output = translate_ids(model, sources[:1], search, config.max_output)[0]
         weights = attention_weights(model, sources[0], output)
-        draw_heatmap(
+        plot_attention(
             weights,
             [source_vocab.tokens[i] for i in sources[0]],
             target_vocab.decode(output) + ["<eos>"],
@@ -429,27 +396,7 @@ def attention_weights(model: Seq2Seq, source: list[int], output: list[int]) -> t
     return weights[0].float().cpu()
 
 
-def draw_heatmap(weights: torch.Tensor, source: list[str], output: list[str], path: str) -> None:
-    """A PNG: one row per output token, one column per source token, darker = more weight."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if tuple(weights.shape) != (len(output), len(source)):
-        raise ValueError(f"weights {tuple(weights.shape)} for {len(output)}x{len(source)} tokens")
-    fig, ax = plt.subplots(figsize=(1 + 0.5 * len(source), 1 + 0.4 * len(output)))
-    image = ax.imshow(weights.numpy(), cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
-    ax.set_xticks(range(len(source)), source, rotation=60, ha="right")
-    ax.set_yticks(range(len(output)), output)
-    ax.set(xlabel="source", ylabel="output")
-    fig.colorbar(image, ax=ax, fraction=0.04)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def test_pairs(config: Config, data: str):
+def held_out_pairs(config: Config, data: str):
     """numbers-en-es: the run's own held-out test numbers; otherwise every good line of a TSV."""
     if data == numbers.NAME:
         test = numbers.split_numbers(
@@ -465,7 +412,9 @@ def test_pairs(config: Config, data: str):
 def evaluate(run_dir: Path, data: str, device: str = "auto") -> dict:
     """Loss, token accuracy (teacher-forced), exact match and BLEU (the run's --beam) on data."""
     config, (source_vocab, target_vocab), model = load_run(run_dir, device)
-    pairs = encode_pairs(tokenized(config, test_pairs(config, data)), source_vocab, target_vocab)
+    pairs = encode_pairs(
+        tokenized(config, held_out_pairs(config, data)), source_vocab, target_vocab
+    )
     unknown = sum(i == UNK for s, _ in pairs for i in s) / max(sum(len(s) for s, _ in pairs), 1)
     result = score_pairs(model, pairs)
     result.update(decoded_scores(model, pairs, target_vocab, config, config.beam))
