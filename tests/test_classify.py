@@ -1,0 +1,174 @@
+"""Text classification: pooling over real steps only, splits, bad inputs, and the commands."""
+
+import csv
+import gzip
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from rnnkit import cli, confusion
+from rnnkit.data.tables import TableError
+from rnnkit.pooling import pool
+from rnnkit.tasks import classify
+
+POOLINGS = ["last", "mean", "max"]
+
+
+# --- pooling ---
+
+
+def test_pooling_golden_values_ignore_padding():
+    # Two sequences, lengths 3 and 1; H = 2 per direction, D = 2. Padding holds 99s that
+    # must never show up.
+    out = torch.full((3, 2, 4), 99.0)
+    out[:, 0] = torch.tensor([[1, 2, 3, 4], [5, 0, 7, 8], [2, 6, 0, 1]], dtype=torch.float)
+    out[0, 1] = torch.tensor([4, 3, 2, 1], dtype=torch.float)
+    lengths = torch.tensor([3, 1])
+    last = pool(out, lengths, "last", directions=2)
+    assert last.tolist() == [[2, 6, 3, 4], [4, 3, 2, 1]]  # forward at T-1, reverse at step 0
+    mean = torch.tensor([[8 / 3, 8 / 3, 10 / 3, 13 / 3], [4, 3, 2, 1]])
+    torch.testing.assert_close(pool(out, lengths, "mean"), mean)
+    assert pool(out, lengths, "max").tolist() == [[5, 6, 7, 8], [4, 3, 2, 1]]
+    assert pool(out, lengths, "last", directions=1).tolist() == [[2, 6, 0, 1], [4, 3, 2, 1]]
+
+
+def test_pool_checks_its_shapes():
+    with pytest.raises(ValueError, match=r"output \(T, B, D\*H\) and lengths \(B,\)"):
+        pool(torch.zeros(3, 2, 4), torch.tensor([1, 2, 3]), "mean")
+    with pytest.raises(ValueError, match="'last', 'mean' or 'max'"):
+        pool(torch.zeros(3, 2, 4), torch.tensor([1, 2]), "sum")
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_text_alone_and_in_a_padded_batch_pool_the_same(pooling, cell):
+    torch.manual_seed(0)
+    config = classify.Config(pooling=pooling, cell=cell, embedding=8, hidden=6, layers=2)
+    model = classify.TextClassifier(50, 3, config).eval()
+    texts = [[5, 9, 2], [7, 1, 4, 4, 8, 3, 2], [6]]
+    ids, lengths = classify.pad(texts)  # (7, 3), padded with 0
+    together = model.represent(ids, lengths)  # (3, 2*6)
+    assert together.shape == (3, 12)
+    for b, text in enumerate(texts):
+        alone = model.represent(torch.tensor(text).view(-1, 1), torch.tensor([len(text)]))
+        torch.testing.assert_close(alone[0], together[b], rtol=1e-5, atol=1e-6)
+
+
+# --- data, splits and bad inputs ---
+
+
+def write_csv(path, rows, header=("review", "sentiment")):
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wt", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def toy_rows(n=60, seed=0):
+    """Reviews whose label is which of two word sets they draw from."""
+    rng = np.random.default_rng(seed)
+    good, bad = ["great", "superb", "fun", "moving"], ["dull", "awful", "boring", "flat"]
+    rows = []
+    for i in range(n):
+        label = "pos" if i % 2 else "neg"
+        words = rng.choice(good if label == "pos" else bad, size=rng.integers(2, 7))
+        rows.append([" ".join(["the", "film", "was", *words]) + "!", label])
+    return rows
+
+
+def toy_config(path, **extra):
+    base = dict(data=str(path), text_column="review", label_column="sentiment", embedding=8,
+                hidden=8, batch_size=8, steps=6, epochs=0.0, eval_every=3, warmup=1)  # fmt: skip
+    return classify.Config(**{**base, **extra})
+
+
+def test_split_is_seeded_disjoint_and_complete(tmp_path):
+    parts = classify.split_rows(50, toy_config("x", val_fraction=0.2, test_fraction=0.1))
+    every = np.concatenate([parts["train"], parts["val"], parts["test"]])
+    assert sorted(every.tolist()) == list(range(50))
+    assert (len(parts["val"]), len(parts["test"])) == (10, 5)
+    again = classify.split_rows(50, toy_config("x", val_fraction=0.2, test_fraction=0.1))
+    assert all((again[k] == parts[k]).all() for k in parts)
+
+
+def test_missing_column_names_the_file_and_the_column(tmp_path):
+    path = write_csv(tmp_path / "r.csv.gz", toy_rows())
+    with pytest.raises(TableError, match=r"r\.csv\.gz: no column 'text'"):
+        classify.prepare(toy_config(path, text_column="text"))
+
+
+def test_label_seen_only_in_test_names_file_line_and_label(tmp_path):
+    rows = toy_rows()
+    config = toy_config(tmp_path / "r.csv")
+    test_row = int(classify.split_rows(len(rows), config)["test"][0])
+    rows[test_row][1] = "mixed"
+    write_csv(tmp_path / "r.csv", rows)
+    line = test_row + 2  # the header is line 1
+    with pytest.raises(TableError, match=rf"r\.csv, line {line}: label 'mixed' is in the test"):
+        classify.prepare(config)
+
+
+def test_empty_label_and_no_kept_rows_are_errors(tmp_path):
+    rows = toy_rows()
+    rows[3][1] = " "
+    with pytest.raises(TableError, match=r"r\.csv, line 5, column 'sentiment': empty label"):
+        classify.prepare(toy_config(write_csv(tmp_path / "r.csv", rows)))
+    path = write_csv(tmp_path / "s.csv", toy_rows())
+    with pytest.raises(TableError, match=r"s\.csv: no row has a label in \['fresh'\]"):
+        classify.prepare(toy_config(path, labels="fresh"))
+
+
+def test_balanced_class_weights():
+    weights = confusion.balanced_weights([0, 0, 0, 1], 3)
+    assert weights.tolist() == pytest.approx([4 / 9, 4 / 3, 0.0])
+
+
+def test_macro_f1_and_accuracy_from_the_confusion_matrix():
+    matrix = confusion.confusion_matrix([0, 0, 1, 1, 2], [0, 1, 1, 1, 0], 3)
+    assert matrix.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    assert confusion.accuracy(matrix) == pytest.approx(0.6)
+    assert confusion.macro_f1(matrix) == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+
+
+# --- end to end: train, test report, classify a text and a file, eval ---
+
+
+def test_train_then_classify_and_eval(tmp_path, capsys):
+    path = write_csv(tmp_path / "r.csv.gz", toy_rows(80))
+    run = tmp_path / "run"
+    classify.train(toy_config(path, out=str(run)))
+    result = json.loads((run / "test.json").read_text())
+    assert {"test_accuracy", "test_macro_f1", "test_baseline_accuracy"} <= set(result)
+    assert (run / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    rows = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"val_accuracy", "val_macro_f1", "val_baseline_accuracy"} <= set(rows)
+
+    assert cli.main(["classify", str(run), "a superb and moving film"]) == 0
+    label = capsys.readouterr().out.split("\t")[0]
+    assert label in ("pos", "neg")
+
+    new = write_csv(tmp_path / "new.csv", [["great fun", "pos"], ["dull", "neg"]])
+    out = tmp_path / "predictions.csv"
+    assert cli.main(["classify", str(run), "--file", str(new), "--out", str(out)]) == 0
+    with open(out, newline="") as f:
+        written = list(csv.DictReader(f))
+    assert [r["review"] for r in written] == ["great fun", "dull"]
+    for r in written:
+        assert float(r["p_neg"]) + float(r["p_pos"]) == pytest.approx(1.0, abs=1e-5)
+        assert r["predicted"] in ("pos", "neg")
+
+    assert cli.main(["eval", str(run), "--data", str(new)]) == 0
+    printed = capsys.readouterr().out
+    assert "accuracy" in printed and "baseline_accuracy" in printed
+
+
+def test_classify_needs_a_text_or_a_file(tmp_path, capsys):
+    path = write_csv(tmp_path / "r.csv", toy_rows(40))
+    run = tmp_path / "run"
+    classify.train(toy_config(path, out=str(run), steps=2, baseline=False))
+    assert cli.main(["classify", str(run)]) == 2
+    assert "give a text" in capsys.readouterr().err
