@@ -65,6 +65,12 @@ def test_bad_input_names_the_file_line_and_problem(tmp_path, text, columns, mess
         read_csv(write(tmp_path, text), columns=columns)
 
 
+def test_a_missing_target_or_covariate_column_is_named(tmp_path):
+    series = read_csv(write(tmp_path, "date,y\n2020-01-01,1\n"))
+    with pytest.raises(SeriesError, match=r"s\.csv: no value column\(s\) \['x'\]"):
+        series.select(["y", "x"])
+
+
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(TableError, match="nope.csv"):
         load_series(str(tmp_path / "nope.csv"))

@@ -55,6 +55,11 @@ class Series:
 
     def select(self, columns: list[str]) -> Series:
         """The same series with only ``columns``, in that order."""
+        missing = [c for c in columns if c not in self.columns]
+        if missing:
+            raise SeriesError(
+                f"{self.name}: no value column(s) {missing}; the columns are {self.columns}"
+            )
         index = [self.columns.index(c) for c in columns]
         return Series(self.name, list(columns), self.values[:, index], self.dates, self.lines)
 

@@ -267,7 +267,8 @@ def plot_timeline(path: Path, signal, true, predicted, classes: list) -> None:
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 4), sharex=True, height_ratios=[2, 1])
     top.plot(signal, linewidth=0.8)
-    top.set(ylabel="first feature (scaled)", title="per-step tagging: a test sequence")
+    top.set(ylabel="first feature (scaled)")
+    top.set_title("per-step tagging: a test sequence", loc="left")
     colours = plt.get_cmap("tab10", max(len(classes), 2))
     rows = np.stack([true, predicted])  # (2, T)
     bottom.imshow(

@@ -1,0 +1,116 @@
+"""Forecasting and tagging bars: each run beside its baselines on the same test windows.
+
+The issue's bar: on Mauna Loa CO2 and on the yearly sunspots, the model's MASE on the test
+split is below the seasonal naive forecast's. Each case trains a forecast run for a fixed
+number of minutes and reads its ``test_metrics.json``; the table gives MASE and sMAPE of
+the model (the mean over ``--seeds`` seeds, with their range), naive and seasonal naive, and
+whether the bar is met by that mean. The tagging case trains on the generated regimes and
+reports per-step test accuracy beside the majority class.
+
+    python benchmarks/forecast.py --seeds 3          # every case, tables printed as markdown
+    python benchmarks/forecast.py --only co2 --minutes 1
+    python benchmarks/forecast.py --quick            # a few seconds per case, for a smoke test
+
+Runs go to ``runs/bench-forecast/<case>-seed<N>``; the tables are printed for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from rnnkit.tasks import forecast, tag
+from rnnkit.train import Progress
+
+# case -> settings of forecast.Config (minutes are set from the command line)
+FORECASTS = {
+    "co2-direct": dict(data="co2", input_window=104, horizon=13, strategy="direct"),
+    "co2-recursive": dict(data="co2", input_window=104, horizon=13, strategy="recursive"),
+    "sunspots-direct": dict(data="sunspots", input_window=33, horizon=5, hidden=32),
+    "sunspots-direct-gru": dict(data="sunspots", input_window=33, horizon=5, hidden=32, cell="gru"),
+    "sunspots-recursive": dict(
+        data="sunspots", input_window=33, horizon=5, hidden=32, strategy="recursive"
+    ),
+    "stocks-AAPL-direct": dict(data="stocks:AAPL", input_window=24, horizon=6, hidden=32),
+}
+BARS = ("co2", "sunspots")  # series whose model must beat seasonal naive on MASE
+
+
+def run_forecast(name: str, settings: dict, minutes: float, root: Path, seed: int) -> dict:
+    out = root / f"{name}-seed{seed}"
+    config = forecast.Config(**settings, minutes=minutes, device="cpu", seed=seed, out=str(out))
+    trainer = forecast.train(config, progress=Progress(io.StringIO()))
+    result = json.loads((out / "test_metrics.json").read_text())
+    return {**result, "steps": trainer.step}
+
+
+def forecast_table(rows: dict) -> str:
+    """One line per case; with several seeds, the model's MASE is their mean (and range)."""
+    lines = [
+        "| case | horizon | test windows | MASE model (seeds) | MASE naive | MASE seasonal "
+        "naive (period) | sMAPE % model / seasonal naive | steps | bar |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, runs in rows.items():
+        r, mases = runs[0], [run["model"]["mase"] for run in runs]
+        mean = sum(mases) / len(mases)
+        spread = f" ({min(mases):.3f}-{max(mases):.3f}, {len(mases)})" if len(mases) > 1 else ""
+        smape = sum(run["model"]["smape"] for run in runs) / len(runs)
+        season = r["seasonal_naive"]
+        has_bar = name.split("-")[0] in BARS
+        met = ("met" if mean < season["mase"] else "**not met**") if has_bar else "-"
+        lines.append(
+            f"| {name} | {r['horizon']} | {r['windows']} | {mean:.3f}{spread} | "
+            f"{r['naive']['mase']:.3f} | {season['mase']:.3f} ({r['period']}) | "
+            f"{smape:.2f} / {season['smape']:.2f} | {r['steps']} | {met} |"
+        )
+    return "\n".join(lines)
+
+
+def run_tag(minutes: float, root: Path) -> str:
+    config = tag.Config(minutes=minutes, device="cpu", seed=1, out=str(root / "tag-regimes"))
+    trainer = tag.train(config, progress=Progress(io.StringIO()))
+    r = json.loads((root / "tag-regimes" / "test_metrics.json").read_text())
+    return (
+        "| data | cell | test steps | per-step accuracy | majority class | steps |\n"
+        "|---|---|---|---|---|---|\n"
+        f"| regimes (generated, {config.sequences} sequences) | bidirectional "
+        f"{config.cell} {config.hidden} | {r['steps']} | {r['accuracy']:.4f} | "
+        f"{r['majority_accuracy']:.4f} | {trainer.step} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=3.0, help="training time per case")
+    parser.add_argument("--only", default="", help="run the cases whose name contains this")
+    parser.add_argument("--quick", action="store_true", help="0.1 minutes per case")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per forecast case")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (shared machine)")
+    parser.add_argument("--out", default="runs/bench-forecast", help="where the runs go")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    minutes = 0.1 if args.quick else args.minutes
+    root = Path(args.out)
+    print(f"load average at start: {os.getloadavg()[0]:.1f}; {minutes} min per case")
+    rows = {
+        name: [
+            run_forecast(name, settings, minutes, root, seed) for seed in range(1, args.seeds + 1)
+        ]
+        for name, settings in FORECASTS.items()
+        if args.only in name
+    }
+    if rows:
+        print(forecast_table(rows))
+    if args.only in "tag-regimes":
+        print(run_tag(minutes, root))
+    print(f"load average at end: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
