@@ -72,13 +72,11 @@ def score_case(run: Path, beam: int) -> dict:
 
 
 def heat_map(run: Path, path: Path) -> str:
-    config, (source_vocab, target_vocab), model = tr.load_run(run, "cpu")
-    source = tr.source_ids(config, source_vocab, [EXAMPLE])[0]
+    config, vocabs, model = tr.load_run(run, "cpu")
+    source = tr.source_ids(config, vocabs[0], [EXAMPLE])[0]
     output = tr.translate_ids(model, [source])[0]
-    weights = tr.attention_weights(model, source, output)
-    words = target_vocab.decode(output)
-    tr.draw_heatmap(weights, [source_vocab.tokens[i] for i in source], words + ["<eos>"], path)
-    return detokenize(words)
+    tr.save_heatmap(model, vocabs, source, output, path)
+    return detokenize(vocabs[1].decode(output))
 
 
 def table(results: dict) -> str:

@@ -110,8 +110,8 @@ class Bridge(nn.Module):
         self, encoder: rnnkit.layers.RecurrentLayer, decoder: rnnkit.layers.RecurrentLayer
     ):
         super().__init__()
-        enc_parts = len(encoder._zero_state(1, torch.device("cpu"), torch.float32))
-        self.dec_parts = len(decoder._zero_state(1, torch.device("cpu"), torch.float32))
+        enc_parts = len(state_parts(encoder.cells[0].init_state(1)))  # 2 for an LSTM: (h, c)
+        self.dec_parts = len(state_parts(decoder.cells[0].init_state(1)))
         self.directions, self.layers = encoder.num_directions, decoder.num_layers
         self.hidden = decoder.hidden_size
         self.copy = (
@@ -332,9 +332,8 @@ class Seq2Seq(nn.Module):
     def start(self, source: Tensor, lengths: Tensor) -> DecoderState:
         """Encode source (B, S) with lengths (B,); the decoder's state before <sos>."""
         memory, final = self.encoder(source, lengths)  # (B, S', M), S' = longest length
-        mask = torch.arange(memory.shape[1], device=memory.device) < lengths.to(
-            memory.device
-        ).unsqueeze(1)  # (B, S')
+        positions = torch.arange(memory.shape[1], device=memory.device)
+        mask = positions < lengths.to(memory.device).unsqueeze(1)  # (B, S')
         attention = self.decoder.attention
         keys = (
             memory.new_zeros(*memory.shape[:2], 0) if attention is None else attention.keys(memory)

@@ -363,22 +363,18 @@ def translate(
     """
     out = out or sys.stdout
     config, (source_vocab, target_vocab), model = load_run(run_dir, device)
+    if heatmap and model.decoder.attention is None:
+        raise ValueError("this run has no attention (trained with --attention none): no heat map")
     sources = source_ids(config, source_vocab, lines)
     search = search_for(beam or config.beam, config.length_penalty, temperature, seed)
-    texts = []
+    texts, first = [], []
     for source in sources:  # one at a time, so each line is printed as soon as it is ready
         ids = translate_ids(model, [source], search, config.max_output)[0]
+        first = first or [source, ids]
         texts.append(detokenize(target_vocab.decode(ids), config.tokens))
         print(texts[-1], file=out, flush=True)
-    if heatmap and sources:
-        output = translate_ids(model, sources[:1], search, config.max_output)[0]
-        weights = attention_weights(model, sources[0], output)
-        plot_attention(
-            weights,
-            [source_vocab.tokens[i] for i in sources[0]],
-            target_vocab.decode(output) + ["<eos>"],
-            heatmap,
-        )
+    if heatmap and first:
+        save_heatmap(model, (source_vocab, target_vocab), *first, heatmap)
         say(f"attention heat map: {heatmap}")
     return texts
 
@@ -387,13 +383,19 @@ def translate(
 def attention_weights(model: Seq2Seq, source: list[int], output: list[int]) -> torch.Tensor:
     """(T+1, S) weights of each output step (the last one writes <eos>) over the source."""
     device = model.decoder.head.weight.device
-    target_in = torch.tensor([[SOS] + output], device=device)
-    _, weights = model(
-        torch.tensor([source], device=device), torch.tensor([len(source)]), target_in
-    )
+    source_in, lengths = torch.tensor([source], device=device), torch.tensor([len(source)])
+    _, weights = model(source_in, lengths, torch.tensor([[SOS] + output], device=device))
     if weights is None:
         raise ValueError("this run has no attention (trained with --attention none): no heat map")
     return weights[0].float().cpu()
+
+
+def save_heatmap(model: Seq2Seq, vocabs, source: list[int], output: list[int], path) -> None:
+    """The PNG of ``output``'s attention over ``source`` (ids), labelled with their tokens."""
+    source_vocab, target_vocab = vocabs
+    weights = attention_weights(model, source, output)
+    words = [source_vocab.tokens[i] for i in source]
+    plot_attention(weights, words, target_vocab.decode(output) + ["<eos>"], str(path))
 
 
 def held_out_pairs(config: Config, data: str):
