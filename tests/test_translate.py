@@ -1,6 +1,7 @@
 """Encoder-decoder translation: masking, teacher forcing, the bridge, and a tiny run end to end."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -100,6 +101,18 @@ def test_the_loss_ignores_padding(attention):
     assert count == 2 + 5 == sum(n for _, _, n in alone)
     assert correct == sum(c for _, c, _ in alone)
     torch.testing.assert_close(total, sum(t for t, _, _ in alone))
+
+
+@pytest.mark.parametrize("attention", ATTENTIONS)
+def test_golden_loss_of_a_zero_model_counts_real_tokens_only(attention):
+    # Every weight zero: h = 0, contexts 0, logits 0, so each real token costs exactly log V.
+    model = tiny_model(attention)
+    for parameter in model.parameters():
+        torch.nn.init.zeros_(parameter)
+    batch = make_batch([([4, 5, 6, 7], [4]), ([7], [5, 6, 7])])  # 2 + 4 real targets, 2 pads
+    total, _, count = tr.batch_loss(model, batch)
+    assert count == 6 and batch.target_out.numel() == 8
+    torch.testing.assert_close(total, torch.tensor(6 * math.log(10)))
 
 
 def test_bridge_hands_over_or_learns_the_state():
