@@ -22,7 +22,7 @@ import torch
 
 import rnnkit
 from rnnkit.cells import LSTMCell
-from rnnkit.kernels import compiled, fused_scan
+from rnnkit.kernels import compiled, fused_scan, lstm_fused
 from rnnkit.kernels.lstm_fused import LSTMFused, applies
 from rnnkit.scan import scan
 
@@ -86,6 +86,32 @@ def test_fused_equals_scan(dtype, peephole, bias, masked, reverse):
     ours = run(fused_scan, cell, x, state, mask, reverse)
     theirs = run(scan, cell, x, state, mask, reverse)
     assert_all_close(ours, theirs, TOLERANCE[dtype])
+
+
+def test_fused_equals_scan_on_a_step_split_over_threads():
+    """B x H at the C code's threshold (8192 units), so a step is shared by OpenMP threads."""
+    torch.manual_seed(0)
+    cell = LSTMCell(I, 128, peephole=True).double()
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.normal_(0.0, 0.3)
+    x = torch.randn(3, 64, I, dtype=torch.float64, requires_grad=True)
+    state = tuple(torch.randn(64, 128, dtype=torch.float64, requires_grad=True) for _ in "hc")
+    mask = torch.arange(3)[:, None] < torch.randint(1, 4, (64,))[None, :]  # (T, B)
+    ours = run(fused_scan, cell, x, state, mask, True)
+    theirs = run(scan, cell, x, state, mask, True)
+    assert_all_close(ours, theirs, TOLERANCE[torch.float64])
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_plain_matmuls_give_the_same_answers(monkeypatch, packed):
+    """The packed-weight per-step products (MKL, oneDNN) against plain torch.mm."""
+    monkeypatch.setattr(lstm_fused, "PACKED", packed)
+    cell = make_cell(peephole=True, dtype=torch.float32)
+    x, state, mask = make_inputs(torch.float32, masked=True)
+    ours = run(fused_scan, cell, x, state, mask, False)
+    theirs = run(scan, cell, x, state, mask, False)
+    assert_all_close(ours, theirs, TOLERANCE[torch.float32])
 
 
 @pytest.mark.parametrize("peephole", [True, False])
@@ -219,3 +245,18 @@ def test_precision_checks(kwargs, call, error, message):
     with pytest.raises(error, match=message):
         layer = rnnkit.LSTM(I, H, **kwargs)
         call(layer)
+
+
+def test_bf16_packed_and_plain_products_agree(monkeypatch):
+    """oneDNN's packed bfloat16 product against plain bfloat16 torch.mm, its slow twin."""
+    torch.manual_seed(2)
+    layer = rnnkit.LSTM(I, H, peephole=True, precision="bf16")
+    x = torch.randn(T, B, I, requires_grad=True)
+    results = []
+    for packed in (True, False):
+        monkeypatch.setattr(lstm_fused, "PACKED", packed)
+        output, (h, c) = layer(x, lengths=LENGTHS)
+        (dx,) = torch.autograd.grad(output.pow(2).sum() + h.sum() + c.sum(), [x])
+        results.append((output, h, c, dx))
+    for ours, theirs in zip(*results, strict=True):
+        assert relative_error(ours, theirs) < 1e-2

@@ -1,36 +1,95 @@
 /* The element-wise gate math of one LSTM step (with or without peepholes), forward and
- * backward, fused into one pass over the batch. The recurrent matrix product stays in torch;
+ * backward, fused into one pass over the batch. The recurrent matrix products stay in torch;
  * this file does everything between two of them. The equations and their gradients are
  * those of rnnkit/kernels/lstm_bptt.py (its docstring), the Python twin of this file.
  *
  * Layout: gates (B, 4H) in torch.nn's block order i, f, g, o; states (B, H); the mask is one
  * byte per sequence (1 at a real step) or NULL when every step is real; the peephole weights
- * p_i, p_f, p_o are (H,) or NULL for the standard LSTM. Everything is contiguous.
+ * p_i, p_f, p_o are (H,) or NULL for the standard LSTM. Everything is contiguous. Optional
+ * arrays are NULL when absent. bfloat16 arrays hold the top 16 bits of a float32.
  *
- * Built with -ffast-math so that gcc calls glibc's vector tanh (libmvec) in the inner loops;
- * sigma(x) is written as (1 + tanh(x / 2)) / 2, the same function with one transcendental.
+ * float32 uses the exponential below (Cephes' expf polynomial, error about 1e-7 relative),
+ * which gcc vectorises; float64 uses glibc's tanh, which -ffast-math lets gcc call in its
+ * vector form (libmvec), so the float64 path keeps full precision for the 1e-10 tests.
  */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
-#define DEFINE_LSTM_STEPS(real, suffix, tanh_fn)                                             \
+/* Steps with at least this many units (batch x hidden) split the batch over the OpenMP
+ * threads; built with -fopenmp the library shares torch's libgomp (same soname), so it
+ * follows torch.set_num_threads. Smaller steps stay on one thread: waking the others
+ * costs more than the work. */
+#define PARALLEL_FROM 8192
+
+static inline float exp_f32(float x)
+{
+    x = fminf(fmaxf(x, -87.0f), 88.0f);
+    float n = floorf(x * 1.44269504088896341f + 0.5f); /* x = n ln 2 + r, |r| <= ln2 / 2 */
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f; /* ln 2 in two parts (Cody-Waite) */
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    float y = p * r * r + r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23; /* 2^n */
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return y * scale;
+}
+
+static inline float sigmoid_f32(float x) { return 1.0f / (1.0f + exp_f32(-x)); }
+static inline float tanh_f32(float x) { return 1.0f - 2.0f / (1.0f + exp_f32(2.0f * x)); }
+static inline double sigmoid_f64(double x) { return 0.5 + 0.5 * tanh(0.5 * x); }
+static inline double tanh_f64(double x) { return tanh(x); }
+
+static inline float from_bf16(uint16_t v)
+{
+    uint32_t bits = (uint32_t)v << 16;
+    float x;
+    memcpy(&x, &bits, sizeof x);
+    return x;
+}
+
+static inline uint16_t to_bf16(float x) /* round to nearest even */
+{
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    return (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+
+/* row += rec (same dtype) or row += rec_bf16, over n numbers. */
+#define ADD_PRODUCT(real, row, rec, rec_bf16, n)                                              \
+    if (rec) {                                                                                \
+        _Pragma("omp simd") for (long k = 0; k < (n); k++)(row)[k] += (rec)[k];               \
+    } else if (rec_bf16) {                                                                    \
+        _Pragma("omp simd") for (long k = 0; k < (n); k++)(row)[k] += (real)from_bf16((rec_bf16)[k]); \
+    }
+
+#define DEFINE_LSTM_STEPS(real, suffix)                                                       \
                                                                                               \
-/* Forward. gates holds the pre-activations a = W_ih x_t + b + W_hh h_{t-1} on entry and the  \
- * activations (i, f, g, o) on return. c_new receives c_t before masking; h_next, c_next the  \
- * carried state (the old one at a padded step); out the output row (zero at a padded step). \
+/* Forward. gates holds W_ih x_t + b on entry, rec (or rec_bf16) W_hh h_{t-1}; on return     \
+ * gates holds the activations (i, f, g, o). c_new receives c_t before masking; h_next,     \
+ * c_next the carried state (the old one at a padded step), h_next_bf16 a bfloat16 copy of  \
+ * h_next; out the output row (zero at a padded step).                                      \
  */                                                                                           \
-void lstm_forward_##suffix(long batch, long hidden, real *gates, const real *h_prev,          \
-                           const real *c_prev, const real *p_i, const real *p_f,              \
-                           const real *p_o, const uint8_t *mask, real *c_new, real *h_next,   \
-                           real *c_next, real *out)                                           \
+void lstm_forward_##suffix(long batch, long hidden, real *gates, const real *rec,             \
+                           const uint16_t *rec_bf16, const real *h_prev, const real *c_prev,  \
+                           const real *p_i, const real *p_f, const real *p_o,                 \
+                           const uint8_t *mask, real *c_new, real *h_next, real *c_next,      \
+                           real *out, uint16_t *h_next_bf16)                                  \
 {                                                                                             \
+    _Pragma("omp parallel for if (batch * hidden >= PARALLEL_FROM)")                          \
     for (long b = 0; b < batch; b++) {                                                        \
         real *a = gates + b * 4 * hidden;                                                     \
         const real *cp = c_prev + b * hidden, *hp = h_prev + b * hidden;                      \
         real *cn = c_new + b * hidden, *hn = h_next + b * hidden;                             \
         real *cx = c_next + b * hidden, *y = out + b * hidden;                                \
         const int real_step = mask == NULL || mask[b];                                        \
+        ADD_PRODUCT(real, a, rec ? rec + b * 4 * hidden : NULL,                               \
+                    rec_bf16 ? rec_bf16 + b * 4 * hidden : NULL, 4 * hidden)                  \
         _Pragma("omp simd")                                                                   \
         for (long j = 0; j < hidden; j++) {                                                   \
             real ai = a[j], af = a[hidden + j], ag = a[2 * hidden + j];                       \
@@ -39,14 +98,12 @@ void lstm_forward_##suffix(long batch, long hidden, real *gates, const real *h_p
                 ai += p_i[j] * c;                                                             \
                 af += p_f[j] * c;                                                             \
             }                                                                                 \
-            real i = (real)0.5 + (real)0.5 * tanh_fn((real)0.5 * ai);                         \
-            real f = (real)0.5 + (real)0.5 * tanh_fn((real)0.5 * af);                         \
-            real g = tanh_fn(ag);                                                             \
+            real i = sigmoid_##suffix(ai), f = sigmoid_##suffix(af), g = tanh_##suffix(ag);   \
             real cell = f * c + i * g;                                                        \
             if (p_o)                                                                          \
                 ao += p_o[j] * cell;                                                          \
-            real o = (real)0.5 + (real)0.5 * tanh_fn((real)0.5 * ao);                         \
-            real h = o * tanh_fn(cell);                                                       \
+            real o = sigmoid_##suffix(ao);                                                    \
+            real h = o * tanh_##suffix(cell);                                                 \
             a[j] = i;                                                                         \
             a[hidden + j] = f;                                                                \
             a[2 * hidden + j] = g;                                                            \
@@ -56,33 +113,45 @@ void lstm_forward_##suffix(long batch, long hidden, real *gates, const real *h_p
             cx[j] = real_step ? cell : c;                                                     \
             y[j] = real_step ? h : (real)0;                                                   \
         }                                                                                     \
+        if (h_next_bf16) {                                                                    \
+            uint16_t *hb = h_next_bf16 + b * hidden;                                          \
+            _Pragma("omp simd") for (long j = 0; j < hidden; j++) hb[j] = to_bf16((float)hn[j]); \
+        }                                                                                     \
     }                                                                                         \
 }                                                                                             \
                                                                                               \
-/* Backward through one step. On entry dh, dc are the gradients reaching the carried state    \
- * after the step; d_out the output's. Writes d_gates (dL/da, B x 4H, zero at padded steps),   \
- * replaces dc by the gradient for c_{t-1}, and dh by its carried part (zero at real steps:    \
- * the caller then adds d_gates W_hh). Adds the peephole gradients into dp_* (double, H).      \
+/* Backward through one step. On entry dh + rec (or rec_bf16) and dc are the gradients       \
+ * reaching the carried state after the step (rec: the previous step's d_gates W_hh), d_out  \
+ * the output's. Writes d_gates (dL/da, B x 4H, zero at padded steps) and its bfloat16 copy, \
+ * replaces dc by the gradient for c_{t-1} and dh by its carried part (zero at real steps:   \
+ * the caller adds this step's d_gates W_hh next). Adds the peephole gradients into dp_*     \
+ * (double, H).                                                                              \
  */                                                                                           \
 void lstm_backward_##suffix(long batch, long hidden, const real *gates, const real *c_prev,   \
                             const real *c_new, const real *p_i, const real *p_f,              \
                             const real *p_o, const uint8_t *mask, const real *d_out,          \
-                            real *dh, real *dc, real *d_gates, double *dp_i, double *dp_f,    \
-                            double *dp_o)                                                     \
+                            const real *rec, const uint16_t *rec_bf16, real *dh, real *dc,    \
+                            real *d_gates, uint16_t *d_gates_bf16, double *dp_i,              \
+                            double *dp_f, double *dp_o)                                       \
 {                                                                                             \
+    _Pragma("omp parallel for if (batch * hidden >= PARALLEL_FROM)")                          \
     for (long b = 0; b < batch; b++) {                                                        \
         real *da = d_gates + b * 4 * hidden;                                                  \
+        real *dhb = dh + b * hidden, *dcb = dc + b * hidden;                                  \
+        ADD_PRODUCT(real, dhb, rec ? rec + b * hidden : NULL,                                 \
+                    rec_bf16 ? rec_bf16 + b * hidden : NULL, hidden)                          \
         if (mask != NULL && !mask[b]) {                                                       \
             memset(da, 0, sizeof(real) * 4 * hidden);                                         \
+            if (d_gates_bf16)                                                                 \
+                memset(d_gates_bf16 + b * 4 * hidden, 0, sizeof(uint16_t) * 4 * hidden);      \
             continue;                                                                         \
         }                                                                                     \
         const real *a = gates + b * 4 * hidden, *cp = c_prev + b * hidden;                    \
         const real *cn = c_new + b * hidden, *dy = d_out + b * hidden;                        \
-        real *dhb = dh + b * hidden, *dcb = dc + b * hidden;                                  \
         _Pragma("omp simd")                                                                   \
         for (long j = 0; j < hidden; j++) {                                                   \
             real i = a[j], f = a[hidden + j], g = a[2 * hidden + j], o = a[3 * hidden + j];   \
-            real tc = tanh_fn(cn[j]);                                                         \
+            real tc = tanh_##suffix(cn[j]);                                                   \
             real dh_new = dy[j] + dhb[j];                                                     \
             real da_o = dh_new * tc * o * ((real)1 - o);                                      \
             real dc_new = dcb[j] + dh_new * o * ((real)1 - tc * tc);                          \
@@ -102,9 +171,23 @@ void lstm_backward_##suffix(long batch, long hidden, const real *gates, const re
             dcb[j] = dc_prev;                                                                 \
             dhb[j] = (real)0;                                                                 \
         }                                                                                     \
-        if (p_i) {                                                                            \
+        if (d_gates_bf16) {                                                                   \
+            uint16_t *db = d_gates_bf16 + b * 4 * hidden;                                     \
+            _Pragma("omp simd") for (long k = 0; k < 4 * hidden; k++) db[k] = to_bf16((float)da[k]); \
+        }                                                                                     \
+    }                                                                                         \
+    if (p_i == NULL)                                                                          \
+        return;                                                                               \
+    /* Peephole sums over the batch (rows of padded steps are zero): split over units, so   \
+     * that threads never add into the same sum. */                                         \
+    _Pragma("omp parallel for if (batch * hidden >= PARALLEL_FROM)")                          \
+    for (long j0 = 0; j0 < hidden; j0 += 64) {                                                \
+        const long j1 = j0 + 64 < hidden ? j0 + 64 : hidden;                                  \
+        for (long b = 0; b < batch; b++) {                                                    \
+            const real *da = d_gates + b * 4 * hidden;                                        \
+            const real *cp = c_prev + b * hidden, *cn = c_new + b * hidden;                   \
             _Pragma("omp simd")                                                               \
-            for (long j = 0; j < hidden; j++) {                                               \
+            for (long j = j0; j < j1; j++) {                                                  \
                 dp_i[j] += (double)(da[j] * cp[j]);                                           \
                 dp_f[j] += (double)(da[hidden + j] * cp[j]);                                  \
                 dp_o[j] += (double)(da[3 * hidden + j] * cn[j]);                              \
@@ -113,5 +196,5 @@ void lstm_backward_##suffix(long batch, long hidden, const real *gates, const re
     }                                                                                         \
 }
 
-DEFINE_LSTM_STEPS(float, f32, tanhf)
-DEFINE_LSTM_STEPS(double, f64, tanh)
+DEFINE_LSTM_STEPS(float, f32)
+DEFINE_LSTM_STEPS(double, f64)
