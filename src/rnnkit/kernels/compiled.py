@@ -2,10 +2,10 @@
 
 The C source (``csrc/lstm_gates.c``) is compiled once per machine into a cache directory
 (``$RNNKIT_CACHE``, else ``$XDG_CACHE_HOME/rnnkit``, else ``~/.cache/rnnkit``) under a name
-that hashes the source, the compiler and the flags, so an edit or another machine's
-``-march=native`` never loads a stale library. The compiler is ``$CC``, else ``cc``.
-Flag sets are tried in order: tuned for this CPU, then portable; when none builds (no
-compiler, say) :func:`library` returns None, warns once, and the callers take the Python
+that hashes the source, the compiler, the flags and the CPU's feature flags, so an edit or
+another machine's ``-march=native`` never loads a stale library. The compiler is ``$CC``,
+else ``cc``. Flag sets are tried in order: tuned for this CPU, then portable; when none
+builds (no compiler, say) :func:`library` returns None, warns once, and the callers take the Python
 BPTT of :mod:`rnnkit.kernels.lstm_bptt`, their slow twin.
 
 Compiling and linking are two commands so that ``-ffast-math`` shapes the code only: linked
@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
 import subprocess
 import tempfile
 import warnings
@@ -45,8 +46,18 @@ def cache_dir() -> Path:
     return Path(base) / "rnnkit"
 
 
+def _cpu() -> str:
+    """What -march=native saw: the CPU's flags line, so a shared home never mixes CPUs."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.machine()
+    return next((line for line in lines if line.startswith("flags")), platform.machine())
+
+
 def _library_path(cc: str, flags: tuple) -> Path:
-    key = hashlib.sha256(SOURCE.read_bytes() + repr((cc, flags)).encode()).hexdigest()[:16]
+    identity = repr((cc, flags, _cpu())).encode()
+    key = hashlib.sha256(SOURCE.read_bytes() + identity).hexdigest()[:16]
     return cache_dir() / f"lstm_gates-{key}.so"
 
 
@@ -103,7 +114,3 @@ def library() -> ctypes.CDLL | None:
         stacklevel=2,
     )
     return None
-
-
-if __name__ == "__main__":  # `python -m rnnkit.kernels.compiled`: build now (make setup)
-    print("C gate kernels:", "built" if library() else "unavailable; Python fallback in use")
