@@ -188,7 +188,7 @@ def part_origins(config: Config, series: Series, bounds: tuple[int, int]) -> dic
     origins = {}
     for part, (start, end) in parts.items():
         origins[part] = window_origins(start, end, config.input_window, config.horizon)
-        if len(origins[part]) == 0 and (part != "val" or config.val_fraction > 0):
+        if len(origins[part]) == 0:
             raise SeriesError(
                 f"{series.name}: too few rows for one {part} window: {len(series)} rows, the "
                 f"{part} part is rows {start + 1}-{end}, and a window needs input_window + "
@@ -287,6 +287,11 @@ def test_forecasts(model: Forecaster, prepared: Prepared, config: Config) -> dic
     units, each (K, H, Ct); and the actual values."""
     origins = prepared.origins["test"]
     inputs, _ = windows(prepared, origins, config)
+    if origins.min() < prepared.period:
+        raise SeriesError(
+            f"{prepared.series.name}: seasonal naive needs a full season ({prepared.period} "
+            f"rows) before the first test window, which starts at row {origins.min() + 1}"
+        )
     predicted = forecast(model, inputs.to(model.head.weight.device), config.horizon).cpu()
     targets = list(range(prepared.targets))
     raw = prepared.series.values[:, targets]  # (N, Ct)
