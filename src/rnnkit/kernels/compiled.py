@@ -88,7 +88,7 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         forward.argtypes = [size, size] + [address] * 14
         forward.restype = None
         backward = getattr(lib, f"lstm_backward_{suffix}")
-        backward.argtypes = [size, size] + [address] * 17
+        backward.argtypes = [size, size] + [address] * 18
         backward.restype = None
     return lib
 

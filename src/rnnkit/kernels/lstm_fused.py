@@ -125,6 +125,8 @@ class LSTMFused(torch.autograd.Function):
         step_c = getattr(library(), "lstm_forward_" + SUFFIX[x.dtype])
         bias = None if bias_ih is None else bias_ih + bias_hh
         x_flat = x.reshape(steps * batch, -1)  # (TB, I)
+        if low_precision:  # kept for the weight gradients
+            x_flat = x_flat.bfloat16()
         gates = _mm(x_flat, weight_ih.t(), low_precision)  # (TB, 4H), activations after
         gates = (gates if bias is None else gates.add_(bias)).view(steps, batch, -1)
         h_prev_seq = x.new_empty(steps + 1, batch, hidden)  # (T+1, B, H): row T is final
@@ -153,25 +155,29 @@ class LSTMFused(torch.autograd.Function):
                 h_low_at(after),
             )  # fmt: skip
         ctx.save_for_backward(
-            x, weight_ih, weight_hh, *peepholes, mask, h_in, c_prev_seq, c_new_seq, gates
+            x_flat, weight_ih, weight_hh, *peepholes, mask, h_in, c_prev_seq, c_new_seq, gates
         )
-        ctx.reverse, ctx.low_precision = reverse, low_precision
+        ctx.reverse, ctx.low_precision, ctx.bias = reverse, low_precision, bias is not None
+        ctx.x_shape, ctx.x_dtype = x.shape, x.dtype
         return output, h_prev_seq[steps].clone(), c_prev_seq[steps].clone()
 
     @staticmethod
     @once_differentiable
     @_without_autocast
     def backward(ctx, d_output, d_h_final, d_c_final):
-        x, weight_ih, weight_hh, p_i, p_f, p_o, mask, *sequences = ctx.saved_tensors
+        x_flat, weight_ih, weight_hh, p_i, p_f, p_o, mask, *sequences = ctx.saved_tensors
         h_in, c_prev_seq, c_new_seq, gates = sequences
-        steps, batch, hidden = x.shape[0], x.shape[1], weight_hh.shape[1]
+        (steps, batch, _), hidden = ctx.x_shape, weight_hh.shape[1]
         low = ctx.low_precision
-        step_c = getattr(library(), "lstm_backward_" + SUFFIX[x.dtype])
+        step_c = getattr(library(), "lstm_backward_" + SUFFIX[ctx.x_dtype])
         d_output = d_output.contiguous()
         dh, dc = d_h_final.contiguous().clone(), d_c_final.contiguous().clone()  # (B, H)
-        d_gates = torch.empty_like(gates)  # (T, B, 4H) da_i, da_f, da_g, da_o
-        d_low = torch.empty_like(gates, dtype=torch.bfloat16) if low else None  # C's copy
+        # da_i, da_f, da_g, da_o: (T, B, 4H) for the float matmuls; under mixed precision the
+        # matmuls read C's bfloat16 copy and one (B, 4H) row of float32 suffices.
+        d_gates = gates.new_empty(1 if low else steps, batch, 4 * hidden)
+        d_low = torch.empty_like(gates, dtype=torch.bfloat16) if low else None
         d_peep = torch.zeros(3, hidden, dtype=torch.float64)  # (3, H) dp_i, dp_f, dp_o
+        d_bias = torch.zeros(4 * hidden, dtype=torch.float64) if ctx.bias else None  # (4H,)
         product = recurrent_product(weight_hh.t(), batch, low)  # row @ W_hh
         d_rows = (d_low if low else d_gates).unbind(0)
         gate_at, c_at, c_new_at, mask_at, d_out_at, d_gate_at, d_low_at, d_peep_at = map(
@@ -179,29 +185,30 @@ class LSTMFused(torch.autograd.Function):
         )
         peephole_at = [_rows(p)() for p in (p_i, p_f, p_o)]
         fixed = (dh.data_ptr(), dc.data_ptr())
+        sums = (d_peep_at(0), d_peep_at(1), d_peep_at(2), _rows(d_bias)())
         recurrent = None  # (B, H) da_{t+1} W_hh, added to dh by the next call
         for t in reversed(time_steps(steps, ctx.reverse)):
             step_c(
                 batch, hidden, gate_at(t), c_at(t), c_new_at(t), *peephole_at, mask_at(t),
-                d_out_at(t), *_product_args(recurrent), *fixed, d_gate_at(t), d_low_at(t),
-                d_peep_at(0), d_peep_at(1), d_peep_at(2),
+                d_out_at(t), *_product_args(recurrent), *fixed, d_gate_at(0 if low else t),
+                d_low_at(t), *sums,
             )  # fmt: skip
             recurrent = product(d_rows[t])
         dh.add_(recurrent)
         d_matmul = d_low if low else d_gates
-        grads = _linear_grads(ctx.needs_input_grad, x, h_in[:steps], weight_ih, d_matmul, low)
-        d_bias = d_gates.sum((0, 1)) if any(ctx.needs_input_grad[3:5]) else None  # (4H,)
-        grads += (d_bias, None if d_bias is None else d_bias.clone())  # no aliased .grad
-        peephole_grads = (None,) * 3 if p_i is None else tuple(d_peep.to(x.dtype).unbind(0))
-        return *grads, dh, dc, *peephole_grads, None, None, None
+        grads = _linear_grads(ctx.needs_input_grad, x_flat, h_in[:steps], weight_ih, d_matmul, low)
+        dx = None if grads[0] is None else grads[0].view(ctx.x_shape).to(ctx.x_dtype)
+        d_bias = None if d_bias is None else d_bias.to(ctx.x_dtype)
+        d_biases = (d_bias, None if d_bias is None else d_bias.clone())  # no aliased .grad
+        peephole_grads = (None,) * 3 if p_i is None else tuple(d_peep.to(ctx.x_dtype).unbind(0))
+        return dx, *grads[1:], *d_biases, dh, dc, *peephole_grads, None, None, None
 
 
-def _linear_grads(needs, x, h_prev_seq, weight_ih, d_gates, low_precision):
-    """(dx, dW_ih, dW_hh), each one matmul over all steps (or None if not needed)."""
-    steps, batch, inputs = x.shape
-    d_flat = d_gates.reshape(steps * batch, -1)  # (TB, 4H)
-    dx = _mm(d_flat, weight_ih, low_precision).view(steps, batch, inputs) if needs[0] else None
-    x_flat, h_flat = x.reshape(steps * batch, inputs), h_prev_seq.reshape(steps * batch, -1)
+def _linear_grads(needs, x_flat, h_prev_seq, weight_ih, d_gates, low_precision):
+    """(dx (TB, I), dW_ih, dW_hh), each one matmul over all steps (or None if not needed)."""
+    d_flat = d_gates.reshape(x_flat.shape[0], -1)  # (TB, 4H)
+    h_flat = h_prev_seq.reshape(x_flat.shape[0], -1)  # (TB, H)
+    dx = _mm(d_flat, weight_ih, low_precision) if needs[0] else None
     d_weight_ih = _mm(d_flat.t(), x_flat, low_precision) if needs[1] else None
     d_weight_hh = _mm(d_flat.t(), h_flat, low_precision) if needs[2] else None
     return dx, d_weight_ih, d_weight_hh

@@ -125,14 +125,14 @@ void lstm_forward_##suffix(long batch, long hidden, real *gates, const real *rec
  * the output's. Writes d_gates (dL/da, B x 4H, zero at padded steps) and its bfloat16 copy, \
  * replaces dc by the gradient for c_{t-1} and dh by its carried part (zero at real steps:   \
  * the caller adds this step's d_gates W_hh next). Adds the peephole gradients into dp_*     \
- * (double, H).                                                                              \
+ * (double, H) and the bias gradient into d_bias (double, 4H).                               \
  */                                                                                           \
 void lstm_backward_##suffix(long batch, long hidden, const real *gates, const real *c_prev,   \
                             const real *c_new, const real *p_i, const real *p_f,              \
                             const real *p_o, const uint8_t *mask, const real *d_out,          \
                             const real *rec, const uint16_t *rec_bf16, real *dh, real *dc,    \
                             real *d_gates, uint16_t *d_gates_bf16, double *dp_i,              \
-                            double *dp_f, double *dp_o)                                       \
+                            double *dp_f, double *dp_o, double *d_bias)                       \
 {                                                                                             \
     _Pragma("omp parallel for if (batch * hidden >= PARALLEL_FROM)")                          \
     for (long b = 0; b < batch; b++) {                                                        \
@@ -174,6 +174,16 @@ void lstm_backward_##suffix(long batch, long hidden, const real *gates, const re
         if (d_gates_bf16) {                                                                   \
             uint16_t *db = d_gates_bf16 + b * 4 * hidden;                                     \
             _Pragma("omp simd") for (long k = 0; k < 4 * hidden; k++) db[k] = to_bf16((float)da[k]); \
+        }                                                                                     \
+    }                                                                                         \
+    if (d_bias) {                                                                             \
+        _Pragma("omp parallel for if (batch * hidden >= PARALLEL_FROM)")                      \
+        for (long k0 = 0; k0 < 4 * hidden; k0 += 64) {                                       \
+            const long k1 = k0 + 64 < 4 * hidden ? k0 + 64 : 4 * hidden;                      \
+            for (long b = 0; b < batch; b++) {                                                \
+                const real *da = d_gates + b * 4 * hidden;                                    \
+                _Pragma("omp simd") for (long k = k0; k < k1; k++) d_bias[k] += (double)da[k]; \
+            }                                                                                 \
         }                                                                                     \
     }                                                                                         \
     if (p_i == NULL)                                                                          \
