@@ -33,6 +33,17 @@ def test_metrics_by_hand():
         metrics.mae(actual, predicted[:2])
 
 
+def test_score_scales_each_column_by_its_own_training_part():
+    actual = np.array([[[1.0, 10.0], [2.0, 20.0]]])  # (K=1, H=2, Ct=2)
+    forecasts = {"actual": actual, "flat": np.array([[[2.0, 10.0], [2.0, 10.0]]])}
+    insample = np.array([[0.0, 0.0], [1.0, 5.0], [0.0, 0.0]])  # naive scales 1 and 5
+    result = metrics.score(forecasts, insample, period=1)
+    # column 0: MAE 0.5, MASE 0.5; column 1: MAE 5, MASE 1 -> means 2.75 and 0.75
+    assert result["flat"]["mae"] == pytest.approx(2.75)
+    assert result["flat"]["mase"] == pytest.approx(0.75)
+    assert set(result) == {"flat"}
+
+
 def test_baselines_by_hand():
     history = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
     assert metrics.naive(history, 3).tolist() == [5, 5, 5]

@@ -70,6 +70,23 @@ def all_metrics(actual: np.ndarray, forecast: np.ndarray, scale: float) -> dict:
     }
 
 
+def score(forecasts: dict, insample: np.ndarray, period: int) -> dict:
+    """Metrics of every forecaster in ``forecasts`` (name -> (K, H, Ct) array, beside
+    ``"actual"``), each column scaled by its own training part ``insample`` (N, Ct) for
+    MASE, then averaged over the columns."""
+    scales = [mase_scale(insample[:, c], period) for c in range(insample.shape[1])]
+    result = {}
+    for name, predicted in forecasts.items():
+        if name == "actual":
+            continue
+        per_column = [
+            all_metrics(forecasts["actual"][..., c], predicted[..., c], scale)
+            for c, scale in enumerate(scales)
+        ]
+        result[name] = {k: float(np.mean([m[k] for m in per_column])) for k in per_column[0]}
+    return result
+
+
 def naive(history: np.ndarray, horizon: int) -> np.ndarray:
     """Repeat the last value: history (..., T) -> (..., horizon)."""
     history = np.asarray(history)

@@ -308,20 +308,8 @@ def test_forecasts(model: Forecaster, prepared: Prepared, config: Config) -> dic
 
 
 def score_forecasts(forecasts: dict, prepared: Prepared) -> dict:
-    """MAE, RMSE, MASE, sMAPE of each forecaster, averaged over the target columns."""
-    train_end = prepared.bounds[0]
-    result = {}
-    for name in ("model", "naive", "seasonal_naive"):
-        per_column = [
-            metrics.all_metrics(
-                forecasts["actual"][..., c],
-                forecasts[name][..., c],
-                metrics.mase_scale(prepared.series.values[:train_end, c], prepared.period),
-            )
-            for c in range(prepared.targets)
-        ]
-        result[name] = {k: float(np.mean([m[k] for m in per_column])) for k in per_column[0]}
-    return result
+    insample = prepared.series.values[: prepared.bounds[0], : prepared.targets]
+    return metrics.score(forecasts, insample, prepared.period)
 
 
 def test(run_dir: Path, prepared: Prepared) -> dict:
