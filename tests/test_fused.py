@@ -247,16 +247,24 @@ def test_precision_checks(kwargs, call, error, message):
         call(layer)
 
 
-def test_bf16_packed_and_plain_products_agree(monkeypatch):
-    """oneDNN's packed bfloat16 product against plain bfloat16 torch.mm, its slow twin."""
+def test_bf16_per_step_products_packed_plain_and_float32(monkeypatch):
+    """At B x H = 8192 the per-step products run in bfloat16 (below, in float32): oneDNN's
+    packed product against plain bfloat16 torch.mm, its slow twin, and both near float32."""
     torch.manual_seed(2)
-    layer = rnnkit.LSTM(I, H, peephole=True, precision="bf16")
-    x = torch.randn(T, B, I, requires_grad=True)
+    batch, hidden = 64, 128
+    assert lstm_fused.bf16_steps(batch, hidden, True)
+    assert not lstm_fused.bf16_steps(batch, hidden - 1, True)
+    exact = rnnkit.LSTM(I, hidden, peephole=True, bidirectional=True)
+    mixed = rnnkit.LSTM(I, hidden, peephole=True, bidirectional=True, precision="bf16")
+    mixed.load_state_dict(exact.state_dict())
+    x = torch.randn(3, batch, I, requires_grad=True)
+    lengths = torch.randint(1, 4, (batch,))
     results = []
-    for packed in (True, False):
+    for layer, packed in ((mixed, True), (mixed, False), (exact, True)):
         monkeypatch.setattr(lstm_fused, "PACKED", packed)
-        output, (h, c) = layer(x, lengths=LENGTHS)
+        output, (h, c) = layer(x, lengths=lengths)
         (dx,) = torch.autograd.grad(output.pow(2).sum() + h.sum() + c.sum(), [x])
         results.append((output, h, c, dx))
-    for ours, theirs in zip(*results, strict=True):
-        assert relative_error(ours, theirs) < 1e-2
+    for packed, plain, float32 in zip(*results, strict=True):
+        assert relative_error(packed, plain) < 1e-2
+        assert relative_error(packed, float32) < BF16_RELATIVE

@@ -15,10 +15,11 @@ The C source is ``csrc/lstm_gates.c``; :mod:`rnnkit.kernels.compiled` builds it.
 cannot (no compiler) or does not apply (not CPU, not float32/float64), :func:`fused_scan`
 runs the Python BPTT instead, which computes the same function.
 
-Mixed precision (``low_precision=True``, float32 only): every matrix product takes bfloat16
-copies of its operands (bfloat16 matmuls accumulate in float32 inside oneDNN), while the
-gate pre-activations, the cell state, the gate math and the peephole sums stay float32 and
-the weight gradients are returned in float32 for the float32 master weights.
+Mixed precision (``low_precision=True``, float32 only): the matrix products take bfloat16
+copies of their operands and accumulate in float32 inside oneDNN (the per-step products
+from B x H = 8192 on, see :func:`bf16_steps`); the gate pre-activations, the cell state,
+the gate math and the bias and peephole sums stay float32, and the weight gradients are
+returned in float32 for the float32 master weights.
 
 Shape letters: T time, B batch, I input size, H hidden size.
 """
@@ -73,6 +74,13 @@ def recurrent_product(weight: Tensor, batch: int, low_precision: bool):
         pass
     weight_t = weight.t().bfloat16() if low_precision else weight.t()
     return lambda row: torch.mm(row, weight_t)
+
+
+def bf16_steps(batch: int, hidden: int, low_precision: bool) -> bool:
+    """Whether the per-step products run in bfloat16 under mixed precision: only from
+    B x H = 8192 on. Below that oneDNN's fixed cost per call (about 30 us here) outweighs
+    its speed, and MKL's packed float32 product of a small row is faster."""
+    return low_precision and batch * hidden >= 8192
 
 
 def _mm(a: Tensor, b: Tensor, low_precision: bool) -> Tensor:
@@ -139,8 +147,9 @@ class LSTMFused(torch.autograd.Function):
         order = list(time_steps(steps, reverse))
         h_prev_seq[order[0]], c_prev_seq[order[0]] = h0, c0
         h_in[order[0]] = h0
-        product = recurrent_product(weight_hh, batch, low_precision)
-        h_rows = h_in.unbind(0)
+        bf16_products = bf16_steps(batch, hidden, low_precision)
+        product = recurrent_product(weight_hh, batch, bf16_products)
+        h_rows = (h_in if bf16_products else h_prev_seq).unbind(0)
         gate_at, h_at, c_at, c_new_at, out_at, mask_at = map(
             _rows, (gates, h_prev_seq, c_prev_seq, c_new_seq, output, mask)
         )
@@ -178,8 +187,9 @@ class LSTMFused(torch.autograd.Function):
         d_low = torch.empty_like(gates, dtype=torch.bfloat16) if low else None
         d_peep = torch.zeros(3, hidden, dtype=torch.float64)  # (3, H) dp_i, dp_f, dp_o
         d_bias = torch.zeros(4 * hidden, dtype=torch.float64) if ctx.bias else None  # (4H,)
-        product = recurrent_product(weight_hh.t(), batch, low)  # row @ W_hh
-        d_rows = (d_low if low else d_gates).unbind(0)
+        bf16_products = bf16_steps(batch, hidden, low)
+        product = recurrent_product(weight_hh.t(), batch, bf16_products)  # row @ W_hh
+        d_rows = (d_low if bf16_products else d_gates).unbind(0)
         gate_at, c_at, c_new_at, mask_at, d_out_at, d_gate_at, d_low_at, d_peep_at = map(
             _rows, (gates, c_prev_seq, c_new_seq, mask, d_output, d_gates, d_low, d_peep)
         )
@@ -193,7 +203,7 @@ class LSTMFused(torch.autograd.Function):
                 d_out_at(t), *_product_args(recurrent), *fixed, d_gate_at(0 if low else t),
                 d_low_at(t), *sums,
             )  # fmt: skip
-            recurrent = product(d_rows[t])
+            recurrent = product(d_rows[t if bf16_products or not low else 0])
         dh.add_(recurrent)
         d_matmul = d_low if low else d_gates
         grads = _linear_grads(ctx.needs_input_grad, x_flat, h_in[:steps], weight_ih, d_matmul, low)
