@@ -339,10 +339,9 @@ def plot_forecast(path: Path, prepared: Prepared, forecasts: dict, config: Confi
     x = dates if dates else list(range(len(prepared.series)))
     fig, ax = plt.subplots(figsize=(9, 4))
     values = prepared.series.values[:, 0]
-    ax.plot(x[start : origin + 1], values[start : origin + 1], color="black", label="history")
-    ax.plot(
-        x[origin : origin + H], values[origin : origin + H], color="black", ls=":", label="actual"
-    )
+    ax.plot(x[start:origin], values[start:origin], color="black", label="history")
+    after = slice(origin - 1, origin + H)  # from the last known value, so the lines join
+    ax.plot(x[after], values[after], color="black", ls=":", label="actual")
     for name, style in (("model", "-"), ("naive", "--"), ("seasonal_naive", "-.")):
         ax.plot(x[origin : origin + H], forecasts[name][-1, :, 0], ls=style, label=name)
     ax.set(title=f"{prepared.series.name}: {prepared.series.columns[0]}, last test window")
