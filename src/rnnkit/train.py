@@ -62,8 +62,8 @@ class TrainConfig:
     minutes: float = 0.0  # stop after this much training time (0: no limit)
     eval_every: int = 200  # evaluate on validation every this many steps
     seed: int = 1  # seed for initialisation, dropout and sampling order
-    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where the hardware has it
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # where to train (auto: cuda if available)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # bf16 or fp32 (auto: bf16 if native)
     out: str = ""  # run directory (default: runs/<task>-<date>-<time>)
 
 
