@@ -139,6 +139,11 @@ def test_a_label_seen_only_outside_training_is_named(tmp_path):
         tag.prepare(config, data)
 
 
+def test_too_few_sequences_for_a_split_say_so():
+    with pytest.raises(TagDataError, match="3 sequences are too few"):
+        tag.split_indices(3, 0.15, 0.15, 1)
+
+
 def test_scaler_is_fitted_on_training_sequences_only(tmp_path):
     data = generate_regimes(sequences=20, seed=1)
     config = tiny_config(tmp_path, sequences=20)

@@ -35,6 +35,7 @@ from rnnkit.data.series import Scaler
 from rnnkit.train import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
 NAME = "tag"
+DATA_SEED = 0  # seed of the generated regimes a run trains on; eval draws a fresh sample
 
 
 @dataclass
@@ -115,8 +116,11 @@ class Prepared:
 def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int):
     order = np.random.default_rng(seed).permutation(n)
     n_test, n_val = int(round(n * test_fraction)), int(round(n * val_fraction))
-    if n - n_test - n_val < 1 or (val_fraction > 0 and n_val < 1):
-        raise TagDataError(f"{n} sequences are too few for this split")
+    if n - n_test - n_val < 1 or n_val < 1 or n_test < 1:
+        raise TagDataError(
+            f"{n} sequences are too few to train, validate (which picks the best model) and "
+            f"test with val_fraction {val_fraction} and test_fraction {test_fraction}"
+        )
     return order[n_test + n_val :], order[n_test : n_test + n_val], order[:n_test]
 
 
@@ -137,7 +141,10 @@ def encode(data: Tagged, index, classes: list, scaler: Scaler, part: str) -> lis
 
 
 def prepare(config: Config, data: Tagged | None = None) -> Prepared:
-    data = data or load_tagged(config.data, config.seed, config.sequences)
+    """Load (or take) the data, split it, fit the scaler on training steps, encode labels.
+    The data and the split have their own fixed seeds, so runs with different ``--seed``
+    (initialisation and batch order) share one test set."""
+    data = data or load_tagged(config.data, DATA_SEED, config.sequences)
     train, val, test = split_indices(len(data), config.val_fraction, config.test_fraction, 1)
     classes = sorted(set(np.concatenate([data.labels[i] for i in train]).tolist()))
     scaler = Scaler.fit(np.concatenate([data.inputs[i] for i in train]).astype(np.float64))
@@ -302,7 +309,7 @@ def evaluate(run_dir: Path, data: str, device: str = "auto") -> dict:
     """Masked loss and per-step accuracy of a run on every sequence of ``data`` (an .npz
     file; "regimes" scores a fresh sample generated with another seed)."""
     config, classes, scaler, model = load_run(run_dir, device)
-    tagged = load_tagged(data, config.seed + 1, config.sequences)
+    tagged = load_tagged(data, DATA_SEED + 1, config.sequences)
     pairs = encode(tagged, range(len(tagged)), classes, scaler, "scored")
     result = score(model, pairs)
     return {**result, "sequences": len(pairs)}
