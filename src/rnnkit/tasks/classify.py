@@ -3,9 +3,10 @@
 Tokens -> embedding -> uni- or bidirectional recurrent layers -> pooling over the real
 steps (:mod:`rnnkit.pooling`) -> dropout -> linear -> softmax over the classes. Data is a
 CSV/TSV table with a text and a label column (:mod:`rnnkit.data.tables`), split at random,
-once, by the seed into training, validation and test parts. Every evaluation also scores a
-TF-IDF (words and bigrams) + logistic-regression baseline fitted on the same training part,
-so the two numbers are printed side by side.
+once, by the seed into training, validation and test parts. A TF-IDF (words and bigrams) +
+logistic-regression baseline is fitted once on the same training part; every evaluation
+prints its accuracy on the same validation texts beside the model's, and the final test
+report (and ``rnnkit eval``) beside the model's test scores.
 
 Shape letters: T time (tokens), B batch, E embedding size, H hidden size, D directions,
 K classes.
@@ -59,16 +60,17 @@ class Config(TrainConfig):
     layers: int = 1  # stacked recurrent layers
     bidirectional: bool = True  # read the text both ways
     pooling: Literal["last", "mean", "max"] = "max"  # one vector per text, over real steps
-    dropout: float = 0.5  # dropout on embeddings, between layers and before the classifier
+    dropout: float = 0.2  # dropout on embeddings, between layers and before the classifier
     class_weights: Literal["none", "balanced"] = "none"  # balanced: n / (K n_k) per class
     batch_size: int = 64  # texts per training step
     val_fraction: float = 0.1  # share of the rows for validation
     test_fraction: float = 0.1  # share of the rows for the final test
     baseline: bool = True  # also score TF-IDF + logistic regression on the same split
-    lr: float = 2e-3  # peak learning rate
-    epochs: float = 6.0  # passes over the training part
+    lr: float = 4e-3  # peak learning rate
+    weight_decay: float = 0.0  # decoupled weight decay (0.01 learned slower on the reviews)
+    epochs: float = 3.0  # passes over the training part (validation loss rises after ~2)
     precision: Literal["auto", "fp32", "bf16"] = "fp32"  # fp32: bf16 was slower here on CPU
-    eval_every: int = 160  # evaluate on validation every this many steps
+    eval_every: int = 80  # evaluate on validation every this many steps
 
 
 # --- data ---
@@ -276,9 +278,8 @@ def split_metrics(model, encoded, labels, classes, baseline_pred, prefix) -> dic
     row = {f"{prefix}loss": log_loss(probs, labels)}
     row.update(confusion.scores(labels, probs.argmax(1), classes, prefix))
     if baseline_pred is not None:
-        row[f"{prefix}baseline_accuracy"] = confusion.scores(labels, baseline_pred, classes)[
-            "accuracy"
-        ]
+        baseline = confusion.scores(labels, baseline_pred, classes)
+        row[f"{prefix}baseline_accuracy"] = baseline["accuracy"]
     return row
 
 
