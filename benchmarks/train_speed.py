@@ -18,6 +18,7 @@ import statistics
 import time
 
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnkit
 
@@ -35,77 +36,104 @@ def make(name: str, hidden: int, **options):
 
 
 def cases(hidden: int) -> dict:
-    """name -> (model, peer name or None, gate blocks)."""
-    table = {
-        "torch.nn.LSTM": (make("torch.LSTM", hidden), None, 4),
-        "peephole fused": (make("peephole", hidden, kernel="fused"), "torch.nn.LSTM", 4),
-        "peephole loop": (make("peephole", hidden, kernel="loop"), None, 4),
-        "peephole bptt (python)": (make("peephole", hidden, kernel="bptt"), None, 4),
-        "peephole fused bf16": (
-            make("peephole", hidden, kernel="fused", precision="bf16"),
-            "peephole fused",
-            4,
-        ),
-        "lstm fused": (make("lstm", hidden, kernel="fused"), "torch.nn.LSTM", 4),
-        "lstm auto": (make("lstm", hidden), "torch.nn.LSTM", 4),
-        "lstm auto bf16": (make("lstm", hidden, precision="bf16"), "lstm auto", 4),
-        "lstm fused bf16": (make("lstm", hidden, kernel="fused", precision="bf16"), "lstm auto", 4),
-        "torch.nn.GRU": (make("torch.GRU", hidden), None, 3),
-        "gru auto": (make("gru", hidden), "torch.nn.GRU", 3),
-        "gru auto bf16": (make("gru", hidden, precision="bf16"), "gru auto", 3),
-        "torch.nn.RNN": (make("torch.RNN", hidden), None, 1),
-        "rnn auto": (make("rnn", hidden), "torch.nn.RNN", 1),
-        "rnn auto bf16": (make("rnn", hidden, precision="bf16"), "rnn auto", 1),
+    """name -> (model, gate blocks, with lengths)."""
+    return {
+        "torch.nn.LSTM": (make("torch.LSTM", hidden), 4, False),
+        "peephole fused": (make("peephole", hidden, kernel="fused"), 4, False),
+        "peephole loop": (make("peephole", hidden, kernel="loop"), 4, False),
+        "peephole bptt": (make("peephole", hidden, kernel="bptt"), 4, False),
+        "peephole fused bf16": (make("peephole", hidden, precision="bf16"), 4, False),
+        "lstm auto": (make("lstm", hidden), 4, False),
+        "lstm fused": (make("lstm", hidden, kernel="fused"), 4, False),
+        "lstm auto bf16": (make("lstm", hidden, precision="bf16"), 4, False),
+        "lstm fused bf16": (make("lstm", hidden, kernel="fused", precision="bf16"), 4, False),
+        "torch.nn.LSTM, lengths": (make("torch.LSTM", hidden), 4, True),
+        "lstm auto, lengths": (make("lstm", hidden), 4, True),
+        "torch.nn.GRU": (make("torch.GRU", hidden), 3, False),
+        "gru auto": (make("gru", hidden), 3, False),
+        "gru auto bf16": (make("gru", hidden, precision="bf16"), 3, False),
+        "torch.nn.RNN": (make("torch.RNN", hidden), 1, False),
+        "rnn auto": (make("rnn", hidden), 1, False),
+        "rnn auto bf16": (make("rnn", hidden, precision="bf16"), 1, False),
     }
-    table["peephole loop"] = (table["peephole loop"][0], "peephole fused", 4)
-    return table
 
 
-def train_step(model, x: torch.Tensor, weights: torch.Tensor) -> None:
+# (case, peer, the issue's target for case speed / peer speed, or None)
+COMPARISONS = [
+    ("peephole fused", "torch.nn.LSTM", 0.8),
+    ("peephole fused", "peephole loop", 2.5),
+    ("peephole fused", "peephole bptt", None),
+    ("peephole fused bf16", "peephole fused", 1.8),
+    ("lstm auto", "torch.nn.LSTM", 0.95),
+    ("lstm fused", "torch.nn.LSTM", None),
+    ("lstm auto bf16", "lstm auto", 1.8),
+    ("lstm fused bf16", "lstm auto", None),
+    ("lstm auto, lengths", "torch.nn.LSTM, lengths", None),
+    ("gru auto", "torch.nn.GRU", 0.95),
+    ("gru auto bf16", "gru auto", 1.8),
+    ("rnn auto", "torch.nn.RNN", 0.95),
+    ("rnn auto bf16", "rnn auto", 1.8),
+]
+
+
+def train_step(model, x: torch.Tensor, weights: torch.Tensor, lengths) -> None:
     model.zero_grad(set_to_none=True)
-    output, _ = model(x)
+    if lengths is None:
+        output, _ = model(x)
+    elif isinstance(model, torch.nn.RNNBase):  # torch.nn takes lengths as a PackedSequence
+        packed, _ = model(pack_padded_sequence(x, lengths, enforce_sorted=False))
+        output, _ = pad_packed_sequence(packed, total_length=x.shape[0])
+    else:
+        output, _ = model(x, lengths=lengths)
     (output.float() * weights).sum().backward()
 
 
-def measure(batch: int, length: int, hidden: int, rounds: int, only: list[str]) -> list[dict]:
+def measure(batch: int, length: int, hidden: int, rounds: int, only: list[str]) -> dict:
+    """case name -> median seconds per training step."""
     torch.manual_seed(0)
     table = {k: v for k, v in cases(hidden).items() if not only or any(o in k for o in only)}
     x = torch.randn(length, batch, hidden)  # (T, B, I)
     weights = torch.randn(length, batch, hidden)  # a loss that weighs every output
+    lengths = torch.full((batch,), length)
+    lengths[1::2] = length - length // 4  # half the batch a quarter shorter
     times = {name: [] for name in table}
-    for model, _, _ in table.values():
-        train_step(model, x, weights)  # warm-up: allocations, the C build, oneDNN primitives
+    for model, _, with_lengths in table.values():  # warm-up: the C build, oneDNN primitives
+        train_step(model, x, weights, lengths if with_lengths else None)
     for _ in range(rounds):
-        for name, (model, _, _) in table.items():
+        for name, (model, _, with_lengths) in table.items():
             start = clock()
-            train_step(model, x, weights)
+            train_step(model, x, weights, lengths if with_lengths else None)
             times[name].append(clock() - start)
-    rows = []
-    for name, (_, peer, gates) in table.items():
-        seconds = statistics.median(times[name])
-        flops = 3 * 2 * length * batch * gates * hidden * (2 * hidden)
-        rows.append(
-            {
-                "size": f"({batch}, {length}, {hidden})",
-                "case": name,
-                "ms": seconds * 1e3,
-                "tokens/s": batch * length / seconds,
-                "GFLOP/s": flops / seconds / 1e9,
-                "peer": peer,
-                "ratio": statistics.median(times[peer]) / seconds if peer in times else None,
-            }
-        )
-    return rows
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
-def print_table(rows: list[dict]) -> None:
-    print("| size (B, T, H) | case | ms / step | tokens/s | GFLOP/s | peer | speed vs peer |")
-    print("|---|---|---:|---:|---:|---|---:|")
-    for r in rows:
-        ratio = f"{r['ratio']:.2f}x" if r["ratio"] else ""
+def print_tables(results: dict, sizes, hidden_gates: dict) -> None:
+    print("| case | " + " | ".join(f"({b}, {t}, {h}) ms, tokens/s, GFLOP/s" for b, t, h in sizes))
+    print("|---|" + "---:|" * len(sizes))
+    for name, gates in hidden_gates.items():
+        cells = []
+        for b, t, h in sizes:
+            seconds = results[(b, t, h)][name]
+            flops = 3 * 2 * t * b * gates * h * (2 * h)
+            cells.append(
+                f"{seconds * 1e3:.0f}, {b * t / seconds:,.0f}, {flops / seconds / 1e9:.0f}"
+            )
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print()
+    print("| speed of | against | target | " + " | ".join(f"({b}, {t}, {h})" for b, t, h in sizes))
+    print("|---|---|---:|" + "---:|" * len(sizes))
+    for case, peer, target in COMPARISONS:
+        if case not in hidden_gates or peer not in hidden_gates:
+            continue
+        ratios = [results[size][peer] / results[size][case] for size in sizes]
+        marks = [
+            f"{r:.2f}x" + ("" if target is None else (" ok" if r >= target else " no"))
+            for r in ratios
+        ]
         print(
-            f"| {r['size']} | {r['case']} | {r['ms']:.1f} | {r['tokens/s']:,.0f} | "
-            f"{r['GFLOP/s']:.0f} | {r['peer'] or ''} | {ratio} |"
+            f"| {case} | {peer} | {'' if target is None else f'{target}x'} | "
+            + " | ".join(marks)
+            + " |"
         )
 
 
@@ -131,10 +159,9 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {rounds} rounds, "
         f"{args.clock} clock"
     )
-    rows = []
-    for batch, length, hidden in sizes:
-        rows += measure(batch, length, hidden, rounds, args.only)
-    print_table(rows)
+    results = {size: measure(*size, rounds, args.only) for size in sizes}
+    gates = {name: g for name, (_, g, _) in cases(8).items() if name in results[sizes[0]]}
+    print_tables(results, sizes, gates)
 
 
 if __name__ == "__main__":
