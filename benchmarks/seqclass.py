@@ -96,7 +96,7 @@ def section(rows: list[str], seeds: list[int], threads: int, load: float) -> str
             f"`PYTHONPATH=src python benchmarks/seqclass.py --seeds {','.join(map(str, seeds))}"
             f" --threads {threads}`, {when}; CPU, {threads} torch thread(s), load average "
             f"{load:.1f} at the start (the machine was shared with other runs).",
-            "The seqclass defaults (bidirectional LSTM, 64 units, mean pooling, 100 epochs); "
+            "The seqclass defaults (bidirectional GRU, 64 units, max pooling, 100 epochs); "
             "test accuracy of the best weights by validation loss, one per seed. "
             "Published: the archive's 1-NN DTW (BasicMotions: DTW_D, Bagnall et al. 2018; "
             "GunPoint: full window, Dau et al. 2019). Here: 1-NN DTW computed on the same files.",

