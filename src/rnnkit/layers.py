@@ -24,12 +24,10 @@ runs torch's fused kernel (standard cells only). ``"auto"`` picks ``"fused"`` fo
 peephole LSTM and for the LSTM with lengths (torch's packed path is several times slower
 than its dense one), ``"torch"`` for the other standard cases.
 
-Precision (``precision=``): ``"fp32"`` computes in the layer's own dtype. ``"bf16"``
-(float32 layers) keeps float32 master weights and returns float32 outputs and states; the
-matrix products run in bfloat16. On ``"fused"`` the cell state, the gate math and the
-gate pre-activations stay float32; on ``"torch"`` the kernel runs under
-``torch.autocast`` and keeps its own bfloat16 state between steps. Under an enclosing
-bfloat16 autocast the ``"fused"`` kernel computes as with ``"bf16"``.
+Precision: ``"fp32"`` computes in the layer's dtype. ``"bf16"`` (float32 layers) keeps
+float32 weights, outputs and states and runs the matrix products in bfloat16: on
+``"fused"`` the cell state and gate math stay float32; ``"torch"`` runs under autocast,
+with torch's own bfloat16 state. An enclosing bfloat16 autocast makes ``"fused"`` bf16.
 
 Shape letters: T time, B batch, I input size, H hidden size, L layers, D directions.
 """
@@ -44,7 +42,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from rnnkit import scan as reference
 from rnnkit.cells import GRUCell, LSTMCell, RNNCell, State
-from rnnkit.kernels import torch_fused
+from rnnkit.kernels import bptt_scan, fused_scan, torch_fused
 
 KERNELS = ("auto", "loop", "bptt", "torch", "fused")
 PRECISIONS = ("fp32", "bf16")
@@ -88,8 +86,7 @@ class RecurrentLayer(nn.Module):
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if precision == "bf16" and kernel in ("loop", "bptt"):
             raise ValueError(
-                f"precision='bf16' runs on kernel 'fused', 'torch' or 'auto'; {kernel!r} is a "
-                "float reference"
+                f"precision='bf16' needs kernel fused/torch/auto; {kernel!r} is a float reference"
             )
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
@@ -239,9 +236,9 @@ class RecurrentLayer(nn.Module):
             if self.precision == "bf16":  # float32 out, as the layer's weights
                 output, final = output.to(x.dtype), tuple(f.to(x.dtype) for f in final)
             return output, final
-        scan = {"loop": reference.scan, "bptt": _bptt_scan()}.get(kernel)
+        scan = {"loop": reference.scan, "bptt": bptt_scan}.get(kernel)
         if kernel == "fused":
-            scan = _fused_scan(self._low_precision(x))
+            scan = functools.partial(fused_scan, low_precision=self._low_precision(x))
         mask = None
         if lengths is not None:
             steps = torch.arange(x.shape[0], device=x.device)
@@ -326,18 +323,6 @@ class RecurrentLayer(nn.Module):
             f"bidirectional={self.bidirectional}, kernel={self.kernel!r}, "
             f"precision={self.precision!r}"
         )
-
-
-def _bptt_scan():
-    from rnnkit.kernels import bptt_scan
-
-    return bptt_scan
-
-
-def _fused_scan(low_precision: bool):
-    from rnnkit.kernels import fused_scan
-
-    return functools.partial(fused_scan, low_precision=low_precision)
 
 
 class RNN(RecurrentLayer):
