@@ -429,7 +429,7 @@ class Trainer:
             self.save_last()
             self.progress.line(f"interrupted at step {self.step}; saved {self.run_dir / LAST_FILE}")
             return "interrupted"
-        if self.step % self.config.eval_every != 0:
+        if self.recent:  # steps trained since the last evaluation
             self.progress.line(self._eval_text(self.evaluate()))
         return "done"
 
