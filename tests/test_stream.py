@@ -124,6 +124,20 @@ def test_a_small_batch_of_tokens_and_of_vectors(kind, compiled):
     torch.testing.assert_close(run(stream, x), expected, atol=ATOL, rtol=0)
 
 
+def test_a_vocabulary_too_large_to_tabulate_reads_the_embedding(monkeypatch, compiled):
+    monkeypatch.setattr(rnnkit.stream, "TABLE_LIMIT", 0)
+    layer, embedding, head = make_layer("lstm_peephole"), nn.Embedding(V, I), nn.Linear(H, O)
+    ids = tokens(batch=2)
+    expected, _ = reference(layer, ids, embedding, head)
+    stream = rnnkit.Stream(layer, embedding, head, batch=2, compiled=compiled)
+    if stream.compiled:
+        assert stream._weights["table"] is None  # the C step reads embedding rows
+    torch.testing.assert_close(run(stream, ids), expected, atol=ATOL, rtol=0)
+    stream = rnnkit.Stream(layer, embedding, head, compiled=compiled)
+    got = run(stream, ids[:, 0].tolist())
+    torch.testing.assert_close(got, expected[:, :1], atol=ATOL, rtol=0)
+
+
 def test_compiled_path_equals_the_torch_twin_step_by_step():
     if step_c.library() is None:
         pytest.skip("no C compiler")

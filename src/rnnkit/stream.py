@@ -14,11 +14,12 @@ the end of the sequence.
 Two paths compute each step. The fast one (``stream.compiled``) is one call into the C
 code of :mod:`rnnkit.kernels.step_c`: float32 weights snapshot when the stream is made,
 the embedding already multiplied through the first layer's W_ih (a table of input
-projections, one row per token), the state in preallocated buffers, no allocation and
-no Python work per layer. The slow twin steps the cells of :mod:`rnnkit.cells` with
-torch, on the live weights; it runs wherever the C code cannot (no compiler, another
-dtype or device) and ``compiled=False`` asks for it. ``tests/test_stream.py`` checks
-both against the layer and against each other.
+projections, one row per token, unless it would pass ``TABLE_LIMIT`` bytes), the state
+in preallocated buffers, no allocation and no Python work per layer. The slow twin
+steps the cells of :mod:`rnnkit.cells` with torch, on the live weights; it runs
+wherever the C code cannot (no compiler, another dtype or device) and
+``compiled=False`` asks for it. ``tests/test_stream.py`` checks both against the layer
+and against each other.
 
 The fast path snapshots the weights: after changing them, make a new stream.
 
@@ -36,6 +37,10 @@ from torch import Tensor, nn
 from rnnkit.cells import GRUCell, LSTMCell
 from rnnkit.kernels import step_c
 from rnnkit.layers import RecurrentLayer
+
+# Bytes up to which the first layer's input projections are tabulated per token (a
+# character vocabulary needs a few MB; a word vocabulary of 50k at H=512 would need 400).
+TABLE_LIMIT = 64 * 2**20
 
 
 class Stream:
@@ -206,15 +211,16 @@ class Stream:
         # The output (B, O) is a view of the padded head buffer, or the top layer's h.
         self.output = self._out[:, :out_size] if self.head is not None else self._h[-1]
         self._tokens = (ctypes.c_int64 * B)()
-        table = weights["table"]
-        self._vocab = 0 if table is None else table.shape[0]
+        table, embedding = weights["table"], weights["embedding"]
+        self._vocab = 0 if embedding is None else embedding.shape[0]
         inputs = layer.input_size
         self._vector_shapes = {(inputs,), (B, inputs)} if B == 1 else {(B, inputs)}
         per_layer = ("w_ih", "w_hh", "b_ih", "b_hh", "peep")
         self._arrays = [step_c.pointer_array(weights[name]) for name in per_layer]
         self._stack = step_c.Stack(
             step_c.KINDS[_kind(layer.cells[0])], layer.num_layers, B, inputs, H, rows,
-            out_size if self.head is not None else 0, 0, self._vocab, step_c.pointer(table),
+            out_size if self.head is not None else 0, 0, self._vocab,
+            step_c.pointer(table), step_c.pointer(embedding),
             *(ctypes.cast(array, ctypes.c_void_p) for array in self._arrays),
             step_c.pointer(weights["head_w"]), step_c.pointer(weights["head_b"]),
             self._h.data_ptr(), step_c.pointer(self._c), self._gx.data_ptr(),
@@ -229,6 +235,7 @@ def _compiled_weights(cells, embedding: Tensor | None, head) -> dict:
     rows = cells[0].gates * cells[0].hidden_size  # G*H
     weights = {
         "table": None,
+        "embedding": None,
         "w_ih": [step_c.panels(c.weight_ih) for c in cells],
         "w_hh": [step_c.panels(c.weight_hh) for c in cells],
         "b_ih": [step_c.padded_vector(c.bias_ih, rows) for c in cells],
@@ -240,8 +247,10 @@ def _compiled_weights(cells, embedding: Tensor | None, head) -> dict:
     if embedding is not None:
         # Row v is W_ih e_v + b_ih: the first layer's input projection of token v.
         first = cells[0]
-        table = nn.functional.linear(embedding.float(), first.weight_ih, first.bias_ih)
-        weights["table"] = table.contiguous()  # (V, G*H)
+        weights["embedding"] = embedding.float().contiguous()  # (V, I)
+        if embedding.shape[0] * first.weight_ih.shape[0] * 4 <= TABLE_LIMIT:
+            table = nn.functional.linear(embedding.float(), first.weight_ih, first.bias_ih)
+            weights["table"] = table.contiguous()  # (V, G*H)
     return weights
 
 

@@ -52,6 +52,7 @@ class Stack(ctypes.Structure):
         ("padding", ctypes.c_int32),
         ("vocab", ctypes.c_int64),
         ("table", _pointer),
+        ("embedding", _pointer),
         ("w_ih", _pointer),
         ("w_hh", _pointer),
         ("b_ih", _pointer),

@@ -17,7 +17,8 @@
  *         c = sig(f) c_prev + sig(i) tanh(g);  o += p_o c;  h = sig(o) tanh(c)
  *   GRU:  (r, z, n) blocks; r = sig(gx_r + gh_r), z = sig(gx_z + gh_z),
  *         n = tanh(gx_n + r gh_n), h = (1 - z) n + z h_prev
- * where gx = W_ih x + b_ih (or a row of the embedding table, which already holds it)
+ * where gx = W_ih x + b_ih (or a row of the table of input projections, which already
+ * holds it; for a vocabulary too large for that table, x is the token's embedding row)
  * and gh = W_hh h_prev + b_hh.
  *
  * Shape letters: B batch, I input size, H hidden size, G gate blocks, N = G*H rounded up
@@ -33,8 +34,9 @@ enum { RNN_TANH = 0, RNN_RELU = 1, LSTM = 2, GRU = 3 };
 typedef struct {
     int32_t kind, layers, batch, input_size;
     int32_t hidden, gate_rows, head_size, padding;
-    int64_t vocab;               /* table rows; 0 without an embedding */
+    int64_t vocab;               /* embedding rows; 0 without an embedding */
     const float *table;          /* (V, G*H): embedding through layer 0's W_ih, plus b_ih */
+    const float *embedding;      /* (V, I): used when there is no table */
     const float *const *w_ih;    /* per layer, panels of W_ih (layer 0 unused with a table) */
     const float *const *w_hh;    /* per layer, panels of W_hh */
     const float *const *b_ih;    /* per layer, (N) */
@@ -118,7 +120,7 @@ static void gru_update(const float *restrict gx, const float *restrict gh, float
 }
 
 /* One step of the stack: x (B, I) or, when x is NULL, the tokens. Returns 0, or -1 when a
- * token lies outside the table (nothing is changed then). */
+ * token lies outside the embedding (nothing is changed then). */
 int rnnkit_stream_step(const Stack *s, const float *x) {
     const int B = s->batch, H = s->hidden, rows = s->gate_rows;
     const int N = (rows + PANEL - 1) / PANEL * PANEL;
@@ -129,11 +131,17 @@ int rnnkit_stream_step(const Stack *s, const float *x) {
         float *h = s->h + (size_t)l * B * H;
         for (int b = 0; b < B; b++) {
             const float *gx = s->gx + (size_t)b * N;
-            if (l == 0 && x == NULL) {
+            if (l == 0 && x == NULL && s->table != NULL) {
                 gx = s->table + (size_t)s->tokens[b] * rows;
             } else {
-                const float *v = l == 0 ? x + (size_t)b * s->input_size : h - (size_t)B * H + b * H;
-                int K = l == 0 ? s->input_size : H;
+                const int I = s->input_size, K = l == 0 ? I : H;
+                const float *v;
+                if (l > 0)
+                    v = h - (size_t)B * H + (size_t)b * H; /* the new h of the layer below */
+                else if (x != NULL)
+                    v = x + (size_t)b * I;
+                else
+                    v = s->embedding + (size_t)s->tokens[b] * I;
                 matvec(s->w_ih[l], v, K, rows, s->b_ih[l], s->gx + (size_t)b * N);
             }
             float *gh = s->gh + (size_t)b * N;
