@@ -66,14 +66,14 @@ class Config(TrainConfig):
 class CharLM(nn.Module):
     """Embedding or one-hot -> recurrent layers -> dropout -> linear; returns logits."""
 
-    def __init__(self, vocab_size: int, config: Config):
+    def __init__(self, vocab_size: int, config: Config, bf16: bool = False):
         super().__init__()
         if config.tie and (config.one_hot or config.embedding not in (0, config.hidden)):
             raise ValueError("--tie needs a learned embedding of size --hidden")
         self.vocab_size, self.one_hot = vocab_size, config.one_hot
         size = vocab_size if config.one_hot else config.embedding or config.hidden
         self.embed = None if config.one_hot else nn.Embedding(vocab_size, size)
-        self.rnn = make_layers(config.cell, size, config.hidden, config.layers, config.dropout)
+        self.rnn = make_layers(config, size, "bf16" if bf16 else "fp32")
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden, vocab_size)
         if config.tie:
@@ -91,13 +91,16 @@ class CharLM(nn.Module):
         return self.head(self.drop(output)), state  # (T, B, V)
 
 
-def make_layers(cell: str, input_size: int, hidden: int, layers: int, dropout: float):
-    between = dropout if layers > 1 else 0.0
-    if cell == "gru":
-        return rnnkit.GRU(input_size, hidden, layers, dropout=between)
-    if cell == "rnn":
-        return rnnkit.RNN(input_size, hidden, layers, dropout=between)
-    return rnnkit.LSTM(input_size, hidden, layers, dropout=between, peephole=cell == "peephole")
+def make_layers(config: Config, input_size: int, precision: str):
+    """The recurrent stack; ``precision="bf16"`` runs its matrix products in bfloat16 (the
+    layer's own switch: an enclosing autocast does not reach torch's fused kernel)."""
+    c = config
+    options = dict(dropout=c.dropout if c.layers > 1 else 0.0, precision=precision)
+    if c.cell == "gru":
+        return rnnkit.GRU(input_size, c.hidden, c.layers, **options)
+    if c.cell == "rnn":
+        return rnnkit.RNN(input_size, c.hidden, c.layers, **options)
+    return rnnkit.LSTM(input_size, c.hidden, c.layers, peephole=c.cell == "peephole", **options)
 
 
 def window_loss(model: CharLM, window: Window, state):
@@ -144,7 +147,7 @@ def prepare(config: Config, vocab: Vocab | None = None):
 
 def build_task(config: Config, vocab: Vocab, streams: Streams, val_ids: torch.Tensor) -> Task:
     torch.manual_seed(config.seed)
-    model = CharLM(len(vocab), config)
+    model = CharLM(len(vocab), config, use_bf16(config.precision, pick_device(config.device)))
     scored = val_ids[: config.val_chars] if config.val_chars else val_ids
 
     def evaluate(m):
@@ -184,9 +187,10 @@ def load_run(run_dir: Path, device: str = "auto"):
         raise FileNotFoundError(f"{run_dir}: no {MODEL_FILE} (has this run been evaluated yet?)")
     config = configuration.load(Config, run_dir / "config.json")
     vocab = Vocab.load(run_dir / "vocab.json")
-    model = CharLM(len(vocab), config)
+    device = pick_device(device)
+    model = CharLM(len(vocab), config, use_bf16(config.precision, device))
     load_model(model, run_dir / MODEL_FILE)
-    return config, vocab, model.to(pick_device(device)).eval()
+    return config, vocab, model.to(device).eval()
 
 
 def pick_next(logits: torch.Tensor, temperature: float, top_k: int, generator) -> int:
