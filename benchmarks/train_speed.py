@@ -142,6 +142,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smallest size, three rounds")
     parser.add_argument("--rounds", type=int, default=7, help="repeats of every case")
     parser.add_argument("--only", nargs="*", default=[], help="cases whose name contains one")
+    parser.add_argument(
+        "--sizes", nargs="*", default=[], help="batch,length,hidden triples (default: the three)"
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument(
         "--clock",
@@ -155,6 +158,8 @@ def main() -> None:
     global clock
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     sizes, rounds = (SIZES[:1], 3) if args.quick else (SIZES, args.rounds)
+    if args.sizes:
+        sizes = [tuple(int(n) for n in size.split(",")) for size in args.sizes]
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {rounds} rounds, "
         f"{args.clock} clock"
