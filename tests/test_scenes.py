@@ -36,7 +36,7 @@ def read_cell(cell: np.ndarray) -> tuple[str, str, str] | None:
     height, width = np.ptp(rows) + 1, np.ptp(columns) + 1
     fill = ink.sum() / (height * width)  # of the bounding box: 1 square, pi/4 circle, 1/2 triangle
     shape = "square" if fill > 0.93 else "circle" if fill > 0.68 else "triangle"
-    size = "large" if width > 0.6 * cell.shape[1] else "small"
+    size = "large" if width > 0.7 * cell.shape[1] else "small"
     return size, colour, shape
 
 

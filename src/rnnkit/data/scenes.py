@@ -43,7 +43,7 @@ COLOURS = {
     "purple": (165, 60, 205),
 }
 BACKGROUND = (20, 20, 20)
-SIZES = {"small": (0.40, 0.50), "large": (0.80, 0.90)}  # radius, as a share of half a cell
+SIZES = {"small": (0.50, 0.60), "large": (0.85, 0.95)}  # radius, as a share of half a cell
 ROWS, COLUMNS = ("top", "middle", "bottom"), ("left", "centre", "right")
 SPLITS = ("train", "val", "test", "test-pairs")
 
