@@ -10,6 +10,8 @@
     rnnkit data NAME OUT.tsv               write a parallel data set (numbers-en-es, bible-en-es)
     rnnkit classify RUN "text" | --file F [--out predictions.csv]
                                            label a text, or every text of a file with probabilities
+    rnnkit caption RUN image.png [more.png ...]
+                                           caption images (a features run: .npy rows)
 
 Each task in :data:`rnnkit.tasks.TASKS` gets its own ``train`` subcommand whose flags are
 generated from its config dataclass; ``sample`` and ``eval`` find the task of a run from its
@@ -96,6 +98,16 @@ def add_classify(commands) -> None:
     classify.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
 
 
+def add_caption(commands) -> None:
+    caption = commands.add_parser("caption", help="caption images with a trained caption run")
+    caption.add_argument("run", help="run directory of a caption task")
+    caption.add_argument("images", nargs="+", help="image files (a features run: .npy files)")
+    caption.add_argument("--beam", type=int, default=0, help="beam width (0: the run's)")
+    caption.add_argument("--temperature", type=float, default=0.0, help="> 0: sample")
+    caption.add_argument("--seed", type=int, default=1, help="seed of the sampling")
+    caption.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="rnnkit", description="Recurrent networks, trained.")
     commands = main.add_subparsers(dest="command", required=True)
@@ -106,6 +118,7 @@ def parser() -> argparse.ArgumentParser:
     add_translate(commands)
     add_data(commands)
     add_classify(commands)
+    add_caption(commands)
     return main
 
 
@@ -207,6 +220,14 @@ def run_classify(args) -> int:
     return 0
 
 
+def run_caption(args) -> int:
+    module = task_of_run(args.run)
+    if not hasattr(module, "caption"):
+        raise ValueError(f"{args.run}: a {module.NAME} run, not a caption run")
+    module.caption(Path(args.run), args.images, args.beam, args.temperature, args.seed, args.device)
+    return 0
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     commands = {
@@ -217,6 +238,7 @@ def main(argv=None) -> int:
         "translate": run_translate,
         "data": run_data,
         "classify": run_classify,
+        "caption": run_caption,
     }
     run = commands[args.command]
     try:

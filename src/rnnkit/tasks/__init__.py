@@ -20,6 +20,7 @@ TASKS = {
     "classify": "rnnkit.tasks.classify",
     "seqclass": "rnnkit.tasks.seqclass",
     "translate": "rnnkit.tasks.translate",
+    "caption": "rnnkit.tasks.caption",
 }
 
 
