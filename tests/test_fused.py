@@ -3,6 +3,8 @@
 - fused_scan equals rnnkit.scan.scan: outputs, final states and every gradient, in float64
   (1e-10) and float32 (1e-5), with and without masks, bias, peepholes, in both directions;
 - gradcheck of the Function in float64;
+- a step large enough to be split over OpenMP threads, and plain torch.mm in place of the
+  packed-weight per-step products (their slow twin), give the same answers;
 - with no compiler, the Python BPTT runs instead and gives the same answers; the portable
   flag set builds and gives them too;
 - precision="bf16" keeps float32 parameters and stays close to float32. Tolerance: relative
