@@ -72,7 +72,10 @@ def test_teacher_forcing_equals_stepping_from_the_start_state(feed_image, attent
     model = tiny_model(tiny_config(feed_image=feed_image, attention=attention))
     inputs = to_tensor(scene_pixels(3))
     target_in = torch.tensor([[SOS, 4, 5], [SOS, 6, 6], [SOS, 8, 7]])
-    state, by_hand = model.start(*model.encode(inputs)), []
+    features, memory = model.encode(inputs)
+    cells = 0 if attention == "none" else 64  # 32 px after two 2x2 pools: 8 x 8 cells
+    assert features.shape == (3, 12) and memory.shape == (3, cells, 8 if cells else 0)
+    state, by_hand = model.start(features, memory), []
     for t in range(3):
         logits, state = model.step(target_in[:, t], state)
         by_hand.append(logits)

@@ -58,6 +58,7 @@ class VGGEncoder(nn.Module):
             )
         self.image_size, self.feature_size = image_size, features
         self.channels = width * 2 ** (blocks - 1)  # C of the last block's maps
+        self.cells = (image_size // 2**blocks) ** 2  # cells of the last block's maps
         layers, channels = [], 3
         for block in range(blocks):
             out = width * 2**block
@@ -109,7 +110,10 @@ class Captioner(nn.Module):
     al. 2015, section 3.1). With attention, each decoder step also looks at the cells of the
     CNN's last maps (the memory, B x S cells x C channels), as Show, Attend and Tell does
     with VGG's conv5 grid (Xu et al. 2015, section 3.1.2); the seq2seq decoder's own Luong or
-    Bahdanau attention does it. Precomputed rows have no grid, so no attention.
+    Bahdanau attention does it. Departure: a learned vector per cell is added to the memory
+    (as DETR adds positional encodings to its CNN's maps, Carion et al. 2020, section 3.2),
+    so the decoder can say where the cell it attends to is. Precomputed rows have no grid,
+    so no attention.
     """
 
     def __init__(
@@ -136,6 +140,9 @@ class Captioner(nn.Module):
         parts = len(state_parts(self.decoder.rnn.cells[0].init_state(1)))  # LSTM: h and c
         self.norm = nn.LayerNorm(F_)  # any network's features reach the decoder at one scale
         self.init_state = nn.ModuleList(nn.Linear(F_, L * H) for _ in range(parts))
+        self.where = None  # a learned vector per cell, so attention knows where a cell is
+        if self.decoder.attention is not None:
+            self.where = nn.Parameter(0.1 * torch.randn(encoder.cells, memory_size))  # (S, C)
         step_input = self.decoder.rnn.input_size  # E, or E + C when Bahdanau feeds the context
         self.image_input = nn.Linear(F_, step_input) if feed_image else None
         self.drop = nn.Dropout(dropout)
@@ -146,10 +153,10 @@ class Captioner(nn.Module):
         if self.encoder is None:
             return inputs, inputs.new_zeros(inputs.shape[0], 0, 0)
         maps = self.encoder.maps(inputs)  # (B, C, s, s)
-        memory = maps.flatten(2).transpose(1, 2)  # (B, s*s, C), cells in reading order
-        if self.decoder.attention is None:
-            memory = memory[:, :0, :0]
-        return self.encoder.head(maps), memory
+        memory = maps.flatten(2).transpose(1, 2)  # (B, S, C), cells in reading order
+        if self.where is None:
+            return self.encoder.head(maps), memory[:, :0, :0]
+        return self.encoder.head(maps), memory + self.where
 
     def start(self, features: Tensor, memory: Tensor) -> DecoderState:
         """The decoder's state before <sos>, from features (B, F) and memory (B, S, C)."""
