@@ -91,6 +91,7 @@ def test_one_hot_input_and_tied_weights():
     )
     tied = small_model(tie=True)
     assert tied.head.weight is tied.embed.weight
+    assert tied.embed.weight.shape == (11, 8)  # --tie takes the hidden size
     with pytest.raises(ValueError, match="--tie needs a learned embedding"):
         small_model(tie=True, one_hot=True)
 

@@ -50,7 +50,7 @@ class Config(TrainConfig):
     hidden: int = 512  # hidden units per layer
     layers: int = 1  # stacked recurrent layers
     dropout: float = 0.0  # dropout on the input, between layers and on the output
-    embedding: int = 0  # input embedding size (0: same as hidden)
+    embedding: int = 64  # input embedding size (0: same as hidden; --tie uses hidden)
     one_hot: bool = False  # one-hot input instead of a learned embedding
     tie: bool = False  # share the embedding and output weights (needs embedding = hidden)
     window: int = 64  # characters per truncated-BPTT window (the lectures' window_sz)
@@ -68,10 +68,11 @@ class CharLM(nn.Module):
 
     def __init__(self, vocab_size: int, config: Config, bf16: bool = False):
         super().__init__()
-        if config.tie and (config.one_hot or config.embedding not in (0, config.hidden)):
-            raise ValueError("--tie needs a learned embedding of size --hidden")
+        if config.tie and config.one_hot:
+            raise ValueError("--tie needs a learned embedding, not --one-hot")
         self.vocab_size, self.one_hot = vocab_size, config.one_hot
-        size = vocab_size if config.one_hot else config.embedding or config.hidden
+        size = config.hidden if config.tie else config.embedding or config.hidden
+        size = vocab_size if config.one_hot else size
         self.embed = None if config.one_hot else nn.Embedding(vocab_size, size)
         self.rnn = make_layers(config, size, "bf16" if bf16 else "fp32")
         self.drop = nn.Dropout(config.dropout)
