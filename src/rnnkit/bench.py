@@ -422,7 +422,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="rnnkit bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one size, fewer repeats (~1 min)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     args = parser.parse_args(argv)
+    if args.threads:  # one thread is steadier on a machine shared with other jobs
+        torch.set_num_threads(args.threads)
     plan = QUICK if args.quick else FULL
     argv = sys.argv[1:] if argv is None else list(argv)
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
