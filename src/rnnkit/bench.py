@@ -63,7 +63,8 @@ FULL = Plan()
 QUICK = Plan(
     sizes=((32, 100, 128),),
     repeats=3,
-    stream_seconds=0.02,
+    stream_hidden=(64, 256),
+    stream_seconds=0.01,
     lengths=(32, 128, 512),
     length_size=(16, 128),
     memory_size=(32, 100, 128),
@@ -419,7 +420,9 @@ def run(plan: Plan, out=None) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="rnnkit bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="rnnkit bench", description="rnnkit against torch.nn on this machine"
+    )
     parser.add_argument("--quick", action="store_true", help="one size, fewer repeats (~1 min)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
