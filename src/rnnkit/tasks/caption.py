@@ -329,7 +329,8 @@ def report_test(run_dir: Path, test_set: Examples) -> dict:
     shown = min(config.gallery, len(test_set))
     if shown and test_set.pixels is not None:
         pixels = test_set.pixels(list(range(shown)))
-        plot_gallery(pixels, found[:shown], test_set.references[:shown], run_dir / "gallery.png")
+        refs = [[detokenize(words(config, t)) for t in r] for r in test_set.references[:shown]]
+        plot_gallery(pixels, found[:shown], refs, run_dir / "gallery.png")  # texts as compared
         say(f"gallery: {run_dir / 'gallery.png'}")
     return scores
 
