@@ -27,6 +27,7 @@ import math
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -100,7 +101,7 @@ class Examples:
     """One split: each image's reference captions, and its pixels or its feature row."""
 
     references: list[list[str]]  # the captions of each image
-    pixels: object = None  # indices -> uint8 (B, S, S, 3), when the encoder is the CNN
+    pixels: Callable[[list[int]], np.ndarray] | None = None  # -> uint8 (B, S, S, 3), for the CNN
     features: np.ndarray | None = None  # (N, F) precomputed rows, when it is not
 
     def __len__(self) -> int:
