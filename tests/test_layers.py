@@ -342,3 +342,13 @@ def test_lengths_on_any_device_type_and_as_a_list():
     a, _ = layer(x, lengths=LENGTHS)
     b, _ = layer(x, lengths=LENGTHS.tolist())
     assert torch.equal(a, b)
+
+
+def test_make_layer_by_cell_name():
+    assert isinstance(rnnkit.layers.make_layer("gru", I, H), rnnkit.GRU)
+    assert rnnkit.layers.make_layer("peephole", I, H, num_layers=2).cells[1].peephole
+    elman = rnnkit.layers.make_layer("rnn", I, H, bidirectional=True)
+    assert isinstance(elman, rnnkit.RNN) and elman.bidirectional
+    assert not rnnkit.layers.make_layer("lstm", I, H).cells[0].peephole
+    with pytest.raises(ValueError, match="cell must be one of .* got 'elman'"):
+        rnnkit.layers.make_layer("elman", I, H)

@@ -406,3 +406,16 @@ class GRU(RecurrentLayer):
     """GRU layer, like torch.nn.GRU (reset gate after the recurrent product)."""
 
     cell_type, torch_type = GRUCell, nn.GRU
+
+
+CELLS = ("lstm", "gru", "rnn", "peephole")
+
+
+def make_layer(cell: str, input_size: int, hidden_size: int, **options) -> RecurrentLayer:
+    """A layer of the cell the tasks name on the command line: ``lstm``, ``gru``, ``rnn``
+    (Elman, tanh) or ``peephole`` (the LSTM with peepholes); ``options`` as for the layer."""
+    if cell not in CELLS:
+        raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
+    if cell in ("lstm", "peephole"):
+        return LSTM(input_size, hidden_size, peephole=cell == "peephole", **options)
+    return (GRU if cell == "gru" else RNN)(input_size, hidden_size, **options)
