@@ -50,7 +50,7 @@ class Config(TrainConfig):
     hidden: int = 512  # hidden units per layer
     layers: int = 1  # stacked recurrent layers
     dropout: float = 0.0  # dropout on the input, between layers and on the output
-    embedding: int = 64  # input embedding size (0: same as hidden; --tie uses hidden)
+    embedding: int = 0  # input embedding size (0: same as hidden; --tie uses hidden)
     one_hot: bool = False  # one-hot input instead of a learned embedding
     tie: bool = False  # share the embedding and output weights (needs embedding = hidden)
     window: int = 64  # characters per truncated-BPTT window (the lectures' window_sz)
