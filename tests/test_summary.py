@@ -99,6 +99,17 @@ def test_training_memory_of_an_lstm_grows_with_hidden_size():
     for hidden in (8, 16):
         layer, x = rnnkit.LSTM(3, hidden, kernel="bptt"), torch.randn(5, 2, 3)
         sizes.append(
-            sum(training_memory(layer, lambda: layer(x)[0].sum(), 10).activations.values())
+            sum(
+                training_memory(
+                    layer, lambda layer=layer, x=x: layer(x)[0].sum(), 10
+                ).activations.values()
+            )
         )
     assert sizes[1] > 1.8 * sizes[0]
+
+
+def test_sizes_print_in_binary_units():
+    from rnnkit.summary import size_human
+
+    assert size_human(930) == "930 B" and size_human(3932) == "3.8 KiB"
+    assert size_human(3 * 2**20) == "3.0 MiB"

@@ -24,6 +24,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
+
 from rnnkit import config as configuration
 from rnnkit.data import CorpusError
 from rnnkit.tasks import TASKS, load_task, task_of_run
@@ -108,6 +110,23 @@ def add_caption(commands) -> None:
     caption.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
 
 
+def add_tools(commands) -> None:
+    """Commands that look inside models; bench and gradflow keep their own flags."""
+    for name, text in (
+        ("bench", "speed against torch.nn ('bench memory': long-range memory)"),
+        ("gradflow", "plot vanishing and exploding gradients through time"),
+    ):
+        tool = commands.add_parser(name, help=text, add_help=False)
+        tool.add_argument("rest", nargs=argparse.REMAINDER)
+    inspect = commands.add_parser("inspect", help="an HTML page of a char model's units and gates")
+    inspect.add_argument("run", help="run directory of a charlm run")
+    inspect.add_argument("--text", required=True, help="text file to run the model over")
+    inspect.add_argument("--out", default="report.html", help="where to write the page")
+    inspect.add_argument("--max-chars", type=int, default=2000, help="characters of the text")
+    summary = commands.add_parser("summary", help="weights, MACs and training memory of a run")
+    summary.add_argument("run", help="run directory of a charlm run")
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="rnnkit", description="Recurrent networks, trained.")
     commands = main.add_subparsers(dest="command", required=True)
@@ -119,6 +138,7 @@ def parser() -> argparse.ArgumentParser:
     add_data(commands)
     add_classify(commands)
     add_caption(commands)
+    add_tools(commands)
     return main
 
 
@@ -228,7 +248,59 @@ def run_caption(args) -> int:
     return 0
 
 
+def run_bench(args) -> int:
+    if args.rest[:1] == ["memory"]:
+        from rnnkit import memory
+
+        return memory.main(args.rest[1:])
+    from rnnkit import bench
+
+    return bench.main(args.rest)
+
+
+def run_gradflow(args) -> int:
+    from rnnkit import gradflow
+
+    return gradflow.main(args.rest)
+
+
+def run_inspect(args) -> int:
+    from rnnkit import inspection
+
+    path = inspection.report(Path(args.run), Path(args.text), Path(args.out), args.max_chars)
+    print(f"wrote {path}")
+    return 0
+
+
+def run_summary(args) -> int:
+    from torch.nn import functional as F
+
+    from rnnkit.summary import summary, training_memory
+    from rnnkit.tasks import charlm
+
+    if task_of_run(args.run).NAME != "charlm":
+        raise ValueError(
+            f"{args.run}: summary RUN reads charlm runs; for another model call "
+            "rnnkit.summary(model, seq_len) from Python"
+        )
+    config, vocab, model = charlm.load_run(Path(args.run), "cpu")
+    print(summary(model, seq_len=config.window))
+    ids = torch.randint(0, len(vocab), (config.window + 1, config.batch_size))
+    model.train()
+
+    def loss():
+        logits, _ = model(ids[:-1])
+        return F.cross_entropy(logits.flatten(0, 1).float(), ids[1:].flatten())
+
+    print(training_memory(model, loss, tokens=config.window * config.batch_size))
+    return 0
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] in (["bench"], ["gradflow"]):  # their own parsers read every flag, --help too
+        rest = argparse.Namespace(rest=argv[1:])
+        return run_bench(rest) if argv[0] == "bench" else run_gradflow(rest)
     args = parser().parse_args(argv)
     commands = {
         "train": run_train,
@@ -239,6 +311,10 @@ def main(argv=None) -> int:
         "data": run_data,
         "classify": run_classify,
         "caption": run_caption,
+        "bench": run_bench,
+        "gradflow": run_gradflow,
+        "inspect": run_inspect,
+        "summary": run_summary,
     }
     run = commands[args.command]
     try:

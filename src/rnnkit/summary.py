@@ -152,19 +152,28 @@ class TrainingMemory:
     parameter_bytes: int  # the weights themselves
 
     def __str__(self) -> str:
-        lines = [f"training memory, measured on a batch of {self.tokens} tokens:"]
+        lines = [
+            f"training memory, measured on a batch of {self.tokens} tokens (activations saved "
+            "for backward, each charged to the module that saved it first):"
+        ]
         for name, size in self.activations.items():
-            lines.append(
-                f"  {name or '(loss and other functions)':28s} "
-                f"{human(size / self.tokens):>8s}B per token"
-            )
+            label = name or "(loss and other functions)"
+            lines.append(f"  {label:28s} {size_human(size / self.tokens):>10s} per token")
         total = sum(self.activations.values())
-        lines.append(f"  {'activations in all':28s} {human(total / self.tokens):>8s}B per token")
+        lines.append(f"  {'total':28s} {size_human(total / self.tokens):>10s} per token")
         lines.append(
-            f"  weights {human(self.parameter_bytes)}B; with gradients and AdamW's two "
-            f"moments {human(4 * self.parameter_bytes)}B, whatever the batch"
+            f"  weights {size_human(self.parameter_bytes)}; with their gradients and AdamW's two "
+            f"moments {size_human(4 * self.parameter_bytes)}, whatever the batch"
         )
         return "\n".join(lines)
+
+
+def size_human(n: float) -> str:
+    """Bytes in binary units: 930 -> '930 B', 3932 -> '3.8 KiB'."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n:.0f} B"
 
 
 def training_memory(model: nn.Module, loss_of_batch, tokens: int) -> TrainingMemory:
