@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import rnnkit
 from rnnkit import config as configuration
 from rnnkit import metrics
 from rnnkit.data.series import (
@@ -49,7 +50,6 @@ from rnnkit.data.series import (
     write_forecast,
 )
 from rnnkit.scan import map_state
-from rnnkit.tasks.charlm import make_layers
 from rnnkit.train import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
 NAME = "forecast"
@@ -88,7 +88,7 @@ class Forecaster(nn.Module):
         super().__init__()
         self.columns, self.targets, self.horizon = columns, targets, config.horizon
         self.strategy, self.relative = config.strategy, config.relative
-        self.rnn = make_layers(config.cell, columns, config.hidden, config.layers, config.dropout)
+        self.rnn = recurrent_layers(config, columns)
         outputs = config.horizon * targets if config.strategy == "direct" else columns
         self.head = nn.Linear(config.hidden, outputs)
 
@@ -99,6 +99,13 @@ class Forecaster(nn.Module):
             state = map_state(lambda s: s.to(x.dtype), state)
         output, state = self.rnn(x, state)  # (T, B, hidden)
         return self.head(output).float(), state
+
+
+def recurrent_layers(config: Config, input_size: int) -> nn.Module:
+    options = {"peephole": True} if config.cell == "peephole" else {}
+    layer = {"gru": rnnkit.GRU, "rnn": rnnkit.RNN}.get(config.cell, rnnkit.LSTM)
+    between = config.dropout if config.layers > 1 else 0.0
+    return layer(input_size, config.hidden, config.layers, dropout=between, **options)
 
 
 def reference(model: Forecaster, window: torch.Tensor) -> torch.Tensor:
