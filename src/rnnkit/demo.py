@@ -27,7 +27,7 @@ def main() -> int:
         f"\nbest validation loss {trainer.best:.3f} nats/char "
         f"({trainer.best / 0.6931471805599453:.3f} bits/char); a sample:\n"
     )
-    charlm.sample(config.out, prime=PRIME, length=700, temperature=0.6, seed=1)
+    charlm.sample(config.out, prime=PRIME, length=700, temperature=0.8, top_k=20, seed=1)
     print(
         f"\n(demo took {time.monotonic() - start:.0f} s; more with: "
         f"rnnkit sample {config.out} --prime 'class ' --temperature 0.8)"
