@@ -9,6 +9,7 @@ import signal
 import pytest
 import torch
 
+from rnnkit import checkpoint
 from rnnkit import train as training
 from rnnkit.tasks import charlm
 from rnnkit.train import NonFiniteLoss, Progress, TrainConfig, Trainer, lr_factor
@@ -149,7 +150,9 @@ def test_atomic_checkpoint_survives_a_crash_mid_write(tmp_path, monkeypatch):
 def test_crash_between_write_and_rename_keeps_the_old_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "model.safetensors"
     training.save_tensors(path, {"w": torch.ones(2)}, {"step": 1})
-    monkeypatch.setattr(training.os, "replace", lambda *a: (_ for _ in ()).throw(OSError("crash")))
+    monkeypatch.setattr(
+        checkpoint.os, "replace", lambda *a: (_ for _ in ()).throw(OSError("crash"))
+    )
     with pytest.raises(OSError, match="crash"):
         training.save_tensors(path, {"w": torch.zeros(2)}, {"step": 2})
     monkeypatch.undo()
