@@ -94,6 +94,23 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def curve_table(root: Path, cases: list[str]) -> str:
+    """Validation exact match (greedy) at each evaluation: how fast each case learns."""
+    lines = [
+        "| attention | step: validation exact match (seconds) | steps in total |",
+        "|---|---|---|",
+    ]
+    for case in cases:
+        rows = [
+            json.loads(line) for line in (root / case / "metrics.jsonl").read_text().splitlines()
+        ]
+        points = ", ".join(
+            f"{r['step']}: {r['val_exact']:.1%} ({r['elapsed']:.0f} s)" for r in rows
+        )
+        lines.append(f"| {case} | {points} | {rows[-1]['step']} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--attention", nargs="+", default=["luong", "bahdanau", "none"])
@@ -124,6 +141,8 @@ def main() -> None:
         json.dumps({"results": results, "examples": examples}, indent=2)
     )
     print(table(results))
+    print()
+    print(curve_table(root, args.attention))
     best = max((r["exact"] for k, r in results.items() if not k.startswith("none")), default=0.0)
     print(
         f"\nbar (exact match >= {BAR:.0%} with attention): {'met' if best >= BAR else 'NOT met'}"
