@@ -97,12 +97,7 @@ class Probe(nn.Module):
 
     def __init__(self, cell: str, inputs: int, outputs: int, hidden: int):
         super().__init__()
-        if cell == "peephole":
-            self.rnn = rnnkit.LSTM(inputs, hidden, peephole=True)
-        else:
-            self.rnn = {"rnn": rnnkit.RNN, "lstm": rnnkit.LSTM, "gru": rnnkit.GRU}[cell](
-                inputs, hidden
-            )
+        self.rnn = rnnkit.layers.make_layer(cell, inputs, hidden)
         self.head = nn.Linear(hidden, outputs)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -204,9 +199,7 @@ def main(argv=None) -> int:
     if args.quick:
         args.distances, args.steps = "5,20", 60
     cells, tasks = args.cells.split(","), args.tasks.split(",")
-    bad = [c for c in cells if c not in ("rnn", "lstm", "gru", "peephole")] + [
-        t for t in tasks if t not in TASKS
-    ]
+    bad = [c for c in cells if c not in rnnkit.layers.CELLS] + [t for t in tasks if t not in TASKS]
     if bad:
         parser.error(f"unknown cells or tasks: {bad}")
     distances = [int(n) for n in args.distances.split(",")]

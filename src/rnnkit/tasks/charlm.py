@@ -95,13 +95,15 @@ class CharLM(nn.Module):
 def make_layers(config: Config, input_size: int, precision: str):
     """The recurrent stack; ``precision="bf16"`` runs its matrix products in bfloat16 (the
     layer's own switch: an enclosing autocast does not reach torch's fused kernel)."""
-    c = config
-    options = dict(dropout=c.dropout if c.layers > 1 else 0.0, precision=precision)
-    if c.cell == "gru":
-        return rnnkit.GRU(input_size, c.hidden, c.layers, **options)
-    if c.cell == "rnn":
-        return rnnkit.RNN(input_size, c.hidden, c.layers, **options)
-    return rnnkit.LSTM(input_size, c.hidden, c.layers, peephole=c.cell == "peephole", **options)
+    dropout = config.dropout if config.layers > 1 else 0.0
+    return rnnkit.layers.make_layer(
+        config.cell,
+        input_size,
+        config.hidden,
+        num_layers=config.layers,
+        dropout=dropout,
+        precision=precision,
+    )
 
 
 def window_loss(model: CharLM, window: Window, state):
