@@ -5,47 +5,27 @@ import json
 import pytest
 
 from rnnkit import cli
-from rnnkit.tasks import charlm
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    config = charlm.Config(
-        data="hello",
-        hidden=8,
-        window=8,
-        batch_size=4,
-        steps=2,
-        eval_every=2,
-        minutes=0,
-        out=str(out),
-        device="cpu",
-        precision="fp32",
-    )
-    charlm.train(config)
-    return out
-
-
-def test_summary_prints_the_cost_table_and_training_memory(run_dir, capsys):
-    assert cli.main(["summary", str(run_dir)]) == 0
+def test_summary_prints_the_cost_table_and_training_memory(charlm_run, capsys):
+    assert cli.main(["summary", str(charlm_run)]) == 0
     text = capsys.readouterr().out
     # LSTM of 8 units on an 8-wide embedding: 4 * 8 * (8 + 8) MACs per step.
     assert "rnn[0]" in text and "512" in text and "per sequence of 8 steps" in text
     assert "per token" in text and "AdamW" in text
 
 
-def test_inspect_writes_the_page(run_dir, tmp_path, capsys):
+def test_inspect_writes_the_page(charlm_run, tmp_path, capsys):
     text, out = tmp_path / "t.txt", tmp_path / "page.html"
     text.write_text("hello hello\n")
-    assert cli.main(["inspect", str(run_dir), "--text", str(text), "--out", str(out)]) == 0
+    assert cli.main(["inspect", str(charlm_run), "--text", str(text), "--out", str(out)]) == 0
     assert out.read_text().startswith("<!DOCTYPE html>") and str(out) in capsys.readouterr().out
 
 
-def test_inspect_bad_text_is_an_error_not_a_traceback(run_dir, tmp_path, capsys):
+def test_inspect_bad_text_is_an_error_not_a_traceback(charlm_run, tmp_path, capsys):
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"\xff\xfe")
-    assert cli.main(["inspect", str(run_dir), "--text", str(bad)]) == 2
+    assert cli.main(["inspect", str(charlm_run), "--text", str(bad)]) == 2
     assert "bad.txt: not UTF-8 text (byte 0)" in capsys.readouterr().err
 
 

@@ -76,23 +76,7 @@ def test_command_prints_figures_writes_plot_and_json(tmp_path, capsys):
     assert all(len(c) == 11 for c in curves["no clipping"].values())
 
 
-def test_trained_run_curves_per_layer(tmp_path):
-    from rnnkit.tasks import charlm
-
-    config = charlm.Config(
-        data="hello",
-        hidden=6,
-        layers=2,
-        window=8,
-        batch_size=4,
-        steps=2,
-        eval_every=2,
-        minutes=0,
-        out=str(tmp_path / "run"),
-        device="cpu",
-        precision="fp32",
-    )
-    charlm.train(config)
-    curves = gradflow.measure_run(tmp_path / "run", length=12, batch=3)
+def test_trained_run_curves_per_layer(charlm_run):
+    curves = gradflow.measure_run(charlm_run, length=12, batch=3)
     assert list(curves) == ["lstm layer 0", "lstm layer 1"]
     assert all(len(c) == 13 and abs(c[-1] - 1.0) < 1e-9 for c in curves.values())

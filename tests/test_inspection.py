@@ -16,27 +16,6 @@ from rnnkit.tasks import charlm
 SOURCE = 'def f(x):\n    return "a (b)"  # done\n\nprint(f([1, 2]))\n'
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A real, tiny run: a two-layer LSTM trained a few steps on the hello corpus."""
-    out = tmp_path_factory.mktemp("run")
-    config = charlm.Config(
-        data="hello",
-        hidden=8,
-        layers=2,
-        window=8,
-        batch_size=4,
-        steps=4,
-        eval_every=2,
-        minutes=0,
-        out=str(out),
-        device="cpu",
-        precision="fp32",
-    )
-    charlm.train(config)
-    return out
-
-
 def test_text_features_by_hand():
     f = inspection.text_features('a("x")#c\n  b')
     assert f["inside a quote"].tolist() == [0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0]
@@ -54,8 +33,8 @@ def test_correlations_equal_numpy():
     np.testing.assert_allclose(inspection.correlations(a, f), want, atol=1e-12)
 
 
-def test_trace_equals_the_models_own_forward(run_dir):
-    _, vocab, model = charlm.load_run(run_dir, "cpu")
+def test_trace_equals_the_models_own_forward(charlm_run):
+    _, vocab, model = charlm.load_run(charlm_run, "cpu")
     text = "hello hello"
     trace = inspection.trace_model(model, vocab, text)
     with torch.no_grad():
@@ -116,14 +95,14 @@ class Checker(HTMLParser):
         self.stack.pop()
 
 
-def write_page(run_dir, tmp_path):
+def write_page(charlm_run, tmp_path):
     text = tmp_path / "source.py"
     text.write_text(SOURCE)
-    return inspection.report(run_dir, text, tmp_path / "report.html")
+    return inspection.report(charlm_run, text, tmp_path / "report.html")
 
 
-def test_page_is_valid_and_self_contained(run_dir, tmp_path):
-    page = write_page(run_dir, tmp_path).read_text()
+def test_page_is_valid_and_self_contained(charlm_run, tmp_path):
+    page = write_page(charlm_run, tmp_path).read_text()
     checker = Checker()
     checker.feed(page)
     checker.close()
@@ -136,11 +115,11 @@ def test_page_is_valid_and_self_contained(run_dir, tmp_path):
 
 
 @pytest.mark.parametrize("bad,message", [(b"", "empty"), (b"ok\xff", "not UTF-8 text")])
-def test_bad_text_file(run_dir, tmp_path, bad, message):
+def test_bad_text_file(charlm_run, tmp_path, bad, message):
     path = tmp_path / "bad.txt"
     path.write_bytes(bad)
     with pytest.raises(ValueError, match=f"bad.txt: {message}"):
-        inspection.report(run_dir, path, tmp_path / "r.html")
+        inspection.report(charlm_run, path, tmp_path / "r.html")
 
 
 CHROMIUM = shutil.which("chromium")
@@ -187,8 +166,8 @@ def test_the_request_check_sees_a_page_that_loads_from_outside(tmp_path):
 @pytest.mark.skipif(
     CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)"
 )
-def test_page_renders_in_chromium_and_the_selector_recolours(run_dir, tmp_path):
-    page = write_page(run_dir, tmp_path)
+def test_page_renders_in_chromium_and_the_selector_recolours(charlm_run, tmp_path):
+    page = write_page(charlm_run, tmp_path)
     net_log = tmp_path / "net.json"
     doms = {
         unit: chromium(

@@ -1,0 +1,26 @@
+"""Fixtures shared by the tests of the commands that read a trained run."""
+
+import pytest
+
+from rnnkit.tasks import charlm
+
+
+@pytest.fixture(scope="session")
+def charlm_run(tmp_path_factory):
+    """A real, tiny run: a two-layer LSTM of 8 units trained a few steps on the hello corpus."""
+    out = tmp_path_factory.mktemp("charlm-run")
+    config = charlm.Config(
+        data="hello",
+        hidden=8,
+        layers=2,
+        window=8,
+        batch_size=4,
+        steps=4,
+        eval_every=2,
+        minutes=0,
+        out=str(out),
+        device="cpu",
+        precision="fp32",
+    )
+    charlm.train(config)
+    return out
