@@ -35,7 +35,7 @@ from torch import Tensor, nn
 import rnnkit
 from rnnkit.data.pairs import PAD
 
-CELLS = ("lstm", "gru", "rnn", "peephole")
+CELLS = rnnkit.layers.CELLS
 ATTENTIONS = ("none", "bahdanau", "luong")
 
 
@@ -48,19 +48,15 @@ def make_layer(
     bidirectional: bool = False,
 ) -> rnnkit.layers.RecurrentLayer:
     """A batch-first rnnkit layer of the named cell."""
-    if cell not in CELLS:
-        raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
-    options = dict(
+    return rnnkit.layers.make_layer(
+        cell,
+        input_size,
+        hidden,
         num_layers=layers,
         dropout=dropout if layers > 1 else 0.0,
         bidirectional=bidirectional,
         batch_first=True,
     )
-    if cell == "gru":
-        return rnnkit.GRU(input_size, hidden, **options)
-    if cell == "rnn":
-        return rnnkit.RNN(input_size, hidden, **options)
-    return rnnkit.LSTM(input_size, hidden, peephole=cell == "peephole", **options)
 
 
 def state_parts(state) -> tuple[Tensor, ...]:

@@ -193,11 +193,10 @@ class TextClassifier(nn.Module):
         super().__init__()
         self.pooling, self.directions = config.pooling, 2 if config.bidirectional else 1
         self.embed = nn.Embedding(vocab_size, config.embedding, padding_idx=0)
-        layer = {"lstm": rnnkit.LSTM, "gru": rnnkit.GRU, "rnn": rnnkit.RNN}[config.cell]
         between = config.dropout if config.layers > 1 else 0.0
-        self.rnn = layer(
-            config.embedding, config.hidden, config.layers, dropout=between,
-            bidirectional=config.bidirectional,
+        self.rnn = rnnkit.layers.make_layer(
+            config.cell, config.embedding, config.hidden, num_layers=config.layers,
+            dropout=between, bidirectional=config.bidirectional,
         )  # fmt: skip
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(self.directions * config.hidden, classes)

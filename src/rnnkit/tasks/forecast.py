@@ -102,10 +102,10 @@ class Forecaster(nn.Module):
 
 
 def recurrent_layers(config: Config, input_size: int) -> nn.Module:
-    options = {"peephole": True} if config.cell == "peephole" else {}
-    layer = {"gru": rnnkit.GRU, "rnn": rnnkit.RNN}.get(config.cell, rnnkit.LSTM)
     between = config.dropout if config.layers > 1 else 0.0
-    return layer(input_size, config.hidden, config.layers, dropout=between, **options)
+    return rnnkit.layers.make_layer(
+        config.cell, input_size, config.hidden, num_layers=config.layers, dropout=between
+    )
 
 
 def reference(model: Forecaster, window: torch.Tensor) -> torch.Tensor:

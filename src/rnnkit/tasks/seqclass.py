@@ -171,10 +171,9 @@ class SequenceClassifier(nn.Module):
     def __init__(self, features: int, classes: int, config: Config):
         super().__init__()
         self.pooling, self.directions = config.pooling, 2 if config.bidirectional else 1
-        layer = {"lstm": rnnkit.LSTM, "gru": rnnkit.GRU, "rnn": rnnkit.RNN}[config.cell]
         between = config.dropout if config.layers > 1 else 0.0
-        self.rnn = layer(
-            features, config.hidden, config.layers, dropout=between,
+        self.rnn = rnnkit.layers.make_layer(
+            config.cell, features, config.hidden, num_layers=config.layers, dropout=between,
             bidirectional=config.bidirectional,
         )  # fmt: skip
         self.drop = nn.Dropout(config.dropout)

@@ -65,15 +65,13 @@ class Tagger(nn.Module):
         super().__init__()
         directions = 2 if config.bidirectional else 1
         between = config.dropout if config.layers > 1 else 0.0
-        options = {"peephole": True} if config.cell == "peephole" else {}
-        layer = {"gru": rnnkit.GRU, "rnn": rnnkit.RNN}.get(config.cell, rnnkit.LSTM)
-        self.rnn = layer(
+        self.rnn = rnnkit.layers.make_layer(
+            config.cell,
             features,
             config.hidden,
-            config.layers,
+            num_layers=config.layers,
             dropout=between,
             bidirectional=config.bidirectional,
-            **options,
         )
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(directions * config.hidden, classes)
