@@ -26,7 +26,6 @@ Shape letters: B batch, T length, H hidden size (= input size), G gate blocks.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import dataclasses
 import json
 import statistics
@@ -38,10 +37,10 @@ import torch
 from torch import nn
 
 import rnnkit
+from rnnkit import peak_memory
 
 CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru", "peephole")
 GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3, "peephole": 4}
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 TORCH_CELLS = {"rnn_tanh": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
 
 
@@ -271,18 +270,10 @@ def length_rows(plan: Plan) -> tuple[list[dict], str]:
 
 
 def memory_rows(plan: Plan) -> tuple[list[dict], str]:
-    if not Path("/proc/self/clear_refs").exists():
+    if not peak_memory.supported():
         return [], "skipped: needs Linux's /proc/self/clear_refs to reset the peak RSS"
-    libc = _libc()
-    if libc is not None:  # fix glibc's mmap threshold (it otherwise grows), so that freed
-        libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024)  # tensors leave the resident set
-        libc.mallopt(M_TRIM_THRESHOLD, 64 * 1024)
-    try:
+    with peak_memory.freed_memory_returned():
         return _memory_rows(plan)
-    finally:
-        if libc is not None:  # glibc's defaults (without the growth of the threshold)
-            libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
-            libc.mallopt(M_TRIM_THRESHOLD, 128 * 1024)
 
 
 def _memory_rows(plan: Plan) -> tuple[list[dict], str]:
@@ -296,7 +287,7 @@ def _memory_rows(plan: Plan) -> tuple[list[dict], str]:
             "torch.nn": training_step(torch_peer(cell, ours), x),
         }
         try:
-            peak = {name: _peak_rss(step) for name, step in steps.items()}
+            peak = {name: peak_memory.peak_rss(step) for name, step in steps.items()}
         except Exception as error:  # one failing case must not end the run
             notes.append(f"{cell}: {type(error).__name__}: {error}")
             continue
@@ -304,32 +295,6 @@ def _memory_rows(plan: Plan) -> tuple[list[dict], str]:
         row.update(peak_mb=peak["rnnkit"] / 2**20, torch_peak_mb=peak["torch.nn"] / 2**20)
         rows.append(dict(row, memory_ratio=peak["rnnkit"] / max(peak["torch.nn"], 1)))
     return rows, "; ".join(notes)
-
-
-def _libc():
-    try:
-        return ctypes.CDLL("libc.so.6")
-    except OSError:
-        return None
-
-
-def _peak_rss(step) -> int:
-    """Bytes of resident memory the step adds at its peak."""
-    step()  # warm-up, so that lazily built state is not counted
-    libc = _libc()
-    if libc is not None:
-        libc.malloc_trim(0)  # hand freed memory back, so the step must fault it in anew
-    before = _status_kb("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-    step()
-    return max(0, _status_kb("VmHWM") - before) * 1024
-
-
-def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
 # --- targets, tables and the command ---------------------------------------------------------
