@@ -102,9 +102,35 @@ def test_each_sampled_character_costs_one_step():
     lengths = []
     real_forward = model.rnn.forward
     model.rnn.forward = lambda x, state=None: lengths.append(x.shape[0]) or real_forward(x, state)
-    text = "".join(charlm.generate(model, vocab, "abc", 6, temperature=1.0, seed=3))
+    text = "".join(
+        charlm.generate(model, vocab, "abc", 6, temperature=1.0, seed=3, streaming=False)
+    )
     assert len(text) == 6 and "\ufffd" not in text
     assert lengths == [3, 1, 1, 1, 1, 1, 1]  # the prime once, then one step per character
+    steps = []
+    real_stream_step = charlm.next_step_of_stream
+
+    def counting(model, state):
+        step = real_stream_step(model, state)
+        return lambda index: steps.append(index) or step(index)
+
+    charlm.next_step_of_stream, lengths[:] = counting, []
+    try:
+        streamed = "".join(charlm.generate(model, vocab, "abc", 6, temperature=1.0, seed=3))
+    finally:
+        charlm.next_step_of_stream = real_stream_step
+    assert lengths == [3] and len(steps) == 6  # the prime once, then one stream step a char
+    assert streamed == text  # the stream computes what the model computes
+
+
+@pytest.mark.parametrize("cell,one_hot", [("lstm", False), ("gru", True), ("peephole", False)])
+def test_streamed_sampling_equals_the_models_own_steps(cell, one_hot):
+    torch.manual_seed(5)
+    model = small_model(cell=cell, one_hot=one_hot, layers=2).eval()
+    vocab = Vocab(["\ufffd"] + list("abcdefghij"))
+    kwargs = dict(temperature=1.0, seed=11)
+    reference = "".join(charlm.generate(model, vocab, "ab", 40, streaming=False, **kwargs))
+    assert "".join(charlm.generate(model, vocab, "ab", 40, **kwargs)) == reference
 
 
 def test_seeded_sampling_is_reproducible_and_temperature_zero_is_argmax():

@@ -219,17 +219,38 @@ def generate(
     top_k: int = 0,
     seed: int = 1,
     bf16: bool = False,
+    streaming: bool = True,
 ) -> Iterator[str]:
-    """Yield ``length`` characters after ``prime``; each costs one step from the carried state."""
+    """Yield ``length`` characters after ``prime``; each costs one step from the carried state.
+
+    The prime runs through the model in one call; then each character is one step of
+    :class:`rnnkit.Stream` (one call of compiled code for the whole stack), or, with
+    ``streaming=False``, one call of the model on a sequence of length 1 (the reference).
+    """
     generator = torch.Generator().manual_seed(seed)
     device = model.head.weight.device
     ids = vocab.encode(prime or "\n").to(device).view(-1, 1)  # (T, 1)
     with autocast(device, bf16):
         logits, state = model(ids)  # the prime in one call: (T, 1, V)
-        for _ in range(length):
-            index = pick_next(logits[-1, 0], temperature, top_k, generator)
-            yield vocab.symbols[index]
-            logits, state = model(torch.tensor([[index]], device=device), state)  # (1, 1, V)
+    step = next_step_of_stream(model, state) if streaming else None
+    last = logits[-1, 0]  # (V,)
+    for _ in range(length):
+        index = pick_next(last, temperature, top_k, generator)
+        yield vocab.symbols[index]
+        if step is not None:
+            last = step(index)[0]
+        else:
+            with autocast(device, bf16):
+                logits, state = model(torch.tensor([[index]], device=device), state)
+            last = logits[-1, 0]
+
+
+def next_step_of_stream(model: CharLM, state):
+    """A one-token step function over :class:`rnnkit.Stream`, started from ``state``."""
+    embedding = model.embed.weight if model.embed is not None else torch.eye(model.vocab_size)
+    stream = rnnkit.Stream(model.rnn, embedding=embedding, head=model.head)
+    stream.state = map_state(lambda s: s.float(), state)
+    return stream.step
 
 
 def sample(
