@@ -247,7 +247,9 @@ def generate(
 
 def next_step_of_stream(model: CharLM, state):
     """A one-token step function over :class:`rnnkit.Stream`, started from ``state``."""
-    embedding = model.embed.weight if model.embed is not None else torch.eye(model.vocab_size)
+    device = model.head.weight.device
+    one_hot = torch.eye(model.vocab_size, device=device)  # the lecture's one-hot input
+    embedding = model.embed.weight if model.embed is not None else one_hot
     stream = rnnkit.Stream(model.rnn, embedding=embedding, head=model.head)
     stream.state = map_state(lambda s: s.float(), state)
     return stream.step
