@@ -13,6 +13,9 @@ import json
 from pathlib import Path
 from types import ModuleType
 
+from rnnkit import config as configuration
+from rnnkit.checkpoint import MODEL_FILE
+
 TASKS = {
     "charlm": "rnnkit.tasks.charlm",
     "forecast": "rnnkit.tasks.forecast",
@@ -36,3 +39,11 @@ def task_of_run(run_dir: Path) -> ModuleType:
     if not path.exists():
         raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
     return load_task(json.loads(path.read_text()).get("task", ""))
+
+
+def run_config(run_dir: Path, config_type):
+    """The saved config of a trained run; a directory without best weights is an error."""
+    run_dir = Path(run_dir)
+    if not (run_dir / MODEL_FILE).exists():
+        raise FileNotFoundError(f"{run_dir}: no {MODEL_FILE} (has this run been evaluated yet?)")
+    return configuration.load(config_type, run_dir / "config.json")

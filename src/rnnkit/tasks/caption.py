@@ -41,6 +41,7 @@ from rnnkit import config as configuration
 from rnnkit.data import images as folders
 from rnnkit.data import scenes
 from rnnkit.data.pairs import EOS, PAD, SOS, TokenVocab, detokenize, pad, tokenize
+from rnnkit.tasks import run_config
 from rnnkit.tasks.translate import search_for
 from rnnkit.train import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 from rnnkit.vision import Captioner, VGGEncoder, plot_gallery, to_tensor
@@ -342,9 +343,7 @@ def report_test(run_dir: Path, test_set: Examples) -> dict:
 def load_run(run_dir: Path, device: str = "auto"):
     """The config, vocabulary and best model of a run directory."""
     run_dir = Path(run_dir)
-    if not (run_dir / MODEL_FILE).exists():
-        raise FileNotFoundError(f"{run_dir}: no {MODEL_FILE} (has this run been evaluated yet?)")
-    config = configuration.load(Config, run_dir / "config.json")
+    config = run_config(run_dir, Config)
     vocab = TokenVocab.load(run_dir / "vocab.json")
     model = build_model(config, len(vocab))
     load_model(model, run_dir / MODEL_FILE)

@@ -27,6 +27,7 @@ import rnnkit
 from rnnkit import config as configuration
 from rnnkit.data import Streams, Vocab, Window, eval_windows, load_corpus
 from rnnkit.scan import map_state
+from rnnkit.tasks import run_config
 from rnnkit.train import (
     MODEL_FILE,
     Task,
@@ -186,9 +187,7 @@ def train(config: Config, resume: bool = False, progress=None) -> Trainer:
 def load_run(run_dir: Path, device: str = "auto"):
     """The config, vocabulary and best model of a run directory."""
     run_dir = Path(run_dir)
-    if not (run_dir / MODEL_FILE).exists():
-        raise FileNotFoundError(f"{run_dir}: no {MODEL_FILE} (has this run been evaluated yet?)")
-    config = configuration.load(Config, run_dir / "config.json")
+    config = run_config(run_dir, Config)
     vocab = Vocab.load(run_dir / "vocab.json")
     device = pick_device(device)
     model = CharLM(len(vocab), config, use_bf16(config.precision, device))

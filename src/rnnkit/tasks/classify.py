@@ -35,6 +35,7 @@ from rnnkit import confusion
 from rnnkit.data.pairs import UNK, TokenVocab, tokenize
 from rnnkit.data.tables import TableError, read_table
 from rnnkit.pooling import pool
+from rnnkit.tasks import run_config
 from rnnkit.train import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
 NAME = "classify"
@@ -345,9 +346,7 @@ def test_report(run_dir, config, classes, vocab, test: Examples, baseline) -> st
 def load_run(run_dir: Path, device: str = "cpu"):
     """The config, vocabulary, class names and best model of a run directory."""
     run_dir = Path(run_dir)
-    if not (run_dir / MODEL_FILE).exists():
-        raise FileNotFoundError(f"{run_dir}: no {MODEL_FILE} (has this run been evaluated yet?)")
-    config = configuration.load(Config, run_dir / "config.json")
+    config = run_config(run_dir, Config)
     vocab = TokenVocab.load(run_dir / "vocab.json")
     classes = json.loads((run_dir / "classes.json").read_text())
     model = TextClassifier(len(vocab), len(classes), config)

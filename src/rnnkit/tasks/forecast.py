@@ -50,6 +50,7 @@ from rnnkit.data.series import (
     write_forecast,
 )
 from rnnkit.scan import map_state
+from rnnkit.tasks import run_config
 from rnnkit.train import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
 NAME = "forecast"
@@ -364,9 +365,7 @@ def plot_forecast(path: Path, prepared: Prepared, forecasts: dict, config: Confi
 def load_run(run_dir: Path, device: str = "auto"):
     """The config, series state (columns, scaler, period) and best model of a run."""
     run_dir = Path(run_dir)
-    if not (run_dir / MODEL_FILE).exists():
-        raise FileNotFoundError(f"{run_dir}: no {MODEL_FILE} (has this run been evaluated yet?)")
-    config = configuration.load(Config, run_dir / "config.json")
+    config = run_config(run_dir, Config)
     state = json.loads((run_dir / "series.json").read_text())
     model = Forecaster(len(state["columns"]), state["targets"], config)
     load_model(model, run_dir / MODEL_FILE)

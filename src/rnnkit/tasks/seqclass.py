@@ -30,6 +30,7 @@ from rnnkit import config as configuration
 from rnnkit import confusion
 from rnnkit.data.ucr import ARCHIVE, SequenceError, Sequences, load_sequences
 from rnnkit.pooling import pool
+from rnnkit.tasks import run_config
 from rnnkit.train import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
 NAME = "seqclass"
@@ -280,9 +281,7 @@ def archive_figure(data: str) -> dict:
 def load_run(run_dir: Path, device: str = "cpu"):
     """The config, class names, standardiser and best model of a run directory."""
     run_dir = Path(run_dir)
-    if not (run_dir / MODEL_FILE).exists():
-        raise FileNotFoundError(f"{run_dir}: no {MODEL_FILE} (has this run been evaluated yet?)")
-    config = configuration.load(Config, run_dir / "config.json")
+    config = run_config(run_dir, Config)
     classes = json.loads((run_dir / "classes.json").read_text())
     scaler = Standardizer(**json.loads((run_dir / "scaler.json").read_text()))
     model = SequenceClassifier(len(scaler.mean), len(classes), config)

@@ -32,6 +32,7 @@ import rnnkit
 from rnnkit import config as configuration
 from rnnkit.data.regimes import REGIMES, TagDataError, Tagged, load_tagged
 from rnnkit.data.series import Scaler
+from rnnkit.tasks import run_config
 from rnnkit.train import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
 NAME = "tag"
@@ -293,9 +294,7 @@ def plot_timeline(path: Path, signal, true, predicted, classes: list) -> None:
 def load_run(run_dir: Path, device: str = "auto"):
     """The config, classes, scaler and best model of a run directory."""
     run_dir = Path(run_dir)
-    if not (run_dir / MODEL_FILE).exists():
-        raise FileNotFoundError(f"{run_dir}: no {MODEL_FILE} (has this run been evaluated yet?)")
-    config = configuration.load(Config, run_dir / "config.json")
+    config = run_config(run_dir, Config)
     state = json.loads((run_dir / "labels.json").read_text())
     scaler = Scaler.from_dict(state["scaler"])
     model = Tagger(len(scaler.mean), len(state["classes"]), config)

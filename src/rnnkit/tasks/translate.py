@@ -47,6 +47,7 @@ from rnnkit.data.pairs import (
     tokenize,
 )
 from rnnkit.seq2seq import Seq2Seq, plot_attention
+from rnnkit.tasks import run_config
 from rnnkit.train import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
 NAME = "translate"
@@ -328,9 +329,7 @@ def load_vocabs(run_dir: Path) -> tuple[TokenVocab, TokenVocab]:
 def load_run(run_dir: Path, device: str = "auto"):
     """The config, (source, target) vocabularies and best model of a run directory."""
     run_dir = Path(run_dir)
-    if not (run_dir / MODEL_FILE).exists():
-        raise FileNotFoundError(f"{run_dir}: no {MODEL_FILE} (has this run been evaluated yet?)")
-    config = configuration.load(Config, run_dir / "config.json")
+    config = run_config(run_dir, Config)
     vocabs = load_vocabs(run_dir)
     model = build_model(config, len(vocabs[0]), len(vocabs[1]))
     load_model(model, run_dir / MODEL_FILE)
