@@ -23,6 +23,7 @@ import tempfile
 import time
 
 import torch
+from docs_section import write_section  # benchmarks/, beside this script
 from torch import nn
 
 from rnnkit.data import Streams
@@ -169,15 +170,6 @@ def section(rows, marks, config, command, load_before, load_after, clock) -> str
     )
 
 
-def write_section(path: str, text: str) -> None:
-    old = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
-    if START in old:
-        head, rest = old.split(START, 1)
-        old = head + rest.split(END, 1)[1].lstrip("\n")
-    with open(path, "w") as f:
-        f.write(old.rstrip("\n") + "\n\n" + text + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=90.0, help="training time of each")
@@ -211,7 +203,7 @@ def main() -> None:
     text = section(rows, marks, config, command, load_before, os.getloadavg()[0], args.clock)
     print(text)
     if args.write:
-        write_section(args.write, text)
+        write_section(args.write, text, START, END)
 
 
 if __name__ == "__main__":

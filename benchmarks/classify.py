@@ -23,6 +23,7 @@ import tempfile
 import time
 
 import torch
+from docs_section import write_section  # benchmarks/, beside this script
 
 from rnnkit import config as configuration
 from rnnkit.tasks import classify
@@ -83,15 +84,6 @@ def section(rows: list[str], command: str, threads: int, load: float, settings: 
     )
 
 
-def write_section(path: str, text: str) -> None:
-    old = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
-    if START in old:
-        head, rest = old.split(START, 1)
-        old = head + rest.split(END, 1)[1].lstrip("\n")
-    with open(path, "w") as f:
-        f.write(old.rstrip("\n") + "\n\n" + text + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="1", help="comma-separated seeds (one split each)")
@@ -111,7 +103,7 @@ def main() -> None:
     text = section(rows, command, args.threads, load, settings)
     print(text)
     if args.write:
-        write_section(args.write, text)
+        write_section(args.write, text, START, END)
 
 
 if __name__ == "__main__":

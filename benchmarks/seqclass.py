@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 import torch
+from docs_section import write_section  # benchmarks/, beside this script
 
 from rnnkit.data.ucr import load_sequences
 from rnnkit.tasks import seqclass
@@ -110,15 +111,6 @@ def section(rows: list[str], seeds: list[int], threads: int, load: float) -> str
     )
 
 
-def write_section(path: str, text: str) -> None:
-    old = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
-    if START in old:
-        head, rest = old.split(START, 1)
-        old = head + rest.split(END, 1)[1].lstrip("\n")
-    with open(path, "w") as f:
-        f.write(old.rstrip("\n") + "\n\n" + text + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", default="BasicMotions,GunPoint", help="archive sets")
@@ -135,7 +127,7 @@ def main() -> None:
     text = section(rows, seeds, args.threads, load)
     print(text)
     if args.write:
-        write_section(args.write, text)
+        write_section(args.write, text, START, END)
 
 
 if __name__ == "__main__":
