@@ -77,9 +77,7 @@ def make_layer(cell: str, hidden: int, **options):
     torch.manual_seed(0)
     if cell.startswith("rnn"):
         return rnnkit.RNN(hidden, hidden, nonlinearity=cell.removeprefix("rnn_"), **options)
-    if cell == "gru":
-        return rnnkit.GRU(hidden, hidden, **options)
-    return rnnkit.LSTM(hidden, hidden, peephole=cell == "peephole", **options)
+    return rnnkit.layers.make_layer(cell, hidden, hidden, **options)
 
 
 def torch_peer(cell: str, layer) -> nn.Module:
