@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 STAMP   := .venv/.installed
 TORCH   := torch==2.13.0
 
-.PHONY: setup browser demo test lint format clean
+.PHONY: setup system demo test lint format clean
 
 setup: $(STAMP)
 
@@ -22,18 +22,19 @@ $(STAMP): pyproject.toml
 	$(PY) -c "from rnnkit.kernels import compiled; compiled.library()"
 	touch $(STAMP)
 
-# Debian's Chromium, for the test that renders `rnnkit inspect`'s page headless. Where apt
-# cannot install it, that one test is skipped and says why. Only the tests need it, so
-# `make demo` does not wait for it.
-browser:
-	@command -v chromium >/dev/null || { apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
-	  echo "chromium could not be installed: the headless-browser test will be skipped"
+# Debian packages only the tests need: Chromium, to render `rnnkit inspect`'s page headless,
+# and espeak-ng, to synthesise the spoken corpus of speech recognition. Where apt cannot
+# install one, the tests that need it are skipped and say why. `make demo` does not wait.
+system:
+	@command -v chromium >/dev/null && command -v espeak-ng >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq chromium espeak-ng >/dev/null; } || \
+	  echo "chromium or espeak-ng could not be installed: the tests that need them will be skipped"
 
 demo: $(STAMP)
 	$(PY) -m rnnkit.demo
 
-test: $(STAMP) browser
+test: $(STAMP) system
 	$(PY) -m pytest
 
 lint: $(STAMP)
