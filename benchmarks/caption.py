@@ -33,8 +33,6 @@ from rnnkit.tasks import caption as cap
 from rnnkit.train import Progress
 
 EXACT_BAR, BLEU_BAR = 0.80, 60.0
-SETTINGS = {"dropout": 0.0, "lr": 5e-3}  # beside the defaults: generated scenes never repeat
-# enough to overfit, and without dropout the model learns faster
 KINDS = {
     "test": "a thing at an unseen place",
     "test-pairs": "an unseen shape-colour pair",
@@ -45,7 +43,6 @@ KINDS = {
 def train_run(minutes: float, root: Path, threads: int, quick: bool) -> Path:
     sizes = dict(train_scenes=500, val_scenes=50, test_scenes=50) if quick else {}
     config = cap.Config(minutes=minutes, device="cpu", threads=threads, out=str(root), **sizes)
-    config.dropout, config.lr = SETTINGS["dropout"], SETTINGS["lr"]
     start = time.perf_counter()
     trainer = cap.train(config, progress=Progress(io.StringIO()))
     print(f"{trainer.step} steps in {time.perf_counter() - start:.0f} s", flush=True)
