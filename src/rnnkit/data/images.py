@@ -6,6 +6,11 @@ of their first row. Each image is cropped to a centred square and resized (Pillo
 ``ImageOps.fit``) on load; an image that is missing or that Pillow cannot read is named in a
 list and skipped, with its captions, and the caller reports the count.
 
+Pillow's decoders raise many kinds of exception on a damaged file (``OSError``, ``SyntaxError``,
+``struct.error``, ``DecompressionBombError``, ...), so every exception of reading one image
+counts as "not a readable image"; an image over Pillow's size limit (a decompression bomb)
+is one of them.
+
 Precomputed features are one ``.npy`` array of shape (images, F): row ``i`` belongs to the
 ``i``-th distinct image of ``captions.csv`` (the order :func:`read_captions` returns), so
 any network's outputs can stand in for the project's encoder.
@@ -14,15 +19,21 @@ any network's outputs can stand in for the project's encoder.
 from __future__ import annotations
 
 import random
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
+from rnnkit.data.files import DataError
 from rnnkit.data.tables import TableError, read_table
 
 CAPTIONS_FILE = "captions.csv"
+
+
+class ImageDataError(DataError):
+    """Images or features that cannot be used; the message names the file and the problem."""
 
 
 @dataclass
@@ -64,7 +75,7 @@ def load_image(path: Path, side: int) -> tuple[np.ndarray | None, str]:
         with Image.open(path) as image:
             image.load()
             square = ImageOps.fit(image.convert("RGB"), (side, side), Image.Resampling.BILINEAR)
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+    except Exception as err:  # any exception of a damaged file: see the module docstring
         return None, f"not a readable image ({type(err).__name__}: {err})"
     return np.asarray(square, dtype=np.uint8), ""
 
@@ -83,7 +94,7 @@ def load_folder(folder: str | Path, side: int, with_pixels: bool = True) -> Imag
         pixels.append(image)
         refs.append(captions)
     if not kept:
-        raise ValueError(f"{folder}: none of the {len(names)} images could be read ({bad[0]})")
+        raise ImageDataError(f"{folder}: none of the {len(names)} images could be read ({bad[0]})")
     array = np.stack(pixels) if with_pixels else np.zeros((len(kept), 0, 0, 3), np.uint8)
     return ImageFolder(folder, kept, array, refs, bad)
 
@@ -98,18 +109,26 @@ def load_features(path: str | Path, rows: int | None = None) -> np.ndarray:
     """float32 (N, F) feature rows from a ``.npy`` file; ``rows`` checks N."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such feature file")
+        raise ImageDataError(f"{path}: no such feature file")
     try:
         array = np.load(path, allow_pickle=False)
-    except ValueError as err:
-        raise ValueError(f"{path}: not a .npy array of numbers ({err})") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise ImageDataError(f"{path}: not a .npy array of numbers ({err})") from None
+    if not isinstance(array, np.ndarray):  # an .npz archive
+        array.close()
+        raise ImageDataError(f"{path}: an .npz archive, not one .npy array")
     array = array[None] if array.ndim == 1 else array
-    if array.ndim != 2 or not np.issubdtype(array.dtype, np.number):
-        raise ValueError(f"{path}: expected a (images, features) array, got {array.shape}")
+    if array.ndim != 2 or array.dtype.kind not in "biuf":
+        raise ImageDataError(
+            f"{path}: expected a (images, features) array of numbers, got {array.dtype} "
+            f"{array.shape}"
+        )
     if rows is not None and array.shape[0] != rows:
-        raise ValueError(f"{path}: {array.shape[0]} feature rows for {rows} images in captions.csv")
+        raise ImageDataError(
+            f"{path}: {array.shape[0]} feature rows for {rows} images in captions.csv"
+        )
     if not np.isfinite(array).all():
-        raise ValueError(f"{path}: feature rows hold NaN or infinite values")
+        raise ImageDataError(f"{path}: feature rows hold NaN or infinite values")
     return array.astype(np.float32)
 
 

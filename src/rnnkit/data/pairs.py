@@ -2,7 +2,8 @@
 
 - :func:`read_pairs` reads ``source<TAB>target`` lines (further columns ignored, so the
   Tatoeba/Anki files read as they are); a bad line (no tab, an empty side) is skipped and
-  named by file and line number; a file with no good line is an error.
+  named by file and line number; a file with no good line is an error, and so is a byte
+  that is not UTF-8 or a NUL byte (a binary file), named by file and line.
 - :func:`tokenize` splits at word level (words and single punctuation marks, Unicode-aware)
   or character level; :class:`TokenVocab` maps tokens to ids with ``<pad>`` 0, ``<sos>`` 1,
   ``<eos>`` 2 and ``<unk>`` 3 first, keeping tokens seen at least ``min_freq`` times.
@@ -24,6 +25,9 @@ from typing import Literal
 
 import torch
 
+from rnnkit.data.files import DataError, read_bytes
+from rnnkit.data.vocab import json_field
+
 PAD, SOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<sos>", "<eos>", "<unk>")
 _WORD = re.compile(r"\w+|[^\w\s]")  # a run of letters/digits, or one punctuation mark
@@ -33,7 +37,7 @@ _NO_SPACE_AFTER = re.compile(r"([¿¡(\[{«]) ")
 Pair = tuple[str, str]
 
 
-class PairsError(ValueError):
+class PairsError(DataError):
     """Parallel text that cannot be used; the message names the file and the problem."""
 
 
@@ -57,7 +61,7 @@ def read_pairs(path: str | Path) -> tuple[list[Pair], list[str]]:
     if not path.is_file():
         raise PairsError(f"{path}: no such file")
     pairs, bad = [], []
-    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+    for number, raw in enumerate(read_bytes(path, PairsError).splitlines(), start=1):
         line = decode_line(raw, path, number)
         if not line.strip():
             continue
@@ -73,7 +77,12 @@ def read_pairs(path: str | Path) -> tuple[list[Pair], list[str]]:
 
 
 def decode_line(raw: bytes, path: Path, number: int) -> str:
-    """One line as text; a bad UTF-8 byte is an error naming the file and line."""
+    """One line as text; a bad UTF-8 byte or a NUL is an error naming the file and line."""
+    if b"\0" in raw:
+        raise PairsError(
+            f"{path}:{number}: a NUL byte at byte {raw.index(0)} of the line: this looks like "
+            "a binary file (or UTF-16 text), not UTF-8 text"
+        )
     try:
         return raw.decode("utf-8").lstrip("\ufeff") if number == 1 else raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -176,7 +185,14 @@ class TokenVocab:
 
     @classmethod
     def load(cls, path: Path) -> TokenVocab:
-        return cls(json.loads(Path(path).read_text(encoding="utf-8"))["tokens"])
+        """The vocabulary saved in ``path``; a damaged or hand-edited file is a DataError."""
+        tokens = json_field(path, "tokens")
+        if not all(isinstance(t, str) for t in tokens):
+            raise DataError(f"{path}: every token must be a string")
+        try:
+            return cls(tokens)
+        except ValueError as err:
+            raise DataError(f"{path}: not a vocabulary ({err})") from None
 
 
 def drop_long(pairs: list[tuple[list, list]], max_length: int) -> tuple[list, int]:

@@ -17,22 +17,27 @@ run code when it is loaded):
   with ``lengths`` (N,) giving each T_i;
 - padded: ``inputs`` (N, T, F), ``labels`` (N, T) and ``lengths`` (N,); steps past a
   sequence's length are ignored.
-Labels are integers or strings; a 1-D ``inputs`` means one feature.
+Labels are integers or strings (whole-number floats are read as integers); a 1-D (flat) or
+2-D (padded) ``inputs`` means one feature.
 """
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from rnnkit.data.files import DataError
 
 REGIMES = ("calm", "oscillating", "shifted", "volatile")
 OSCILLATION_PERIOD = 8
 SHIFT = 1.5
 
 
-class TagDataError(ValueError):
+class TagDataError(DataError):
     """A tagging file that cannot be used; the message names the file and the problem."""
 
 
@@ -102,11 +107,15 @@ def npz_arrays(path: str) -> dict:
         raise TagDataError(f"{path}: no such file (and not the built-in 'regimes')")
     try:
         with np.load(file, allow_pickle=False) as archive:
+            if not isinstance(archive, np.lib.npyio.NpzFile):
+                raise TagDataError(f"{path}: not an .npz archive (a single .npy array?)")
             return {name: archive[name] for name in archive.files}
     except ValueError as err:
         raise TagDataError(f"{path}: not a readable .npz without pickled objects ({err})") from None
-    except OSError as err:
+    except (OSError, zipfile.BadZipFile, EOFError, zlib.error, RuntimeError) as err:
         raise TagDataError(f"{path}: not a readable .npz file ({err})") from None
+    except TypeError as err:  # np.load on a .npy returns an array, not a context manager
+        raise TagDataError(f"{path}: not an .npz archive ({err})") from None
 
 
 def check_keys(path: str, arrays: dict) -> None:
@@ -118,10 +127,39 @@ def check_keys(path: str, arrays: dict) -> None:
         )
 
 
+def check_lengths(path: str, lengths: np.ndarray) -> np.ndarray:
+    """``lengths`` as int64: a non-empty 1-D array of positive integers."""
+    if lengths.dtype.kind not in "iu" or lengths.ndim != 1 or lengths.size == 0:
+        raise TagDataError(
+            f"{path}: 'lengths' must be 1-D positive integers, got dtype {lengths.dtype} "
+            f"shape {lengths.shape}"
+        )
+    if (lengths < 1).any():
+        raise TagDataError(f"{path}: 'lengths' must be positive, got {lengths.min()}")
+    return lengths.astype(np.int64)
+
+
+def check_labels(path: str, labels: np.ndarray) -> np.ndarray:
+    """Integer or string labels; floats only when every one is a whole number."""
+    if labels.dtype.kind in "iuUS":
+        return labels
+    if labels.dtype.kind == "b":
+        return labels.astype(np.int64)
+    if labels.dtype.kind == "f" and np.isfinite(labels).all() and (labels == labels.round()).all():
+        return labels.astype(np.int64)
+    raise TagDataError(
+        f"{path}: 'labels' must be integers or strings, got dtype {labels.dtype}"
+        + (" with values that are not whole numbers" if labels.dtype.kind == "f" else "")
+    )
+
+
 def split_sequences(path: str, inputs, labels, lengths) -> tuple[list, list]:
     """Cut flat or padded arrays into per-sequence arrays, checking every shape."""
-    if lengths.ndim != 1 or lengths.size == 0 or (lengths < 1).any():
-        raise TagDataError(f"{path}: 'lengths' must be 1-D positive integers, got {lengths}")
+    if labels.ndim not in (1, 2) or inputs.ndim != labels.ndim + 1:
+        raise TagDataError(
+            f"{path}: inputs {inputs.shape} and labels {labels.shape}: expected flat inputs "
+            "(sum of T_i, F) with labels (sum of T_i,), or padded (N, T, F) with (N, T)"
+        )
     if labels.ndim == 2:  # padded: (N, T) labels, (N, T, F) inputs
         if inputs.shape[:2] != labels.shape or labels.shape[0] != len(lengths):
             raise TagDataError(
@@ -144,12 +182,13 @@ def split_sequences(path: str, inputs, labels, lengths) -> tuple[list, list]:
 def load_npz(path: str) -> Tagged:
     arrays = npz_arrays(path)
     check_keys(path, arrays)
-    inputs, labels = arrays["inputs"], arrays["labels"]
-    if not np.issubdtype(inputs.dtype, np.number):
+    inputs, labels = arrays["inputs"], check_labels(path, arrays["labels"])
+    if inputs.dtype.kind not in "biuf":
         raise TagDataError(f"{path}: 'inputs' must be numbers, got dtype {inputs.dtype}")
     if inputs.ndim == labels.ndim:  # one feature
         inputs = inputs[..., None]
-    xs, ys = split_sequences(path, inputs, labels, arrays["lengths"].astype(np.int64))
+    lengths = check_lengths(path, arrays["lengths"])
+    xs, ys = split_sequences(path, inputs, labels, lengths)
     for i, x in enumerate(xs):
         if not np.isfinite(x).all():
             step = int(np.argwhere(~np.isfinite(x))[0][0])

@@ -88,6 +88,11 @@ def check_order(table: Table, dates: list[datetime]) -> None:
     """Dates must increase strictly: a repeat or a step back names both lines."""
     for i in range(1, len(dates)):
         line, before = table.lines[i], table.lines[i - 1]
+        if (dates[i].tzinfo is None) != (dates[i - 1].tzinfo is None):  # cannot be compared
+            raise SeriesError(
+                f"{table.path}, line {line}: date {dates[i]} and {dates[i - 1]} on line {before}: "
+                "one has a time zone and the other not; give every date a zone or none"
+            )
         if dates[i] == dates[i - 1]:
             raise SeriesError(f"{table.path}, line {line}: date {dates[i]} repeats line {before}")
         if dates[i] < dates[i - 1]:

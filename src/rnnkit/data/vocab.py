@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rnnkit.data.files import DataError, decode_text, read_bytes
+
 UNKNOWN = "\ufffd"
 
 
@@ -59,4 +61,21 @@ class Vocab:
 
     @classmethod
     def load(cls, path: Path) -> Vocab:
-        return cls(json.loads(Path(path).read_text())["symbols"])
+        """The vocabulary saved in ``path``; a damaged or hand-edited file is a DataError."""
+        symbols = json_field(path, "symbols")
+        try:
+            return cls(symbols)
+        except (TypeError, ValueError) as err:
+            raise DataError(f"{path}: not a vocabulary ({err})") from None
+
+
+def json_field(path: Path, key: str) -> list:
+    """The list under ``key`` of a JSON object file, naming the file and line when it is not."""
+    text = decode_text(path, read_bytes(path))
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}, line {err.lineno}: not valid JSON ({err.msg})") from None
+    if not isinstance(value, dict) or not isinstance(value.get(key), list):
+        raise DataError(f"{path}: expected a JSON object with a list {key!r}")
+    return value[key]

@@ -1,0 +1,53 @@
+"""Reading the user's files: one family of errors, and text decoded with the place of a bad byte.
+
+Every loader of :mod:`rnnkit.data` raises a subclass of :class:`DataError` (``CorpusError``,
+``PairsError``, ``TableError``, ``SequenceError``, ``TagDataError``, ``ImageDataError``)
+whose message names the file, the line, row or array where there is one, and the problem.
+The command prints it as ``rnnkit: error: ...`` and exits with status 2; nothing from
+inside numpy, torch or Pillow reaches the user as a traceback.
+
+Text is read as bytes and decoded here, so that:
+- a NUL byte means the file is binary (or UTF-16, which rnnkit does not read): an error
+  naming the line and the byte offset, rather than a model trained on noise;
+- a byte that is not UTF-8 is an error naming the line and the byte offset, rather than a
+  bare ``UnicodeDecodeError`` or a silent U+FFFD.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class DataError(ValueError):
+    """User data that cannot be used; the message names the file, the place and the problem."""
+
+
+def read_bytes(path: Path, error: type[DataError] = DataError) -> bytes:
+    """The bytes of a file; a directory, a missing or an unreadable file is ``error``."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as err:
+        raise error(f"{path}: cannot be read ({err.strerror or err})") from None
+
+
+def line_of(raw: bytes, offset: int) -> int:
+    """The 1-based line holding byte ``offset``."""
+    return raw.count(b"\n", 0, offset) + 1
+
+
+def decode_text(path: Path, raw: bytes, error: type[DataError] = DataError) -> str:
+    """``raw`` as UTF-8 text; a NUL byte or an invalid byte is ``error`` naming line and offset."""
+    nul = raw.find(b"\0")
+    if nul >= 0:
+        raise error(
+            f"{path}: a NUL byte at byte offset {nul}, line {line_of(raw, nul)}: this looks "
+            "like a binary file (or UTF-16 text), not UTF-8 text"
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        bad = raw[err.start : err.end].hex(" ")
+        raise error(
+            f"{path}: not valid UTF-8 at byte offset {err.start}, line {line_of(raw, err.start)} "
+            f"(bytes {bad}: {err.reason}); save the file as UTF-8"
+        ) from None
