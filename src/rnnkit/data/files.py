@@ -31,23 +31,27 @@ def read_bytes(path: Path, error: type[DataError] = DataError) -> bytes:
 
 
 def line_of(raw: bytes, offset: int) -> int:
-    """The 1-based line holding byte ``offset``."""
-    return raw.count(b"\n", 0, offset) + 1
+    """The 1-based line holding byte ``offset``; lines end at ``\n``, ``\r\n`` or ``\r``, as
+    ``bytes.splitlines`` (and editors) have them."""
+    before = raw[:offset]
+    return before.count(b"\n") + before.count(b"\r") - before.count(b"\r\n") + 1
 
 
 def decode_text(path: Path, raw: bytes, error: type[DataError] = DataError) -> str:
     """``raw`` as UTF-8 text; a NUL byte or an invalid byte is ``error`` naming line and offset."""
     nul = raw.find(b"\0")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if not 0 <= nul < err.start:
+            bad = raw[err.start : err.end].hex(" ")
+            raise error(
+                f"{path}: not valid UTF-8 at byte offset {err.start}, line "
+                f"{line_of(raw, err.start)} (bytes {bad}: {err.reason}); save the file as UTF-8"
+            ) from None
     if nul >= 0:
         raise error(
             f"{path}: a NUL byte at byte offset {nul}, line {line_of(raw, nul)}: this looks "
             "like a binary file (or UTF-16 text), not UTF-8 text"
         )
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        bad = raw[err.start : err.end].hex(" ")
-        raise error(
-            f"{path}: not valid UTF-8 at byte offset {err.start}, line {line_of(raw, err.start)} "
-            f"(bytes {bad}: {err.reason}); save the file as UTF-8"
-        ) from None
+    return text

@@ -32,6 +32,7 @@ from torch import nn
 import rnnkit
 from rnnkit import config as configuration
 from rnnkit import confusion
+from rnnkit.data.files import decode_text, read_bytes
 from rnnkit.data.pairs import UNK, TokenVocab, tokenize
 from rnnkit.data.tables import TableError, read_table
 from rnnkit.pooling import pool
@@ -376,7 +377,8 @@ def classify(run_dir: Path, text: str = "", file: str = "", out: str = "", devic
 def read_texts(path: Path, config: Config) -> list[str]:
     """Texts to classify: the text column of a table, or each line of a .txt file."""
     if path.suffix == ".txt":
-        return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        text = decode_text(path, read_bytes(path, TableError), TableError)
+        return [line for line in text.splitlines() if line.strip()]
     return read_table(path).column(config.text_column)
 
 
