@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -177,12 +178,12 @@ class LogMel:
     def top(self) -> float:
         return self.fmax if self.fmax is not None else self.sample_rate / 2
 
-    @property
+    @cached_property
     def filters(self) -> np.ndarray:
-        """(M, K) mel filter weights."""
+        """(M, K) mel filter weights (computed once per config)."""
         return mel_filters(self.n_mels, self.fft_size, self.sample_rate, self.fmin, self.top)
 
-    @property
+    @cached_property
     def window(self) -> np.ndarray:
         """(win,) periodic Hamming window."""
         return 0.54 - 0.46 * np.cos(2 * np.pi * np.arange(self.win) / self.win)
@@ -218,7 +219,6 @@ class LogMelStream:
     def __init__(self, logmel: LogMel):
         self.logmel = logmel
         self.pending = np.zeros(0, dtype=np.float64)  # samples not yet consumed by a frame
-        self._filters = logmel.filters  # computed once, not per push
 
     def push(self, samples: np.ndarray) -> np.ndarray:
         """(new frames, M) log-mel frames completed by ``samples``."""
@@ -228,7 +228,7 @@ class LogMelStream:
         if count == 0:
             return np.zeros((0, self.logmel.n_mels), dtype=np.float32)
         used = self.pending[: (count - 1) * self.logmel.hop + self.logmel.win]
-        energy = self.logmel.power(used) @ self._filters.T  # (new frames, M)
+        energy = self.logmel.power(used) @ self.logmel.filters.T  # (new frames, M)
         self.pending = self.pending[count * self.logmel.hop :]
         return np.log(np.maximum(energy, self.logmel.floor)).astype(np.float32)
 

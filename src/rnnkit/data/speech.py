@@ -2,7 +2,7 @@
 
 The synthesised corpus (:func:`generate`) says digit strings ("three one four one five",
 3 to 7 digits) or short sentences from a small grammar ("the red cat sat on the mat",
-62 words), in several espeak-ng voices (accents such as ``en-us`` or ``en-gb-scotland``)
+61 words), in several espeak-ng voices (accents such as ``en-us`` or ``en-gb-scotland``)
 and variants (``+m1`` .. ``+m7``, ``+f1`` .. ``+f4``: timbres), at several speeds and
 pitches, with white or pink noise added at a signal-to-noise ratio drawn per utterance.
 A speaker is an accent with a variant.
