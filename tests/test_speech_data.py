@@ -220,3 +220,15 @@ def test_features_are_cached_beside_the_manifest_until_a_file_changes(tmp_path, 
     changed = speech.load_features(manifest, logmel)
     assert changed.features[0].shape == (48, 20)
     assert len(list(tmp_path.glob("m.logmel-*.npz"))) == 1  # replaced, not added to
+
+
+@needs_espeak
+def test_rnnkit_data_speech_writes_a_corpus(tmp_path, capsys):
+    from rnnkit.cli import main
+
+    out = tmp_path / "corpus"
+    assert main(["data", "speech", str(out), "--hours", "0.002", "--kind", "sentences"]) == 0
+    assert capsys.readouterr().out.split("\n")[0] == f"speech train: {out / 'train.csv'}"
+    manifest = speech.read_manifest(out / "train.csv")
+    assert all(set(text.split()) <= SENTENCE_WORDS for _, text in manifest)
+    assert json.loads((out / "corpus.json").read_text())["plan"]["kind"] == "sentences"

@@ -8,6 +8,8 @@
                                            forecast past the end of a series, as CSV
     rnnkit translate RUN ["text" ...]      translate each text (or each line of stdin)
     rnnkit data NAME OUT.tsv               write a parallel data set (numbers-en-es, bible-en-es)
+    rnnkit data speech OUT_DIR --hours H [--kind digits|sentences|both]
+                                           synthesise spoken WAVs and manifests with espeak-ng
     rnnkit classify RUN "text" | --file F [--out predictions.csv]
                                            label a text, or every text of a file with probabilities
     rnnkit caption RUN image.png [more.png ...]
@@ -84,11 +86,13 @@ def add_translate(commands) -> None:
 
 
 def add_data(commands) -> None:
-    data = commands.add_parser("data", help="write a parallel data set as TSV")
-    data.add_argument("name", choices=["numbers-en-es", "bible-en-es"], help="data set")
-    data.add_argument("out", help="TSV file to write")
+    data = commands.add_parser("data", help="write a parallel data set as TSV, or speech")
+    data.add_argument("name", choices=["numbers-en-es", "bible-en-es", "speech"], help="data set")
+    data.add_argument("out", help="TSV file to write (speech: a directory)")
     data.add_argument("--numbers", type=int, default=40_000, help="numbers-en-es: how many")
-    data.add_argument("--seed", type=int, default=1, help="numbers-en-es: seed of the split")
+    data.add_argument("--seed", type=int, default=1, help="numbers-en-es, speech: seed")
+    data.add_argument("--hours", type=float, default=0.1, help="speech: hours of audio")
+    data.add_argument("--kind", choices=["digits", "sentences", "both"], default="digits")
 
 
 def add_classify(commands) -> None:
@@ -217,6 +221,12 @@ def run_translate(args) -> int:
 
 
 def run_data(args) -> int:
+    if args.name == "speech":
+        from rnnkit.data import speech
+
+        for split, manifest in speech.generate(args.out, args.hours, args.seed, args.kind).items():
+            print(f"speech {split}: {manifest}")
+        return 0
     if args.name == "bible-en-es":
         from rnnkit.data import bible
 
