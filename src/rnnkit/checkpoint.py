@@ -1,12 +1,20 @@
-"""Checkpoints: safetensors tensors plus JSON metadata, written atomically; never pickled.
+"""Checkpoints and the run directory's files: safetensors plus JSON, written atomically, checked
+on load, never pickled.
 
-Every file is written to a temporary file, flushed to disk, and renamed over the old one,
-so a crash leaves either the old checkpoint or the new one, never half of one. Loading
-reads tensors and JSON only, so a checkpoint cannot run code.
+Every file is written to a temporary file, flushed to disk, and renamed over the old one, so
+a crash (even SIGKILL, or a full disk) leaves either the old checkpoint or the new one, never
+half of one. A checkpoint is one safetensors file: the tensors, and in its header the JSON
+metadata and a SHA-256 of everything else in the file (header and tensor bytes), so a file
+changed or truncated after it was written is refused. One file, one rename: a separate JSON
+file beside it would need two renames, and a crash between them would pair a new checkpoint
+with an old hash. Loading reads tensors and JSON only, so a checkpoint cannot run code; a run
+directory that holds pickles (``torch.save`` files) is refused outright.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -19,10 +27,21 @@ from torch import nn
 
 MODEL_FILE = "model.safetensors"
 LAST_FILE = "last.safetensors"
+DIGEST_KEY = "sha256"
+PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt"}
+PICKLE_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or run file that cannot be written or trusted; the message names it."""
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, flush it to disk, then rename."""
+    """Write ``data`` to a temporary file beside ``path``, flush it to disk, then rename.
+
+    A failed write (disk full, read-only directory) raises :class:`CheckpointError` and leaves
+    the previous file as it was.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -31,28 +50,142 @@ def atomic_write(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        sync_directory(path.parent)
+    except OSError as err:
+        raise write_error(path, err) from err
     finally:
         if tmp.exists():
             tmp.unlink()
 
 
+def sync_directory(directory: Path) -> None:
+    """Flush a rename to disk (POSIX: the directory entry is the directory's data)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # no directory handles here (Windows): the rename is all there is
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_error(path: Path, err: OSError) -> CheckpointError:
+    reason = {
+        errno.ENOSPC: "the disk is full",
+        errno.EDQUOT: "the disk quota is exceeded",
+        errno.EROFS: "the file system is read-only",
+        errno.EACCES: "permission denied: the run directory is read-only",
+        errno.EPERM: "permission denied: the run directory is read-only",
+    }.get(err.errno, err.strerror or str(err))
+    kept = f"the previous {path.name} is intact" if path.exists() else "nothing was written"
+    return CheckpointError(f"{path}: could not write ({reason}); {kept}")
+
+
+def check_writable(directory: Path) -> None:
+    """Fail now, not at the first checkpoint an hour later, if ``directory`` takes no files."""
+    probe = Path(directory) / f".write-test-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise CheckpointError(
+            f"{directory}: the run directory is not writable ({err.strerror}); "
+            "give a writable --out"
+        ) from err
+
+
+def remove_stale_temporaries(directory: Path) -> None:
+    """Delete temporary files a killed process left behind (they never replaced anything)."""
+    for tmp in Path(directory).glob(".*.tmp-*"):
+        tmp.unlink(missing_ok=True)
+
+
+# --- safetensors with a digest ---
+
+
+def digest(header: dict, data: bytes) -> str:
+    """SHA-256 of a safetensors header (without the digest itself) and its tensor bytes."""
+    meta = {k: v for k, v in header.get("__metadata__", {}).items() if k != DIGEST_KEY}
+    canonical = {**header, "__metadata__": meta}
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(text + b"\0" + data).hexdigest()
+
+
+def split_file(raw: bytes, path: Path) -> tuple[dict, bytes]:
+    """The header (JSON) and tensor bytes of a safetensors file; raises if it is not one."""
+    if len(raw) < 8:
+        raise CheckpointError(f"{path}: truncated ({len(raw)} bytes, not even a header length)")
+    header_len = int.from_bytes(raw[:8], "little")
+    if header_len > len(raw) - 8:
+        raise CheckpointError(
+            f"{path}: truncated or not safetensors (header of {header_len} bytes, "
+            f"file of {len(raw)})"
+        )
+    try:
+        header = json.loads(raw[8 : 8 + header_len])
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: the safetensors header is not JSON ({err})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: the safetensors header is not a JSON object")
+    return header, raw[8 + header_len :]
+
+
 def save_tensors(path: Path, tensors: dict, metadata: dict) -> None:
+    """Tensors and JSON ``metadata`` as one safetensors file, with its digest, atomically."""
     flat = {k: v.detach().to("cpu").clone().contiguous() for k, v in tensors.items()}
-    atomic_write(
-        path, save_safetensors(flat, metadata={k: json.dumps(v) for k, v in metadata.items()})
-    )
+    meta = {k: json.dumps(v) for k, v in metadata.items()}
+    header, data = split_file(save_safetensors(flat, metadata=meta), path)
+    sealed = save_safetensors(flat, metadata={**meta, DIGEST_KEY: digest(header, data)})
+    atomic_write(path, sealed)
 
 
 def load_tensors(path: Path) -> tuple[dict, dict]:
-    """Tensors and JSON metadata of a safetensors file; a damaged file gives a clear error."""
-    raw = Path(path).read_bytes()
+    """Tensors and JSON metadata of a checkpoint, after checking its digest.
+
+    Raises :class:`CheckpointError` for a run directory holding pickles, a pickle in place of
+    the file, a truncated or damaged file, or one whose digest does not match.
+    """
+    path = Path(path)
+    refuse_pickles(path.parent)
+    raw = path.read_bytes()
+    try:
+        header, data = split_file(raw, path)
+    except CheckpointError:
+        if raw.startswith(PICKLE_MAGIC):  # checked only now: a safetensors length may match
+            raise CheckpointError(
+                f"{path}: this is a pickle (torch.save format), not safetensors; rnnkit "
+                "never unpickles, because loading a pickle can run any code"
+            ) from None
+        raise
+    stored = header.get("__metadata__", {}).get(DIGEST_KEY)
+    if stored is None:
+        raise CheckpointError(f"{path}: no SHA-256 in the header, so it cannot be checked")
+    if stored != digest(header, data):
+        raise CheckpointError(
+            f"{path}: SHA-256 mismatch: the file was changed or damaged after it was written"
+        )
     try:
         tensors = load_safetensors(raw)
-        header_len = int.from_bytes(raw[:8], "little")
-        meta = json.loads(raw[8 : 8 + header_len]).get("__metadata__", {})
-        return tensors, {k: json.loads(v) for k, v in meta.items()}
-    except (SafetensorError, ValueError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not a readable safetensors checkpoint ({err})") from None
+        meta = {k: json.loads(v) for k, v in header["__metadata__"].items() if k != DIGEST_KEY}
+    except (SafetensorError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({err})") from None
+    return tensors, meta
+
+
+def refuse_pickles(directory: Path) -> None:
+    found = sorted(p.name for p in Path(directory).iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if found:
+        raise CheckpointError(
+            f"{directory}: holds {', '.join(found)}; rnnkit checkpoints are safetensors and "
+            "JSON and loading never unpickles (a pickle can run any code), so this run "
+            "directory is refused: move those files out of it to load the run"
+        )
+
+
+# --- what goes into a checkpoint ---
 
 
 def optimizer_tensors(optimizer) -> tuple[dict, dict]:
@@ -106,3 +239,44 @@ def load_model(model: nn.Module, path: Path) -> dict:
     weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     model.load_state_dict(weights)
     return meta
+
+
+# --- metrics.jsonl: appended line by line, trimmed back to a checkpoint on resume ---
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line in one write; on failure cut the file back to where it was."""
+    path = Path(path)
+    size = path.stat().st_size if path.exists() else 0
+    try:
+        with open(path, "ab") as f:
+            f.write(line.encode() + b"\n")
+            f.flush()
+    except OSError as err:
+        with open(path, "ab") as f:  # a full disk may have taken part of the line
+            f.truncate(size)
+        raise write_error(path, err) from err
+
+
+def keep_metrics_until(path: Path, step: int) -> None:
+    """Drop metric lines written after ``step``, so a resumed run does not repeat them.
+
+    A last line without its newline is what a killed process leaves mid-write: it is dropped
+    too. A damaged line anywhere else is an error naming its line number.
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    text = path.read_text()
+    lines = text.split("\n")[:-1]  # after the last newline: "" or a torn line, dropped
+    kept = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            written_after = json.loads(line)["step"] > step
+        except (json.JSONDecodeError, TypeError, KeyError) as err:
+            raise CheckpointError(f"{path}, line {number}: not a metrics row ({err!r})") from None
+        if not written_after:
+            kept.append(line)
+    atomic_write(path, "".join(ln + "\n" for ln in kept).encode())

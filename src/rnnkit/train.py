@@ -11,9 +11,19 @@ A task hands the trainer a model and three functions:
 A run directory holds ``config.json`` (written by the task), ``metrics.jsonl`` (one line per
 evaluation), ``loss.png``, ``model.safetensors`` (the best weights by validation loss) and
 ``last.safetensors`` (everything needed to resume: weights, optimiser state, RNG state, the
-carried state, and the step, as tensors plus JSON metadata; nothing is pickled). Every
-checkpoint is written to a temporary file and renamed over the old one, so a crash leaves
-either the old file or the new one, never half of one.
+carried state, and the step, as tensors plus JSON metadata; nothing is pickled). It is saved
+at each evaluation and every ``checkpoint_every`` steps. Every checkpoint is written to a
+temporary file and renamed over the old one, so a crash leaves either the old file or the
+new one, never half of one (:mod:`rnnkit.checkpoint`).
+
+Resuming is exact: a run killed at any moment (SIGKILL included) and resumed from its last
+checkpoint computes the same losses, bit for bit, as a run never stopped, when its limit is
+``steps`` or ``epochs`` (a ``minutes`` limit depends on the clock). The checkpoint holds what
+the next step depends on: data position (the step), weights, optimiser, schedule and plateau
+state, the random state (dropout) and the carried hidden state; metric lines written after
+it are dropped on resume, so the resumed run writes each once.
+
+Under ``torchrun`` the same trainer runs in every process (:mod:`rnnkit.distributed`).
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -32,14 +43,20 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from rnnkit import distributed
 from rnnkit.checkpoint import (  # noqa: F401  (MODEL_FILE and load_model are the tasks' too)
     LAST_FILE,
     MODEL_FILE,
+    CheckpointError,
+    append_line,
     atomic_write,
     carry_tensors,
+    check_writable,
+    keep_metrics_until,
     load_model,
     load_tensors,
     optimizer_tensors,
+    remove_stale_temporaries,
     restore_carry,
     restore_optimizer,
     save_tensors,
@@ -67,6 +84,7 @@ class TrainConfig:
     epochs: float = 0.0  # stop after this many passes over the training data (0: no limit)
     minutes: float = 0.0  # stop after this much training time (0: no limit)
     eval_every: int = 200  # evaluate on validation every this many steps
+    checkpoint_every: int = 0  # also save last.safetensors every this many steps (0: at evals)
     seed: int = 1  # seed for initialisation, dropout and sampling order
     device: Literal["auto", "cpu", "cuda"] = "auto"  # where to train (auto: cuda if available)
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # bf16 or fp32 (auto: bf16 if native)
@@ -173,12 +191,18 @@ class Trainer:
         if not (config.steps or config.epochs or config.minutes):
             raise ValueError("give at least one stopping limit: --steps, --epochs or --minutes")
         self.config, self.task, self.run_dir = config, task, Path(run_dir)
+        self.world, self.device = distributed.join(pick_device(config.device))
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.device = pick_device(config.device)
+        if self.world.rank == 0:
+            check_writable(self.run_dir)
         self.bf16 = use_bf16(config.precision, self.device)
         self.model = task.model.to(self.device)
+        distributed.broadcast_weights(self.world, self.model)
+        if self.world.size > 1:  # each process draws its own dropout masks
+            torch.manual_seed(config.seed + self.world.rank)
         self.optimizer = make_optimizer(config, self.model.parameters())
-        self.progress = progress or Progress()
+        quiet = self.world.rank > 0  # rank 0 speaks for every process
+        self.progress = Progress(open(os.devnull, "w")) if quiet else progress or Progress()
         self.step, self.tokens, self.elapsed, self.carry = 0, 0, 0.0, None
         self.best, self.plateau_scale, self.bad_evals = math.inf, 1.0, 0
         self.recent: list[float] = []  # training losses since the last evaluation
@@ -196,19 +220,27 @@ class Trainer:
         return max(done)
 
     def train_step(self) -> float:
-        """One optimiser step on the data of the current step; returns its loss."""
+        """One optimiser step on the data of the current step; returns its loss (the mean
+        over every process's part of the batch)."""
         start = self.clock()
         factor = lr_factor(self.config, self.step, self.fraction_done(), self.plateau_scale)
         for group in self.optimizer.param_groups:
             group["lr"] = self.config.lr * factor
+        batch = self.task.batch(self.step)
+        sharded = self.world.size > 1 and hasattr(batch, "shard")
+        if sharded:
+            batch = batch.shard(self.world.rank, self.world.size)
         self.model.train()
         with autocast(self.device, self.bf16):
-            loss, carry, tokens = self.task.loss(self.model, self.task.batch(self.step), self.carry)
-        value = loss.item()
-        if not math.isfinite(value):
-            raise NonFiniteLoss(self._nonfinite_message(value))
+            loss, carry, tokens = self.task.loss(self.model, batch, self.carry)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        params = self.model.parameters()
+        value, tokens = distributed.average_gradients(
+            self.world, params, loss.item(), tokens, sharded
+        )
+        if not math.isfinite(value):  # every process sees the same mean, so all stop here
+            raise NonFiniteLoss(self._nonfinite_message(value))
         if self.config.clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
         self.optimizer.step()
@@ -228,12 +260,17 @@ class Trainer:
         )
 
     def evaluate(self) -> dict:
-        """Validation metrics, one line in metrics.jsonl, the loss curve, and checkpoints."""
+        """Validation metrics, one line in metrics.jsonl, the loss curve, and checkpoints.
+
+        Rank 0 evaluates and writes; the others wait for its validation loss."""
         start = self.clock()
-        self.model.eval()
-        with torch.no_grad(), autocast(self.device, self.bf16):
-            metrics = self.task.evaluate(self.model)
-        self.model.train()
+        metrics = {"val_loss": math.nan}
+        if self.world.rank == 0:
+            self.model.eval()
+            with torch.no_grad(), autocast(self.device, self.bf16):
+                metrics = self.task.evaluate(self.model)
+            self.model.train()
+        metrics["val_loss"] = distributed.share_from_main(self.world, metrics["val_loss"])
         train_loss = sum(self.recent) / len(self.recent) if self.recent else None
         self.recent = []
         self.elapsed += self.clock() - start
@@ -245,32 +282,46 @@ class Trainer:
             "train_loss": train_loss,
             **metrics,
         }
-        with open(self.run_dir / METRICS_FILE, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        if self.world.rank == 0:
+            append_line(self.run_dir / METRICS_FILE, json.dumps(row))
         self._after_eval(metrics["val_loss"])
-        plot_losses(self.run_dir)
+        if self.world.rank == 0:
+            plot_losses(self.run_dir)
         return row
 
     def _after_eval(self, val_loss: float) -> None:
         if val_loss < self.best:
             self.best, self.bad_evals = val_loss, 0
-            model = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-            save_tensors(
-                self.run_dir / MODEL_FILE, model, {"step": self.step, "val_loss": val_loss}
-            )
+            if self.world.rank == 0:
+                model = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+                meta = {"step": self.step, "val_loss": val_loss}
+                save_tensors(self.run_dir / MODEL_FILE, model, meta)
         else:
             self.bad_evals += 1
             if self.config.schedule == "plateau" and self.bad_evals >= self.config.patience:
                 self.plateau_scale, self.bad_evals = self.plateau_scale * self.config.factor, 0
         self.save_last()
 
-    def save_last(self) -> None:
-        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        optim, optim_meta = optimizer_tensors(self.optimizer)
-        carry, carry_kind = carry_tensors(self.carry)
-        tensors.update(optim, **carry, **{"rng.torch": torch.get_rng_state()})
+    def process_state(self) -> tuple[dict, str]:
+        """What differs between processes: the random state and the carried hidden state."""
+        tensors, carry_kind = carry_tensors(self.carry)
+        tensors["rng.torch"] = torch.get_rng_state()
         if self.device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        return tensors, carry_kind
+
+    def save_last(self) -> None:
+        """Write ``last.safetensors``; every process takes part, rank 0 writes (rank r's own
+        state under ``rank{r}.``, rank 0's unprefixed, as a one-process run has it)."""
+        own, carry_kind = self.process_state()
+        states = distributed.gather_states(self.world, own)
+        if self.world.rank > 0:
+            return
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        optim, optim_meta = optimizer_tensors(self.optimizer)
+        tensors.update(optim)
+        for rank, state in enumerate(states):
+            tensors.update({f"{rank_prefix(rank)}{k}": v for k, v in state.items()})
         progress = {
             "step": self.step,
             "tokens": self.tokens,
@@ -281,30 +332,46 @@ class Trainer:
             "recent": self.recent,
         }
         meta = {"trainer": progress, "optimizer": optim_meta, "carry": carry_kind}
+        meta["world_size"] = self.world.size
         save_tensors(self.run_dir / LAST_FILE, tensors, meta)
 
     def restore(self) -> None:
-        """Continue from ``last.safetensors``: same weights, optimiser, RNG, state and step."""
-        tensors, meta = load_tensors(self.run_dir / LAST_FILE)
+        """Continue from ``last.safetensors``: same weights, optimiser, RNG, state and step.
+
+        A run killed before its first checkpoint starts again from step 0, as it first did.
+        """
+        path = self.run_dir / LAST_FILE
+        if self.world.rank == 0:
+            remove_stale_temporaries(self.run_dir)
+        if not path.exists():
+            self.progress.line(f"no checkpoint in {self.run_dir} yet: starting from step 0")
+            if self.world.rank == 0:
+                keep_metrics_until(self.run_dir / METRICS_FILE, 0)
+            return
+        tensors, meta = load_tensors(path)
+        self._check_world(path, meta.get("world_size", 1))
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         restore_optimizer(self.optimizer, tensors, meta["optimizer"])
-        self.carry = restore_carry(tensors, meta["carry"], self.device)
-        torch.set_rng_state(tensors["rng.torch"])
-        if "rng.cuda" in tensors and self.device.type == "cuda":
-            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        prefix = rank_prefix(self.world.rank)
+        own = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        self.carry = restore_carry(own, meta["carry"], self.device)
+        torch.set_rng_state(own["rng.torch"])
+        if "rng.cuda" in own and self.device.type == "cuda":
+            torch.cuda.set_rng_state(own["rng.cuda"], self.device)
         p = meta["trainer"]
-        self.step, self.tokens, self.elapsed, self.best = (
-            p["step"],
-            p["tokens"],
-            p["elapsed"],
-            p["best"],
-        )
-        self.plateau_scale, self.bad_evals, self.recent = (
-            p["plateau_scale"],
-            p["bad_evals"],
-            p["recent"],
-        )
-        keep_metrics_until(self.run_dir / METRICS_FILE, self.step)
+        self.step, self.tokens, self.elapsed = p["step"], p["tokens"], p["elapsed"]
+        self.best, self.plateau_scale = p["best"], p["plateau_scale"]
+        self.bad_evals, self.recent = p["bad_evals"], p["recent"]
+        if self.world.rank == 0:
+            keep_metrics_until(self.run_dir / METRICS_FILE, self.step)
+
+    def _check_world(self, path: Path, saved: int) -> None:
+        if saved != self.world.size:
+            raise CheckpointError(
+                f"{path}: written by {saved} process(es), resumed by {self.world.size}; each "
+                f"process's carried state and random state are in it, so resume with "
+                f"{saved} (torchrun --nproc_per_node/--nnodes)"
+            )
 
     def status(self, loss: float) -> str:
         rate = self.tokens / max(self.elapsed, 1e-9)
@@ -333,21 +400,31 @@ class Trainer:
         finally:
             signal.signal(signal.SIGINT, previous)
 
+    def should_stop(self) -> bool:
+        """A limit is reached or Ctrl-C was pressed (on any process: all stop together)."""
+        self.elapsed, self.interrupted = distributed.agree(
+            self.world, self.elapsed, self.interrupted
+        )
+        return self.interrupted or self.fraction_done() >= 1.0
+
     def fit(self) -> str:
         """Train until a limit, Ctrl-C or a non-finite loss; return why it stopped."""
+        every = self.config.checkpoint_every
         with self._ctrl_c_saves():
-            while self.fraction_done() < 1.0 and not self.interrupted:
+            while not self.should_stop():
                 loss = self.train_step()
                 self.progress.show(self.status(loss))
                 if self.step % self.config.eval_every == 0:
                     self.progress.line(self._eval_text(self.evaluate()))
+                elif every and self.step % every == 0:
+                    self.save_last()
         if self.interrupted:
             self.save_last()
             self.progress.line(f"interrupted at step {self.step}; saved {self.run_dir / LAST_FILE}")
-            return "interrupted"
-        if self.recent:  # steps trained since the last evaluation
+        elif self.recent:  # steps trained since the last evaluation
             self.progress.line(self._eval_text(self.evaluate()))
-        return "done"
+        distributed.barrier(self.world)  # rank 0 has written what the task may read next
+        return "interrupted" if self.interrupted else "done"
 
     def _eval_text(self, row: dict) -> str:
         extra = " ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("val_"))
@@ -355,13 +432,9 @@ class Trainer:
         return f"step {row['step']} | {train}{extra} | {clock(row['elapsed'])}"
 
 
-def keep_metrics_until(path: Path, step: int) -> None:
-    """Drop metric lines written after ``step``, so a resumed run does not repeat them."""
-    if not path.exists():
-        return
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    kept = [ln for ln in lines if json.loads(ln)["step"] <= step]
-    atomic_write(path, "".join(ln + "\n" for ln in kept).encode())
+def rank_prefix(rank: int) -> str:
+    """Where a process's own state sits in ``last.safetensors``."""
+    return "" if rank == 0 else f"rank{rank}."
 
 
 def plot_losses(run_dir: Path) -> None:

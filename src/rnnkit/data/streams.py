@@ -6,7 +6,8 @@ at once. Window w+1 of a stream continues where window w stopped, so the hidden 
 end of one window is the right initial state for the next: the caller carries it forward and
 detaches it (truncated BPTT, Williams & Peng 1990; char-rnn's ``CharSplitLMMinibatchLoader``).
 The table is rebuilt identically on every run, so step s always reads the same window: a
-resumed run continues on the same data position.
+resumed run continues on the same data position. Trained on several processes, each takes
+its own block of the streams (:meth:`Window.shard`), and with it its own carried state.
 
 Shape letters: N corpus length, B streams (batch), L stream length, T window.
 """
@@ -35,6 +36,19 @@ class Window:
     inputs: torch.Tensor  # (T, B) int64
     targets: torch.Tensor  # (T, B) int64, inputs shifted one character ahead
     fresh: bool  # True at the first window of a pass: the streams restart, so does the state
+
+    def shard(self, rank: int, size: int) -> Window:
+        """Process ``rank``'s block of the streams, one of ``size`` equal blocks (data-parallel
+        training, :mod:`rnnkit.distributed`): its own streams, so its own carried state."""
+        B = self.inputs.shape[1]
+        if B % size:
+            raise ValueError(
+                f"--batch-size {B} is the global batch and must split evenly over {size} "
+                f"processes; use a multiple of {size}"
+            )
+        cols = slice(rank * (B // size), (rank + 1) * (B // size))
+        x, y = self.inputs[:, cols].contiguous(), self.targets[:, cols].contiguous()
+        return Window(x, y, self.fresh)  # (T, B/size)
 
 
 class Streams:
