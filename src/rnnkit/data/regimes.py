@@ -155,11 +155,6 @@ def check_labels(path: str, labels: np.ndarray) -> np.ndarray:
 
 def split_sequences(path: str, inputs, labels, lengths) -> tuple[list, list]:
     """Cut flat or padded arrays into per-sequence arrays, checking every shape."""
-    if labels.ndim not in (1, 2) or inputs.ndim != labels.ndim + 1:
-        raise TagDataError(
-            f"{path}: inputs {inputs.shape} and labels {labels.shape}: expected flat inputs "
-            "(sum of T_i, F) with labels (sum of T_i,), or padded (N, T, F) with (N, T)"
-        )
     if labels.ndim == 2:  # padded: (N, T) labels, (N, T, F) inputs
         if inputs.shape[:2] != labels.shape or labels.shape[0] != len(lengths):
             raise TagDataError(
@@ -185,6 +180,11 @@ def load_npz(path: str) -> Tagged:
     inputs, labels = arrays["inputs"], check_labels(path, arrays["labels"])
     if inputs.dtype.kind not in "biuf":
         raise TagDataError(f"{path}: 'inputs' must be numbers, got dtype {inputs.dtype}")
+    if labels.ndim not in (1, 2) or inputs.ndim not in (labels.ndim, labels.ndim + 1):
+        raise TagDataError(
+            f"{path}: inputs {inputs.shape} and labels {labels.shape}: expected flat inputs "
+            "(sum of T_i, F) with labels (sum of T_i,), or padded (N, T, F) with (N, T)"
+        )
     if inputs.ndim == labels.ndim:  # one feature
         inputs = inputs[..., None]
     lengths = check_lengths(path, arrays["lengths"])
