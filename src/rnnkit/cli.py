@@ -14,6 +14,8 @@
                                            label a text, or every text of a file with probabilities
     rnnkit caption RUN image.png [more.png ...]
                                            caption images (a features run: .npy rows)
+    rnnkit export RUN --format onnx|torchscript [--step] [--out DIR]
+                                           the model for other runtimes (docs/export.md)
 
 Each task in :data:`rnnkit.tasks.TASKS` gets its own ``train`` subcommand whose flags are
 generated from its config dataclass; ``sample`` and ``eval`` find the task of a run from its
@@ -114,6 +116,14 @@ def add_caption(commands) -> None:
     caption.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
 
 
+def add_export(commands) -> None:
+    export = commands.add_parser("export", help="write a run's model as ONNX or TorchScript")
+    export.add_argument("run", help="run directory (charlm, classify, seqclass, tag, forecast)")
+    export.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    export.add_argument("--step", action="store_true", help="also the one-step model")
+    export.add_argument("--out", default="", help="directory to write (default: RUN/export)")
+
+
 def add_tools(commands) -> None:
     """Commands that look inside models; bench and gradflow keep their own flags."""
     for name, text in (
@@ -142,6 +152,7 @@ def parser() -> argparse.ArgumentParser:
     add_data(commands)
     add_classify(commands)
     add_caption(commands)
+    add_export(commands)
     add_tools(commands)
     return main
 
@@ -258,6 +269,18 @@ def run_caption(args) -> int:
     return 0
 
 
+def run_export(args) -> int:
+    from rnnkit.export import export_run
+
+    try:
+        paths = export_run(Path(args.run), args.format, args.step, args.out or None)
+    except ImportError as err:  # onnx or onnxscript missing: the message says what to install
+        print(f"rnnkit: error: {err}", file=sys.stderr)
+        return 2
+    print("\n".join(f"wrote {path}" for path in paths))
+    return 0
+
+
 def run_bench(args) -> int:
     if args.rest[:1] == ["memory"]:
         from rnnkit import memory
@@ -321,6 +344,7 @@ def main(argv=None) -> int:
         "data": run_data,
         "classify": run_classify,
         "caption": run_caption,
+        "export": run_export,
         "bench": run_bench,
         "gradflow": run_gradflow,
         "inspect": run_inspect,
