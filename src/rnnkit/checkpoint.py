@@ -13,6 +13,7 @@ directory that holds pickles (``torch.save`` files) is refused outright.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -65,9 +66,8 @@ def sync_directory(directory: Path) -> None:
     except OSError:  # no directory handles here (Windows): the rename is all there is
         return
     try:
-        os.fsync(fd)
-    except OSError:
-        pass
+        with contextlib.suppress(OSError):  # some file systems cannot sync a directory
+            os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -88,7 +88,8 @@ def check_writable(directory: Path) -> None:
     """Fail now, not at the first checkpoint an hour later, if ``directory`` takes no files."""
     probe = Path(directory) / f".write-test-{os.getpid()}"
     try:
-        probe.write_bytes(b"")
+        with open(probe, "wb"):
+            pass
         probe.unlink()
     except OSError as err:
         raise CheckpointError(
@@ -253,8 +254,8 @@ def append_line(path: Path, line: str) -> None:
             f.write(line.encode() + b"\n")
             f.flush()
     except OSError as err:
-        with open(path, "ab") as f:  # a full disk may have taken part of the line
-            f.truncate(size)
+        with contextlib.suppress(OSError):  # a full disk may have taken part of the line
+            os.truncate(path, size)
         raise write_error(path, err) from err
 
 
