@@ -24,6 +24,7 @@ TASKS = {
     "seqclass": "rnnkit.tasks.seqclass",
     "translate": "rnnkit.tasks.translate",
     "caption": "rnnkit.tasks.caption",
+    "speech": "rnnkit.tasks.speech",
 }
 
 

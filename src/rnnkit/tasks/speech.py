@@ -1,0 +1,459 @@
+"""Speech recognition with CTC: audio in, characters out, no frame alignments needed.
+
+Log-mel frames (:mod:`rnnkit.data.audio`), normalised by the training part's mean and
+deviation -> ``stack`` neighbouring frames concatenated every ``stride`` frames (fewer,
+wider steps: Sak et al. 2015, "Fast and Accurate Recurrent Neural Network Acoustic Models
+for Speech Recognition", section 2.2) -> stacked uni- or bidirectional recurrent layers ->
+linear -> log-softmax over the characters and the CTC blank (index 0). Trained with torch's
+CTC loss (Graves et al. 2006) by the shared trainer; decoded by best path or prefix beam
+search, optionally with a character language model (:mod:`rnnkit.ctc`).
+
+A unidirectional model also transcribes a stream: each chunk of samples becomes log-mel
+frames (:class:`rnnkit.data.audio.LogMelStream`), stacked steps, one step each of
+:class:`rnnkit.Stream`, and labels of best-path decoding carried across chunks; the text
+equals the offline transcript of the whole file.
+
+Shape letters: T frames (input steps after stacking), B batch, F features per frame,
+H hidden size, D directions, V labels (characters and the blank).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import rnnkit
+from rnnkit import config as configuration
+from rnnkit import ctc
+from rnnkit.data import audio
+from rnnkit.data.corpus import CorpusError
+from rnnkit.tasks import run_config
+from rnnkit.train import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
+
+NAME = "speech"
+BLANK = ""  # the CTC blank's entry in the label list; it is never written
+
+
+@dataclass
+class Config(TrainConfig):
+    """``rnnkit train speech``; the defaults train on synthesised digit strings."""
+
+    data: str = "digits"  # digits (synthesised, cached), a directory of train/val/test.csv, a CSV
+    hours: float = 1.0  # digits: hours of training speech to synthesise
+    val_fraction: float = 0.1  # one manifest: the share held out for validation
+    n_mels: int = 40  # log-mel bands per 10 ms frame
+    stack: int = 3  # frames concatenated into one input step
+    stride: int = 3  # frames between the starts of neighbouring input steps
+    cell: Literal["lstm", "gru", "rnn", "peephole"] = "gru"  # recurrent cell
+    hidden: int = 192  # hidden units per layer and direction
+    layers: int = 3  # stacked recurrent layers
+    bidirectional: bool = True  # read both ways (False: the model can transcribe a stream)
+    dropout: float = 0.1  # dropout between layers and before the output layer
+    batch_size: int = 32  # utterances per training step
+    lr: float = 2e-3  # peak learning rate
+    warmup: int = 100  # steps of linear warm-up from 0 to lr
+    minutes: float = 15.0  # stop after this much training time (0: no limit)
+    eval_every: int = 250  # evaluate on validation every this many steps
+    val_utterances: int = 300  # validation utterances scored at each evaluation (0: all)
+    beam: int = 8  # beam width of prefix beam search in the test report and transcribe
+    lm: str = ""  # a charlm run directory for shallow fusion in beam search (empty: none)
+    lm_weight: float = 0.5  # weight of the language model's log-probability
+    length_bonus: float = 1.0  # added per character in beam search with a language model
+    threads: int = 0  # CPU threads for torch (0: torch's default; 1 is fastest on a busy machine)
+    precision: Literal["auto", "fp32", "bf16"] = "fp32"  # fp32: CTC wants float32 scores
+
+
+# --- data ---
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def digits_dir(config: Config) -> Path:
+    """Where the synthesised digits corpus of these settings is cached."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "rnnkit" / "speech" / f"digits-{config.hours:g}h-seed{config.seed}"
+
+
+def manifests(config: Config) -> dict[str, list[tuple[Path, str]]]:
+    """(wav path, transcript) rows of the train, val and (when there is one) test parts."""
+    from rnnkit.data import speech as corpus
+
+    source = Path(digits_dir(config) if config.data == "digits" else config.data)
+    if config.data == "digits" and not (source / "test.csv").exists():
+        say(f"synthesising {config.hours:g} h of digit strings into {source} (once)")
+        corpus.generate(source, hours=config.hours, seed=config.seed, kind="digits")
+    if source.is_dir():
+        parts = {p: source / f"{p}.csv" for p in ("train", "val", "test")}
+        missing = [str(f) for p, f in parts.items() if p != "test" and not f.exists()]
+        if missing:
+            raise CorpusError(f"{source}: a speech data directory needs {missing}")
+        return {p: rows_of(corpus.read_manifest(f)) for p, f in parts.items() if f.exists()}
+    rows = rows_of(corpus.read_manifest(source))
+    order = np.random.default_rng(config.seed).permutation(len(rows))
+    held = max(1, round(len(rows) * config.val_fraction))
+    if held >= len(rows):
+        raise CorpusError(f"{source}: {len(rows)} utterances are too few to hold some out")
+    return {"train": [rows[i] for i in order[held:]], "val": [rows[i] for i in order[:held]]}
+
+
+def rows_of(manifest) -> list[tuple[Path, str]]:
+    return [(Path(path), str(text)) for path, text in manifest]
+
+
+def features_of(rows, logmel: audio.LogMel, part: str) -> tuple[list[np.ndarray], list[str]]:
+    """(T_i, F) log-mel features and transcripts; unreadable or too short files are skipped
+    with a count."""
+    features, texts, skipped = [], [], []
+    for path, text in rows:
+        try:
+            frames = logmel(audio.read_wav(path, logmel.sample_rate))
+        except audio.AudioError as err:
+            skipped.append(str(err))
+            continue
+        if len(frames) == 0:
+            skipped.append(f"{path}: shorter than one frame")
+            continue
+        features.append(frames)
+        texts.append(text)
+    if skipped:
+        say(f"{part}: skipped {len(skipped)} of {len(rows)} files (first: {skipped[0]})")
+    if not features:
+        raise CorpusError(f"{part}: no usable audio among {len(rows)} files")
+    return features, texts
+
+
+@dataclass
+class Features:
+    """How audio becomes the model's input: the log-mel settings and the training part's
+    per-band mean and deviation (saved in the run as features.json)."""
+
+    logmel: audio.LogMel
+    mean: np.ndarray
+    std: np.ndarray
+
+    def __call__(self, wave: np.ndarray) -> np.ndarray:
+        return audio.normalise(self.logmel(wave), self.mean, self.std)  # (T, F)
+
+    def save(self, path: Path) -> None:
+        row = {"logmel": dataclasses.asdict(self.logmel), "mean": self.mean.tolist()}
+        path.write_text(json.dumps({**row, "std": self.std.tolist()}) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> Features:
+        row = json.loads(Path(path).read_text())
+        mean, std = (np.asarray(row[k], np.float32) for k in ("mean", "std"))
+        return cls(audio.LogMel(**row["logmel"]), mean, std)
+
+
+def encode(text: str, labels: list[str]) -> torch.Tensor:
+    """Label indices of a transcript; characters never seen in training are left out."""
+    index = {c: i for i, c in enumerate(labels) if c != BLANK}
+    return torch.tensor([index[c] for c in text if c in index], dtype=torch.long)
+
+
+def prepare(config: Config):
+    """The features, the label list (blank first, then the training characters), and each
+    part as (normalised (T_i, F) tensors, transcripts)."""
+    rows = manifests(config)
+    logmel = audio.LogMel(n_mels=config.n_mels)
+    raw = {part: features_of(r, logmel, part) for part, r in rows.items()}
+    features = Features(logmel, *audio.feature_stats(raw["train"][0]))  # training part only
+    labels = [BLANK] + sorted(set("".join(raw["train"][1])))
+    parts = {
+        part: ([torch.from_numpy(audio.normalise(f, features.mean, features.std)) for f in fs], ts)
+        for part, (fs, ts) in raw.items()
+    }
+    return features, labels, parts
+
+
+def pad(series: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(T_i, F) tensors -> (T, B, F) padded with zeros, and (B,) lengths."""
+    return nn.utils.rnn.pad_sequence(series), torch.tensor([len(s) for s in series])
+
+
+def bucketed_batch(step: int, lengths: list[int], batch_size: int, seed: int) -> list[int]:
+    """The utterances of training step ``step``: a seeded shuffle per epoch, cut into groups
+    of 20 batches, each group sorted by length before it is cut into batches (little padding,
+    batches still mixed), the batches of a group in a seeded order."""
+    per_epoch = math.ceil(len(lengths) / batch_size)
+    epoch, k = divmod(step, per_epoch)
+    rng = np.random.default_rng([seed, epoch])
+    order, group = rng.permutation(len(lengths)), 20 * batch_size
+    batches = []
+    for start in range(0, len(order), group):
+        chunk = sorted(order[start : start + group].tolist(), key=lambda i: lengths[i])
+        cut = [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+        batches += [cut[j] for j in rng.permutation(len(cut))]
+    return batches[k]
+
+
+# --- model ---
+
+
+def stack_frames(x: torch.Tensor, lengths: torch.Tensor, stack: int, stride: int):
+    """(T, B, F) frames -> (T', B, stack*F) steps: step t holds frames t*stride .. t*stride +
+    stack - 1 side by side. A sequence shorter than ``stack`` is padded with zeros to one
+    step; a sequence of n frames gives 1 + (n - stack) // stride steps."""
+    if x.shape[0] < stack:
+        x = F.pad(x, (0, 0, 0, 0, 0, stack - x.shape[0]))  # (stack, B, F)
+    steps = x.unfold(0, stack, stride)  # (T', B, F, stack)
+    steps = steps.permute(0, 1, 3, 2).flatten(2)  # (T', B, stack*F)
+    return steps, 1 + (lengths.clamp(min=stack) - stack) // stride
+
+
+class SpeechRecognizer(nn.Module):
+    """Stacked frames -> recurrent layers -> dropout -> linear; returns log-probabilities."""
+
+    def __init__(self, features: int, labels: int, config: Config):
+        super().__init__()
+        if config.stack < 1 or config.stride < 1:
+            raise ValueError(f"stack and stride must be >= 1, got {config.stack}, {config.stride}")
+        self.stack, self.stride = config.stack, config.stride
+        directions = 2 if config.bidirectional else 1
+        self.rnn = rnnkit.layers.make_layer(
+            config.cell, features * config.stack, config.hidden, num_layers=config.layers,
+            dropout=config.dropout if config.layers > 1 else 0.0,
+            bidirectional=config.bidirectional,
+        )  # fmt: skip
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(directions * config.hidden, labels)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor):
+        """(T, B, F) frames and (B,) lengths -> (T', B, V) log-probabilities, (B,) lengths."""
+        steps, lengths = stack_frames(x, lengths, self.stack, self.stride)
+        output, _ = self.rnn(steps, lengths=lengths)  # (T', B, D*H)
+        return torch.log_softmax(self.head(self.drop(output)).float(), -1), lengths
+
+
+def batch_loss(model: SpeechRecognizer, series, targets, reduction: str = "mean"):
+    """CTC loss of a batch, per target character ("mean": averaged over utterances as
+    torch does; "sum": summed over them)."""
+    device = model.head.weight.device
+    x, lengths = pad(series)
+    log_probs, steps = model(x.to(device), lengths.to(device))  # (T', B, V)
+    target_lengths = torch.tensor([len(t) for t in targets])
+    loss = F.ctc_loss(
+        log_probs, torch.cat(targets).to(device), steps, target_lengths.to(device),
+        blank=0, reduction="none", zero_infinity=True,
+    )  # fmt: skip
+    per_char = loss / target_lengths.clamp(min=1).to(device)
+    return (per_char.mean() if reduction == "mean" else per_char.sum()), int(steps.sum())
+
+
+@torch.no_grad()
+def log_probs_of(model: SpeechRecognizer, series: list[torch.Tensor], batch_size: int = 64):
+    """Each utterance's (T'_i, V) log-probabilities, on the CPU."""
+    device, out = model.head.weight.device, []
+    for start in range(0, len(series), batch_size):
+        x, lengths = pad(series[start : start + batch_size])
+        log_probs, steps = model(x.to(device), lengths.to(device))
+        out += [log_probs[: int(n), b].cpu() for b, n in enumerate(steps)]
+    return out
+
+
+def decode(log_probs, labels: list[str], beam: int = 1, lm=None, **options) -> str:
+    """Text of one utterance: best path (``beam`` 1) or prefix beam search."""
+    if beam <= 1 and lm is None:
+        ids = ctc.greedy(log_probs)
+    else:
+        ids = ctc.beam_decode(log_probs, beam=max(beam, 1), lm=lm, **options)
+    return "".join(labels[i] for i in ids)
+
+
+def transcript_scores(model, series, texts, labels, beam=1, lm=None, prefix="", **options):
+    """Character and word error rates of decoding ``series`` against ``texts``."""
+    found = [decode(lp, labels, beam, lm, **options) for lp in log_probs_of(model, series)]
+    return {f"{prefix}{k}": v for k, v in ctc.error_rates(texts, found).items()}, found
+
+
+# --- training ---
+
+
+def build_task(config: Config, labels: list[str], parts) -> Task:
+    torch.manual_seed(config.seed)
+    train_x, train_texts = parts["train"]
+    val_x, val_texts = parts["val"]
+    n_val = config.val_utterances or len(val_x)
+    val_x, val_texts = val_x[:n_val], val_texts[:n_val]
+    train_y = [encode(t, labels) for t in train_texts]
+    val_y = [encode(t, labels) for t in val_texts]
+    model = SpeechRecognizer(train_x[0].shape[1], len(labels), config)
+    lengths = [len(s) for s in train_x]
+
+    def batch(step):
+        return bucketed_batch(step, lengths, config.batch_size, config.seed)
+
+    def loss(m, rows, carry):
+        value, steps = batch_loss(m, [train_x[i] for i in rows], [train_y[i] for i in rows])
+        return value, None, steps
+
+    def evaluate(m):
+        total = sum(
+            batch_loss(m, val_x[i : i + 64], val_y[i : i + 64], "sum")[0].item()
+            for i in range(0, len(val_x), 64)
+        )
+        scores, _ = transcript_scores(m, val_x, val_texts, labels, prefix="val_")
+        return {"val_loss": total / len(val_x), **scores}
+
+    return Task(model, batch, loss, evaluate, math.ceil(len(train_x) / config.batch_size))
+
+
+def default_run_dir() -> Path:
+    return Path("runs") / f"{NAME}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def train(config: Config, resume: bool = False, progress=None) -> Trainer:
+    """Train (or with ``resume``, continue) the run in ``config.out``; score its test part."""
+    run_dir = Path(config.out or default_run_dir())
+    config.out = str(run_dir)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    features, labels, parts = prepare(config)
+    if resume:
+        labels = json.loads((run_dir / "labels.json").read_text())
+    hours = sum(len(s) for s in parts["train"][0]) * features.logmel.hop / 3.6e6 * 1000
+    say(f"{len(parts['train'][0])} training utterances ({hours:.2f} h), {len(labels) - 1} chars")
+    trainer = Trainer(config, build_task(config, labels, parts), run_dir, progress)
+    if resume:
+        trainer.restore()
+    else:
+        configuration.save(config, run_dir / "config.json", task=NAME)
+        (run_dir / "labels.json").write_text(json.dumps(labels, ensure_ascii=False) + "\n")
+        features.save(run_dir / "features.json")
+    trainer.fit()
+    if "test" in parts and (run_dir / MODEL_FILE).exists() and not trainer.interrupted:
+        _, _, _, model = load_run(run_dir, "cpu")
+        result = test_report(model, *parts["test"], labels, config)
+        (run_dir / "test.json").write_text(json.dumps(result, indent=2) + "\n")
+        trainer.progress.line(format_eval(result))
+    return trainer
+
+
+def test_report(model, series, texts, labels, config: Config) -> dict:
+    """Error rates of best path, beam search, and (with ``config.lm``) beam search with the
+    language model, on the given utterances."""
+    result = {"utterances": len(series)}
+    greedy, _ = transcript_scores(model, series, texts, labels, prefix="greedy_")
+    beam, _ = transcript_scores(model, series, texts, labels, config.beam, prefix="beam_")
+    result.update(greedy, **beam)
+    if config.lm:
+        lm = ctc.CharLMScorer.from_run(Path(config.lm), labels)
+        options = {"lm_weight": config.lm_weight, "length_bonus": config.length_bonus}
+        fused, _ = transcript_scores(
+            model, series, texts, labels, config.beam, lm, prefix="beam_lm_", **options
+        )
+        result.update(fused)
+    return result
+
+
+def format_eval(result: dict) -> str:
+    return " | ".join(
+        f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items()
+    )
+
+
+# --- using a trained run ---
+
+
+def load_run(run_dir: Path, device: str = "cpu"):
+    """The config, label list, features and best model of a run directory."""
+    run_dir = Path(run_dir)
+    config = run_config(run_dir, Config)
+    labels = json.loads((run_dir / "labels.json").read_text())
+    features = Features.load(run_dir / "features.json")
+    model = SpeechRecognizer(len(features.mean), len(labels), config)
+    load_model(model, run_dir / MODEL_FILE)
+    return config, labels, features, model.to(pick_device(device)).eval()
+
+
+def evaluate(run_dir: Path, data: str, device: str = "cpu") -> dict:
+    """Error rates of a run on a manifest (CSV of path,transcript)."""
+    from rnnkit.data import speech as corpus
+
+    config, labels, features, model = load_run(run_dir, device)
+    raw, texts = features_of(rows_of(corpus.read_manifest(Path(data))), features.logmel, data)
+    series = [torch.from_numpy(audio.normalise(f, features.mean, features.std)) for f in raw]
+    return test_report(model, series, texts, labels, config)
+
+
+def transcribe(
+    run_dir: Path, files: list[str], stream: bool = False, beam: int = 0, lm: str = "",
+    lm_weight: float | None = None, chunk_ms: float = 100.0, device: str = "cpu", out=None,
+) -> list[str]:  # fmt: skip
+    """Print the transcript of each WAV file (``stream``: as its audio is read, chunk by
+    chunk); return them. ``beam`` 0 and ``lm`` empty take the run's settings."""
+    out = out or sys.stdout
+    config, labels, features, model = load_run(run_dir, device)
+    if stream:
+        return [stream_file(model, features, labels, f, chunk_ms, out) for f in files]
+    beam = beam or config.beam
+    scorer = ctc.CharLMScorer.from_run(Path(lm or config.lm), labels) if lm or config.lm else None
+    options = {"lm_weight": config.lm_weight if lm_weight is None else lm_weight}
+    options = {**options, "length_bonus": config.length_bonus} if scorer else {}
+    texts = []
+    for path in files:
+        wave = audio.read_wav(path, features.logmel.sample_rate)
+        frames = torch.from_numpy(features(wave))
+        if len(frames) == 0:
+            raise audio.AudioError(f"{path}: shorter than one frame")
+        text = decode(log_probs_of(model, [frames])[0], labels, beam, scorer, **options)
+        out.write(f"{path}\t{text}\n" if len(files) > 1 else text + "\n")
+        texts.append(text)
+    return texts
+
+
+def stream_file(model, features: Features, labels, path, chunk_ms: float, out) -> str:
+    """Read a WAV file chunk by chunk and print its transcript as it grows."""
+    wave = audio.read_wav(path, features.logmel.sample_rate)
+    chunk = max(1, round(features.logmel.sample_rate * chunk_ms / 1000))
+    recognizer, pieces = StreamingRecognizer(model, features, labels), []
+    for start in range(0, len(wave), chunk):
+        piece = recognizer.push(wave[start : start + chunk])
+        out.write(piece)
+        out.flush()
+        pieces.append(piece)
+    out.write("\n")
+    return "".join(pieces)
+
+
+class StreamingRecognizer:
+    """Best-path transcription of audio pushed in chunks: log-mel frames as they complete,
+    normalised with the training statistics, stacked into steps, one :class:`rnnkit.Stream`
+    step each, and labels carried across chunks by :class:`rnnkit.ctc.GreedyStream`."""
+
+    def __init__(self, model: SpeechRecognizer, features: Features, labels: list[str]):
+        if model.rnn.bidirectional:
+            raise ValueError(
+                "--stream needs a unidirectional model (train with --no-bidirectional): a "
+                "reverse direction reads from the end of the audio, which a stream has not got"
+            )
+        self.features, self.labels, self.model = features, labels, model
+        self.frames = audio.LogMelStream(features.logmel)
+        self.stream = rnnkit.Stream(model.rnn, head=model.head)
+        self.decoder = ctc.GreedyStream()
+        self.pending = np.zeros((0, len(features.mean)), np.float32)  # frames not yet stepped
+
+    def push(self, samples: np.ndarray) -> str:
+        """The text that ``samples`` add to the transcript."""
+        new = audio.normalise(self.frames.push(samples), self.features.mean, self.features.std)
+        self.pending = np.concatenate([self.pending, new])  # (frames, F)
+        stack, stride, ids = self.model.stack, self.model.stride, []
+        while len(self.pending) >= stack:
+            step = torch.from_numpy(self.pending[:stack].reshape(-1))  # (stack*F,)
+            ids += self.decoder.push(self.stream.step(step))  # (1, V) scores
+            self.pending = self.pending[stride:]
+        return "".join(self.labels[i] for i in ids)
