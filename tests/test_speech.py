@@ -40,8 +40,11 @@ def spoken(text: str, voice: str, path) -> np.ndarray:
 
 
 def unit_features(n_mels: int = 20) -> speech.Features:
-    return speech.Features(audio.LogMel(n_mels=n_mels), np.zeros(n_mels, np.float32) - 5.0,
-                           np.full(n_mels, 4.0, np.float32))  # fmt: skip
+    return speech.Features(
+        audio.LogMel(n_mels=n_mels),
+        np.zeros(n_mels, np.float32) - 5.0,
+        np.full(n_mels, 4.0, np.float32),
+    )
 
 
 def test_stack_frames_puts_neighbours_side_by_side():
@@ -78,8 +81,9 @@ def test_padding_does_not_change_the_ctc_loss():
 
 def unidirectional(n_mels: int, labels: int, stack: int, stride: int, cell: str):
     torch.manual_seed(1)
-    config = speech.Config(cell=cell, hidden=16, layers=2, bidirectional=False, stack=stack,
-                           stride=stride, dropout=0.0)  # fmt: skip
+    config = speech.Config(
+        cell=cell, hidden=16, layers=2, bidirectional=False, stack=stack, stride=stride, dropout=0.0
+    )
     model = speech.SpeechRecognizer(n_mels, labels, config).eval()
     with torch.no_grad():
         model.head.weight.mul_(10.0)  # random weights, but labels that change often
@@ -93,8 +97,9 @@ def test_streaming_transcription_equals_offline(stack, stride, cell, chunk):
     features = unit_features()
     model = unidirectional(20, len(labels), stack, stride, cell)
     wave = tones(2.0, seed=stack + stride)
-    offline = speech.decode(speech.log_probs_of(model, [torch.from_numpy(features(wave))])[0],
-                            labels)  # fmt: skip
+    offline = speech.decode(
+        speech.log_probs_of(model, [torch.from_numpy(features(wave))])[0], labels
+    )
     recognizer = speech.StreamingRecognizer(model, features, labels)
     pieces = [recognizer.push(wave[i : i + chunk]) for i in range(0, len(wave), chunk)]
     assert "".join(pieces) == offline
@@ -109,8 +114,11 @@ def test_streaming_refuses_a_bidirectional_model():
 
 
 def test_features_round_trip_through_the_run(tmp_path):
-    features = speech.Features(audio.LogMel(n_mels=24, hop_ms=12.5), np.arange(24.0,
-                               dtype=np.float32), np.ones(24, np.float32))  # fmt: skip
+    features = speech.Features(
+        audio.LogMel(n_mels=24, hop_ms=12.5),
+        np.arange(24.0, dtype=np.float32),
+        np.ones(24, np.float32),
+    )
     features.save(tmp_path / "features.json")
     again = speech.Features.load(tmp_path / "features.json")
     wave = tones(0.5, seed=4)
@@ -124,16 +132,27 @@ def test_model_overfits_three_utterances_to_zero_errors(tmp_path):
     texts = ["one two", "nine", "three eight five"]
     voices = ["en-us", "en-gb", "en-us+f3"]
     logmel = audio.LogMel(n_mels=20)
-    raw = [
-        logmel(spoken(t, v, tmp_path / f"{i}.wav")) for i, (t, v) in enumerate(zip(texts, voices, strict=True))
-    ]
+    cases = enumerate(zip(texts, voices, strict=True))
+    raw = [logmel(spoken(t, v, tmp_path / f"{i}.wav")) for i, (t, v) in cases]
     mean, std = audio.feature_stats(raw)
     series = [torch.from_numpy(audio.normalise(f, mean, std)) for f in raw]
     labels = [speech.BLANK] + sorted(set("".join(texts)))
     parts = {"train": (series, texts), "val": (series, texts)}
-    config = speech.Config(hidden=48, layers=1, batch_size=3, dropout=0.0, lr=1e-2, warmup=10,
-                           minutes=0.0, steps=150, eval_every=150, device="cpu", weight_decay=0.0,
-                           stack=3, stride=3)  # fmt: skip
+    config = speech.Config(
+        hidden=48,
+        layers=1,
+        batch_size=3,
+        dropout=0.0,
+        lr=1e-2,
+        warmup=10,
+        minutes=0.0,
+        steps=150,
+        eval_every=150,
+        device="cpu",
+        weight_decay=0.0,
+        stack=3,
+        stride=3,
+    )
     task = speech.build_task(config, labels, parts)
     start = time.process_time()
     Trainer(config, task, tmp_path / "run", Progress(io.StringIO())).fit()
