@@ -114,7 +114,7 @@ def test_page_is_valid_and_self_contained(charlm_run, tmp_path):
     assert page.count("<figure>") == 2  # one saturation figure per layer
 
 
-@pytest.mark.parametrize("bad,message", [(b"", "empty"), (b"ok\xff", "not UTF-8 text")])
+@pytest.mark.parametrize("bad,message", [(b"", "empty"), (b"ok\xff", "not valid UTF-8")])
 def test_bad_text_file(charlm_run, tmp_path, bad, message):
     path = tmp_path / "bad.txt"
     path.write_bytes(bad)

@@ -225,13 +225,11 @@ def report(
     run_dir: Path, text_file: Path, out: Path, max_chars: int = 2000, device: str = "cpu"
 ) -> Path:
     """Trace the run's model over the first ``max_chars`` characters of a file; write the page."""
+    from rnnkit.data.corpus import read_text
     from rnnkit.tasks import charlm
 
     _, vocab, model = charlm.load_run(run_dir, device)
-    try:
-        text = Path(text_file).read_text(encoding="utf-8")[:max_chars]
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{text_file}: not UTF-8 text (byte {err.start})") from err
+    text = read_text(Path(text_file))[:max_chars]  # binary or not UTF-8: an error naming the line
     if not text:
         raise ValueError(f"{text_file}: empty")
     trace = trace_model(model.float().cpu(), vocab, text)
