@@ -4,6 +4,7 @@ import dataclasses
 import io
 import json
 import math
+import pickle
 import signal
 
 import pytest
@@ -197,3 +198,128 @@ def test_same_seed_same_run(tmp_path):
     tiny_trainer(tiny_config(tmp_path / "a", steps=5), a).fit()
     tiny_trainer(tiny_config(tmp_path / "b", steps=5), b).fit()
     assert a == b
+
+
+# --- checkpoints every N steps, exact from any of them ---
+
+
+def test_checkpoint_every_saves_between_evaluations(tmp_path):
+    trainer = tiny_trainer(tiny_config(tmp_path, steps=10, checkpoint_every=3), [])
+    saves, save = [], trainer.save_last
+    trainer.save_last = lambda: (saves.append(trainer.step), save())
+    trainer.fit()
+    assert saves == [3, 4, 6, 8, 9, 10]  # every 3 steps, and at each evaluation (4, 8, end)
+
+
+def test_a_crash_between_evaluations_resumes_exactly_from_the_step_checkpoint(tmp_path):
+    straight: list = []
+    tiny_trainer(tiny_config(tmp_path / "a", checkpoint_every=3), straight).fit()
+    crashed: list = []
+    trainer = tiny_trainer(tiny_config(tmp_path / "b", checkpoint_every=3), crashed)
+    real_loss = trainer.task.loss
+
+    def crash_at_step_8(model, batch, carry):
+        if trainer.step == 7:
+            raise KeyboardInterrupt  # the process dies; nothing is saved on the way out
+        return real_loss(model, batch, carry)
+
+    trainer.task = dataclasses.replace(trainer.task, loss=crash_at_step_8)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    rest: list = []
+    resumed = tiny_trainer(tiny_config(tmp_path / "b", checkpoint_every=3), rest)
+    resumed.restore()
+    assert resumed.step == 6 and resumed.carry is not None  # mid-stream: the state comes back
+    resumed.fit()
+    assert crashed[:6] + rest == straight  # bit for bit
+    a = read_metrics(tmp_path / "a" / "run" / "metrics.jsonl")
+    b = read_metrics(tmp_path / "b" / "run" / "metrics.jsonl")
+    assert [{**r, "elapsed": 0} for r in a] == [{**r, "elapsed": 0} for r in b]
+
+
+def test_resume_before_any_checkpoint_starts_from_step_0(tmp_path):
+    config = tiny_config(tmp_path, steps=4)
+    first: list = []
+    trainer = tiny_trainer(config, first)
+    trainer.fit()
+    (tmp_path / "run" / "last.safetensors").unlink()  # killed after the line, before the save
+    again: list = []
+    resumed = tiny_trainer(config, again)
+    resumed.restore()
+    assert resumed.step == 0 and not (tmp_path / "run" / "metrics.jsonl").read_text()
+    resumed.fit()
+    assert again == first
+
+
+def test_a_torn_last_metrics_line_is_dropped_a_damaged_one_named(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 4}\n{"step": 8}\n{"step": 1')  # killed mid-line
+    training.keep_metrics_until(path, 8)
+    assert path.read_text() == '{"step": 4}\n{"step": 8}\n'
+    path.write_text('{"step": 4}\nnot json\n{"step": 8}\n')
+    with pytest.raises(checkpoint.CheckpointError, match=r"metrics.jsonl, line 2: not a metrics"):
+        training.keep_metrics_until(path, 8)
+
+
+# --- checkpoints cannot run code, and damage is detected ---
+
+
+class Planted:
+    """Unpickling this creates a file: the harmless stand-in for any code a pickle can run."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def trained_run(tmp_path):
+    config = tiny_config(tmp_path, steps=4)
+    charlm.train(config, progress=Progress(io.StringIO()))
+    return config, tmp_path / "run"
+
+
+@pytest.mark.parametrize("name", ["evil.pkl", "optimizer.pt", "weights.bin", "state.pickle"])
+def test_a_run_directory_with_a_pickle_in_it_is_refused(tmp_path, name):
+    config, run = trained_run(tmp_path)
+    marker = tmp_path / "code-ran"
+    (run / name).write_bytes(pickle.dumps(Planted(marker)))
+    with pytest.raises(checkpoint.CheckpointError, match=f"{name}.*loading never unpickles"):
+        charlm.load_run(run, "cpu")
+    with pytest.raises(checkpoint.CheckpointError, match="never unpickles"):
+        tiny_trainer(config, []).restore()
+    assert not marker.exists()
+
+
+def test_a_pickle_posing_as_a_checkpoint_is_refused(tmp_path):
+    config, run = trained_run(tmp_path)
+    torch.save({"model.w": torch.ones(2)}, run / "last.safetensors")
+    with pytest.raises(checkpoint.CheckpointError, match=r"is a pickle \(torch.save format\)"):
+        tiny_trainer(config, []).restore()
+
+
+def test_a_changed_byte_anywhere_is_detected(tmp_path):
+    _, run = trained_run(tmp_path)
+    path = run / "model.safetensors"
+    good = path.read_bytes()
+    header_end = 8 + int.from_bytes(good[:8], "little")
+    in_header = good.index(b"val_loss")
+    digit = next(i for i in range(in_header, header_end) if chr(good[i]).isdigit())
+    for where in (digit, len(good) - 5):  # the recorded val_loss, a weight
+        damaged = bytearray(good)
+        damaged[where] = ord("7") if damaged[where] != ord("7") else ord("3")
+        path.write_bytes(bytes(damaged))
+        with pytest.raises(checkpoint.CheckpointError, match="SHA-256 mismatch"):
+            checkpoint.load_tensors(path)
+    path.write_bytes(good[: len(good) - 100])
+    with pytest.raises(checkpoint.CheckpointError, match="SHA-256 mismatch"):
+        checkpoint.load_tensors(path)  # cut inside the weights: the header is whole
+
+
+def test_a_safetensors_file_without_a_digest_is_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"model.w": torch.ones(2)}, tmp_path / "model.safetensors")
+    with pytest.raises(checkpoint.CheckpointError, match="no SHA-256"):
+        checkpoint.load_tensors(tmp_path / "model.safetensors")
