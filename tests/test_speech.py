@@ -1,4 +1,5 @@
 import io
+import json
 import shutil
 import subprocess
 import time
@@ -162,3 +163,27 @@ def test_model_overfits_three_utterances_to_zero_errors(tmp_path):
     assert found == texts
     assert scores == {"cer": 0.0, "wer": 0.0}
     assert ctc.error_rates(texts, found)["wer"] == 0.0
+
+
+@needs_espeak
+def test_train_transcribe_and_eval_from_the_command_line(tmp_path, capsys):
+    from rnnkit import cli
+    from rnnkit.data import speech as corpus
+
+    corpus.generate(tmp_path / "data", hours=0.005, seed=2, kind="digits")
+    run = tmp_path / "run"
+    flags = "--hidden 16 --layers 1 --no-bidirectional --steps 4 --eval-every 2 --batch-size 4"
+    code = cli.main(["train", "speech", "--data", str(tmp_path / "data"), "--out", str(run),
+                     "--device", "cpu", "--beam", "2", *flags.split()])  # fmt: skip
+    assert code == 0
+    report = json.loads((run / "test.json").read_text())
+    assert {"greedy_wer", "greedy_cer", "beam_wer", "beam_cer"} <= set(report)
+    wav = sorted((tmp_path / "data" / "wav").glob("test-*.wav"))[0]
+    capsys.readouterr()
+    assert cli.main(["transcribe", str(run), str(wav), "--beam", "1"]) == 0
+    offline = capsys.readouterr().out
+    assert cli.main(["transcribe", str(run), str(wav), "--stream", "--chunk-ms", "37"]) == 0
+    assert capsys.readouterr().out == offline  # greedy both ways, text then a newline
+    assert cli.main(["eval", str(run), "--data", str(tmp_path / "data" / "test.csv")]) == 0
+    assert "greedy_wer" in capsys.readouterr().out
+    assert cli.main(["transcribe", str(run), str(tmp_path / "missing.wav")]) == 2

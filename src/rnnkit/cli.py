@@ -14,6 +14,8 @@
                                            label a text, or every text of a file with probabilities
     rnnkit caption RUN image.png [more.png ...]
                                            caption images (a features run: .npy rows)
+    rnnkit transcribe RUN file.wav [more.wav ...] [--stream]
+                                           speech to text (--stream: as the audio is read)
     rnnkit export RUN --format onnx|torchscript [--step] [--out DIR]
                                            the model for other runtimes (docs/export.md)
 
@@ -116,6 +118,18 @@ def add_caption(commands) -> None:
     caption.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
 
 
+def add_transcribe(commands) -> None:
+    transcribe = commands.add_parser("transcribe", help="speech to text with a speech run")
+    transcribe.add_argument("run", help="run directory of a speech task")
+    transcribe.add_argument("files", nargs="+", help="WAV files (any rate, mono or not)")
+    transcribe.add_argument("--stream", action="store_true", help="print text as audio is read")
+    transcribe.add_argument("--chunk-ms", type=float, default=100.0, help="--stream: chunk size")
+    transcribe.add_argument("--beam", type=int, default=0, help="0: the run's; 1: greedy")
+    transcribe.add_argument("--lm", default="", help="charlm run to fuse (default: the run's)")
+    transcribe.add_argument("--lm-weight", type=float, default=None, help="(default: the run's)")
+    transcribe.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+
+
 def add_export(commands) -> None:
     export = commands.add_parser("export", help="write a run's model as ONNX or TorchScript")
     export.add_argument("run", help="run directory (charlm, classify, seqclass, tag, forecast)")
@@ -152,6 +166,7 @@ def parser() -> argparse.ArgumentParser:
     add_data(commands)
     add_classify(commands)
     add_caption(commands)
+    add_transcribe(commands)
     add_export(commands)
     add_tools(commands)
     return main
@@ -269,6 +284,17 @@ def run_caption(args) -> int:
     return 0
 
 
+def run_transcribe(args) -> int:
+    module = task_of_run(args.run)
+    if not hasattr(module, "transcribe"):
+        raise ValueError(f"{args.run}: a {module.NAME} run, not a speech run")
+    module.transcribe(
+        Path(args.run), args.files, args.stream, args.beam, args.lm, args.lm_weight,
+        args.chunk_ms, args.device,
+    )  # fmt: skip
+    return 0
+
+
 def run_export(args) -> int:
     from rnnkit.export import export_run
 
@@ -344,6 +370,7 @@ def main(argv=None) -> int:
         "data": run_data,
         "classify": run_classify,
         "caption": run_caption,
+        "transcribe": run_transcribe,
         "export": run_export,
         "bench": run_bench,
         "gradflow": run_gradflow,

@@ -51,7 +51,7 @@ class Config(TrainConfig):
     """``rnnkit train speech``; the defaults train on synthesised digit strings."""
 
     data: str = "digits"  # digits (synthesised, cached), a directory of train/val/test.csv, a CSV
-    hours: float = 1.0  # digits: hours of training speech to synthesise
+    hours: float = 1.5  # digits: hours of speech to synthesise (train 80%, val and test 10%)
     val_fraction: float = 0.1  # one manifest: the share held out for validation
     n_mels: int = 40  # log-mel bands per 10 ms frame
     stack: int = 3  # frames concatenated into one input step
@@ -88,8 +88,9 @@ def digits_dir(config: Config) -> Path:
     return cache / "rnnkit" / "speech" / f"digits-{config.hours:g}h-seed{config.seed}"
 
 
-def manifests(config: Config) -> dict[str, list[tuple[Path, str]]]:
-    """(wav path, transcript) rows of the train, val and (when there is one) test parts."""
+def read_parts(config: Config, logmel: audio.LogMel) -> dict[str, tuple[list, list[str]]]:
+    """(log-mel features (T_i, F), transcripts) of the train, val and (when there is one)
+    test parts, before normalisation; unreadable and silent files are skipped with a note."""
     from rnnkit.data import speech as corpus
 
     source = Path(digits_dir(config) if config.data == "digits" else config.data)
@@ -97,43 +98,28 @@ def manifests(config: Config) -> dict[str, list[tuple[Path, str]]]:
         say(f"synthesising {config.hours:g} h of digit strings into {source} (once)")
         corpus.generate(source, hours=config.hours, seed=config.seed, kind="digits")
     if source.is_dir():
-        parts = {p: source / f"{p}.csv" for p in ("train", "val", "test")}
-        missing = [str(f) for p, f in parts.items() if p != "test" and not f.exists()]
+        files = {p: source / f"{p}.csv" for p in ("train", "val", "test")}
+        missing = [str(f) for p, f in files.items() if p != "test" and not f.exists()]
         if missing:
             raise CorpusError(f"{source}: a speech data directory needs {missing}")
-        return {p: rows_of(corpus.read_manifest(f)) for p, f in parts.items() if f.exists()}
-    rows = rows_of(corpus.read_manifest(source))
-    order = np.random.default_rng(config.seed).permutation(len(rows))
-    held = max(1, round(len(rows) * config.val_fraction))
-    if held >= len(rows):
-        raise CorpusError(f"{source}: {len(rows)} utterances are too few to hold some out")
-    return {"train": [rows[i] for i in order[held:]], "val": [rows[i] for i in order[:held]]}
+        return {p: loaded(f, logmel, p) for p, f in files.items() if f.exists()}
+    features, texts = loaded(source, logmel, "data")
+    order = np.random.default_rng(config.seed).permutation(len(texts)).tolist()
+    held = max(1, round(len(texts) * config.val_fraction))
+    if held >= len(texts):
+        raise CorpusError(f"{source}: {len(texts)} utterances are too few to hold some out")
+    part = {"train": order[held:], "val": order[:held]}
+    return {p: ([features[i] for i in rows], [texts[i] for i in rows]) for p, rows in part.items()}
 
 
-def rows_of(manifest) -> list[tuple[Path, str]]:
-    return [(Path(path), str(text)) for path, text in manifest]
+def loaded(manifest: Path, logmel: audio.LogMel, part: str) -> tuple[list, list[str]]:
+    """Features and transcripts of a manifest's usable files (cached beside it)."""
+    from rnnkit.data import speech as corpus
 
-
-def features_of(rows, logmel: audio.LogMel, part: str) -> tuple[list[np.ndarray], list[str]]:
-    """(T_i, F) log-mel features and transcripts; unreadable or too short files are skipped
-    with a count."""
-    features, texts, skipped = [], [], []
-    for path, text in rows:
-        try:
-            frames = logmel(audio.read_wav(path, logmel.sample_rate))
-        except audio.AudioError as err:
-            skipped.append(str(err))
-            continue
-        if len(frames) == 0:
-            skipped.append(f"{path}: shorter than one frame")
-            continue
-        features.append(frames)
-        texts.append(text)
-    if skipped:
-        say(f"{part}: skipped {len(skipped)} of {len(rows)} files (first: {skipped[0]})")
-    if not features:
-        raise CorpusError(f"{part}: no usable audio among {len(rows)} files")
-    return features, texts
+    found = corpus.load_features(manifest, logmel)
+    if found.warning():
+        say(f"{part}: {found.warning()}")
+    return found.features, found.transcripts
 
 
 @dataclass
@@ -168,9 +154,8 @@ def encode(text: str, labels: list[str]) -> torch.Tensor:
 def prepare(config: Config):
     """The features, the label list (blank first, then the training characters), and each
     part as (normalised (T_i, F) tensors, transcripts)."""
-    rows = manifests(config)
     logmel = audio.LogMel(n_mels=config.n_mels)
-    raw = {part: features_of(r, logmel, part) for part, r in rows.items()}
+    raw = read_parts(config, logmel)
     features = Features(logmel, *audio.feature_stats(raw["train"][0]))  # training part only
     labels = [BLANK] + sorted(set("".join(raw["train"][1])))
     parts = {
@@ -382,10 +367,8 @@ def load_run(run_dir: Path, device: str = "cpu"):
 
 def evaluate(run_dir: Path, data: str, device: str = "cpu") -> dict:
     """Error rates of a run on a manifest (CSV of path,transcript)."""
-    from rnnkit.data import speech as corpus
-
     config, labels, features, model = load_run(run_dir, device)
-    raw, texts = features_of(rows_of(corpus.read_manifest(Path(data))), features.logmel, data)
+    raw, texts = loaded(Path(data), features.logmel, data)
     series = [torch.from_numpy(audio.normalise(f, features.mean, features.std)) for f in raw]
     return test_report(model, series, texts, labels, config)
 
