@@ -232,3 +232,20 @@ def test_rnnkit_data_speech_writes_a_corpus(tmp_path, capsys):
     manifest = speech.read_manifest(out / "train.csv")
     assert all(set(text.split()) <= SENTENCE_WORDS for _, text in manifest)
     assert json.loads((out / "corpus.json").read_text())["plan"]["kind"] == "sentences"
+
+
+@needs_espeak
+def test_every_speaker_sounds_different_and_unknown_voices_are_refused():
+    plan, program = speech.Plan(), speech.espeak()
+    u = dataclasses.replace(plan.utterance("train", 0), text="one two", speed=170, pitch=50)
+    sounds = set()
+    for accent in speech.ACCENTS:
+        for variant in speech.VARIANTS:
+            samples, rate = speech.synthesise(
+                program, dataclasses.replace(u, accent=accent, variant=variant)
+            )
+            assert rate > 8000 and samples.size > rate / 4
+            sounds.add(samples.tobytes())
+    assert len(sounds) == len(speech.ACCENTS) * len(speech.VARIANTS)  # no voice ignored
+    with pytest.raises(CorpusError, match=r"failed on train-000000 \(.*xx-nowhere.*does not exist"):
+        speech.synthesise(program, dataclasses.replace(u, accent="xx-nowhere"))

@@ -5,7 +5,8 @@ The synthesised corpus (:func:`generate`) says digit strings ("three one four on
 61 words), in several espeak-ng voices (accents such as ``en-us`` or ``en-gb-scotland``)
 and variants (``+m1`` .. ``+m7``, ``+f1`` .. ``+f4``: timbres), at several speeds and
 pitches, with white or pink noise added at a signal-to-noise ratio drawn per utterance.
-A speaker is an accent with a variant.
+A speaker is an accent with a variant. British English is named ``en``, not ``en-gb``:
+espeak-ng 1.51 ignores the variant after ``en-gb+``, so all its speakers would sound alike.
 
 The test split holds voices out: its speakers have a variant (by default one male and one
 female, chosen by the seed) or an accent (none by default) never heard in training or
@@ -43,7 +44,7 @@ NAME = "speech"
 KINDS = ("digits", "sentences", "both")
 SPLITS = ("train", "val", "test")
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-029")
+ACCENTS = ("en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-029")
 VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4")
 ESPEAK_INSTALL = "apt-get install espeak-ng (the Debian package espeak-ng)"
 MARGIN = 0.1  # seconds of silence kept before and after the speech when trimming
