@@ -242,7 +242,7 @@ def load_model(model: nn.Module, path: Path) -> dict:
     return meta
 
 
-# --- metrics.jsonl: appended line by line, trimmed back to a checkpoint on resume ---
+# --- metrics.jsonl: appended line by line, trimmed back to a checkpoint on resume; loss.png ---
 
 
 def append_line(path: Path, line: str) -> None:
@@ -281,3 +281,26 @@ def keep_metrics_until(path: Path, step: int) -> None:
         if not written_after:
             kept.append(line)
     atomic_write(path, "".join(ln + "\n" for ln in kept).encode())
+
+
+def plot_losses(run_dir: Path) -> None:
+    """Draw train and validation loss against tokens seen into ``loss.png``."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in ("train_loss", "val_loss"):
+        points = [(r["tokens"], r[key]) for r in rows if r.get(key) is not None]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", label=key)
+    ax.set(xlabel="characters seen", ylabel="loss (nats per character)")
+    ax.legend()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write(run_dir / "loss.png", buffer.getvalue())

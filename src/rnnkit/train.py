@@ -49,13 +49,13 @@ from rnnkit.checkpoint import (  # noqa: F401  (MODEL_FILE and load_model are th
     MODEL_FILE,
     CheckpointError,
     append_line,
-    atomic_write,
     carry_tensors,
     check_writable,
     keep_metrics_until,
     load_model,
     load_tensors,
     optimizer_tensors,
+    plot_losses,
     remove_stale_temporaries,
     restore_carry,
     restore_optimizer,
@@ -64,6 +64,8 @@ from rnnkit.checkpoint import (  # noqa: F401  (MODEL_FILE and load_model are th
 from rnnkit.layers import detach_state
 
 METRICS_FILE = "metrics.jsonl"
+# The trainer's own progress, saved in last.safetensors as JSON and restored as it was.
+PROGRESS = ("step", "tokens", "elapsed", "best", "plateau_scale", "bad_evals", "recent")
 
 
 @dataclass
@@ -322,17 +324,12 @@ class Trainer:
         tensors.update(optim)
         for rank, state in enumerate(states):
             tensors.update({f"{rank_prefix(rank)}{k}": v for k, v in state.items()})
-        progress = {
-            "step": self.step,
-            "tokens": self.tokens,
-            "elapsed": self.elapsed,
-            "best": self.best,
-            "plateau_scale": self.plateau_scale,
-            "bad_evals": self.bad_evals,
-            "recent": self.recent,
+        meta = {
+            "trainer": {name: getattr(self, name) for name in PROGRESS},
+            "optimizer": optim_meta,
+            "carry": carry_kind,
+            "world_size": self.world.size,
         }
-        meta = {"trainer": progress, "optimizer": optim_meta, "carry": carry_kind}
-        meta["world_size"] = self.world.size
         save_tensors(self.run_dir / LAST_FILE, tensors, meta)
 
     def restore(self) -> None:
@@ -349,7 +346,12 @@ class Trainer:
                 keep_metrics_until(self.run_dir / METRICS_FILE, 0)
             return
         tensors, meta = load_tensors(path)
-        self._check_world(path, meta.get("world_size", 1))
+        if meta.get("world_size", 1) != self.world.size:
+            raise CheckpointError(
+                f"{path}: written by {meta['world_size']} process(es), resumed by "
+                f"{self.world.size}; each process's carried and random state are in it, so "
+                f"resume with {meta['world_size']} (torchrun --nproc_per_node/--nnodes)"
+            )
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         restore_optimizer(self.optimizer, tensors, meta["optimizer"])
         prefix = rank_prefix(self.world.rank)
@@ -358,20 +360,10 @@ class Trainer:
         torch.set_rng_state(own["rng.torch"])
         if "rng.cuda" in own and self.device.type == "cuda":
             torch.cuda.set_rng_state(own["rng.cuda"], self.device)
-        p = meta["trainer"]
-        self.step, self.tokens, self.elapsed = p["step"], p["tokens"], p["elapsed"]
-        self.best, self.plateau_scale = p["best"], p["plateau_scale"]
-        self.bad_evals, self.recent = p["bad_evals"], p["recent"]
+        for name in PROGRESS:
+            setattr(self, name, meta["trainer"][name])
         if self.world.rank == 0:
             keep_metrics_until(self.run_dir / METRICS_FILE, self.step)
-
-    def _check_world(self, path: Path, saved: int) -> None:
-        if saved != self.world.size:
-            raise CheckpointError(
-                f"{path}: written by {saved} process(es), resumed by {self.world.size}; each "
-                f"process's carried state and random state are in it, so resume with "
-                f"{saved} (torchrun --nproc_per_node/--nnodes)"
-            )
 
     def status(self, loss: float) -> str:
         rate = self.tokens / max(self.elapsed, 1e-9)
@@ -435,26 +427,3 @@ class Trainer:
 def rank_prefix(rank: int) -> str:
     """Where a process's own state sits in ``last.safetensors``."""
     return "" if rank == 0 else f"rank{rank}."
-
-
-def plot_losses(run_dir: Path) -> None:
-    """Draw train and validation loss against tokens seen into ``loss.png``."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [json.loads(ln) for ln in (run_dir / METRICS_FILE).read_text().splitlines() if ln]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for key in ("train_loss", "val_loss"):
-        points = [(r["tokens"], r[key]) for r in rows if r.get(key) is not None]
-        if points:
-            ax.plot(*zip(*points, strict=True), marker="o", label=key)
-    ax.set(xlabel="characters seen", ylabel="loss (nats per character)")
-    ax.legend()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write(run_dir / "loss.png", buffer.getvalue())
