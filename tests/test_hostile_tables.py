@@ -11,13 +11,14 @@ import lzma
 import zipfile
 from datetime import date, timedelta
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rnnkit.data import DataError
 from rnnkit.data.images import read_captions
-from rnnkit.data.series import SeriesError, read_csv
+from rnnkit.data.series import Scaler, SeriesError, read_csv
 from rnnkit.data.tables import TableError, read_table
 from rnnkit.tasks import classify
 
@@ -240,3 +241,14 @@ def test_labelled_texts_with_missing_columns_or_labels_are_named(tmp_path):
     path.write_text("text,label\ngood,pos\nbad,\n")
     with pytest.raises(TableError, match=r"reviews\.csv, line 3, column 'label': empty label"):
         classify.read_labelled(classify.Config(), str(path))
+
+
+@SETTINGS
+@given(exponent=st.integers(-300, 300), columns=st.integers(1, 3))
+def test_the_scaler_of_huge_or_tiny_values_is_finite_and_standardises(exponent, columns):
+    """1e300 squared overflows and 1e-300 squared underflows; the std must not."""
+    values = np.sin(np.arange(40.0 * columns)).reshape(40, columns) * 10.0**exponent
+    scaler = Scaler.fit(values)
+    assert np.isfinite(scaler.std).all() and (scaler.std > 0).all()
+    scaled = scaler.transform(values)
+    assert np.allclose(scaled.std(axis=0), 1.0) and np.allclose(scaled.mean(axis=0), 0.0)

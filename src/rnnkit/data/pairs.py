@@ -106,8 +106,9 @@ class Splits:
     test: list[Pair]
 
 
-def split_by_source(pairs, val_fraction: float, test_fraction: float, seed: int):
-    """(train, val, test) pairs, split at random by distinct source sentence."""
+def split_by_source(pairs, val_fraction: float, test_fraction: float, seed: int, name: str = ""):
+    """(train, val, test) pairs, split at random by distinct source sentence; ``name`` (the
+    file) is named when there are too few."""
     sources = sorted({s for s, _ in pairs})
     random.Random(seed).shuffle(sources)
     n_test, n_val = round(len(sources) * test_fraction), round(len(sources) * val_fraction)
@@ -116,7 +117,10 @@ def split_by_source(pairs, val_fraction: float, test_fraction: float, seed: int)
     for s, t in pairs:
         splits[part[s]].append((s, t))
     if not splits[0] or not splits[1]:
-        raise ValueError(f"{len(sources)} distinct sources leave an empty train or val split")
+        raise PairsError(
+            f"{name or 'the pairs'}: {len(sources)} distinct sources leave an empty train or "
+            f"val split (validation {val_fraction}, test {test_fraction})"
+        )
     return splits
 
 

@@ -220,8 +220,14 @@ class Scaler:
 
     @classmethod
     def fit(cls, train_values: np.ndarray) -> Scaler:
-        std = train_values.std(axis=0)
-        return cls(train_values.mean(axis=0), np.where(std > 0, std, 1.0))
+        """Mean and std per column, computed on values divided by the column's largest
+        magnitude, so that neither 1e300 (whose square overflows) nor 1e-300 (whose square
+        underflows) turns the std into inf or 0."""
+        size = np.abs(train_values).max(axis=0)
+        size = np.where(size > 0, size, 1.0)
+        unit = train_values / size
+        std = unit.std(axis=0) * size
+        return cls(unit.mean(axis=0) * size, np.where(std > 0, std, 1.0))
 
     def transform(self, values: np.ndarray) -> np.ndarray:
         return (values - self.mean) / self.std

@@ -126,9 +126,10 @@ def split_rows(n: int, config: Config) -> dict[str, np.ndarray]:
     order = np.random.default_rng(config.seed).permutation(n)
     n_val, n_test = round(n * config.val_fraction), round(n * config.test_fraction)
     if n - n_val - n_test < 1 or n_val < 1 or n_test < 1:
-        raise ValueError(
-            f"{n} rows cannot be split into training, validation ({config.val_fraction}) "
-            f"and test ({config.test_fraction}) parts with at least one row each"
+        raise TableError(
+            f"{config.data}: {n} rows cannot be split into training, validation "
+            f"({config.val_fraction}) and test ({config.test_fraction}) parts with at least one "
+            "row each"
         )
     return {
         "train": order[n_val + n_test :],

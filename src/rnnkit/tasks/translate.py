@@ -117,7 +117,10 @@ def text_splits(config: Config) -> Splits:
     pairs, bad = read_pairs(config.data)
     if bad:
         say(bad_lines_summary(bad))
-    return Splits(*split_by_source(pairs, config.val_fraction, config.test_fraction, config.seed))
+    parts = split_by_source(
+        pairs, config.val_fraction, config.test_fraction, config.seed, config.data
+    )
+    return Splits(*parts)
 
 
 def tokenized(config: Config, pairs) -> list[tuple[list[str], list[str]]]:
