@@ -38,7 +38,7 @@ from rnnkit.tasks import TASKS, load_task, task_of_run
 from rnnkit.train import NonFiniteLoss
 
 # What may change when a run is resumed: its limits and where it runs, not its model or data.
-RESUMABLE = {"steps", "epochs", "minutes", "eval_every", "device"}
+RESUMABLE = {"steps", "epochs", "minutes", "eval_every", "checkpoint_every", "device"}
 
 
 def add_train(commands) -> None:

@@ -18,6 +18,8 @@ import types
 import typing
 from pathlib import Path
 
+from rnnkit.checkpoint import atomic_write
+
 _FIELD_COMMENT = re.compile(r"^\s+(\w+)\s*:[^#]*#\s*(.+?)\s*$")
 
 
@@ -87,8 +89,10 @@ def to_dict(config) -> dict:
 
 
 def save(config, path: Path, **extra) -> None:
-    """Write the whole config (plus ``extra`` keys such as the task name) as JSON."""
-    Path(path).write_text(json.dumps({**extra, **to_dict(config)}, indent=2) + "\n")
+    """Write the whole config (plus ``extra`` keys such as the task name) as JSON, atomically:
+    a run killed mid-write, or processes under torchrun writing it together, leave it whole."""
+    text = json.dumps({**extra, **to_dict(config)}, indent=2) + "\n"
+    atomic_write(Path(path), text.encode())
 
 
 def load(cls, path: Path, drop: tuple[str, ...] = ("task",)):
