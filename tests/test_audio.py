@@ -4,6 +4,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from scipy.io import wavfile
 
 from rnnkit.data.audio import (
@@ -204,3 +206,62 @@ def test_per_utterance_normalisation_survives_a_constant_band():
     assert normed.shape == (10, 2) and np.isfinite(normed).all()
     np.testing.assert_allclose(normed[:, 1], 0)
     np.testing.assert_allclose([normed[:, 0].mean(), normed[:, 0].std()], [0, 1], atol=1e-6)
+
+
+# --- hostile files: a float wave in range, or an AudioError naming the file ---
+
+HOSTILE = settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+
+
+def a_wav(tmp_path, rate: int, samples: np.ndarray) -> bytes:
+    wavfile.write(tmp_path / "valid.wav", rate, samples)
+    return (tmp_path / "valid.wav").read_bytes()
+
+
+def read_or_refuse(path):
+    try:
+        wave = read_wav(path)
+    except AudioError as err:
+        assert str(err).startswith(f"{path}: "), str(err)
+        return
+    assert wave.dtype == np.float32 and wave.ndim == 1
+    assert np.isfinite(wave).all() and np.abs(wave).max(initial=0) <= 1
+
+
+@HOSTILE
+@given(
+    rate=st.sampled_from([8000, 16000, 22050, 44100]),
+    dtype=st.sampled_from([np.uint8, np.int16, np.int32, np.float32, np.float64]),
+    channels=st.integers(1, 3),
+    edits=st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=6),
+    keep=st.integers(0, 300),
+)
+def test_damaged_wav_files_are_read_or_refused_by_name(
+    tmp_path, rate, dtype, channels, edits, keep
+):
+    samples = (np.random.default_rng(0).uniform(-0.5, 0.5, (100, channels)) * 100).astype(dtype)
+    raw = bytearray(a_wav(tmp_path, rate, samples))
+    for offset, value in edits:
+        if offset < len(raw):
+            raw[offset] = value
+    (tmp_path / "hostile.wav").write_bytes(bytes(raw[:keep]) if keep < 300 else bytes(raw))
+    read_or_refuse(tmp_path / "hostile.wav")
+
+
+@HOSTILE
+@given(raw=st.binary(max_size=120))
+def test_arbitrary_bytes_are_refused_by_name(tmp_path, raw):
+    (tmp_path / "bytes.wav").write_bytes(raw)
+    read_or_refuse(tmp_path / "bytes.wav")
+
+
+def test_a_sample_rate_no_sound_has_is_refused(tmp_path):
+    wavfile.write(tmp_path / "slow.wav", 10, np.zeros(50, dtype=np.int16))
+    with pytest.raises(AudioError, match=r"slow\.wav: sample rate 10 Hz, expected 1000 to"):
+        read_wav(tmp_path / "slow.wav")

@@ -9,6 +9,8 @@ import shutil
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from scipy.io import wavfile
 
 from rnnkit.data import speech
@@ -249,3 +251,24 @@ def test_every_speaker_sounds_different_and_unknown_voices_are_refused():
     assert len(sounds) == len(speech.ACCENTS) * len(speech.VARIANTS)  # no voice ignored
     with pytest.raises(CorpusError, match=r"failed on train-000000 \(.*xx-nowhere.*does not exist"):
         speech.synthesise(program, dataclasses.replace(u, accent="xx-nowhere"))
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(
+    text=st.lists(
+        st.sampled_from(["path", "transcript", "a.wav", "b.wav", ",", '"', "\n", "\r\n", " ",
+                         "x", "\0", "é", "\udcff"]),
+        max_size=25,
+    ).map("".join)
+)  # fmt: skip
+def test_hostile_manifests_are_read_or_refused_by_name(tmp_path, text):
+    write_wav(tmp_path / "a.wav", tone(0.1))
+    (tmp_path / "m.csv").write_bytes(text.encode("utf-8", errors="surrogateescape"))
+    try:
+        manifest = speech.read_manifest(tmp_path / "m.csv")
+    except CorpusError as err:
+        assert str(err).startswith(f"{tmp_path / 'm.csv'}: "), str(err)
+        return
+    assert len(manifest) > 0
+    assert all(path == tmp_path / "a.wav" and text.strip() for path, text in manifest)

@@ -38,6 +38,7 @@ from scipy.signal import resample_poly
 from rnnkit.data.corpus import CorpusError
 
 SAMPLE_RATE = 16000  # what the features and the synthesised corpus use
+MIN_RATE, MAX_RATE = 1000, 768000  # Hz; a header outside these is damaged
 STD_FLOOR = 1e-5  # normalisation never divides by less than this
 
 
@@ -69,15 +70,16 @@ def read_wav(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
             rate, samples = wavfile.read(str(path))
     except FileNotFoundError:
         raise AudioError(f"{path}: no such file") from None
-    except (ValueError, OSError, EOFError, MemoryError) as err:
+    except Exception as err:  # scipy's parser meets a damaged header with ValueError,
+        # struct.error, UnboundLocalError...: each means the file is not a WAV it can read
         raise AudioError(f"{path}: not a readable WAV file ({err})") from None
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise AudioError(f"{path}: sample rate {rate} Hz, expected {MIN_RATE} to {MAX_RATE}")
     if samples.ndim == 2:  # (samples, channels)
         samples = to_float(samples).mean(axis=1)
     wave = to_float(samples)
     if not np.isfinite(wave).all():
         raise AudioError(f"{path}: samples that are not finite numbers (NaN or infinity)")
-    if rate <= 0:
-        raise AudioError(f"{path}: sample rate {rate} Hz")
     return resample(wave, rate, sample_rate)
 
 

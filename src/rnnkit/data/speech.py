@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import math
 import random
@@ -39,6 +40,7 @@ import numpy as np
 
 from rnnkit.data.audio import SAMPLE_RATE, AudioError, LogMel, read_wav, resample, write_wav
 from rnnkit.data.corpus import CorpusError
+from rnnkit.data.files import decode_text, read_bytes
 
 NAME = "speech"
 KINDS = ("digits", "sentences", "both")
@@ -225,16 +227,19 @@ def espeak_version(program: str) -> str:
     return done.stdout.strip()
 
 
-def prepare(out_dir: Path) -> Path:
-    """``out_dir/wav``, emptied of an earlier corpus's files; never of anyone else's."""
+def prepare(out_dir: Path, plan: Plan, hours: float) -> Path:
+    """``out_dir/wav``, emptied of an earlier corpus's files (never of anyone else's), and
+    a corpus.json without sizes until the corpus is whole: an interrupted run leaves no
+    manifest and can be run again over its own files."""
     wav_dir = out_dir / "wav"
     old = sorted(wav_dir.glob("*")) if wav_dir.is_dir() else []
     if old and not (out_dir / "corpus.json").exists():
         raise CorpusError(f"{wav_dir} already holds files that no corpus.json describes")
-    for path in old:
-        if path.suffix == ".wav" and path.stem.split("-")[0] in SPLITS:
-            path.unlink()
+    for path in old + [out_dir / f"{split}.csv" for split in SPLITS]:
+        if path.suffix in (".wav", ".csv") and path.stem.split("-")[0] in SPLITS:
+            path.unlink(missing_ok=True)
     wav_dir.mkdir(parents=True, exist_ok=True)
+    describe(out_dir / "corpus.json", plan, hours, {}, "")
     return wav_dir
 
 
@@ -282,7 +287,7 @@ def generate(
     plan = Plan(seed, kind, tuple(voices), tuple(variants), tuple(test_voices), tuple(held),
                 **choices)  # fmt: skip
     program, out_dir = espeak(), Path(out_dir)
-    wav_dir = prepare(out_dir)
+    wav_dir = prepare(out_dir, plan, hours)
     manifests, sizes = {}, {}
     with ThreadPoolExecutor(max(1, workers)) as pool:
         for split, share in zip(SPLITS, shares, strict=True):
@@ -347,10 +352,10 @@ def bad_rows(path: Path, problems: list[str]) -> CorpusError:
 def read_manifest(path: str | Path) -> Manifest:
     """The entries of a ``path,transcript`` CSV; every bad row is named by its line number."""
     path = Path(path)
+    text = decode_text(path, read_bytes(path, CorpusError), CorpusError)
     try:
-        with open(path, newline="", encoding="utf-8") as source:
-            lines = list(csv.reader(source))
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        lines = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as err:
         raise CorpusError(f"{path}: not a readable manifest CSV ({err})") from None
     header = [name.strip().lower() for name in lines[0]] if lines else []
     if "path" not in header or "transcript" not in header:
