@@ -112,13 +112,14 @@ class Prepared:
     test: list
 
 
-def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int):
+def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int, name=""):
     order = np.random.default_rng(seed).permutation(n)
     n_test, n_val = int(round(n * test_fraction)), int(round(n * val_fraction))
     if n - n_test - n_val < 1 or n_val < 1 or n_test < 1:
         raise TagDataError(
-            f"{n} sequences are too few to train, validate (which picks the best model) and "
-            f"test with val_fraction {val_fraction} and test_fraction {test_fraction}"
+            f"{name or 'the data'}: {n} sequences are too few to train, validate (which picks "
+            f"the best model) and test with val_fraction {val_fraction} and test_fraction "
+            f"{test_fraction}"
         )
     return order[n_test + n_val :], order[n_test : n_test + n_val], order[:n_test]
 
@@ -144,7 +145,8 @@ def prepare(config: Config, data: Tagged | None = None) -> Prepared:
     The data and the split have their own fixed seeds, so runs with different ``--seed``
     (initialisation and batch order) share one test set."""
     data = data or load_tagged(config.data, DATA_SEED, config.sequences)
-    train, val, test = split_indices(len(data), config.val_fraction, config.test_fraction, 1)
+    fractions = (config.val_fraction, config.test_fraction)
+    train, val, test = split_indices(len(data), *fractions, 1, data.name)
     classes = sorted(set(np.concatenate([data.labels[i] for i in train]).tolist()))
     scaler = Scaler.fit(np.concatenate([data.inputs[i] for i in train]).astype(np.float64))
     return Prepared(

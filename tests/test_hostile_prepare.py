@@ -1,0 +1,104 @@
+"""Data that loads but is too little or too odd for a task: the task's ``prepare`` either
+returns its parts or raises a :class:`DataError` naming the file, never an error from
+inside numpy or torch (too few rows to split, one class, constant values, a window longer
+than the series, ...)."""
+
+import numpy as np
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rnnkit.data import DataError
+from rnnkit.tasks import charlm, classify, forecast, seqclass, tag, translate
+
+SETTINGS = settings(
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+torch.set_num_threads(1)
+
+
+def prepared_or_named(prepare, config, path) -> bool:
+    """True when ``prepare(config)`` worked; a DataError must name ``path``."""
+    try:
+        prepare(config)
+    except DataError as err:
+        assert str(path) in str(err)
+        return False
+    return True
+
+
+@SETTINGS
+@given(n=st.integers(1, 8), t=st.integers(1, 5), classes=st.integers(1, 3), seed=st.integers(0, 9))
+def test_tag_prepares_any_few_sequences_or_names_the_file(tmp_path, n, t, classes, seed):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, t + 1, n)
+    steps = int(lengths.sum())
+    labels = rng.integers(0, classes, steps)
+    path = tmp_path / "t.npz"
+    np.savez(path, inputs=rng.standard_normal(steps), labels=labels, lengths=lengths)
+    prepared_or_named(tag.prepare, tag.Config(data=str(path)), path)
+
+
+@SETTINGS
+@given(
+    n=st.integers(1, 10),
+    t=st.integers(1, 5),
+    classes=st.integers(1, 3),
+    constant=st.booleans(),
+    seed=st.integers(0, 9),
+)
+def test_seqclass_prepares_any_few_cases_or_names_the_file(tmp_path, n, t, classes, constant, seed):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, t + 1, n)
+    steps = int(lengths.sum())
+    x = np.zeros(steps) if constant else rng.standard_normal(steps)
+    path = tmp_path / "s.npz"
+    np.savez(path, x=x, y=rng.integers(0, classes, n), lengths=lengths)
+    prepared_or_named(seqclass.prepare, seqclass.Config(data=str(path)), path)
+
+
+@SETTINGS
+@given(
+    rows=st.integers(1, 40),
+    window=st.integers(1, 12),
+    horizon=st.integers(1, 6),
+    scale=st.sampled_from([0.0, 1e-300, 1.0, 1e300]),
+)
+def test_forecast_prepares_any_short_or_flat_series_or_names_the_file(
+    tmp_path, rows, window, horizon, scale
+):
+    path = tmp_path / "f.csv"
+    path.write_text("value\n" + "".join(f"{scale * np.sin(i)!r}\n" for i in range(rows)))
+    config = forecast.Config(data=str(path), date="none", input_window=window, horizon=horizon)
+    if prepared_or_named(forecast.prepare, config, path):
+        assert np.isfinite(forecast.prepare(config).scaled).all()
+
+
+@SETTINGS
+@given(rows=st.integers(1, 30), classes=st.integers(1, 3), blank=st.booleans())
+def test_classify_prepares_any_few_rows_or_names_the_file(tmp_path, rows, classes, blank):
+    path = tmp_path / "c.csv"
+    texts = ["" if blank and i % 3 == 0 else "word " * (i % 4) for i in range(rows)]
+    path.write_text("text,label\n" + "".join(f"{t},{i % classes}\n" for i, t in enumerate(texts)))
+    prepared_or_named(classify.prepare, classify.Config(data=str(path), min_count=1), path)
+
+
+@SETTINGS
+@given(pairs=st.integers(1, 30), repeated=st.booleans())
+def test_translate_prepares_any_few_pairs_or_names_the_file(tmp_path, pairs, repeated):
+    path = tmp_path / "p.tsv"
+    path.write_text("".join(f"{'x' if repeated else i}\t{i} !\n" for i in range(pairs)))
+    prepared_or_named(translate.prepare, translate.Config(data=str(path)), path)
+
+
+@SETTINGS
+@given(lines=st.integers(1, 60), window=st.integers(1, 20), batch=st.integers(1, 8))
+def test_charlm_prepares_any_short_corpus_or_names_the_file(tmp_path, lines, window, batch):
+    path = tmp_path / "c.txt"
+    path.write_text("ab\n" * lines)
+    config = charlm.Config(data=str(path), window=window, batch_size=batch)
+    prepared_or_named(charlm.prepare, config, path)
