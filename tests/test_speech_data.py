@@ -39,6 +39,7 @@ def corpus(tmp_path_factory):
 def test_manifests_list_16_khz_mono_files_and_their_words(corpus):
     out, manifests = corpus
     assert set(manifests) == {"train", "val", "test"}
+    kinds = set()
     for split, path in manifests.items():
         rows = list(csv.reader(path.open()))
         assert rows[0] == ["path", "transcript"] and len(rows) > 1
@@ -50,6 +51,8 @@ def test_manifests_list_16_khz_mono_files_and_their_words(corpus):
             words = text.split()
             digits = set(words) <= set(speech.DIGITS) and 3 <= len(words) <= 7
             assert digits or set(words) <= SENTENCE_WORDS, text
+            kinds.add(digits)
+    assert kinds == {True, False}  # kind="both": digit strings and sentences
 
 
 @needs_espeak
@@ -272,3 +275,16 @@ def test_hostile_manifests_are_read_or_refused_by_name(tmp_path, text):
         return
     assert len(manifest) > 0
     assert all(path == tmp_path / "a.wav" and text.strip() for path, text in manifest)
+
+
+@needs_espeak
+def test_a_corpus_made_again_replaces_its_own_files_only(tmp_path):
+    speech.generate(tmp_path, hours=0.002, seed=1)
+    (tmp_path / "wav" / "train-999999.wav").write_bytes(b"left by an interrupted run")
+    (tmp_path / "wav" / "notes.txt").write_text("mine")
+    manifests = speech.generate(tmp_path, hours=0.002, seed=2)
+    assert not (tmp_path / "wav" / "train-999999.wav").exists()
+    assert (tmp_path / "wav" / "notes.txt").read_text() == "mine"
+    listed = {path.name for m in manifests.values() for path, _ in speech.read_manifest(m)}
+    assert listed == {p.name for p in (tmp_path / "wav").glob("*.wav")}
+    assert json.loads((tmp_path / "corpus.json").read_text())["plan"]["seed"] == 2
