@@ -86,7 +86,11 @@ def parts_of(task: str, model: nn.Module) -> Parts:
         return Parts(task, model.rnn, model.head)
     if task == "forecast":
         return Parts(task, model.rnn, model.head, returns_state=True)
-    raise ValueError(
+    raise refusal(task)
+
+
+def refusal(task: str) -> ValueError:
+    return ValueError(
         f"a {task} run cannot be exported: its model is an encoder and a decoder driven by "
         "greedy or beam search in Python, not one tensor-to-tensor function (see docs/export.md)"
     )
@@ -225,8 +229,8 @@ class OperatorStack(nn.Module):
         order = ONNX_ORDER.get(kind_of(cells[0]), (0,))
         biases = (reorder(of("bias_ih", G * H), order), reorder(of("bias_hh", G * H), order))
         return {
-            "W": reorder(of("weight_ih", None), order),  # (D, G*H, I)
-            "R": reorder(of("weight_hh", None), order),  # (D, G*H, H)
+            "W": reorder(of("weight_ih", 0), order),  # (D, G*H, I)
+            "R": reorder(of("weight_hh", 0), order),  # (D, G*H, H)
             "B": torch.cat(biases, 1),  # (D, 2*G*H)
             "P": torch.cat([of(f"weight_c{gate}", H) for gate in "iof"], 1),  # (D, 3H)
         }
@@ -328,10 +332,8 @@ class SequenceModel(nn.Module):
         super().__init__()
         self.inputs, self.recurrent, self.head = Inputs(parts), recurrent, parts.head
         self.pooling, self.returns_state = parts.pooling, parts.returns_state
-        self.directions, self.lstm = (
-            parts.rnn.num_directions,
-            isinstance(parts.rnn.cells[0], LSTMCell),
-        )
+        self.directions = parts.rnn.num_directions
+        self.lstm = isinstance(parts.rnn.cells[0], LSTMCell)
         zeros = parts.rnn._zero_state(1, torch.device("cpu"), torch.float32)
         initial = tuple(p.detach() for p in parts.rnn.initial_state) or zeros  # learn_init
         self.register_buffer("initial_h", initial[0].clone())  # (L*D, 1, H)
@@ -379,27 +381,22 @@ def _tensor(name: str, dtype: str, shape: list) -> dict:
 def signature(parts: Parts, step: bool) -> tuple[list[dict], list[dict]]:
     """The named inputs and outputs, with their dtypes and shapes (str: a dynamic axis)."""
     rnn, time = parts.rnn, [] if step else ["T"]
-    tokens = parts.embed is not None or parts.one_hot
-    x = _tensor("x", "int64", ["B", *time]) if tokens else _tensor(
-        "x", "float32", ["B", *time, rnn.input_size]
-    )  # fmt: skip
+    if parts.embed is not None or parts.one_hot:
+        x = _tensor("x", "int64", ["B", *time])
+    else:
+        x = _tensor("x", "float32", ["B", *time, rnn.input_size])
+    lengths = _tensor("lengths", "int64", ["B"])
     y_name = "outputs" if parts.task == "forecast" else "logits"
-    state_names = ("h", "c") if step else ("h_n", "c_n")
-    parts_of_state = 2 if isinstance(rnn.cells[0], LSTMCell) else 1
-    state = [
-        _tensor(name, "float32", [len(rnn.cells), "B", rnn.hidden_size])
-        for name in state_names[:parts_of_state]
-    ]
     if parts.pooling:
-        return [x, _tensor("lengths", "int64", ["B"])], [
-            _tensor(y_name, "float32", ["B", parts.head.out_features])
-        ]
+        return [x, lengths], [_tensor(y_name, "float32", ["B", parts.head.out_features])]
     y = _tensor(y_name, "float32", ["B", *time, parts.head.out_features])
+    names = ("h", "c") if isinstance(rnn.cells[0], LSTMCell) else ("h",)
+    shape = [len(rnn.cells), "B", rnn.hidden_size]  # (L*D, B, H)
     if step:
-        previous = [{**s, "name": f"{s['name']}_prev"} for s in state]
-        return [x, *previous], [y, *state]
-    outputs = [y, *state] if parts.returns_state else [y]
-    return [x, _tensor("lengths", "int64", ["B"])], outputs
+        before = [_tensor(f"{name}_prev", "float32", shape) for name in names]
+        return [x, *before], [y, *(_tensor(name, "float32", shape) for name in names)]
+    state = [_tensor(f"{name}_n", "float32", shape) for name in names]
+    return [x, lengths], [y, *state] if parts.returns_state else [y]
 
 
 def example(parts: Parts, step: bool, batch: int = 2, steps: int = 3) -> tuple[Tensor, ...]:
@@ -538,7 +535,7 @@ def load_parts(run_dir: Path) -> tuple[Parts, dict]:
 
     module = task_of_run(run_dir)
     if module.NAME not in RUN_FILES:
-        parts_of(module.NAME, None)  # the refusal
+        raise refusal(module.NAME)
     *_, model = module.load_run(Path(run_dir), "cpu")
     model = model.float().eval()
     files = {
