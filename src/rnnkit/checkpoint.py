@@ -29,6 +29,7 @@ from torch import nn
 MODEL_FILE = "model.safetensors"
 LAST_FILE = "last.safetensors"
 DIGEST_KEY = "sha256"
+UNSEALED = "0" * 64  # the digest's place in the header, filled in once the bytes are known
 PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt"}
 PICKLE_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 
@@ -37,8 +38,8 @@ class CheckpointError(ValueError):
     """A checkpoint or run file that cannot be written or trusted; the message names it."""
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, flush it to disk, then rename.
+def atomic_write(path: Path, *chunks: bytes | memoryview) -> None:
+    """Write ``chunks`` to a temporary file beside ``path``, flush it to disk, then rename.
 
     A failed write (disk full, read-only directory) raises :class:`CheckpointError` and leaves
     the previous file as it was.
@@ -47,7 +48,8 @@ def atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            for chunk in chunks:
+                f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -107,7 +109,7 @@ def remove_stale_temporaries(directory: Path) -> None:
 # --- safetensors with a digest ---
 
 
-def digest(header: dict, data: bytes) -> str:
+def digest(header: dict, data: memoryview) -> str:
     """SHA-256 of a safetensors header (without the digest itself) and its tensor bytes."""
     meta = {k: v for k, v in header.get("__metadata__", {}).items() if k != DIGEST_KEY}
     canonical = {**header, "__metadata__": meta}
@@ -115,7 +117,7 @@ def digest(header: dict, data: bytes) -> str:
     return hashlib.sha256(text + b"\0" + data).hexdigest()
 
 
-def split_file(raw: bytes, path: Path) -> tuple[dict, bytes]:
+def split_file(raw: bytes | bytearray, path: Path) -> tuple[dict, memoryview]:
     """The header (JSON) and tensor bytes of a safetensors file; raises if it is not one."""
     if len(raw) < 8:
         raise CheckpointError(f"{path}: truncated ({len(raw)} bytes, not even a header length)")
@@ -131,16 +133,19 @@ def split_file(raw: bytes, path: Path) -> tuple[dict, bytes]:
         raise CheckpointError(f"{path}: the safetensors header is not JSON ({err})") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: the safetensors header is not a JSON object")
-    return header, raw[8 + header_len :]
+    return header, memoryview(raw)[8 + header_len :]
 
 
 def save_tensors(path: Path, tensors: dict, metadata: dict) -> None:
     """Tensors and JSON ``metadata`` as one safetensors file, with its digest, atomically."""
     flat = {k: v.detach().to("cpu").clone().contiguous() for k, v in tensors.items()}
     meta = {k: json.dumps(v) for k, v in metadata.items()}
-    header, data = split_file(save_safetensors(flat, metadata=meta), path)
-    sealed = save_safetensors(flat, metadata={**meta, DIGEST_KEY: digest(header, data)})
-    atomic_write(path, sealed)
+    raw = save_safetensors(flat, metadata={**meta, DIGEST_KEY: UNSEALED})
+    header, data = split_file(raw, path)
+    unsealed = f'"{DIGEST_KEY}":"{UNSEALED}"'.encode()
+    sealed = f'"{DIGEST_KEY}":"{digest(header, data)}"'.encode()  # the same length
+    head = raw[: len(raw) - len(data)].replace(unsealed, sealed, 1)  # (8 + header bytes)
+    atomic_write(path, head, data)
 
 
 def load_tensors(path: Path) -> tuple[dict, dict]:
