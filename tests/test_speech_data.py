@@ -291,3 +291,16 @@ def test_a_corpus_made_again_replaces_its_own_files_only(tmp_path):
     listed = {path.name for m in manifests.values() for path, _ in speech.read_manifest(m)}
     assert listed == {p.name for p in (tmp_path / "wav").glob("*.wav")}
     assert json.loads((tmp_path / "corpus.json").read_text())["plan"]["seed"] == 2
+
+
+def test_a_plan_is_checked_and_may_hold_nothing_out():
+    everyone = speech.Plan(test_variants=())
+    assert everyone.speakers("test") == everyone.speakers("train")
+    assert len(everyone.speakers("val")) == len(speech.ACCENTS) * len(speech.VARIANTS)
+    with pytest.raises(ValueError, match="no train speakers left"):
+        speech.Plan(test_variants=speech.VARIANTS)
+    with pytest.raises(ValueError, match="speeds is a \\(low, high\\) range"):
+        speech.Plan(speeds=(200, 100))
+    with pytest.raises(ValueError, match="noises white or pink"):
+        speech.Plan(noises=("brown",))
+    assert speech.held_out_variants(1, ("m1", "m2")) in {("m1",), ("m2",)}

@@ -10,10 +10,11 @@ espeak-ng 1.51 ignores the variant after ``en-gb+``, so all its speakers would s
 
 The test split holds voices out: its speakers have a variant (by default one male and one
 female, chosen by the seed) or an accent (none by default) never heard in training or
-validation. Validation speakers are training speakers. Speeds, pitches and noise are drawn
-from the same ranges in every split. Each utterance is made from its own
-``(seed, split, index)``, so any one can be made again alone. ``out_dir/corpus.json``
-records every choice, the held-out voices and each split's size.
+validation; ``test_variants=()`` holds none out. Validation speakers are training
+speakers. Speeds, pitches and noise are drawn from the same ranges in every split. Each
+utterance is made from its own ``(seed, split, index)``, so any one can be made again
+alone. ``out_dir/corpus.json`` records every choice, the held-out voices and each split's
+size.
 
 A manifest is a CSV with a ``path,transcript`` header, paths relative to the manifest's
 folder (or absolute), WAV files of any rate and channel count. :func:`load_features` reads
@@ -130,13 +131,27 @@ class Plan:
     noises: tuple[str, ...] = ("white", "pink")
     sample_rate: int = SAMPLE_RATE
 
+    def __post_init__(self):
+        if self.kind not in KINDS or not set(self.noises) <= {"white", "pink"}:
+            raise ValueError(
+                f"expected kind in {KINDS} and noises white or pink, "
+                f"got {self.kind!r} and {self.noises}"
+            )
+        for name in ("speeds", "pitches", "peaks", "snr_db"):
+            low, high = getattr(self, name) or (0, 0)
+            if low > high:
+                raise ValueError(f"{name} is a (low, high) range, got {getattr(self, name)}")
+        self.speakers("train")  # some left, or an error
+
     def speakers(self, split: str) -> list[tuple[str, str]]:
-        """(accent, variant) pairs heard in a split."""
+        """(accent, variant) pairs heard in a split; all of them in each when none is held."""
         pairs = [(a, v) for a in self.accents for v in self.variants]
         held = [(a, v) for a, v in pairs if a in self.test_accents or v in self.test_variants]
+        if not held:
+            return pairs
         speakers = held if split == "test" else [p for p in pairs if p not in held]
         if not speakers:
-            raise ValueError(f"no {split} speakers left: every voice is held out, or none is")
+            raise ValueError(f"no {split} speakers left: every voice is held out for the test")
         return speakers
 
     def utterance(self, split: str, index: int) -> Utterance:
@@ -163,7 +178,8 @@ class Plan:
 def held_out_variants(seed: int, variants: tuple[str, ...] = VARIANTS) -> tuple[str, ...]:
     """One male and one female variant (``m*``, ``f*``), chosen by the seed, for the test."""
     rng = random.Random(f"held-out-variants:{seed}")
-    return tuple(rng.choice([v for v in variants if v[0] == sex]) for sex in "mf")
+    by_sex = [[v for v in variants if v[0] == sex] for sex in "mf"]
+    return tuple(rng.choice(some) for some in by_sex if some)
 
 
 def espeak() -> str:
@@ -278,14 +294,18 @@ def generate(
     in the test split; ``shares`` divide the hours among train, val and test; ``choices``
     are further :class:`Plan` fields (speeds, pitches, peaks, snr_db, noises).
     """
-    if kind not in KINDS or hours <= 0 or len(shares) != 3 or min(shares) <= 0:
-        raise ValueError(
-            f"expected kind in {KINDS}, hours > 0, three positive shares; got "
-            f"{kind!r}, {hours}, {shares}"
-        )
+    if hours <= 0 or len(shares) != 3 or min(shares) <= 0:
+        raise ValueError(f"expected hours > 0 and three positive shares, got {hours}, {shares}")
     held = held_out_variants(seed, variants) if test_variants is None else test_variants
-    plan = Plan(seed, kind, tuple(voices), tuple(variants), tuple(test_voices), tuple(held),
-                **choices)  # fmt: skip
+    plan = Plan(
+        seed=seed,
+        kind=kind,
+        accents=tuple(voices),
+        variants=tuple(variants),
+        test_accents=tuple(test_voices),
+        test_variants=tuple(held),
+        **choices,
+    )
     program, out_dir = espeak(), Path(out_dir)
     wav_dir = prepare(out_dir, plan, hours)
     manifests, sizes = {}, {}
@@ -305,7 +325,9 @@ def describe(path: Path, plan: Plan, hours: float, sizes: dict, version: str) ->
         "hours": hours,
         "plan": asdict(plan),
         "held_out": "test speakers have a variant in plan.test_variants or an accent in "
-        "plan.test_accents; no train or val utterance does",
+        "plan.test_accents; no train or val utterance does"
+        if plan.test_variants or plan.test_accents
+        else "nothing: every split hears every speaker",
         "splits": sizes,
         "espeak_ng": version,
     }
