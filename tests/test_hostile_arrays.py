@@ -192,10 +192,9 @@ def test_object_arrays_are_refused_and_never_unpickled(tmp_path):
 def test_an_npy_named_npz_and_an_npz_named_npy_are_named(tmp_path):
     np.save(tmp_path / "a.npy", np.zeros((2, 3)))
     (tmp_path / "a.npy").rename(tmp_path / "a.npz")
-    with pytest.raises(DataError, match=r"a\.npz: not an \.npz archive"):
-        ucr.read_file(tmp_path / "a.npz")
-    with pytest.raises(DataError, match=r"a\.npz: not an \.npz archive"):
-        regimes.load_npz(str(tmp_path / "a.npz"))
+    for load in (ucr.read_file, lambda p: regimes.load_npz(str(p))):
+        with pytest.raises(DataError, match=r"^\S*a\.npz: not an \.npz archive \(a single .npy"):
+            load(tmp_path / "a.npz")
     np.savez(tmp_path / "b.npz", x=np.zeros((2, 3)))
     (tmp_path / "b.npz").rename(tmp_path / "b.npy")
     with pytest.raises(DataError, match=r"b\.npy: an \.npz archive, not one \.npy array"):

@@ -106,16 +106,17 @@ def npz_arrays(path: str) -> dict:
     if not file.is_file():
         raise TagDataError(f"{path}: no such file (and not the built-in 'regimes')")
     try:
-        with np.load(file, allow_pickle=False) as archive:
-            if not isinstance(archive, np.lib.npyio.NpzFile):
-                raise TagDataError(f"{path}: not an .npz archive (a single .npy array?)")
+        archive = np.load(file, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise TagDataError(f"{path}: not an .npz archive (a single .npy array?)")
+        with archive:
             return {name: archive[name] for name in archive.files}
+    except TagDataError:
+        raise
     except ValueError as err:
         raise TagDataError(f"{path}: not a readable .npz without pickled objects ({err})") from None
     except (OSError, zipfile.BadZipFile, EOFError, zlib.error, RuntimeError) as err:
         raise TagDataError(f"{path}: not a readable .npz file ({err})") from None
-    except TypeError as err:  # np.load on a .npy returns an array, not a context manager
-        raise TagDataError(f"{path}: not an .npz archive ({err})") from None
 
 
 def check_keys(path: str, arrays: dict) -> None:

@@ -232,10 +232,13 @@ NPZ_LAYOUTS = (
 def _npz_arrays(path: Path) -> dict:
     """The arrays of an ``.npz`` file, never unpickling anything."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if not isinstance(archive, np.lib.npyio.NpzFile):
-                raise SequenceError(f"{path}: not an .npz archive (a single .npy array?)")
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise SequenceError(f"{path}: not an .npz archive (a single .npy array?)")
+        with archive:
             return {key: archive[key] for key in archive.files}
+    except SequenceError:
+        raise
     except ValueError as err:
         if "allow_pickle" in str(err):
             raise SequenceError(
@@ -245,8 +248,6 @@ def _npz_arrays(path: Path) -> dict:
         raise SequenceError(f"{path}: not a readable .npz file ({err})") from None
     except (OSError, zipfile.BadZipFile, EOFError, zlib.error, RuntimeError) as err:
         raise SequenceError(f"{path}: not a readable .npz file ({err})") from None
-    except TypeError as err:  # np.load on a .npy returns an array, not a context manager
-        raise SequenceError(f"{path}: not an .npz archive ({err})") from None
 
 
 def _npz_case(item, where: str, width: int | None) -> np.ndarray:
