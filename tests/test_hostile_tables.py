@@ -252,3 +252,13 @@ def test_the_scaler_of_huge_or_tiny_values_is_finite_and_standardises(exponent, 
     assert np.isfinite(scaler.std).all() and (scaler.std > 0).all()
     scaled = scaler.transform(values)
     assert np.allclose(scaled.std(axis=0), 1.0) and np.allclose(scaled.mean(axis=0), 0.0)
+
+
+def test_one_enormous_field_loads_and_a_bad_byte_after_it_is_placed(tmp_path):
+    path = tmp_path / "long.csv"
+    path.write_bytes(b"text,label\n" + b"word " * 400_000 + b",pos\n")
+    assert len(read_table(path).column("text")[0]) == 2_000_000
+    path.write_bytes(b"text,label\n" + b"word " * 400_000 + b",pos\nnext,\xff\n")
+    placed = r"long\.csv: not valid UTF-8 at byte offset 2000021, line 3"
+    with pytest.raises(TableError, match=placed):
+        read_table(path)

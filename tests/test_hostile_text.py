@@ -221,3 +221,10 @@ def test_texts_to_classify_load_or_name_file_and_line(tmp_path, raw):
         assert not bad
         return
     assert str(path) in message and f"line {bad}" in message
+
+
+def test_one_enormous_pair_loads_and_the_line_after_it_is_named(tmp_path):
+    path = tmp_path / "long.tsv"
+    path.write_bytes(b"a " * 500_000 + b"\tb\nno tab\n")
+    pairs, bad = read_pairs(path)
+    assert len(pairs[0][0]) == 999_999 and bad == [f"{path}:2: no tab"]
