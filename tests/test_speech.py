@@ -187,3 +187,19 @@ def test_train_transcribe_and_eval_from_the_command_line(tmp_path, capsys):
     assert cli.main(["eval", str(run), "--data", str(tmp_path / "data" / "test.csv")]) == 0
     assert "greedy_wer" in capsys.readouterr().out
     assert cli.main(["transcribe", str(run), str(tmp_path / "missing.wav")]) == 2
+
+
+def test_one_manifest_is_split_into_train_and_val_by_the_seed(tmp_path):
+    rows = ["path,transcript"]
+    for i in range(10):
+        audio.write_wav(tmp_path / f"{i}.wav", tones(0.3, seed=i))
+        rows.append(f"{i}.wav,utterance {i}")
+    (tmp_path / "all.csv").write_text("\n".join(rows) + "\n")
+    config = speech.Config(data=str(tmp_path / "all.csv"), val_fraction=0.2, seed=5)
+    parts = speech.read_parts(config, audio.LogMel(n_mels=20))
+    assert set(parts) == {"train", "val"}  # no test part: the report is skipped
+    train, val = parts["train"][1], parts["val"][1]
+    assert len(train) == 8 and len(val) == 2
+    assert sorted(train + val) == sorted(f"utterance {i}" for i in range(10))
+    assert speech.read_parts(config, audio.LogMel(n_mels=20))["val"][1] == val  # same seed
+    assert all(f.shape[1] == 20 for f in parts["train"][0])
