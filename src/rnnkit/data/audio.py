@@ -32,6 +32,7 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+from scipy import sparse
 from scipy.io import wavfile
 from scipy.signal import resample_poly
 
@@ -186,6 +187,11 @@ class LogMel:
         return mel_filters(self.n_mels, self.fft_size, self.sample_rate, self.fmin, self.top)
 
     @cached_property
+    def sparse_filters(self) -> sparse.csr_matrix:
+        """The filters as a sparse (M, K) matrix: a tenth of them is not zero."""
+        return sparse.csr_matrix(self.filters)
+
+    @cached_property
     def window(self) -> np.ndarray:
         """(win,) periodic Hamming window."""
         return 0.54 - 0.46 * np.cos(2 * np.pi * np.arange(self.win) / self.win)
@@ -206,8 +212,16 @@ class LogMel:
         spectrum = np.fft.rfft(frames * self.window, n=self.fft_size, axis=1)  # (T, K)
         return spectrum.real**2 + spectrum.imag**2
 
+    def energies(self, power: np.ndarray) -> np.ndarray:
+        """(T, M) filterbank energies of (T, K) power spectra.
+
+        A sparse product, not ``power @ filters.T``: BLAS runs that small product on threads
+        that, on a busy machine, cost 5 to 50 times its work (measured on 2 shared cores).
+        """
+        return np.asarray((self.sparse_filters @ power.T).T)
+
     def __call__(self, wave: np.ndarray) -> np.ndarray:
-        energy = self.power(wave) @ self.filters.T  # (T, M)
+        energy = self.energies(self.power(wave))  # (T, M)
         return np.log(np.maximum(energy, self.floor)).astype(np.float32)
 
 
@@ -230,7 +244,7 @@ class LogMelStream:
         if count == 0:
             return np.zeros((0, self.logmel.n_mels), dtype=np.float32)
         used = self.pending[: (count - 1) * self.logmel.hop + self.logmel.win]
-        energy = self.logmel.power(used) @ self.logmel.filters.T  # (new frames, M)
+        energy = self.logmel.energies(self.logmel.power(used))  # (new frames, M)
         self.pending = self.pending[count * self.logmel.hop :]
         return np.log(np.maximum(energy, self.logmel.floor)).astype(np.float32)
 
