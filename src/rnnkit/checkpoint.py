@@ -88,7 +88,7 @@ def write_error(path: Path, err: OSError) -> CheckpointError:
 
 def check_writable(directory: Path) -> None:
     """Fail now, not at the first checkpoint an hour later, if ``directory`` takes no files."""
-    probe = Path(directory) / f".write-test-{os.getpid()}"
+    probe = Path(directory) / f".write-test.tmp-{os.getpid()}"  # swept up if killed here
     try:
         with open(probe, "wb"):
             pass
