@@ -265,3 +265,13 @@ def test_a_sample_rate_no_sound_has_is_refused(tmp_path):
     wavfile.write(tmp_path / "slow.wav", 10, np.zeros(50, dtype=np.int16))
     with pytest.raises(AudioError, match=r"slow\.wav: sample rate 10 Hz, expected 1000 to"):
         read_wav(tmp_path / "slow.wav")
+
+
+def test_24_bit_pcm_is_read(tmp_path):
+    import wave
+
+    values = [-(2**23), 0, 2**22, 2**23 - 1]
+    with wave.open(str(tmp_path / "24.wav"), "wb") as out:
+        out.setnchannels(1), out.setsampwidth(3), out.setframerate(16000)
+        out.writeframes(b"".join(v.to_bytes(3, "little", signed=True) for v in values))
+    np.testing.assert_allclose(read_wav(tmp_path / "24.wav"), [-1.0, 0.0, 0.5, 1.0], atol=1e-6)
