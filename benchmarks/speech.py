@@ -29,6 +29,7 @@ import argparse
 import datetime
 import io
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -44,6 +45,7 @@ from rnnkit.train import MODEL_FILE, Progress, Trainer
 
 START, END = "<!-- speech:start -->", "<!-- speech:end -->"
 WER_BAR = 0.05
+CLOCKS = {"thread": time.thread_time, "wall": time.perf_counter}
 FUSION_GRID = [(w, b) for w in (0.25, 0.5, 1.0) for b in (0.0, 1.0, 2.0)]  # weight, bonus
 
 
@@ -56,21 +58,27 @@ def corpus_dir(root: Path, hours: float, seed: int) -> Path:
     return data
 
 
-def train_lm(root: Path, data: Path, minutes: float) -> Path:
+def train_lm(root: Path, data: Path, minutes: float, clock: str) -> Path:
     """A one-layer LSTM of 128 units on the training transcripts, one per line."""
     text = root / "train-transcripts.txt"
     text.write_text("".join(f"{e.transcript}\n" for e in corpus.read_manifest(data / "train.csv")))
     config = charlm.Config(data=str(text), hidden=128, window=32, batch_size=32, lr=5e-3,
                            minutes=minutes, eval_every=100, device="cpu", precision="fp32",
                            val_chars=20_000, out=str(root / "charlm"))  # fmt: skip
-    trainer = charlm.train(config, progress=Progress(io.StringIO()))
-    print(f"charlm: {trainer.step} steps, best val {trainer.best / 0.6931:.3f} bits/char")
+    vocab, streams, val_ids = charlm.prepare(config)
+    task = charlm.build_task(config, vocab, streams, val_ids)
+    trainer = Trainer(config, task, config.out, Progress(io.StringIO()))
+    trainer.clock = CLOCKS[clock]
+    configuration.save(config, Path(config.out) / "config.json", task=charlm.NAME)
+    vocab.save(Path(config.out) / "vocab.json")
+    trainer.fit()
+    print(f"charlm: {trainer.step} steps, best val {trainer.best / math.log(2):.3f} bits/char")
     return root / "charlm"
 
 
 def train_speech(root: Path, data: Path, minutes: float, clock: str, quick: bool):
     """The speech task with its defaults; returns (config, labels, parts, seconds)."""
-    config = speech.Config(data=str(data), minutes=minutes, device="cpu", threads=1,
+    config = speech.Config(data=str(data), minutes=minutes, device="cpu", threads=1, eval_every=150,
                            out=str(root / "speech"))  # fmt: skip
     if quick:
         config.hidden, config.layers, config.eval_every = 32, 1, 20
@@ -79,7 +87,7 @@ def train_speech(root: Path, data: Path, minutes: float, clock: str, quick: bool
     run_dir = Path(config.out)
     trainer = Trainer(config, speech.build_task(config, labels, parts), run_dir,
                       Progress(io.StringIO()))  # fmt: skip
-    trainer.clock = time.thread_time if clock == "thread" else time.perf_counter
+    trainer.clock = CLOCKS[clock]
     configuration.save(config, run_dir / "config.json", task=speech.NAME)
     (run_dir / "labels.json").write_text(json.dumps(labels) + "\n")
     features.save(run_dir / "features.json")
@@ -87,12 +95,16 @@ def train_speech(root: Path, data: Path, minutes: float, clock: str, quick: bool
     trainer.fit()
     wall = time.perf_counter() - wall
     print(f"speech: {trainer.step} steps, {trainer.elapsed:.0f} s {clock} time, {wall:.0f} s wall")
-    return (
-        config,
-        labels,
-        parts,
-        {"steps": trainer.step, "train_s": trainer.elapsed, "wall_s": wall},
-    )
+    training = {"steps": trainer.step, "train_s": trainer.elapsed, "wall_s": wall}
+    (run_dir / "training.json").write_text(json.dumps(training) + "\n")
+    return config, labels, parts, training
+
+
+def trained_speech(root: Path):
+    """(config, labels, parts, training) of the speech run an earlier call trained."""
+    config, labels, _, _ = speech.load_run(root / "speech")
+    _, _, parts = speech.prepare(config)  # the features are cached beside the manifests
+    return config, labels, parts, json.loads((root / "speech" / "training.json").read_text())
 
 
 def score(model, part, labels, beam: int, lm=None, weight=0.0, bonus=0.0) -> dict:
@@ -186,14 +198,22 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench-speech")
     parser.add_argument("--write", default="", help="markdown file to write the section into")
     parser.add_argument("--quick", action="store_true", help="a smoke test of a minute or two")
+    parser.add_argument("--reuse", action="store_true", help="keep runs already in --out")
     args = parser.parse_args()
     if args.quick:
         args.minutes, args.lm_minutes, args.hours = 0.3, 0.1, 0.05
     root, load = Path(args.out), [os.getloadavg()[0]]
     print(f"{os.cpu_count()} CPUs, load average {load[0]:.1f}, torch {torch.__version__}")
     data = corpus_dir(root, args.hours, args.seed)
-    lm_run = train_lm(root, data, args.lm_minutes)
-    config, labels, parts, training = train_speech(root, data, args.minutes, args.clock, args.quick)
+    lm_run = root / "charlm"
+    if not (args.reuse and (lm_run / MODEL_FILE).exists()):
+        lm_run = train_lm(root, data, args.lm_minutes, args.clock)
+    if args.reuse and (root / "speech" / "training.json").exists():
+        config, labels, parts, training = trained_speech(root)
+    else:
+        config, labels, parts, training = train_speech(
+            root, data, args.minutes, args.clock, args.quick
+        )
     if not (root / "speech" / MODEL_FILE).exists():
         raise SystemExit("the speech run saved no model")
     results = evaluate(root, lm_run, labels, parts, args.beam)

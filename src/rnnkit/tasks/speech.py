@@ -38,6 +38,7 @@ import rnnkit
 from rnnkit import config as configuration
 from rnnkit import ctc
 from rnnkit.data import audio
+from rnnkit.data import speech as corpus
 from rnnkit.data.corpus import CorpusError
 from rnnkit.tasks import run_config
 from rnnkit.train import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
@@ -91,8 +92,6 @@ def digits_dir(config: Config) -> Path:
 def read_parts(config: Config, logmel: audio.LogMel) -> dict[str, tuple[list, list[str]]]:
     """(log-mel features (T_i, F), transcripts) of the train, val and (when there is one)
     test parts, before normalisation; unreadable and silent files are skipped with a note."""
-    from rnnkit.data import speech as corpus
-
     source = Path(digits_dir(config) if config.data == "digits" else config.data)
     if config.data == "digits" and not (source / "test.csv").exists():
         say(f"synthesising {config.hours:g} h of digit strings into {source} (once)")
@@ -102,8 +101,8 @@ def read_parts(config: Config, logmel: audio.LogMel) -> dict[str, tuple[list, li
         missing = [str(f) for p, f in files.items() if p != "test" and not f.exists()]
         if missing:
             raise CorpusError(f"{source}: a speech data directory needs {missing}")
-        return {p: loaded(f, logmel, p) for p, f in files.items() if f.exists()}
-    features, texts = loaded(source, logmel, "data")
+        return {p: load_part(f, logmel, p) for p, f in files.items() if f.exists()}
+    features, texts = load_part(source, logmel, "data")
     order = np.random.default_rng(config.seed).permutation(len(texts)).tolist()
     held = max(1, round(len(texts) * config.val_fraction))
     if held >= len(texts):
@@ -112,10 +111,8 @@ def read_parts(config: Config, logmel: audio.LogMel) -> dict[str, tuple[list, li
     return {p: ([features[i] for i in rows], [texts[i] for i in rows]) for p, rows in part.items()}
 
 
-def loaded(manifest: Path, logmel: audio.LogMel, part: str) -> tuple[list, list[str]]:
+def load_part(manifest: Path, logmel: audio.LogMel, part: str) -> tuple[list, list[str]]:
     """Features and transcripts of a manifest's usable files (cached beside it)."""
-    from rnnkit.data import speech as corpus
-
     found = corpus.load_features(manifest, logmel)
     if found.warning():
         say(f"{part}: {found.warning()}")
@@ -368,7 +365,7 @@ def load_run(run_dir: Path, device: str = "cpu"):
 def evaluate(run_dir: Path, data: str, device: str = "cpu") -> dict:
     """Error rates of a run on a manifest (CSV of path,transcript)."""
     config, labels, features, model = load_run(run_dir, device)
-    raw, texts = loaded(Path(data), features.logmel, data)
+    raw, texts = load_part(Path(data), features.logmel, data)
     series = [torch.from_numpy(audio.normalise(f, features.mean, features.std)) for f in raw]
     return test_report(model, series, texts, labels, config)
 
