@@ -73,6 +73,8 @@ def test_warmup_then_cosine_to_min_lr():
 def test_a_stopping_limit_is_required(tmp_path):
     with pytest.raises(ValueError, match="--steps, --epochs or --minutes"):
         tiny_trainer(tiny_config(tmp_path, steps=0), [])
+    with pytest.raises(ValueError, match="--checkpoint-every must be 0 or more, got -3"):
+        tiny_trainer(tiny_config(tmp_path, checkpoint_every=-3), [])
 
 
 def test_resume_after_ctrl_c_continues_identically(tmp_path):

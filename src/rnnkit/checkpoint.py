@@ -168,7 +168,10 @@ def load_tensors(path: Path) -> tuple[dict, dict]:
         raise
     stored = header.get("__metadata__", {}).get(DIGEST_KEY)
     if stored is None:
-        raise CheckpointError(f"{path}: no SHA-256 in the header, so it cannot be checked")
+        raise CheckpointError(
+            f"{path}: no SHA-256 in its header (written by another program or an older "
+            "rnnkit), so it cannot be checked; rnnkit loads only the checkpoints it sealed"
+        )
     if stored != digest(header, data):
         raise CheckpointError(
             f"{path}: SHA-256 mismatch: the file was changed or damaged after it was written"
@@ -273,7 +276,7 @@ def keep_metrics_until(path: Path, step: int) -> None:
     path = Path(path)
     if not path.exists():
         return
-    text = path.read_text()
+    text = path.read_bytes().decode("utf-8", errors="replace")  # damage: named below
     lines = text.split("\n")[:-1]  # after the last newline: "" or a torn line, dropped
     kept = []
     for number, line in enumerate(lines, 1):

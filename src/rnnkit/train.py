@@ -192,6 +192,8 @@ class Trainer:
     def __init__(self, config: TrainConfig, task: Task, run_dir: Path, progress=None):
         if not (config.steps or config.epochs or config.minutes):
             raise ValueError("give at least one stopping limit: --steps, --epochs or --minutes")
+        if config.checkpoint_every < 0:
+            raise ValueError(f"--checkpoint-every must be 0 or more, got {config.checkpoint_every}")
         self.config, self.task, self.run_dir = config, task, Path(run_dir)
         self.world, self.device = distributed.join(pick_device(config.device))
         self.run_dir.mkdir(parents=True, exist_ok=True)
