@@ -29,6 +29,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import random
 import shutil
 import subprocess
@@ -485,7 +486,7 @@ def read_cache(path: Path, stamp: str):
 
 def write_cache(path: Path, stamp: str, features, kept, skipped, n_mels: int) -> None:
     """Save atomically; a folder that cannot be written to only loses the cache."""
-    temporary = path.with_suffix(".tmp.npz")
+    temporary = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")  # one per process
     try:
         np.savez(
             temporary,
