@@ -54,7 +54,10 @@ RUN_FILES = {
     "seqclass": ("classes.json", "scaler.json"),
     "tag": ("labels.json",),
     "forecast": ("series.json",),
+    "translate": ("source_vocab.json", "target_vocab.json"),
+    "caption": ("vocab.json",),
 }
+SEQ2SEQ = ("translate", "caption")  # exported as the encoder side and one decoder step
 
 
 # --- the parts of a task's model ---------------------------------------------------------
@@ -91,8 +94,9 @@ def parts_of(task: str, model: nn.Module) -> Parts:
 
 def refusal(task: str) -> ValueError:
     return ValueError(
-        f"a {task} run cannot be exported: its model is an encoder and a decoder driven by "
-        "greedy or beam search in Python, not one tensor-to-tensor function (see docs/export.md)"
+        f"a {task} run has no whole-sequence model to export: its output is written by greedy "
+        "or beam search in Python around an encoder and a decoder; export --step writes the "
+        "encoder and one decoder step, and the search is the caller's (see docs/export.md)"
     )
 
 
@@ -355,6 +359,8 @@ class SequenceModel(nn.Module):
 class StepModel(nn.Module):
     """(x_t (B,) ids or (B, F), h_prev[, c_prev] (L, B, H)) -> (y_t (B, O), h[, c])."""
 
+    varargs = True
+
     def __init__(self, parts: Parts):
         super().__init__()
         self.inputs, self.cells, self.head = Inputs(parts), parts.rnn.cells, parts.head
@@ -369,6 +375,149 @@ class StepModel(nn.Module):
             cs.append(new[1] if self.lstm else x)
         y = self.head(x)  # (B, O)
         return (y, torch.stack(hs), torch.stack(cs)) if self.lstm else (y, torch.stack(hs))
+
+
+# --- encoder-decoders: the encoder and one decoder step; the search is the caller's --------
+
+
+class LayerCall(nn.Module):
+    """An exportable stack behind a layer's own call, ``(x, lengths=...) -> (output, final)``
+    from the zero state, so :meth:`rnnkit.seq2seq.Seq2Seq.start` runs unchanged."""
+
+    def __init__(self, rnn: nn.Module, recurrent: nn.Module):
+        super().__init__()
+        self.recurrent, self.batch_first = recurrent, rnn.batch_first
+        self.lstm = isinstance(rnn.cells[0], LSTMCell)
+        self.register_buffer("zeros", torch.zeros(len(rnn.cells), 1, rnn.hidden_size))
+
+    def forward(self, x: Tensor, state=None, lengths: Tensor | None = None):
+        x = x.transpose(0, 1) if self.batch_first else x  # (T, B, I)
+        h0 = self.zeros.expand(-1, x.shape[1], -1)
+        output, h_n, c_n = self.recurrent(x, lengths, h0, h0)  # (T, B, D*H)
+        output = output.transpose(0, 1) if self.batch_first else output
+        return output, (h_n, c_n) if self.lstm else h_n
+
+
+class Start(nn.Module):
+    """The decoder's state before <sos>, flattened: h[, c] (B, L, H), and with attention
+    memory (B, S, M), keys (B, S, A) and mask (B, S). translate: (source (B, S), lengths);
+    caption: images (B, 3, side, side) or feature rows (B, F)."""
+
+    def __init__(self, task: str, model: nn.Module):
+        super().__init__()
+        self.task, self.model = task, model
+        self.attention = model.decoder.attention is not None
+
+    varargs = True
+
+    def forward(self, x: Tensor, *lengths: Tensor):
+        if self.task == "translate":
+            state = self.model.start(x, *lengths)
+        else:
+            state = self.model.start(*self.model.encode(x))
+        memory = (state.memory, state.keys, state.mask) if self.attention else ()
+        return (*state.hidden, *memory)
+
+
+class DecoderStep(nn.Module):
+    """(tokens (B,), h_prev[, c_prev] (B, L, H)[, memory, keys, mask]) -> (logits (B, V),
+    h[, c][, attention weights (B, S)]): :meth:`rnnkit.seq2seq.Decoder.step`."""
+
+    varargs = True
+
+    def __init__(self, decoder: nn.Module):
+        super().__init__()
+        self.decoder, self.attention = decoder, decoder.attention is not None
+        self.parts = 2 if isinstance(decoder.rnn.cells[0], LSTMCell) else 1
+
+    def forward(self, tokens: Tensor, *state: Tensor):
+        from rnnkit.seq2seq import DecoderState
+
+        hidden, memory = tuple(state[: self.parts]), state[self.parts :]
+        step_state = DecoderState(hidden, *(memory if self.attention else (None,) * 3))
+        logits, step_state, weights = self.decoder.step(tokens, step_state)
+        return (logits, *step_state.hidden, *((weights,) if self.attention else ()))
+
+
+def seq2seq_models(task: str, model: nn.Module, fmt: str) -> tuple[Start, DecoderStep]:
+    """The encoder side and the decoder step of a translate or caption model (a copy). The
+    decoder's layers run one step at a time, so they take the reference loop (one step,
+    nothing to unroll); the translate encoder runs the exportable stack of ``fmt``."""
+    model = copy.deepcopy(model).float().eval().requires_grad_(False)
+    model.decoder.rnn.kernel = "loop"
+    if task == "translate":
+        rnn = model.encoder.rnn
+        stack = OperatorStack(rnn) if fmt == "onnx" else torch.jit.script(TimeLoop(rnn).eval())
+        model.encoder.rnn = LayerCall(rnn, stack)
+    return Start(task, model).eval(), DecoderStep(model.decoder).eval()
+
+
+def seq2seq_inputs(task: str, model: nn.Module, batch: int = 2, steps: int = 3) -> list:
+    """Example inputs of the encoder side, with their names and shapes."""
+    generator = torch.Generator().manual_seed(0)
+    if task == "translate":
+        vocab = model.encoder.embed.num_embeddings
+        source = torch.randint(4, vocab, (batch, steps), generator=generator)
+        lengths = torch.full((batch,), steps, dtype=torch.long)
+        return [(_tensor("source", "int64", ["B", "S"]), source),
+                (_tensor("lengths", "int64", ["B"]), lengths)]  # fmt: skip
+    encoder = model.encoder
+    if encoder is None:
+        size = [model.norm.normalized_shape[0]]
+        return [(_tensor("features", "float32", ["B", *size]), torch.randn([batch, *size]))]
+    size = [3, encoder.image_size, encoder.image_size]
+    return [(_tensor("images", "float32", ["B", *size]), torch.rand([batch, *size]))]
+
+
+def _described(names: list[str], tensors, source_axis: bool) -> list[dict]:
+    """Names, dtypes and shapes of example outputs: axis 0 is B, axis 1 of memory, keys,
+    mask and weights is S when the source length varies."""
+    specs = []
+    for name, tensor in zip(names, tensors, strict=True):
+        shape = ["B", *tensor.shape[1:]]
+        if source_axis and name in ("memory", "keys", "mask", "weights"):
+            shape[1] = "S"
+        dtype = "bool" if tensor.dtype == torch.bool else str(tensor.dtype).removeprefix("torch.")
+        specs.append(_tensor(name, dtype, shape))
+    return specs
+
+
+def export_seq2seq(task: str, model: nn.Module, fmt: str, start_path: Path, step_path: Path):
+    """Write the encoder side and the decoder step; return their sidecars' descriptions."""
+    if fmt == "onnx":
+        _require_onnx()
+    with torch.no_grad(), quiet():
+        start, step = seq2seq_models(task, model, fmt)
+        inputs = seq2seq_inputs(task, model)
+        example = tuple(tensor for _, tensor in inputs)
+        state = start(*example)
+        parts = step.parts
+        names = ["h", "c"][:parts] + (["memory", "keys", "mask"] if step.attention else [])
+        state_specs = _described(names, state, task == "translate")
+        tokens = torch.full((state[0].shape[0],), 1, dtype=torch.long)  # <sos>
+        step_out = step(tokens, *state)
+        out_names = ["logits", *names[:parts]] + (["weights"] if step.attention else [])
+        step_inputs = [
+            _tensor("tokens", "int64", ["B"]),
+            *({**spec, "name": f"{spec['name']}_prev"} if i < parts else spec
+              for i, spec in enumerate(state_specs)),
+        ]  # fmt: skip
+        step_outputs = _described(out_names, step_out, task == "translate")
+        models = (
+            (start, example, [spec for spec, _ in inputs], state_specs, start_path),
+            (step, (tokens, *state), step_inputs, step_outputs, step_path),
+        )
+        for module, args, ins, outs, path in models:
+            if fmt == "onnx":
+                write_onnx(module, args, ins, outs, path)
+            else:
+                write_torchscript(module, args, path)
+    return [
+        {"file": path.name, "format": fmt, "model": kind, "inputs": ins, "outputs": outs,
+         "opset": OPSET if fmt == "onnx" else None, "batch_first": True,
+         "torch": torch.__version__}
+        for kind, (_, _, ins, outs, path) in zip(("encoder", "decoder step"), models, strict=True)
+    ]  # fmt: skip
 
 
 # --- names, shapes and example inputs ----------------------------------------------------
@@ -455,9 +604,10 @@ def quiet():
 
 def write_onnx(model: nn.Module, args: tuple, inputs: list, outputs: list, path: Path) -> None:
     """torch.onnx's dynamo exporter, the recurrent layers as ONNX's own operators."""
-    dims = {"B": torch.export.Dim("B"), "T": torch.export.Dim("T")}
+    names = {s for spec in inputs for s in spec["shape"] if isinstance(s, str)}
+    dims = {name: torch.export.Dim(name) for name in sorted(names)}  # the dynamic axes
     shapes = [{i: dims[s] for i, s in enumerate(spec["shape"]) if s in dims} for spec in inputs]
-    if isinstance(model, StepModel):  # forward(x, *state): the state is one argument
+    if getattr(model, "varargs", False) and len(shapes) > 1:  # forward(x, *state): one argument
         shapes = [shapes[0], tuple(shapes[1:])]
     translations = {torch.ops.rnnkit.recurrent_layer.default: _onnx_recurrent_layer}
     program = torch.onnx.export(
@@ -528,45 +678,56 @@ def _require_onnx() -> None:
         ) from None
 
 
-def load_parts(run_dir: Path) -> tuple[Parts, dict]:
-    """A run's model as :class:`Parts` (on the CPU, float32) and the run files for the
-    sidecar (vocabulary, classes, scaler)."""
-    from rnnkit.tasks import task_of_run
-
-    module = task_of_run(run_dir)
-    if module.NAME not in RUN_FILES:
-        raise refusal(module.NAME)
-    *_, model = module.load_run(Path(run_dir), "cpu")
-    model = model.float().eval()
-    files = {
-        name: json.loads((Path(run_dir) / name).read_text()) for name in RUN_FILES[module.NAME]
-    }
-    return parts_of(module.NAME, model), files
+def load_run(run_dir: Path, module) -> tuple[nn.Module, dict]:
+    """A run's model (on the CPU, float32, eval) and its files for the sidecar (vocabularies,
+    classes, scaler)."""
+    *_, model = module.load_run(run_dir, "cpu")
+    files = {name: json.loads((run_dir / name).read_text()) for name in RUN_FILES[module.NAME]}
+    return model.float().eval(), files
 
 
 def export_run(run_dir, fmt: str = "onnx", step: bool = False, out=None) -> list[Path]:
     """Write a run's whole-sequence model (and with ``step`` its one-step model), each with
-    a JSON sidecar, into ``out`` (default RUN/export); return the paths written.
+    a JSON sidecar, into ``out`` (default RUN/export); return the paths written. A translate
+    or caption run, with ``step``, writes its encoder side and its decoder step instead.
 
     Everything is written into a temporary directory first and moved into place only when
     every export has succeeded, so an error leaves the run directory as it was.
     """
+    from rnnkit.tasks import task_of_run
+
     run_dir = Path(run_dir)
-    parts, files = load_parts(run_dir)
-    if step:
-        check_step(parts)
-    out = Path(out) if out else run_dir / "export"
+    module = task_of_run(run_dir)
+    task = module.NAME
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    if task in SEQ2SEQ and not step:
+        raise refusal(task)
+    model, files = load_run(run_dir, module)
     suffix = ".onnx" if fmt == "onnx" else ".pt"
+    if task in SEQ2SEQ:
+        names = ("encoder", "step")
+    else:
+        parts = parts_of(task, model)
+        if step:
+            check_step(parts)
+        names = ("model", "step") if step else ("model",)
+    out = Path(out) if out else run_dir / "export"
     out.parent.mkdir(parents=True, exist_ok=True)
-    written = []
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
-        for name, is_step in (("model", False), ("step", True))[: 2 if step else 1]:
-            model_path = Path(tmp) / f"{name}{suffix}"
-            sidecar = export_model(parts, fmt, is_step, model_path)
-            sidecar.update(task=parts.task, run=str(run_dir), **files)
+        paths = [Path(tmp) / f"{name}{suffix}" for name in names]
+        if task in SEQ2SEQ:
+            sidecars = export_seq2seq(task, model, fmt, *paths)
+        else:
+            sidecars = [
+                export_model(parts, fmt, name == "step", path)
+                for name, path in zip(names, paths, strict=True)
+            ]
+        for name, sidecar in zip(names, sidecars, strict=True):
+            sidecar.update(task=task, run=str(run_dir), **files)
             text = json.dumps(sidecar, indent=1, ensure_ascii=False) + "\n"
             (Path(tmp) / f"{name}.json").write_text(text)
-            written += [f"{name}{suffix}", f"{name}.json"]
+        written = [f"{name}{end}" for name in names for end in (suffix, ".json")]
         out.mkdir(exist_ok=True)
         for name in written:
             shutil.move(Path(tmp) / name, out / name)
