@@ -3,15 +3,21 @@ sequence and one step, on random padded batches of several sizes and lengths."""
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from rnnkit import config as configuration
 from rnnkit import export
+from rnnkit.checkpoint import MODEL_FILE, save_tensors
 from rnnkit.cli import main
-from rnnkit.tasks import charlm, classify, forecast, seqclass, tag
+from rnnkit.data.pairs import SOS, SPECIALS, TokenVocab
+from rnnkit.seq2seq import Seq2Seq
+from rnnkit.tasks import charlm, classify, forecast, seqclass, tag, translate
+from rnnkit.vision import Captioner, VGGEncoder
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -323,3 +329,101 @@ def test_without_onnx_the_message_names_the_extra(charlm_run, monkeypatch, capsy
     assert main(["export", str(charlm_run), "--format", "onnx", "--out", str(out)]) == 2
     assert "pip install 'rnnkit[export]'" in capsys.readouterr().err
     assert not out.exists()
+
+
+# --- encoder-decoders: the encoder side and one decoder step -----------------------------
+
+
+def seq2seq_case(name: str):
+    """(task, model, encoder inputs) of each encoder-decoder case: every attention, bridges
+    that copy and that project, the peephole cell, caption from features and from a CNN."""
+    torch.manual_seed(0)
+    sizes = dict(hidden=6, embedding=5)
+    if name == "translate-bidirectional-lstm-to-gru-luong":
+        model = Seq2Seq(9, 10, encoder_cell="lstm", decoder_cell="gru", encoder_layers=2, **sizes)
+    elif name == "translate-gru-bahdanau-two-layers":
+        layers = dict(encoder_layers=2, decoder_layers=2, bidirectional=False)
+        model = Seq2Seq(9, 10, encoder_cell="gru", decoder_cell="gru", attention="bahdanau",
+                        **layers, **sizes)  # fmt: skip
+    elif name == "translate-peephole-no-attention":
+        model = Seq2Seq(9, 10, encoder_cell="peephole", decoder_cell="peephole",
+                        bidirectional=False, attention="none", **sizes)  # fmt: skip
+    elif name == "caption-features-lstm-image-fed":
+        model = Captioner(10, None, feature_size=7, layers=2, feed_image=True, **sizes)
+        return "caption", randomised(model), [torch.randn(3, 7)]
+    else:
+        cnn = VGGEncoder(image_size=16, blocks=2, width=4, convs=1, features=7)
+        model = Captioner(10, cnn, feature_size=7, cell="gru", attention="bahdanau", **sizes)
+        return "caption", randomised(model), [torch.rand(3, 3, 16, 16)]
+    source = torch.randint(4, 9, (3, 7))
+    return "translate", randomised(model), [source, torch.tensor([7, 2, 5])]
+
+
+SEQ2SEQ = [
+    "translate-bidirectional-lstm-to-gru-luong",
+    "translate-gru-bahdanau-two-layers",
+    "translate-peephole-no-attention",
+    "caption-features-lstm-image-fed",
+    "caption-cnn-gru-bahdanau",
+]
+
+
+# One ONNX case, two exports: the bidirectional LSTM encoder over padded sources, the GRU
+# decoder step with attention over a source length it was not exported with.
+@pytest.mark.parametrize(
+    ("name", "fmt"),
+    [(name, "torchscript") for name in SEQ2SEQ]
+    + [("translate-bidirectional-lstm-to-gru-luong", "onnx")],
+)
+def test_encoder_and_decoder_step_equal_start_and_step(tmp_path, name, fmt):
+    task, model, inputs = seq2seq_case(name)
+    suffix = ".onnx" if fmt == "onnx" else ".pt"
+    encoder, step = tmp_path / f"encoder{suffix}", tmp_path / f"step{suffix}"
+    _, sidecar = export.export_seq2seq(task, model, fmt, encoder, step)
+    parts = sum(spec["name"] in ("h", "c") for spec in sidecar["outputs"])
+    attention = sidecar["outputs"][-1]["name"] == "weights"
+    targets = torch.randint(4, 10, (3, 4), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        state = model.start(*inputs) if task == "translate" else model.start(*model.encode(*inputs))
+    state_in = run(encoder, fmt, inputs)
+    assert_close(state_in[:parts], [h.numpy() for h in state.hidden])
+    tokens = torch.full((3,), SOS)
+    for t in range(4):  # the known tokens fed back, as teacher forcing does
+        with torch.no_grad():
+            logits, state, weights = model.decoder.step(tokens, state)
+        logits_out, *rest = run(step, fmt, [tokens, *state_in])
+        want = [logits.numpy(), *(h.numpy() for h in state.hidden)]
+        assert_close([logits_out, *rest[:parts]], want)
+        if attention:
+            np.testing.assert_allclose(rest[parts], weights.numpy(), atol=TOLERANCE)
+        state_in = rest[:parts] + state_in[parts:]
+        tokens = targets[:, t]
+
+
+def fake_translate_run(tmp_path) -> Path:
+    """A translate run as the trainer leaves one (config, vocabularies, weights), untrained."""
+    run_dir = tmp_path / "translate-run"
+    run_dir.mkdir()
+    config = translate.Config(hidden=6, embedding=5, out=str(run_dir))
+    configuration.save(config, run_dir / "config.json", task="translate")
+    TokenVocab([*SPECIALS, "uno", "dos"]).save(run_dir / "source_vocab.json")
+    TokenVocab([*SPECIALS, "one", "two", "three"]).save(run_dir / "target_vocab.json")
+    model = translate.build_model(config, 6, 7)
+    weights = {f"model.{k}": v for k, v in model.state_dict().items()}
+    save_tensors(run_dir / MODEL_FILE, weights, {})
+    return run_dir
+
+
+def test_rnnkit_export_step_of_a_translate_run(tmp_path, capsys):
+    run_dir = fake_translate_run(tmp_path)
+    assert main(["export", str(run_dir), "--format", "torchscript"]) == 2
+    assert "export --step writes the encoder and one decoder step" in capsys.readouterr().err
+    assert not (run_dir / "export").exists()
+    assert main(["export", str(run_dir), "--format", "torchscript", "--step"]) == 0
+    out = run_dir / "export"
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["encoder.json", "encoder.pt", "step.json", "step.pt"]
+    sidecar = json.loads((out / "step.json").read_text())
+    assert sidecar["target_vocab.json"]["tokens"][4:] == ["one", "two", "three"]
+    assert [s["name"] for s in sidecar["inputs"]] == ["tokens", "h_prev", "c_prev", "memory",
+                                                      "keys", "mask"]  # fmt: skip
