@@ -193,7 +193,8 @@ def run_train(args) -> int:
         config = configuration.from_dict(module.Config, flags)
     trainer = module.train(config, resume=bool(args.resume))
     unit = " nats/char" if args.task == "charlm" else ""
-    print(f"run: {config.out} (best val_loss {trainer.best:.4f}{unit})")
+    if trainer.world.rank == 0:  # under torchrun, one process reports for all
+        print(f"run: {config.out} (best val_loss {trainer.best:.4f}{unit})")
     return 130 if trainer.interrupted else 0
 
 
