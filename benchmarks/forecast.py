@@ -31,9 +31,12 @@ from rnnkit.train import Progress
 # case -> settings of forecast.Config (minutes are set from the command line)
 FORECASTS = {
     "co2-direct": dict(data="co2", input_window=104, horizon=13, strategy="direct"),
+    "co2-direct-lstm": dict(data="co2", input_window=104, horizon=13, cell="lstm"),
     "co2-recursive": dict(data="co2", input_window=104, horizon=13, strategy="recursive"),
     "sunspots-direct": dict(data="sunspots", input_window=33, horizon=5, hidden=32),
-    "sunspots-direct-gru": dict(data="sunspots", input_window=33, horizon=5, hidden=32, cell="gru"),
+    "sunspots-direct-lstm": dict(
+        data="sunspots", input_window=33, horizon=5, hidden=32, cell="lstm"
+    ),
     "sunspots-recursive": dict(
         data="sunspots", input_window=33, horizon=5, hidden=32, strategy="recursive"
     ),

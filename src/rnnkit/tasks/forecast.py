@@ -69,7 +69,7 @@ class Config(TrainConfig):
     strategy: Literal["direct", "recursive"] = "direct"  # all steps at once, or fed back
     relative: bool = True  # read each window relative to its last value (handles trends)
     period: int = 0  # seasonal period for seasonal naive and MASE (0: detect on training)
-    cell: Literal["lstm", "gru", "rnn", "peephole"] = "lstm"  # recurrent cell
+    cell: Literal["lstm", "gru", "rnn", "peephole"] = "gru"  # recurrent cell (lstm: sunspots worse)
     hidden: int = 64  # hidden units per layer
     layers: int = 1  # stacked recurrent layers
     dropout: float = 0.0  # dropout between stacked layers
