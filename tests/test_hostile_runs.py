@@ -13,6 +13,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from rnnkit import cli
@@ -189,3 +191,38 @@ def test_using_a_run_on_a_bad_file_fails_cleanly_and_leaves_the_run(trained, cap
     before = snapshot(run)
     refused(argv, capsys, name)
     assert snapshot(run) == before and not list(tmp_path.glob("[rfp].*"))
+
+
+@pytest.mark.parametrize("trained", ["charlm", "translate", "forecast"], indirect=True)
+@settings(
+    max_examples=10,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    raw=st.one_of(
+        st.binary(max_size=120),
+        st.text(max_size=120).map(str.encode),
+        st.sampled_from([b"", b"a", b"a\tb\n", b"value\n1\n", b"text,label\nx,pos\n"]),
+    ),
+    cut=st.integers(0, 200),
+)
+def test_eval_on_any_bytes_scores_or_fails_cleanly_and_leaves_the_run(
+    trained, capsys, tmp_path, raw, cut
+):
+    """Any bytes in the place of a text file, or the run's own data cut short: exit 0 with
+    scores, or 2 with one line naming the file; the run unchanged either way (these tasks
+    write nothing when they evaluate)."""
+    _, run, good, _ = trained
+    path = tmp_path / good.name
+    whole = good.read_bytes()
+    path.write_bytes(raw if cut % 2 else whole[: len(whole) - cut])
+    before = snapshot(run)
+    capsys.readouterr()
+    status = cli.main(["eval", str(run), "--data", str(path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status in (0, 2) and snapshot(run) == before
+    if status == 2:
+        assert len(err) == 1 and err[0].startswith("rnnkit: error: ") and str(path) in err[0]

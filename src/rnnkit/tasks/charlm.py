@@ -288,7 +288,10 @@ def sample(
 def evaluate(run_dir: Path, data: str, device: str = "auto") -> dict:
     """Loss in nats per character, bits per character and perplexity of a run on ``data``."""
     config, vocab, model = load_run(run_dir, device)
-    text = load_corpus(data).text
+    corpus = load_corpus(data)
+    text = corpus.text
+    if len(text) < 2:  # one character has no next one to predict
+        raise rnnkit.data.CorpusError(f"{corpus.name}: {len(text)} character, at least 2 needed")
     ids = vocab.encode(text)
     bf16 = use_bf16(config.precision, model.head.weight.device)
     with autocast(model.head.weight.device, bf16):
