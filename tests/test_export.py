@@ -270,6 +270,7 @@ def test_rnnkit_export_writes_the_run_model_and_its_sidecar(charlm_run, capsys):
     sidecar = json.loads((out / "model.json").read_text())
     vocab = json.loads((charlm_run / "vocab.json").read_text())
     assert sidecar["vocab.json"] == vocab and sidecar["task"] == "charlm"
+    assert sidecar["config.json"]["window"] == 8  # the run's settings travel with the model
     assert (sidecar["cell"], sidecar["layers"], sidecar["hidden"]) == ("lstm", 2, 8)
     _, _, model = charlm.load_run(charlm_run, "cpu")
     parts = export.parts_of("charlm", model)

@@ -8,7 +8,13 @@ what the run's model computes with ``lengths`` (the masking rules of :mod:`rnnki
 are dynamic axes. The one-step model (``--step``, unidirectional stacks with an output per
 step) takes and returns the state: ``(x_t, h_prev[, c_prev]) -> (y_t, h[, c])``, the state
 stacked layer by layer (L, B, H) as the layers keep it. A JSON sidecar beside each model
-names its inputs and outputs, their shapes, and the run's vocabulary, classes and scaler.
+names its inputs and outputs, their shapes, and carries the run's config, vocabulary,
+classes and scaler.
+
+translate and caption runs write their output by search in Python around an encoder and a
+decoder, so they have no whole-sequence model; with ``--step`` they export the encoder side,
+``start``, and one decoder step, ``(tokens, state, memory) -> (logits, state, attention)``,
+and the search is the caller's.
 
 How the loop over time is exported, with T left dynamic (never unrolled):
 - ONNX (torch.onnx's dynamo exporter, opset 18): each layer becomes one of ONNX's own
@@ -47,15 +53,16 @@ from rnnkit.pooling import pool
 
 FORMATS = ("onnx", "torchscript")
 OPSET = 18
-# What each task keeps beside its weights, copied into the sidecar for the other runtime.
+# What each task keeps beside its weights, copied into the sidecar for the other runtime;
+# config.json holds the settings the caller needs too (tokens, max_tokens, beam, horizon).
 RUN_FILES = {
-    "charlm": ("vocab.json",),
-    "classify": ("vocab.json", "classes.json"),
-    "seqclass": ("classes.json", "scaler.json"),
-    "tag": ("labels.json",),
-    "forecast": ("series.json",),
-    "translate": ("source_vocab.json", "target_vocab.json"),
-    "caption": ("vocab.json",),
+    "charlm": ("config.json", "vocab.json"),
+    "classify": ("config.json", "vocab.json", "classes.json"),
+    "seqclass": ("config.json", "classes.json", "scaler.json"),
+    "tag": ("config.json", "labels.json"),
+    "forecast": ("config.json", "series.json"),
+    "translate": ("config.json", "source_vocab.json", "target_vocab.json"),
+    "caption": ("config.json", "vocab.json"),
 }
 SEQ2SEQ = ("translate", "caption")  # exported as the encoder side and one decoder step
 
@@ -683,6 +690,12 @@ def load_run(run_dir: Path, module) -> tuple[nn.Module, dict]:
     classes, scaler)."""
     *_, model = module.load_run(run_dir, "cpu")
     files = {name: json.loads((run_dir / name).read_text()) for name in RUN_FILES[module.NAME]}
+    if module.NAME == "caption" and model.encoder is not None:
+        from rnnkit.vision import MEAN, SPREAD
+
+        # Images as rnnkit.vision.to_tensor reads them: RGB resized to a square (as
+        # rnnkit.data.images.load_image), (B, 3, side, side), (pixel / 255 - mean) / spread.
+        files["pixels"] = {"side": model.encoder.image_size, "mean": MEAN, "spread": SPREAD}
     return model.float().eval(), files
 
 
