@@ -294,6 +294,13 @@ def test_encoder_decoders_are_refused_with_the_reason(tmp_path, capsys):
     assert sorted(p.name for p in run_dir.iterdir()) == ["config.json"]
 
 
+def test_a_task_export_does_not_know_is_refused_by_name(tmp_path, capsys):
+    run_dir = fake_run(tmp_path, "speech")
+    assert main(["export", str(run_dir), "--format", "torchscript"]) == 2
+    assert "a speech run cannot be exported yet" in capsys.readouterr().err
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.json"]
+
+
 @pytest.mark.parametrize("name", ["classify-rnn-bidirectional-last", "tag-gru-bidirectional"])
 def test_no_step_model_for_pooling_or_bidirectional_stacks(cases, tmp_path, name):
     with pytest.raises(ValueError, match="without --step"):

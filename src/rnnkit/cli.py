@@ -132,9 +132,13 @@ def add_transcribe(commands) -> None:
 
 def add_export(commands) -> None:
     export = commands.add_parser("export", help="write a run's model as ONNX or TorchScript")
-    export.add_argument("run", help="run directory (charlm, classify, seqclass, tag, forecast)")
+    export.add_argument("run", help="run directory")
     export.add_argument("--format", required=True, choices=["onnx", "torchscript"])
-    export.add_argument("--step", action="store_true", help="also the one-step model")
+    export.add_argument(
+        "--step",
+        action="store_true",
+        help="also the one-step model (translate, caption: the encoder and a decoder step)",
+    )
     export.add_argument("--out", default="", help="directory to write (default: RUN/export)")
 
 

@@ -714,6 +714,10 @@ def export_run(run_dir, fmt: str = "onnx", step: bool = False, out=None) -> list
     task = module.NAME
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    if task not in RUN_FILES:
+        raise ValueError(
+            f"a {task} run cannot be exported yet; rnnkit export knows {sorted(RUN_FILES)}"
+        )
     if task in SEQ2SEQ and not step:
         raise refusal(task)
     model, files = load_run(run_dir, module)
