@@ -2,6 +2,7 @@
 sequence and one step, on random padded batches of several sizes and lengths."""
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -185,13 +186,28 @@ def test_time_is_a_loop_not_unrolled(exported):
     import onnx
 
     path, sidecar = exported("charlm-peephole", "onnx")
-    graph = onnx.load(str(path)).graph
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    graph = model.graph
     ops = [node.op_type for node in graph.node]
     assert ops.count("LSTM") == 2  # one operator per layer, for any T
+    assert {node.domain for node in graph.node} <= {""} and not model.functions  # no rnnkit op
     x = graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_param or d.dim_value for d in x] == sidecar["inputs"][0]["shape"] == ["B", "T"]
     path, _ = exported("charlm-peephole", "torchscript")
     assert "prim::Loop" in str(torch.jit.load(str(path)).inlined_graph)
+
+
+def test_torchscript_runs_where_rnnkit_is_not_installed(exported):
+    path, _ = exported("charlm-gru", "torchscript")
+    script = (
+        "import sys, torch; sys.modules['rnnkit'] = None; "  # any import of rnnkit fails
+        f"m = torch.jit.load({str(path)!r}); "
+        "print(tuple(m(torch.tensor([[1, 2, 3]]), torch.tensor([3]))[0].shape))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "(1, 3, 11)"
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
