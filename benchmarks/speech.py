@@ -177,6 +177,7 @@ def section(args, config, results, training, corpus_about, load) -> str:
         "",
         f"Training: {training['steps']} steps in {training['train_s'] / 60:.1f} minutes of "
         f"{clock} ({training['wall_s'] / 60:.1f} minutes wall-clock on the shared machine). "
+        f"{training.get('note', '')} "
         f"Language model: a charlm run (one LSTM layer of 128) trained {args.lm_minutes:g} "
         f"minutes on the training transcripts; its weight {fusion['lm_weight']:g} and length "
         f"bonus {fusion['length_bonus']:g} were picked on {GRID_UTTERANCES} utterances of the "
