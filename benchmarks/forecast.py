@@ -56,9 +56,9 @@ def run_forecast(name: str, settings: dict, minutes: float, root: Path, seed: in
 def forecast_table(rows: dict) -> str:
     """One line per case; with several seeds, the model's MASE is their mean (and range)."""
     lines = [
-        "| case | horizon | test windows | MASE model (seeds) | MASE naive | MASE seasonal "
+        "| case | cell | horizon | test windows | MASE model (seeds) | MASE naive | MASE seasonal "
         "naive (period) | sMAPE % model / seasonal naive | steps | bar |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, runs in rows.items():
         r, mases = runs[0], [run["model"]["mase"] for run in runs]
@@ -67,9 +67,10 @@ def forecast_table(rows: dict) -> str:
         smape = sum(run["model"]["smape"] for run in runs) / len(runs)
         season = r["seasonal_naive"]
         has_bar = name.split("-")[0] in BARS
+        cell = FORECASTS[name].get("cell", forecast.Config.cell)
         met = ("met" if mean < season["mase"] else "**not met**") if has_bar else "-"
         lines.append(
-            f"| {name} | {r['horizon']} | {r['windows']} | {mean:.3f}{spread} | "
+            f"| {name} | {cell} | {r['horizon']} | {r['windows']} | {mean:.3f}{spread} | "
             f"{r['naive']['mase']:.3f} | {season['mase']:.3f} ({r['period']}) | "
             f"{smape:.2f} / {season['smape']:.2f} | {r['steps']} | {met} |"
         )
