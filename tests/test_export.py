@@ -15,6 +15,7 @@ from rnnkit import config as configuration
 from rnnkit import export
 from rnnkit.checkpoint import MODEL_FILE, save_tensors
 from rnnkit.cli import main
+from rnnkit.data import Vocab
 from rnnkit.data.pairs import SOS, SPECIALS, TokenVocab
 from rnnkit.seq2seq import Seq2Seq
 from rnnkit.tasks import charlm, classify, forecast, seqclass, tag, translate
@@ -271,6 +272,23 @@ def test_onnx_prime_with_the_sequence_model_then_stream(cases, exported):
 
 
 # --- the command -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def charlm_run(tmp_path):
+    """A charlm run as the trainer leaves one (config, vocabulary, best weights), untrained:
+    two LSTM layers of 8 units. Training would add only time to what export reads."""
+    run_dir = tmp_path / "charlm-run"
+    run_dir.mkdir()
+    # fp32: with "auto" a CPU with bfloat16 units runs the run's model in bf16 (1e-4 off the
+    # float32 export; docs/export.md says bf16 runs are exported in float32).
+    config = charlm.Config(hidden=8, layers=2, window=8, precision="fp32", out=str(run_dir))
+    configuration.save(config, run_dir / "config.json", task="charlm")
+    vocab = Vocab.build("hello, world")
+    vocab.save(run_dir / "vocab.json")
+    model = randomised(charlm.CharLM(len(vocab), config))
+    save_tensors(run_dir / MODEL_FILE, {f"model.{k}": v for k, v in model.state_dict().items()}, {})
+    return run_dir
 
 
 def test_rnnkit_export_writes_the_run_model_and_its_sidecar(charlm_run, capsys):
