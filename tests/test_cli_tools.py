@@ -26,7 +26,7 @@ def test_inspect_bad_text_is_an_error_not_a_traceback(charlm_run, tmp_path, caps
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"\xff\xfe")
     assert cli.main(["inspect", str(charlm_run), "--text", str(bad)]) == 2
-    assert "bad.txt: not UTF-8 text (byte 0)" in capsys.readouterr().err
+    assert "bad.txt: not valid UTF-8 at byte offset 0, line 1" in capsys.readouterr().err
 
 
 def test_gradflow_and_bench_memory_keep_their_own_flags(tmp_path, capsys):
