@@ -57,6 +57,19 @@ def test_text_alone_and_in_a_padded_batch_pool_the_same(pooling, cell):
         torch.testing.assert_close(alone[0], together[b], rtol=1e-5, atol=1e-6)
 
 
+def test_word_dropout_replaces_real_tokens_only_and_repeats_with_its_seed():
+    ids, lengths = classify.pad([[5] * 400, [6] * 100])  # (400, 2), 300 padding steps
+    assert torch.equal(classify.drop_words(ids, 0.0, [1, 7]), ids)
+    dropped = classify.drop_words(ids, 0.25, [1, 7])
+    assert dropped.shape == ids.shape
+    assert (dropped[100:, 1] == 0).all()  # padding stays padding
+    changed = dropped != ids
+    assert (dropped[changed] == classify.UNK).all()
+    assert 0.2 < changed.sum().item() / lengths.sum().item() < 0.3
+    assert torch.equal(classify.drop_words(ids, 0.25, [1, 7]), dropped)
+    assert not torch.equal(classify.drop_words(ids, 0.25, [1, 8]), dropped)
+
+
 # --- data, splits and bad inputs ---
 
 

@@ -67,6 +67,7 @@ class Config(TrainConfig):
     bidirectional: bool = True  # read the text both ways
     pooling: Literal["last", "mean", "max"] = "mean"  # one vector per text, over real steps
     dropout: float = 0.3  # dropout on embeddings, between layers and before the classifier
+    word_dropout: float = 0.0  # share of training tokens replaced by <unk> (Iyyer et al. 2015)
     class_weights: Literal["none", "balanced"] = "none"  # balanced: n / (K n_k) per class
     label_smoothing: float = 0.0  # training targets (1 - e) one-hot + e / K (Szegedy et al. 2016)
     batch_size: int = 64  # texts per training step
@@ -191,6 +192,16 @@ def pad(sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, lengths
 
 
+def drop_words(ids: torch.Tensor, rate: float, seed: list[int]) -> torch.Tensor:
+    """Word dropout (Iyyer et al. 2015, section 3.1, who drop whole words; here they become
+    <unk>): each real token of a training batch is <unk> with probability ``rate``, drawn
+    from ``seed`` so that a resumed run sees the same batches."""
+    if rate == 0:
+        return ids
+    draw = torch.from_numpy(np.random.default_rng(seed).random(ids.shape))  # (T, B)
+    return ids.masked_fill((draw < rate) & (ids != 0), UNK)
+
+
 def epoch_batch(step: int, n: int, batch_size: int, seed: int) -> np.ndarray:
     """The rows of training step ``step``: a fresh seeded shuffle each epoch, then slices."""
     per_epoch = math.ceil(n / batch_size)
@@ -278,7 +289,8 @@ def build_task(config: Config, classes, vocab, parts, baseline) -> Task:
 
     def batch(step):
         rows = epoch_batch(step, len(train_ids), config.batch_size, config.seed)
-        return (*pad([train_ids[i] for i in rows]), train_y[rows])
+        ids, lengths = pad([train_ids[i] for i in rows])  # (T, B), (B,)
+        return drop_words(ids, config.word_dropout, [config.seed, step]), lengths, train_y[rows]
 
     def loss(m, b, carry):
         device = m.head.weight.device
