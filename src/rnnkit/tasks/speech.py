@@ -52,7 +52,7 @@ class Config(TrainConfig):
     """``rnnkit train speech``; the defaults train on synthesised digit strings."""
 
     data: str = "digits"  # digits (synthesised, cached), a directory of train/val/test.csv, a CSV
-    hours: float = 1.5  # digits: hours of speech to synthesise (train 80%, val and test 10%)
+    hours: float = 1.5  # digits: hours to synthesise (train 0.8 of them, val and test 0.1)
     val_fraction: float = 0.1  # one manifest: the share held out for validation
     n_mels: int = 40  # log-mel bands per 10 ms frame
     stack: int = 3  # frames concatenated into one input step
