@@ -202,3 +202,13 @@ def test_one_manifest_is_split_into_train_and_val_by_the_seed(tmp_path):
     assert sorted(train + val) == sorted(f"utterance {i}" for i in range(10))
     assert speech.read_parts(config, audio.LogMel(n_mels=20))["val"][1] == val  # same seed
     assert all(f.shape[1] == 20 for f in parts["train"][0])
+
+
+@pytest.mark.parametrize("command", [["train", "speech"], ["transcribe"]])
+def test_help_renders(command, capsys):
+    from rnnkit import cli
+
+    with pytest.raises(SystemExit) as stopped:
+        cli.main([*command, "--help"])
+    assert stopped.value.code == 0
+    assert ("--stack" if command[0] == "train" else "--stream") in capsys.readouterr().out
