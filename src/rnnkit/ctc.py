@@ -80,7 +80,8 @@ class GreedyStream:
         self.blank, self.previous = blank, None
 
     def push(self, log_probs) -> list[int]:
-        path = torch.as_tensor(log_probs).reshape(-1, torch.as_tensor(log_probs).shape[-1])
+        scores = torch.as_tensor(log_probs)
+        path = scores.reshape(-1, scores.shape[-1])  # (T, V): a single frame (V,) too
         labels = []
         for symbol in path.argmax(-1).tolist():  # (T,)
             if symbol != self.previous and symbol != self.blank:
