@@ -307,7 +307,7 @@ def train(config: Config, resume: bool = False, progress=None) -> Trainer:
     features, labels, parts = prepare(config)
     if resume:
         labels = json.loads((run_dir / "labels.json").read_text())
-    hours = sum(len(s) for s in parts["train"][0]) * features.logmel.hop / 3.6e6 * 1000
+    hours = sum(len(s) for s in parts["train"][0]) * features.logmel.hop_ms / 3.6e6  # frames
     say(f"{len(parts['train'][0])} training utterances ({hours:.2f} h), {len(labels) - 1} chars")
     trainer = Trainer(config, build_task(config, labels, parts), run_dir, progress)
     if resume:
