@@ -165,7 +165,7 @@ def test_model_overfits_three_utterances_to_zero_errors(tmp_path):
 
 
 @needs_espeak
-def test_train_transcribe_and_eval_from_the_command_line(tmp_path, capsys):
+def test_train_transcribe_and_eval_from_the_command_line(tmp_path, capsys, charlm_run):
     from rnnkit import cli
     from rnnkit.data import speech as corpus
 
@@ -183,6 +183,10 @@ def test_train_transcribe_and_eval_from_the_command_line(tmp_path, capsys):
     offline = capsys.readouterr().out
     assert cli.main(["transcribe", str(run), str(wav), "--stream", "--chunk-ms", "37"]) == 0
     assert capsys.readouterr().out == offline  # greedy both ways, text then a newline
+    fused = ["--beam", "3", "--lm", str(charlm_run), "--lm-weight", "0.3"]
+    assert cli.main(["transcribe", str(run), str(wav), str(wav), *fused]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0] == lines[1] and lines[0].startswith(f"{wav}\t")
     assert cli.main(["eval", str(run), "--data", str(tmp_path / "data" / "test.csv")]) == 0
     assert "greedy_wer" in capsys.readouterr().out
     assert cli.main(["transcribe", str(run), str(tmp_path / "missing.wav")]) == 2
