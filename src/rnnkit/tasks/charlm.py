@@ -47,8 +47,8 @@ class Config(TrainConfig):
     """``rnnkit train charlm``; the defaults are what ``make demo`` trains."""
 
     data: str = "stdlib"  # stdlib, shakespeare, hello, or a text file, directory or glob
-    cell: Literal["lstm", "gru", "rnn", "peephole"] = "lstm"  # recurrent cell
-    hidden: int = 512  # hidden units per layer
+    cell: Literal["lstm", "gru", "rnn", "peephole"] = "gru"  # recurrent cell
+    hidden: int = 384  # hidden units per layer
     layers: int = 1  # stacked recurrent layers
     dropout: float = 0.0  # dropout on the input, between layers and on the output
     embedding: int = 0  # input embedding size (0: same as hidden; --tie uses hidden)
@@ -58,7 +58,7 @@ class Config(TrainConfig):
     batch_size: int = 128  # contiguous streams read side by side
     val_fraction: float = 0.1  # the last part of the corpus, by position, for validation
     val_chars: int = 200_000  # validation characters scored at each evaluation (0: all)
-    lr: float = 5e-3  # peak learning rate
+    lr: float = 8e-3  # peak learning rate
     warmup: int = 30  # steps of linear warm-up from 0 to lr
     minutes: float = 3.0  # stop after this much training time (0: no limit)
     eval_every: int = 250  # evaluate on validation every this many steps
