@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.io import wavfile
 
-from rnnkit.data import speech
+from rnnkit.data import manifests, speech
 from rnnkit.data.audio import LogMel, read_wav, write_wav
 from rnnkit.data.corpus import CorpusError
 
@@ -215,7 +215,7 @@ def test_features_are_cached_beside_the_manifest_until_a_file_changes(tmp_path, 
         raise AssertionError("features were computed again instead of read from the cache")
 
     with monkeypatch.context() as patch:
-        patch.setattr(speech, "extract", no_extraction)
+        patch.setattr(manifests, "extract", no_extraction)
         again = speech.load_features(manifest, logmel)
     assert again.skipped == first.skipped and again.transcripts == first.transcripts
     for a, b in zip(again.features, first.features, strict=True):
