@@ -179,7 +179,7 @@ def table(results: dict) -> str:
     lines = []
     for task, by_cell in results.items():
         distances = list(next(iter(by_cell.values())))
-        lines.append(f"{task:10s}" + "".join(f"N={n:>5}" for n in distances))
+        lines.append(f"{task:10s}" + "".join(f"{f'N={n}':>7}" for n in distances))
         for cell, points in by_cell.items():
             lines.append(f"  {cell:8s}" + "".join(f"{points[n]:7.2f}" for n in distances))
     return "\n".join(lines)
