@@ -37,7 +37,8 @@ def targets(ids: torch.Tensor, lengths: torch.Tensor, classes: int) -> tuple:
     Token ids at or above ``classes - 1`` become the shared class ``classes - 1``; steps
     with nothing to predict (past the end, or the first/last token) are ``IGNORE``."""
     labels = ids.clamp(max=classes - 1)
-    real = torch.arange(ids.shape[0])[:, None] < lengths[None, :]  # (T, B)
+    steps = torch.arange(ids.shape[0], device=ids.device)[:, None]  # (T, 1)
+    real = steps < lengths.to(ids.device)  # (T, B)
     labels = labels.masked_fill(~real, IGNORE)
     ignore = torch.full_like(labels[:1], IGNORE)
     following = torch.cat([labels[1:], ignore])  # step t predicts token t + 1
@@ -68,8 +69,8 @@ def length_batches(sequences: list[list[int]], batch_size: int, rng) -> list[lis
 
 def pretrain(embed, rnn, sequences, minutes, classes=2000, batch_size=64, lr=2e-3, dropout=0.3,
              seed=0, steps=0) -> dict:  # fmt: skip
-    """Train ``embed`` and ``rnn`` (one layer, either direction count) as a language model on
-    ``sequences`` (lists of token ids) for ``minutes``, or for ``steps`` if given.
+    """Train ``embed`` and ``rnn`` (forward, or bidirectional with one layer) as a language
+    model on ``sequences`` (lists of token ids) for ``minutes``, or for ``steps`` if given.
 
     Returns the steps taken and the mean loss of the first and of the last 20 steps."""
     sequences = [s for s in sequences if len(s) > 1]  # a lone token has no neighbour
