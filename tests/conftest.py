@@ -11,6 +11,7 @@ def charlm_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("charlm-run")
     config = charlm.Config(
         data="hello",
+        cell="lstm",
         hidden=8,
         layers=2,
         window=8,

@@ -282,7 +282,9 @@ def charlm_run(tmp_path):
     run_dir.mkdir()
     # fp32: with "auto" a CPU with bfloat16 units runs the run's model in bf16 (1e-4 off the
     # float32 export; docs/export.md says bf16 runs are exported in float32).
-    config = charlm.Config(hidden=8, layers=2, window=8, precision="fp32", out=str(run_dir))
+    config = charlm.Config(
+        cell="lstm", hidden=8, layers=2, window=8, precision="fp32", out=str(run_dir)
+    )
     configuration.save(config, run_dir / "config.json", task="charlm")
     vocab = Vocab.build("hello, world")
     vocab.save(run_dir / "vocab.json")
