@@ -12,30 +12,14 @@ import zlib
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hostile import SETTINGS, outcome  # tests/hostile.py
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 from rnnkit.data import DataError, regimes, ucr
 from rnnkit.data import images as folders
-
-SETTINGS = settings(
-    max_examples=50,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
-
-
-def outcome(load, *args):
-    """(what ``load`` returned, "") or (None, the DataError's message)."""
-    try:
-        return load(*args), ""
-    except DataError as err:
-        return None, str(err)
-
 
 # --- .npz: arbitrary arrays under the names the readers look for ---
 

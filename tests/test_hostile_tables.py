@@ -13,7 +13,8 @@ from datetime import date, timedelta
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hostile import SETTINGS, first_bad_line, outcome  # tests/hostile.py
+from hypothesis import given
 from hypothesis import strategies as st
 
 from rnnkit.data import DataError
@@ -21,35 +22,6 @@ from rnnkit.data.images import read_captions
 from rnnkit.data.series import Scaler, SeriesError, read_csv
 from rnnkit.data.tables import TableError, read_table
 from rnnkit.tasks import classify
-
-SETTINGS = settings(
-    max_examples=50,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
-
-
-def outcome(load, *args):
-    """(what ``load`` returned, "") or (None, the DataError's message)."""
-    try:
-        return load(*args), ""
-    except DataError as err:
-        return None, str(err)
-
-
-def first_bad_line(raw: bytes) -> int:
-    """The line (``bytes.splitlines`` numbering) of the first NUL or non-UTF-8 byte, else 0."""
-    for number, line in enumerate(raw.splitlines(), 1):
-        try:
-            line.decode("utf-8")
-        except UnicodeDecodeError:
-            return number
-        if b"\0" in line:
-            return number
-    return 0
-
 
 COMPRESS = {
     "": lambda b: b,

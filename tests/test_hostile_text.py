@@ -9,41 +9,13 @@ problem on a line, that line. Any other exception (``UnicodeDecodeError``, ``Key
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hostile import SETTINGS, first_bad_line, outcome  # tests/hostile.py
+from hypothesis import given
 from hypothesis import strategies as st
 
 from rnnkit.data import DataError, Vocab, load_corpus
 from rnnkit.data.pairs import PairsError, TokenVocab, read_pairs
 from rnnkit.tasks import classify
-
-SETTINGS = settings(
-    max_examples=50,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
-
-
-def outcome(load, *args):
-    """(what ``load`` returned, "") or (None, the DataError's message)."""
-    try:
-        return load(*args), ""
-    except DataError as err:
-        return None, str(err)
-
-
-def first_bad_line(raw: bytes) -> int:
-    """The line (``bytes.splitlines`` numbering) of the first NUL or non-UTF-8 byte, else 0."""
-    for number, line in enumerate(raw.splitlines(), 1):
-        try:
-            line.decode("utf-8")
-        except UnicodeDecodeError:
-            return number
-        if b"\0" in line:
-            return number
-    return 0
-
 
 # Text that is mostly valid, with a hostile byte or two spliced in: the likely real cases.
 LINES = st.lists(st.text(st.characters(codec="utf-8"), max_size=30), max_size=8)
