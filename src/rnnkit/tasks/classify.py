@@ -362,11 +362,8 @@ def pretrain_model(model: TextClassifier, texts: list[str], vocab, config: Confi
         model.embed, model.rnn, sequences, config.pretrain_minutes, batch_size=config.batch_size,
         lr=config.lr, dropout=config.dropout, seed=config.seed,
     )  # fmt: skip
-    print(
-        f"pretrained on {len(sequences)} unlabelled texts: {result['steps']} steps, "
-        f"loss {result['first_loss']:.3f} -> {result['last_loss']:.3f}",
-        file=sys.stderr,
-    )
+    say = f"{result['steps']} steps, loss {result['first_loss']:.3f} -> {result['last_loss']:.3f}"
+    print(f"pretrained on {len(sequences)} unlabelled texts: {say}", file=sys.stderr)
     return result
 
 
