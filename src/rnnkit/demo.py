@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 
-from rnnkit.tasks import charlm
+from rnnkit.tasks import charlm, default_run_dir
 
 PRIME = "def "
 
@@ -20,7 +20,7 @@ def main() -> int:
     config = charlm.Config()  # the defaults: stdlib, three minutes
     print(
         f"training a {config.cell.upper()} of {config.hidden} units on '{config.data}' "
-        f"for {config.minutes:g} minutes (run directory {charlm.default_run_dir()} or similar)"
+        f"for {config.minutes:g} minutes (run directory {default_run_dir(charlm.NAME)} or similar)"
     )
     trainer = charlm.train(config)
     print(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -40,6 +41,11 @@ def task_of_run(run_dir: Path) -> ModuleType:
     if not path.exists():
         raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
     return load_task(json.loads(path.read_text()).get("task", ""))
+
+
+def default_run_dir(name: str) -> Path:
+    """Where a run goes without ``--out``: runs/NAME-YYYYmmdd-HHMMSS."""
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def run_config(run_dir: Path, config_type):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ import rnnkit
 from rnnkit import config as configuration
 from rnnkit.data import Streams, Vocab, Window, eval_windows, load_corpus
 from rnnkit.scan import map_state
-from rnnkit.tasks import run_config
+from rnnkit.tasks import default_run_dir, run_config
 from rnnkit.train import (
     MODEL_FILE,
     Task,
@@ -160,13 +159,9 @@ def build_task(config: Config, vocab: Vocab, streams: Streams, val_ids: torch.Te
     return Task(model, streams.__getitem__, window_loss, evaluate, len(streams))
 
 
-def default_run_dir() -> Path:
-    return Path("runs") / f"{NAME}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
 def train(config: Config, resume: bool = False, progress=None) -> Trainer:
     """Train (or with ``resume``, continue) the run in ``config.out``; return the trainer."""
-    run_dir = Path(config.out or default_run_dir())
+    run_dir = Path(config.out or default_run_dir(NAME))
     config.out = str(run_dir)
     vocab = Vocab.load(run_dir / "vocab.json") if resume else None
     vocab, streams, val_ids = prepare(config, vocab)

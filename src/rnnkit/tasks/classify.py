@@ -19,7 +19,6 @@ import importlib.util
 import json
 import math
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -37,7 +36,7 @@ from rnnkit.data.pairs import UNK, TokenVocab, tokenize
 from rnnkit.data.tables import TableError, read_table
 from rnnkit.pooling import pool
 from rnnkit.pretrain import pretrain
-from rnnkit.tasks import run_config
+from rnnkit.tasks import default_run_dir, run_config
 from rnnkit.train import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
 NAME = "classify"
@@ -316,13 +315,9 @@ def split_metrics(model, encoded, labels, classes, baseline_pred, prefix) -> dic
     return row
 
 
-def default_run_dir() -> Path:
-    return Path("runs") / f"{NAME}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
 def train(config: Config, resume: bool = False, progress=None) -> Trainer:
     """Train (or continue) the run in ``config.out``, then score the best model on the test part."""
-    run_dir = Path(config.out or default_run_dir())
+    run_dir = Path(config.out or default_run_dir(NAME))
     config.out = str(run_dir)
     classes, parts = prepare(config)
     if resume:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -30,7 +29,7 @@ from rnnkit import config as configuration
 from rnnkit import confusion
 from rnnkit.data.ucr import ARCHIVE, SequenceError, Sequences, load_sequences
 from rnnkit.pooling import pool
-from rnnkit.tasks import run_config
+from rnnkit.tasks import default_run_dir, run_config
 from rnnkit.train import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
 NAME = "seqclass"
@@ -234,13 +233,9 @@ def build_task(config: Config, classes: list[str], parts) -> Task:
     return Task(model, batch, loss, evaluate, math.ceil(len(train_x) / config.batch_size))
 
 
-def default_run_dir() -> Path:
-    return Path("runs") / f"{NAME}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
 def train(config: Config, resume: bool = False, progress=None) -> Trainer:
     """Train (or continue) the run in ``config.out``, then score the best model on the test part."""
-    run_dir = Path(config.out or default_run_dir())
+    run_dir = Path(config.out or default_run_dir(NAME))
     config.out = str(run_dir)
     classes, scaler, parts = prepare(config)
     trainer = Trainer(config, build_task(config, classes, parts), run_dir, progress)

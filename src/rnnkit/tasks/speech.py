@@ -24,7 +24,6 @@ import json
 import math
 import os
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -40,7 +39,7 @@ from rnnkit import ctc
 from rnnkit.data import audio
 from rnnkit.data import speech as corpus
 from rnnkit.data.corpus import CorpusError
-from rnnkit.tasks import run_config
+from rnnkit.tasks import default_run_dir, run_config
 from rnnkit.train import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
 NAME = "speech"
@@ -294,13 +293,9 @@ def build_task(config: Config, labels: list[str], parts) -> Task:
     return Task(model, batch, loss, evaluate, math.ceil(len(train_x) / config.batch_size))
 
 
-def default_run_dir() -> Path:
-    return Path("runs") / f"{NAME}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
 def train(config: Config, resume: bool = False, progress=None) -> Trainer:
     """Train (or with ``resume``, continue) the run in ``config.out``; score its test part."""
-    run_dir = Path(config.out or default_run_dir())
+    run_dir = Path(config.out or default_run_dir(NAME))
     config.out = str(run_dir)
     if config.threads:
         torch.set_num_threads(config.threads)

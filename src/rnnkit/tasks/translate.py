@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -47,7 +46,7 @@ from rnnkit.data.pairs import (
     tokenize,
 )
 from rnnkit.seq2seq import Seq2Seq, plot_attention
-from rnnkit.tasks import run_config
+from rnnkit.tasks import default_run_dir, run_config
 from rnnkit.train import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
 NAME = "translate"
@@ -291,13 +290,9 @@ def build_task(config: Config, data: Data) -> Task:
     return Task(model, batch, loss, evaluate, per_epoch)
 
 
-def default_run_dir() -> Path:
-    return Path("runs") / f"{NAME}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
 def train(config: Config, resume: bool = False, progress=None) -> Trainer:
     """Train (or with ``resume``, continue) the run in ``config.out``; return the trainer."""
-    run_dir = Path(config.out or default_run_dir())
+    run_dir = Path(config.out or default_run_dir(NAME))
     config.out = str(run_dir)
     if config.threads:
         torch.set_num_threads(config.threads)
