@@ -1,6 +1,8 @@
-"""Fixtures shared by the tests of the commands that read a trained run."""
+"""Fixtures shared by several test files: a trained run for the commands that read one, and
+torch on one thread."""
 
 import pytest
+import torch
 
 from rnnkit.tasks import charlm
 
@@ -25,3 +27,12 @@ def charlm_run(tmp_path_factory):
     )
     charlm.train(config)
     return out
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: the machines these run on are shared, and small models gain little."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -22,14 +22,6 @@ FLAGS = dict(hidden=32, batch_size=8, window=16, steps=60, eval_every=20, checkp
 FLAGS.update(dropout=0.1, warmup=2, minutes=0.0, precision="fp32", device="cpu")
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def command_line(corpus, out) -> list[str]:
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in FLAGS.items()]
     return ["train", "charlm", f"--data={corpus}", f"--out={out}", *flags]

@@ -75,14 +75,6 @@ if plain.world.rank == 0:
 """
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def settings(tmp_path, name: str, **changes) -> dict:
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(TEXT)

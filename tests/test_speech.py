@@ -17,12 +17,8 @@ needs_espeak = pytest.mark.skipif(ESPEAK is None, reason="espeak-ng is not insta
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the machines these run on are shared, and small models gain little."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every speech test on one torch thread (conftest's one_thread)."""
 
 
 def tones(seconds: float, seed: int) -> np.ndarray:
