@@ -164,7 +164,7 @@ def test_portable_flags_build_and_agree(monkeypatch, tmp_path):
     monkeypatch.setattr(compiled, "FLAG_SETS", compiled.FLAG_SETS[1:])
     monkeypatch.setattr(compiled, "_cache", {})
     assert compiled.library() is not None
-    assert len(list(tmp_path.glob("lstm_gates-*.so"))) == 1
+    assert len(list(tmp_path.glob("gates-*.so"))) == 1
     cell = make_cell(peephole=True, dtype=torch.float32)
     x, state, mask = make_inputs(torch.float32, masked=True)
     ours = run(fused_scan, cell, x, state, mask, False)
@@ -178,7 +178,8 @@ def test_auto_takes_the_fused_kernel_where_documented(with_lengths):
     assert rnnkit.LSTM(I, H, peephole=True)._kernel_name(lengths) == "fused"
     expected = "fused" if with_lengths else "torch"
     assert rnnkit.LSTM(I, H)._kernel_name(lengths) == expected
-    assert rnnkit.GRU(I, H)._kernel_name(lengths) == "torch"
+    assert rnnkit.GRU(I, H)._kernel_name(lengths) == expected
+    assert rnnkit.RNN(I, H)._kernel_name(lengths) == expected
 
 
 # -- mixed precision -------------------------------------------------------------------------

@@ -18,11 +18,12 @@ Truncated BPTT: pass the final state of one window as the next window's ``state`
 
 Kernels (``kernel=``): ``"loop"`` is autograd over the Python loop in :mod:`rnnkit.scan`
 (the readable reference); ``"bptt"`` is the hand-written backpropagation through time of
-:mod:`rnnkit.kernels`; ``"fused"`` is that BPTT with the LSTM's gate math of each step in
-one pass of C (:mod:`rnnkit.kernels.lstm_fused`; other cells run ``"bptt"``); ``"torch"``
-runs torch's fused kernel (standard cells only). ``"auto"`` picks ``"fused"`` for the
-peephole LSTM and for the LSTM with lengths (torch's packed path is several times slower
-than its dense one), ``"torch"`` for the other standard cases.
+:mod:`rnnkit.kernels`; ``"fused"`` is that BPTT with the gate math of each step in one pass
+of C (:mod:`rnnkit.kernels.lstm_fused`, ``gru_fused``, ``rnn_fused``); ``"torch"`` runs
+torch's fused kernel (standard cells only). ``"auto"`` (:func:`rnnkit.kernels.auto_kernel`)
+picks ``"fused"`` for the peephole LSTM and, on the CPU, for every cell with lengths
+(torch's packed path is several times slower than its dense one) and for the GRU and the
+Elman RNN in bf16 (torch's have no bfloat16 kernel); ``"torch"`` for the other cases.
 
 Precision: ``"fp32"`` computes in the layer's dtype. ``"bf16"`` (float32 layers) keeps
 float32 weights, outputs and states and runs the matrix products in bfloat16: on
@@ -42,7 +43,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from rnnkit import scan as reference
 from rnnkit.cells import GRUCell, LSTMCell, RNNCell, State
-from rnnkit.kernels import bptt_scan, fused_scan, torch_fused
+from rnnkit.kernels import auto_kernel, bptt_scan, fused_scan, torch_fused
 
 KERNELS = ("auto", "loop", "bptt", "torch", "fused")
 PRECISIONS = ("fp32", "bf16")
@@ -105,8 +106,6 @@ class RecurrentLayer(nn.Module):
         )
         if kernel == "torch" and not torch_fused.supports(self.cells[0]):
             raise ValueError(f"kernel='torch' has no fused kernel for {self.cells[0]!r}")
-        if precision == "bf16" and kernel == "fused" and not isinstance(self.cells[0], LSTMCell):
-            raise ValueError("precision='bf16' with kernel 'fused' runs LSTM cells only")
         self.initial_state = nn.ParameterList()
         if learn_init:
             # A learnable s_0, shared by every sequence of the batch; starts at zero.
@@ -212,10 +211,7 @@ class RecurrentLayer(nn.Module):
     def _kernel_name(self, lengths) -> str:
         if self.kernel != "auto":
             return self.kernel
-        cell = self.cells[0]
-        if isinstance(cell, LSTMCell) and (cell.peephole or lengths is not None):
-            return "fused"
-        return "torch"
+        return auto_kernel(self.cells[0], lengths is not None, self.precision == "bf16")
 
     def _low_precision(self, x: Tensor) -> bool:
         """bf16 matmuls: asked for, or an enclosing bfloat16 autocast on x's device."""

@@ -7,9 +7,11 @@ gradients back, then every weight gradient as one matrix product over all steps.
 computes exactly the function of ``scan``, masking rules included; ``tests/test_kernels.py``
 compares the two.
 
-:func:`fused_scan` is the same with the LSTM's gate math of each step in one pass of C
-(:mod:`rnnkit.kernels.lstm_fused`, built by :mod:`rnnkit.kernels.compiled`); for the other
-cells, and wherever the C code cannot be built, it is :func:`bptt_scan`.
+:func:`fused_scan` is the same with the gate math of each step in one pass of C
+(:mod:`rnnkit.kernels.lstm_fused`, :mod:`~rnnkit.kernels.gru_fused` and
+:mod:`~rnnkit.kernels.rnn_fused`, built by :mod:`rnnkit.kernels.compiled`), and optionally
+bfloat16 matrix products; wherever the C code cannot be built, it is :func:`bptt_scan`.
+``tests/test_fused.py``, ``test_gru_fused.py`` and ``test_rnn_fused.py`` compare them.
 
 Shape letters: T time, B batch, I input size, H hidden size.
 """
@@ -19,14 +21,19 @@ from __future__ import annotations
 from torch import Tensor
 
 from rnnkit.cells import GRUCell, LSTMCell, RNNCell, State
+from rnnkit.kernels import gru_fused, lstm_fused, rnn_fused
 from rnnkit.kernels.common import check_sequence
 from rnnkit.kernels.gru_bptt import GRUBPTT
+from rnnkit.kernels.gru_fused import GRUFused
 from rnnkit.kernels.lstm_bptt import LSTMBPTT
 from rnnkit.kernels.lstm_fused import LSTMFused
-from rnnkit.kernels.lstm_fused import fused_scan as lstm_fused_scan
 from rnnkit.kernels.rnn_bptt import RNNBPTT
+from rnnkit.kernels.rnn_fused import RNNFused
 
-__all__ = ["bptt_scan", "fused_scan", "RNNBPTT", "LSTMBPTT", "LSTMFused", "GRUBPTT"]
+__all__ = [
+    "auto_kernel", "bptt_scan", "fused_scan",
+    "RNNBPTT", "LSTMBPTT", "GRUBPTT", "RNNFused", "LSTMFused", "GRUFused",
+]  # fmt: skip
 
 
 def bptt_scan(cell, x: Tensor, state: State, mask: Tensor | None = None, reverse: bool = False):
@@ -56,11 +63,35 @@ def bptt_scan(cell, x: Tensor, state: State, mask: Tensor | None = None, reverse
 
 def fused_scan(cell, x: Tensor, state: State, mask: Tensor | None = None, reverse: bool = False,
                *, low_precision: bool = False):  # fmt: skip
-    """:func:`bptt_scan` with the LSTM's gate math in C; ``low_precision``: bf16 matmuls.
+    """:func:`bptt_scan` with the gate math in C; ``low_precision``: bf16 matmuls.
 
     Same signature, return structure and results as :func:`rnnkit.scan.scan`. Mixed
-    precision is for LSTM cells (the C path); other cells compute in their own dtype.
+    precision needs the C path (float32 on the CPU); elsewhere cells compute in their dtype.
     """
-    if isinstance(cell, LSTMCell):
-        return lstm_fused_scan(cell, x, state, mask, reverse, low_precision=low_precision)
-    return bptt_scan(cell, x, state, mask, reverse)
+    for cell_type, module in ((LSTMCell, lstm_fused), (GRUCell, gru_fused), (RNNCell, rnn_fused)):
+        if isinstance(cell, cell_type):
+            return module.fused_scan(cell, x, state, mask, reverse, low_precision=low_precision)
+    return bptt_scan(cell, x, state, mask, reverse)  # says which cells it runs
+
+
+def auto_kernel(cell, lengths: bool, bf16: bool) -> str:
+    """The kernel a layer's ``kernel="auto"`` runs: ``"fused"`` or ``"torch"``.
+
+    Measured with ``benchmarks/train_speed.py`` (one thread, CPU time, B x T x H from
+    8 x 50 x 32 to 64 x 128 x 512):
+    - the peephole LSTM has no torch kernel;
+    - with lengths, torch's packed path is several times slower than its dense one, and
+      the fused path is 3-8x faster than it for every cell;
+    - in bf16, torch's GRU and RNN kernels have no oneDNN bfloat16 path, so autocast casts
+      op by op, and the fused path is faster at every size measured (1.4-2.5x); the LSTM's
+      does have one, and stays.
+    The fused path runs in C on the CPU only: elsewhere (CUDA) torch's kernels keep
+    every case they can run.
+    """
+    if isinstance(cell, LSTMCell) and cell.peephole:
+        return "fused"
+    if cell.weight_hh.device.type != "cpu":
+        return "torch"
+    if lengths or (bf16 and isinstance(cell, GRUCell | RNNCell)):
+        return "fused"
+    return "torch"

@@ -1,12 +1,14 @@
-"""Build and load the C gate math of :mod:`rnnkit.kernels.lstm_fused`, or say why not.
+"""Build and load the C gate math of the fused paths (:mod:`rnnkit.kernels.lstm_fused`,
+:mod:`~rnnkit.kernels.gru_fused`, :mod:`~rnnkit.kernels.rnn_fused`), or say why not.
 
-The C source (``csrc/lstm_gates.c``) is compiled once per machine into a cache directory
-(``$RNNKIT_CACHE``, else ``$XDG_CACHE_HOME/rnnkit``, else ``~/.cache/rnnkit``) under a name
-that hashes the source, the compiler, the flags and the CPU's feature flags, so an edit or
-another machine's ``-march=native`` never loads a stale library. The compiler is ``$CC``,
-else ``cc``. Flag sets are tried in order: tuned for this CPU, then portable; when none
-builds (no compiler, say) :func:`library` returns None, warns once, and the callers take the Python
-BPTT of :mod:`rnnkit.kernels.lstm_bptt`, their slow twin.
+The C sources (``csrc/lstm_gates.c``, ``gru_gates.c``, ``rnn_gates.c``) are compiled once per
+machine into one library in a cache directory (``$RNNKIT_CACHE``, else
+``$XDG_CACHE_HOME/rnnkit``, else ``~/.cache/rnnkit``) under a name that hashes the sources,
+the compiler, the flags and the CPU's feature flags, so an edit or another machine's
+``-march=native`` never loads a stale library. The compiler is ``$CC``, else ``cc``. Flag
+sets are tried in order: tuned for this CPU, then portable; when none builds (no compiler,
+say) :func:`library` returns None, warns once, and the callers take the Python BPTT of
+:mod:`rnnkit.kernels` (``lstm_bptt``, ``gru_bptt``, ``rnn_bptt``), their slow twins.
 
 Compiling and linking are two commands so that ``-ffast-math`` shapes the code only: linked
 with it, gcc adds a start-up file that turns on flush-to-zero for the whole process.
@@ -23,7 +25,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
-SOURCE = Path(__file__).parent / "csrc" / "lstm_gates.c"
+CSRC = Path(__file__).parent / "csrc"
+SOURCES = (CSRC / "lstm_gates.c", CSRC / "gru_gates.c", CSRC / "rnn_gates.c")
 # (compile flags, link flags): the first is vectorised for this CPU (with glibc's vector
 # tanh for float64) and splits large steps over torch's OpenMP threads; the second runs
 # anywhere gcc or clang does, on one thread.
@@ -57,8 +60,9 @@ def _cpu() -> str:
 
 def _library_path(cc: str, flags: tuple) -> Path:
     identity = repr((cc, flags, _cpu())).encode()
-    key = hashlib.sha256(SOURCE.read_bytes() + identity).hexdigest()[:16]
-    return cache_dir() / f"lstm_gates-{key}.so"
+    sources = b"".join(source.read_bytes() for source in SOURCES)
+    key = hashlib.sha256(sources + identity).hexdigest()[:16]
+    return cache_dir() / f"gates-{key}.so"
 
 
 def _build(cc: str, flags: tuple) -> Path:
@@ -69,27 +73,39 @@ def _build(cc: str, flags: tuple) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     compile_flags, link_flags = flags
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        obj, lib = Path(tmp) / "gates.o", Path(tmp) / "gates.so"
-        commands = (
-            [cc, *compile_flags, "-fPIC", "-c", str(SOURCE), "-o", str(obj)],
-            [cc, "-shared", str(obj), "-o", str(lib), *link_flags],
-        )
+        objects = [str(Path(tmp) / f"{source.stem}.o") for source in SOURCES]
+        lib = Path(tmp) / "gates.so"
+        commands = [
+            [cc, *compile_flags, "-fPIC", "-c", str(source), "-o", obj]
+            for source, obj in zip(SOURCES, objects, strict=True)
+        ]
+        commands.append([cc, "-shared", *objects, "-o", str(lib), *link_flags])
         for command in commands:
             subprocess.run(command, check=True, capture_output=True, timeout=120)
         os.replace(lib, target)  # atomic: a concurrent process sees all or nothing
     return target
 
 
+# Entry point -> argument types after (batch, hidden): every array as an address, the
+# Elman RNN's nonlinearity switch (1 for relu) as an int.
+_ADDRESS = ctypes.c_void_p
+SIGNATURES = {
+    "lstm_forward": [_ADDRESS] * 14,
+    "lstm_backward": [_ADDRESS] * 18,
+    "gru_forward": [_ADDRESS] * 10,
+    "gru_backward": [_ADDRESS] * 14,
+    "rnn_forward": [ctypes.c_int] + [_ADDRESS] * 8,
+    "rnn_backward": [ctypes.c_int] + [_ADDRESS] * 9,
+}
+
+
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
-    """Argument types of the four entry points: sizes as long, every array as an address."""
-    size, address = ctypes.c_long, ctypes.c_void_p
-    for suffix in ("f32", "f64"):
-        forward = getattr(lib, f"lstm_forward_{suffix}")
-        forward.argtypes = [size, size] + [address] * 14
-        forward.restype = None
-        backward = getattr(lib, f"lstm_backward_{suffix}")
-        backward.argtypes = [size, size] + [address] * 18
-        backward.restype = None
+    """Argument types of every entry point, in float32 and float64: sizes as long."""
+    for name, arguments in SIGNATURES.items():
+        for suffix in ("f32", "f64"):
+            function = getattr(lib, f"{name}_{suffix}")
+            function.argtypes = [ctypes.c_long, ctypes.c_long, *arguments]
+            function.restype = None
     return lib
 
 
@@ -108,8 +124,8 @@ def library() -> ctypes.CDLL | None:
             errors.append(f"{' '.join(flags[0])}: {error} {detail.decode(errors='replace')}")
     _cache[cc] = None
     warnings.warn(
-        "rnnkit could not build its C gate kernels, so the fused LSTM path falls back to "
-        "the Python BPTT (slower, same results):\n" + "\n".join(errors),
+        "rnnkit could not build its C gate kernels, so each fused path (LSTM, GRU, RNN) "
+        "falls back to the Python BPTT (slower, same results):\n" + "\n".join(errors),
         RuntimeWarning,
         stacklevel=2,
     )

@@ -1,0 +1,180 @@
+/* The element-wise gate math of one GRU step, forward and backward, fused into one pass over
+ * the batch. The recurrent matrix products stay in torch; this file does everything between
+ * two of them. The equations and their gradients are those of rnnkit/kernels/gru_bptt.py
+ * (its docstring), the Python twin of this file; torch.nn.GRU's form, with the reset gate
+ * applied to W_hn h_{t-1} + b_hn, which is why the recurrent product arrives separately from
+ * the input projection instead of summed into it.
+ *
+ * Layout: gate rows (B, 3H) in torch.nn's block order r, z, n; states (B, H); the mask is one
+ * byte per sequence (1 at a real step) or NULL when every step is real. Everything is
+ * contiguous; optional arrays are NULL when absent. bfloat16 arrays hold the top 16 bits of a
+ * float32. The numeric helpers are those of lstm_gates.c (same exponential, same rounding).
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+/* Steps with at least this many units (batch x hidden) split the batch over the OpenMP
+ * threads, as in lstm_gates.c. */
+#define PARALLEL_FROM 8192
+
+static inline float exp_f32(float x)
+{
+    x = fminf(fmaxf(x, -87.0f), 88.0f);
+    float n = floorf(x * 1.44269504088896341f + 0.5f); /* x = n ln 2 + r, |r| <= ln2 / 2 */
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f; /* ln 2 in two parts (Cody-Waite) */
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    float y = p * r * r + r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23; /* 2^n */
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return y * scale;
+}
+
+static inline float sigmoid_f32(float x) { return 1.0f / (1.0f + exp_f32(-x)); }
+static inline float tanh_f32(float x) { return 1.0f - 2.0f / (1.0f + exp_f32(2.0f * x)); }
+static inline double sigmoid_f64(double x) { return 0.5 + 0.5 * tanh(0.5 * x); }
+static inline double tanh_f64(double x) { return tanh(x); }
+
+static inline float from_bf16(uint16_t v)
+{
+    uint32_t bits = (uint32_t)v << 16;
+    float x;
+    memcpy(&x, &bits, sizeof x);
+    return x;
+}
+
+static inline uint16_t to_bf16(float x) /* round to nearest even */
+{
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    return (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+
+/* Element k of the recurrent product: rec (same dtype) or rec_bf16. */
+#define PRODUCT_AT(real, rec, rec_bf16, k) ((rec) ? (rec)[k] : (real)from_bf16((rec_bf16)[k]))
+
+#define DEFINE_GRU_STEPS(real, suffix)                                                        \
+                                                                                              \
+/* Forward. gates holds (x_r, x_z, x_n) = W_ih x_t + b_ih plus (b_hr, b_hz, 0) on entry, rec  \
+ * (or rec_bf16) W_hh h_{t-1} (no bias); b_hn is (H,) or NULL. On return gates holds the     \
+ * activations (r, z, n) and h_n the row W_hn h_{t-1} + b_hn; h_next the carried state (the  \
+ * old one at a padded step), h_next_bf16 its bfloat16 copy; out the output (zero at a       \
+ * padded step).                                                                             \
+ */                                                                                           \
+void gru_forward_##suffix(long batch, long hidden, real *gates, const real *rec,              \
+                          const uint16_t *rec_bf16, const real *b_hn, const real *h_prev,     \
+                          const uint8_t *mask, real *h_n, real *h_next, real *out,            \
+                          uint16_t *h_next_bf16)                                              \
+{                                                                                             \
+    _Pragma("omp parallel for if (batch * hidden >= PARALLEL_FROM)")                          \
+    for (long b = 0; b < batch; b++) {                                                        \
+        real *a = gates + b * 3 * hidden, *hn = h_n + b * hidden;                             \
+        const real *rb = rec ? rec + b * 3 * hidden : NULL;                                   \
+        const uint16_t *rb16 = rec_bf16 ? rec_bf16 + b * 3 * hidden : NULL;                   \
+        const real *hp = h_prev + b * hidden;                                                 \
+        real *hx = h_next + b * hidden, *y = out + b * hidden;                                \
+        const int real_step = mask == NULL || mask[b];                                        \
+        _Pragma("omp simd")                                                                   \
+        for (long j = 0; j < hidden; j++) {                                                   \
+            real r = sigmoid_##suffix(a[j] + PRODUCT_AT(real, rb, rb16, j));                  \
+            real z = sigmoid_##suffix(a[hidden + j] + PRODUCT_AT(real, rb, rb16, hidden + j)); \
+            real recurrent_n = PRODUCT_AT(real, rb, rb16, 2 * hidden + j);                    \
+            if (b_hn)                                                                         \
+                recurrent_n += b_hn[j];                                                       \
+            real n = tanh_##suffix(a[2 * hidden + j] + r * recurrent_n);                      \
+            real h = ((real)1 - z) * n + z * hp[j];                                           \
+            a[j] = r;                                                                         \
+            a[hidden + j] = z;                                                                \
+            a[2 * hidden + j] = n;                                                            \
+            hn[j] = recurrent_n;                                                              \
+            hx[j] = real_step ? h : hp[j];                                                    \
+            y[j] = real_step ? h : (real)0;                                                   \
+        }                                                                                     \
+        if (h_next_bf16) {                                                                    \
+            uint16_t *hb = h_next_bf16 + b * hidden;                                          \
+            _Pragma("omp simd") for (long j = 0; j < hidden; j++) hb[j] = to_bf16((float)hx[j]); \
+        }                                                                                     \
+    }                                                                                         \
+}                                                                                             \
+                                                                                              \
+/* Backward through one step. On entry dh + rec (or rec_bf16) is the gradient reaching the   \
+ * carried state after the step (rec: the previous step's d_hh W_hh, absent at the first),  \
+ * d_out the output's. Writes d_ih = dL/d(W_ih x_t + b_ih) = (da_r, da_z, da_n) and d_hh =   \
+ * dL/d(W_hh h_{t-1} + b_hh) = (da_r, da_z, r da_n), both zero at padded steps, and their    \
+ * bfloat16 copies; replaces dh by the part of dL/dh_{t-1} that skips W_hh (dh_t z at a real \
+ * step, all of it at a padded one; the caller adds d_hh W_hh next). Adds the bias gradients \
+ * into d_bias_ih (double, 3H) and d_bias_hn (double, H): b_hh's is (d_bias_ih[:2H], d_bias_hn). \
+ */                                                                                           \
+void gru_backward_##suffix(long batch, long hidden, const real *gates, const real *h_n,       \
+                           const real *h_prev, const uint8_t *mask, const real *d_out,        \
+                           const real *rec, const uint16_t *rec_bf16, real *dh, real *d_ih,   \
+                           real *d_hh, uint16_t *d_ih_bf16, uint16_t *d_hh_bf16,              \
+                           double *d_bias_ih, double *d_bias_hn)                              \
+{                                                                                             \
+    _Pragma("omp parallel for if (batch * hidden >= PARALLEL_FROM)")                          \
+    for (long b = 0; b < batch; b++) {                                                        \
+        real *di = d_ih + b * 3 * hidden, *dr = d_hh + b * 3 * hidden;                        \
+        real *dhb = dh + b * hidden;                                                          \
+        const real *rb = rec ? rec + b * hidden : NULL;                                       \
+        const uint16_t *rb16 = rec_bf16 ? rec_bf16 + b * hidden : NULL;                       \
+        if (rb || rb16) {                                                                     \
+            _Pragma("omp simd")                                                               \
+            for (long j = 0; j < hidden; j++) dhb[j] += PRODUCT_AT(real, rb, rb16, j);        \
+        }                                                                                     \
+        if (mask != NULL && !mask[b]) {                                                       \
+            memset(di, 0, sizeof(real) * 3 * hidden);                                         \
+            memset(dr, 0, sizeof(real) * 3 * hidden);                                         \
+            if (d_ih_bf16) {                                                                  \
+                memset(d_ih_bf16 + b * 3 * hidden, 0, sizeof(uint16_t) * 3 * hidden);         \
+                memset(d_hh_bf16 + b * 3 * hidden, 0, sizeof(uint16_t) * 3 * hidden);         \
+            }                                                                                 \
+            continue;                                                                         \
+        }                                                                                     \
+        const real *a = gates + b * 3 * hidden, *hn = h_n + b * hidden;                       \
+        const real *hp = h_prev + b * hidden, *dy = d_out + b * hidden;                       \
+        _Pragma("omp simd")                                                                   \
+        for (long j = 0; j < hidden; j++) {                                                   \
+            real r = a[j], z = a[hidden + j], n = a[2 * hidden + j];                          \
+            real dh_new = dy[j] + dhb[j];                                                     \
+            real da_n = dh_new * ((real)1 - z) * ((real)1 - n * n);                           \
+            real da_z = dh_new * (hp[j] - n) * z * ((real)1 - z);                             \
+            real da_r = da_n * hn[j] * r * ((real)1 - r);                                     \
+            di[j] = dr[j] = da_r;                                                             \
+            di[hidden + j] = dr[hidden + j] = da_z;                                           \
+            di[2 * hidden + j] = da_n;                                                        \
+            dr[2 * hidden + j] = r * da_n;                                                    \
+            dhb[j] = dh_new * z;                                                              \
+        }                                                                                     \
+        if (d_ih_bf16) {                                                                      \
+            uint16_t *ib = d_ih_bf16 + b * 3 * hidden, *hb = d_hh_bf16 + b * 3 * hidden;      \
+            _Pragma("omp simd")                                                               \
+            for (long k = 0; k < 3 * hidden; k++) {                                           \
+                ib[k] = to_bf16((float)di[k]);                                                \
+                hb[k] = to_bf16((float)dr[k]);                                                \
+            }                                                                                 \
+        }                                                                                     \
+    }                                                                                         \
+    if (d_bias_ih == NULL)                                                                    \
+        return;                                                                               \
+    /* Bias sums over the batch (rows of padded steps are zero): split over units, so that  \
+     * threads never add into the same sum. */                                              \
+    _Pragma("omp parallel for if (batch * hidden >= PARALLEL_FROM)")                          \
+    for (long k0 = 0; k0 < 3 * hidden; k0 += 64) {                                           \
+        const long k1 = k0 + 64 < 3 * hidden ? k0 + 64 : 3 * hidden;                          \
+        for (long b = 0; b < batch; b++) {                                                    \
+            const real *di = d_ih + b * 3 * hidden, *dr = d_hh + b * 3 * hidden;              \
+            _Pragma("omp simd") for (long k = k0; k < k1; k++) d_bias_ih[k] += (double)di[k]; \
+            for (long k = k0 > 2 * hidden ? k0 : 2 * hidden; k < k1; k++)                     \
+                d_bias_hn[k - 2 * hidden] += (double)dr[k];                                   \
+        }                                                                                     \
+    }                                                                                         \
+}
+
+DEFINE_GRU_STEPS(float, f32)
+DEFINE_GRU_STEPS(double, f64)

@@ -1,0 +1,149 @@
+/* The element-wise math of one Elman RNN step, h_t = f(a_t) with f tanh or relu, forward
+ * and backward, fused into one pass over the batch. The recurrent matrix products stay in
+ * torch; this file does everything between two of them. The equations and their gradients
+ * are those of rnnkit/kernels/rnn_bptt.py (its docstring), the Python twin of this file.
+ *
+ * Layout: rows (B, H); the mask is one byte per sequence (1 at a real step) or NULL when every
+ * step is real. Everything is contiguous; optional arrays are NULL when absent. bfloat16
+ * arrays hold the top 16 bits of a float32. The numeric helpers are those of lstm_gates.c.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+/* Steps with at least this many units (batch x hidden) split the batch over the OpenMP
+ * threads, as in lstm_gates.c. */
+#define PARALLEL_FROM 8192
+
+static inline float exp_f32(float x)
+{
+    x = fminf(fmaxf(x, -87.0f), 88.0f);
+    float n = floorf(x * 1.44269504088896341f + 0.5f); /* x = n ln 2 + r, |r| <= ln2 / 2 */
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f; /* ln 2 in two parts (Cody-Waite) */
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    float y = p * r * r + r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23; /* 2^n */
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return y * scale;
+}
+
+static inline float tanh_f32(float x) { return 1.0f - 2.0f / (1.0f + exp_f32(2.0f * x)); }
+static inline double tanh_f64(double x) { return tanh(x); }
+
+static inline float from_bf16(uint16_t v)
+{
+    uint32_t bits = (uint32_t)v << 16;
+    float x;
+    memcpy(&x, &bits, sizeof x);
+    return x;
+}
+
+static inline uint16_t to_bf16(float x) /* round to nearest even */
+{
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    return (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+
+/* Element k of the recurrent product: rec (same dtype) or rec_bf16. */
+#define PRODUCT_AT(real, rec, rec_bf16, k) ((rec) ? (rec)[k] : (real)from_bf16((rec_bf16)[k]))
+
+/* f(a) and f'(a) written through h = f(a): tanh' = 1 - h^2; relu' = 1[h > 0], 0 at a = 0 as
+ * in torch. */
+#define ACTIVATE(real, suffix, a, relu) ((relu) ? ((a) > (real)0 ? (a) : (real)0) : tanh_##suffix(a))
+#define SLOPE(real, h, relu) ((relu) ? (real)((h) > (real)0) : (real)1 - (h) * (h))
+
+#define DEFINE_RNN_STEPS(real, suffix)                                                        \
+                                                                                              \
+/* Forward. pre holds W_xh x_t + b_xh + b_hh on entry, rec (or rec_bf16) W_hh h_{t-1}; on    \
+ * return pre holds h_t = f(a_t) before masking. h_next receives the carried state (the old  \
+ * one at a padded step), h_next_bf16 its bfloat16 copy, out the output (zero at a padded    \
+ * step). relu: 1 for f = relu, 0 for tanh.                                                  \
+ */                                                                                           \
+void rnn_forward_##suffix(long batch, long hidden, int relu, real *pre, const real *rec,      \
+                          const uint16_t *rec_bf16, const real *h_prev, const uint8_t *mask,  \
+                          real *h_next, real *out, uint16_t *h_next_bf16)                     \
+{                                                                                             \
+    _Pragma("omp parallel for if (batch * hidden >= PARALLEL_FROM)")                          \
+    for (long b = 0; b < batch; b++) {                                                        \
+        real *a = pre + b * hidden;                                                           \
+        const real *rb = rec ? rec + b * hidden : NULL;                                       \
+        const uint16_t *rb16 = rec_bf16 ? rec_bf16 + b * hidden : NULL;                       \
+        const real *hp = h_prev + b * hidden;                                                 \
+        real *hx = h_next + b * hidden, *y = out + b * hidden;                                \
+        const int real_step = mask == NULL || mask[b];                                        \
+        _Pragma("omp simd")                                                                   \
+        for (long j = 0; j < hidden; j++) {                                                   \
+            real s = a[j] + PRODUCT_AT(real, rb, rb16, j);                                    \
+            real h = ACTIVATE(real, suffix, s, relu);                                         \
+            a[j] = h;                                                                         \
+            hx[j] = real_step ? h : hp[j];                                                    \
+            y[j] = real_step ? h : (real)0;                                                   \
+        }                                                                                     \
+        if (h_next_bf16) {                                                                    \
+            uint16_t *hb = h_next_bf16 + b * hidden;                                          \
+            _Pragma("omp simd") for (long j = 0; j < hidden; j++) hb[j] = to_bf16((float)hx[j]); \
+        }                                                                                     \
+    }                                                                                         \
+}                                                                                             \
+                                                                                              \
+/* Backward through one step. On entry dh + rec (or rec_bf16) is the gradient reaching the   \
+ * carried state after the step (rec: the previous step's da W_hh, absent at the first),     \
+ * d_out the output's; h_new is the forward's f(a_t). Writes da = dL/da_t (zero at padded    \
+ * steps) and its bfloat16 copy; replaces dh by its carried part (zero at a real step: the   \
+ * caller adds da W_hh next). Adds the bias gradient, shared by b_xh and b_hh, into d_bias   \
+ * (double, H).                                                                              \
+ */                                                                                           \
+void rnn_backward_##suffix(long batch, long hidden, int relu, const real *h_new,              \
+                           const uint8_t *mask, const real *d_out, const real *rec,           \
+                           const uint16_t *rec_bf16, real *dh, real *da, uint16_t *da_bf16,   \
+                           double *d_bias)                                                    \
+{                                                                                             \
+    _Pragma("omp parallel for if (batch * hidden >= PARALLEL_FROM)")                          \
+    for (long b = 0; b < batch; b++) {                                                        \
+        real *d = da + b * hidden, *dhb = dh + b * hidden;                                    \
+        const real *rb = rec ? rec + b * hidden : NULL;                                       \
+        const uint16_t *rb16 = rec_bf16 ? rec_bf16 + b * hidden : NULL;                       \
+        if (rb || rb16) {                                                                     \
+            _Pragma("omp simd")                                                               \
+            for (long j = 0; j < hidden; j++) dhb[j] += PRODUCT_AT(real, rb, rb16, j);        \
+        }                                                                                     \
+        if (mask != NULL && !mask[b]) {                                                       \
+            memset(d, 0, sizeof(real) * hidden);                                              \
+            if (da_bf16)                                                                      \
+                memset(da_bf16 + b * hidden, 0, sizeof(uint16_t) * hidden);                   \
+            continue;                                                                         \
+        }                                                                                     \
+        const real *h = h_new + b * hidden, *dy = d_out + b * hidden;                         \
+        _Pragma("omp simd")                                                                   \
+        for (long j = 0; j < hidden; j++) {                                                   \
+            d[j] = (dy[j] + dhb[j]) * SLOPE(real, h[j], relu);                                \
+            dhb[j] = (real)0;                                                                 \
+        }                                                                                     \
+        if (da_bf16) {                                                                        \
+            uint16_t *db = da_bf16 + b * hidden;                                              \
+            _Pragma("omp simd") for (long j = 0; j < hidden; j++) db[j] = to_bf16((float)d[j]); \
+        }                                                                                     \
+    }                                                                                         \
+    if (d_bias == NULL)                                                                       \
+        return;                                                                               \
+    /* Sums over the batch (rows of padded steps are zero): split over units, so that       \
+     * threads never add into the same sum. */                                              \
+    _Pragma("omp parallel for if (batch * hidden >= PARALLEL_FROM)")                          \
+    for (long j0 = 0; j0 < hidden; j0 += 64) {                                                \
+        const long j1 = j0 + 64 < hidden ? j0 + 64 : hidden;                                  \
+        for (long b = 0; b < batch; b++) {                                                    \
+            const real *d = da + b * hidden;                                                  \
+            _Pragma("omp simd") for (long j = j0; j < j1; j++) d_bias[j] += (double)d[j];     \
+        }                                                                                     \
+    }                                                                                         \
+}
+
+DEFINE_RNN_STEPS(float, f32)
+DEFINE_RNN_STEPS(double, f64)

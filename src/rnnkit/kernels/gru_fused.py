@@ -1,0 +1,168 @@
+r"""The GRU over a whole sequence with its gate math in C.
+
+The same BPTT as :mod:`rnnkit.kernels.gru_bptt`, its slow twin (the equations are in its
+docstring), arranged as :mod:`rnnkit.kernels.lstm_fused` arranges the LSTM's, so that each
+step costs one matrix product in torch and one call of C:
+
+- forward: the input projection of all steps is one matmul into a (T, B, 3H) buffer, with
+  b_ih and the r and z blocks of b_hh folded in. torch.nn.GRU applies the reset gate to
+  W_hn h_{t-1} + b_hn, so the recurrent product W_hh h_{t-1} of step t stays a (B, 3H) row of
+  its own and b_hn stays apart: ``gru_forward`` adds the r and z blocks to the projection,
+  forms n = tanh(x_n + r * (W_hn h_{t-1} + b_hn)), and writes the carried state and the
+  output, with masking, in one pass; it keeps W_hn h_{t-1} + b_hn for the backward;
+- backward: ``gru_backward`` turns (dL/dy_t, dh) into the two gate gradients of the step,
+  d(W_ih x_t + b_ih) = (da_r, da_z, da_n) and d(W_hh h_{t-1} + b_hh) = (da_r, da_z, r da_n),
+  and the part of dh_{t-1} that skips W_hh (dh_t z); then dh_{t-1} gets the second times
+  W_hh. The weight gradients are one matmul each over all steps.
+
+The C source is ``csrc/gru_gates.c``; :mod:`rnnkit.kernels.compiled` builds it. Where it
+cannot, or does not apply (see :func:`rnnkit.kernels.lstm_fused.applies`), :func:`fused_scan`
+runs the Python BPTT, which computes the same function. Mixed precision
+(``low_precision=True``) is the LSTM's: bfloat16 operands with float32 accumulation in the
+matrix products (per-step ones from B x H = 8192, see
+:func:`rnnkit.kernels.lstm_fused.bf16_steps`); gate math, state and bias sums in float32.
+
+Shape letters: T time, B batch, I input size, H hidden size.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from rnnkit.cells import GRUCell
+from rnnkit.kernels.common import check_sequence, time_steps
+from rnnkit.kernels.compiled import library
+from rnnkit.kernels.gru_bptt import GRUBPTT
+from rnnkit.kernels.lstm_fused import (
+    SUFFIX,
+    _mm,
+    _product_args,
+    _rows,
+    _without_autocast,
+    applies,
+    bf16_steps,
+    recurrent_product,
+)
+
+
+class GRUFused(torch.autograd.Function):
+    """(x, W_ih, W_hh, b_ih, b_hh, h0, mask, reverse, low_precision) -> (output, h_final),
+    as :class:`rnnkit.kernels.gru_bptt.GRUBPTT`."""
+
+    @staticmethod
+    @_without_autocast
+    def forward(ctx, x, weight_ih, weight_hh, bias_ih, bias_hh, h0, mask, reverse, low_precision):
+        steps, batch, hidden = x.shape[0], x.shape[1], h0.shape[1]
+        step_c = getattr(library(), "gru_forward_" + SUFFIX[x.dtype])
+        x_flat = x.reshape(steps * batch, -1)  # (TB, I)
+        if low_precision:  # kept for the weight gradients
+            x_flat = x_flat.bfloat16()
+        gates = _mm(x_flat, weight_ih.t(), low_precision)  # (TB, 3H), activations after
+        b_hn = None
+        if bias_ih is not None:  # b_hr and b_hz join the projection; r multiplies b_hn
+            b_hn = bias_hh[2 * hidden :].contiguous()  # (H,)
+            gates[:, : 2 * hidden] += bias_hh[: 2 * hidden]
+            gates += bias_ih
+        gates = gates.view(steps, batch, 3 * hidden)
+        h_prev_seq = x.new_empty(steps + 1, batch, hidden)  # (T+1, B, H): row T is final
+        h_n_seq = x.new_empty(steps, batch, hidden)  # (T, B, H) W_hn h_{t-1} + b_hn
+        # The rows the products read: h itself, or its bfloat16 copy written by C.
+        h_in = torch.empty_like(h_prev_seq, dtype=torch.bfloat16) if low_precision else h_prev_seq
+        output = x.new_empty(steps, batch, hidden)  # (T, B, H)
+        mask = None if mask is None else mask.contiguous()
+        order = list(time_steps(steps, reverse))
+        h_prev_seq[order[0]] = h0
+        h_in[order[0]] = h0
+        bf16_products = bf16_steps(batch, hidden, low_precision)
+        product = recurrent_product(weight_hh, batch, bf16_products)
+        h_rows = (h_in if bf16_products else h_prev_seq).unbind(0)
+        gate_at, h_n_at, h_at, out_at, mask_at = map(
+            _rows, (gates, h_n_seq, h_prev_seq, output, mask)
+        )
+        h_low_at, b_hn_at = _rows(h_in if low_precision else None), _rows(b_hn)
+        for k, t in enumerate(order):
+            after = order[k + 1] if k + 1 < steps else steps  # where the carried state goes
+            recurrent = product(h_rows[t])  # (B, 3H) W_hh h_{t-1}
+            step_c(
+                batch, hidden, gate_at(t), *_product_args(recurrent), b_hn_at(), h_at(t),
+                mask_at(t), h_n_at(t), h_at(after), out_at(t), h_low_at(after),
+            )  # fmt: skip
+        ctx.save_for_backward(x_flat, weight_ih, weight_hh, mask, h_prev_seq, h_in, h_n_seq, gates)
+        ctx.reverse, ctx.low_precision, ctx.bias = reverse, low_precision, bias_ih is not None
+        ctx.x_shape, ctx.x_dtype = x.shape, x.dtype
+        return output, h_prev_seq[steps].clone()
+
+    @staticmethod
+    @once_differentiable
+    @_without_autocast
+    def backward(ctx, d_output, d_h_final):
+        x_flat, weight_ih, weight_hh, mask, h_prev_seq, h_in, h_n_seq, gates = ctx.saved_tensors
+        (steps, batch, _), hidden = ctx.x_shape, weight_hh.shape[1]
+        low = ctx.low_precision
+        step_c = getattr(library(), "gru_backward_" + SUFFIX[ctx.x_dtype])
+        d_output = d_output.contiguous()
+        dh = d_h_final.contiguous().clone()  # (B, H)
+        # d_ih (da_r, da_z, da_n) and d_hh (da_r, da_z, r da_n): (T, B, 3H) each for the float
+        # matmuls; under mixed precision the matmuls read C's bfloat16 copies and one row of
+        # float32 each suffices.
+        d_ih = gates.new_empty(1 if low else steps, batch, 3 * hidden)
+        d_hh = torch.empty_like(d_ih)
+        d_ih_low = torch.empty_like(gates, dtype=torch.bfloat16) if low else None
+        d_hh_low = torch.empty_like(gates, dtype=torch.bfloat16) if low else None
+        d_bias_ih = torch.zeros(3 * hidden, dtype=torch.float64) if ctx.bias else None  # (3H,)
+        d_bias_hn = torch.zeros(hidden, dtype=torch.float64) if ctx.bias else None  # (H,)
+        bf16_products = bf16_steps(batch, hidden, low)
+        product = recurrent_product(weight_hh.t(), batch, bf16_products)  # row @ W_hh
+        d_rows = (d_hh_low if bf16_products else d_hh).unbind(0)
+        rows = map(_rows, (gates, h_n_seq, h_prev_seq, mask, d_output))
+        gate_at, h_n_at, h_at, mask_at, d_out_at = rows
+        d_ih_at, d_hh_at, d_ih_low_at, d_hh_low_at = map(_rows, (d_ih, d_hh, d_ih_low, d_hh_low))
+        sums = (_rows(d_bias_ih)(), _rows(d_bias_hn)())
+        recurrent = None  # (B, H) d_hh_{t+1} W_hh, added to dh by the next call
+        for t in reversed(time_steps(steps, ctx.reverse)):
+            row = 0 if low else t
+            step_c(
+                batch, hidden, gate_at(t), h_n_at(t), h_at(t), mask_at(t), d_out_at(t),
+                *_product_args(recurrent), dh.data_ptr(), d_ih_at(row), d_hh_at(row),
+                d_ih_low_at(t), d_hh_low_at(t), *sums,
+            )  # fmt: skip
+            recurrent = product(d_rows[t if bf16_products else row])
+        dh.add_(recurrent)
+        d_ih, d_hh = (d_ih_low, d_hh_low) if low else (d_ih, d_hh)
+        needs = ctx.needs_input_grad
+        grads = _linear_grads(needs, x_flat, h_in[:steps], weight_ih, d_ih, d_hh, low)
+        dx = None if grads[0] is None else grads[0].view(ctx.x_shape).to(ctx.x_dtype)
+        d_biases = (None, None)
+        if ctx.bias:
+            d_bias_hh = torch.cat([d_bias_ih[: 2 * hidden], d_bias_hn])
+            d_biases = (d_bias_ih.to(ctx.x_dtype), d_bias_hh.to(ctx.x_dtype))
+        return dx, *grads[1:], *d_biases, dh, None, None, None
+
+
+def _linear_grads(needs, x_flat, h_prev_seq, weight_ih, d_ih, d_hh, low_precision):
+    """(dx (TB, I), dW_ih, dW_hh), each one matmul over all steps (or None if not needed)."""
+    d_ih = d_ih.reshape(x_flat.shape[0], -1)  # (TB, 3H)
+    d_hh = d_hh.reshape(x_flat.shape[0], -1)  # (TB, 3H)
+    h_flat = h_prev_seq.reshape(x_flat.shape[0], -1)  # (TB, H)
+    dx = _mm(d_ih, weight_ih, low_precision) if needs[0] else None
+    d_weight_ih = _mm(d_ih.t(), x_flat, low_precision) if needs[1] else None
+    d_weight_hh = _mm(d_hh.t(), h_flat, low_precision) if needs[2] else None
+    return dx, d_weight_ih, d_weight_hh
+
+
+def fused_scan(cell, x: Tensor, h0: Tensor, mask: Tensor | None = None, reverse: bool = False,
+               *, low_precision: bool = False):  # fmt: skip
+    """:func:`rnnkit.kernels.bptt_scan` for a GRU cell, through the C gate math when it applies.
+
+    Returns (output (T, B, H), h). Falls back to the Python BPTT where the C path does not
+    apply; mixed precision then casts nothing, so it computes in the input's dtype.
+    """
+    if not isinstance(cell, GRUCell):
+        raise TypeError(f"gru_fused.fused_scan runs GRU cells, got {type(cell).__name__}")
+    check_sequence(cell, x, h0, mask)
+    weights = (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+    if applies(x, low_precision):
+        return GRUFused.apply(x, *weights, h0, mask, reverse, low_precision)
+    return GRUBPTT.apply(x, *weights, h0, mask, reverse)

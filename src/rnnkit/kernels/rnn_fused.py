@@ -1,0 +1,146 @@
+r"""The Elman RNN (tanh or relu) over a whole sequence with its step math in C.
+
+The same BPTT as :mod:`rnnkit.kernels.rnn_bptt`, its slow twin (the equations are in its
+docstring), arranged as :mod:`rnnkit.kernels.lstm_fused` arranges the LSTM's, so that each
+step costs one matrix product in torch and one call of C:
+
+- forward: the input projection of all steps (both biases folded in) is one matmul into a
+  (T, B, H) buffer; ``rnn_forward`` adds W_hh h_{t-1} to row t, applies f and writes the
+  carried state and the output, with masking, in one pass, leaving f(a_t) in the row;
+- backward: ``rnn_backward`` turns (dL/dy_t, dh) into da_t = dh_t * f'(a_t), read off
+  h_t = f(a_t), in one pass (summing the bias gradient on the way); then dh_{t-1} gets
+  da_t W_hh. The weight gradients are one matmul each over all steps.
+
+The C source is ``csrc/rnn_gates.c``; :mod:`rnnkit.kernels.compiled` builds it. Where it
+cannot, or does not apply (see :func:`rnnkit.kernels.lstm_fused.applies`), :func:`fused_scan`
+runs the Python BPTT, which computes the same function. Mixed precision
+(``low_precision=True``) is the LSTM's: bfloat16 operands with float32 accumulation in the
+matrix products (per-step ones from B x H = 8192, see
+:func:`rnnkit.kernels.lstm_fused.bf16_steps`); the nonlinearity, state and bias sum in float32.
+
+Shape letters: T time, B batch, I input size, H hidden size.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from rnnkit.cells import RNNCell
+from rnnkit.kernels.common import check_sequence, time_steps
+from rnnkit.kernels.compiled import library
+from rnnkit.kernels.lstm_fused import (
+    SUFFIX,
+    _linear_grads,
+    _mm,
+    _product_args,
+    _rows,
+    _without_autocast,
+    applies,
+    bf16_steps,
+    recurrent_product,
+)
+from rnnkit.kernels.rnn_bptt import RNNBPTT
+
+RELU = {"tanh": 0, "relu": 1}  # the C code's switch
+
+
+class RNNFused(torch.autograd.Function):
+    """(x, W_ih, W_hh, b_ih, b_hh, h0, mask, nonlinearity, reverse, low_precision)
+    -> (output, h_final), as :class:`rnnkit.kernels.rnn_bptt.RNNBPTT`."""
+
+    @staticmethod
+    @_without_autocast
+    def forward(
+        ctx, x, weight_ih, weight_hh, bias_ih, bias_hh, h0, mask, nonlinearity, reverse,
+        low_precision,
+    ):  # fmt: skip
+        steps, batch, hidden = x.shape[0], x.shape[1], h0.shape[1]
+        step_c = getattr(library(), "rnn_forward_" + SUFFIX[x.dtype])
+        x_flat = x.reshape(steps * batch, -1)  # (TB, I)
+        if low_precision:  # kept for the weight gradients
+            x_flat = x_flat.bfloat16()
+        h_new_seq = _mm(x_flat, weight_ih.t(), low_precision)  # (TB, H), f(a_t) after
+        if bias_ih is not None:
+            h_new_seq += bias_ih + bias_hh
+        h_new_seq = h_new_seq.view(steps, batch, hidden)
+        h_prev_seq = x.new_empty(steps + 1, batch, hidden)  # (T+1, B, H): row T is final
+        # The rows the products read: h itself, or its bfloat16 copy written by C.
+        h_in = torch.empty_like(h_prev_seq, dtype=torch.bfloat16) if low_precision else h_prev_seq
+        output = x.new_empty(steps, batch, hidden)  # (T, B, H)
+        mask = None if mask is None else mask.contiguous()
+        order = list(time_steps(steps, reverse))
+        h_prev_seq[order[0]] = h0
+        h_in[order[0]] = h0
+        bf16_products = bf16_steps(batch, hidden, low_precision)
+        product = recurrent_product(weight_hh, batch, bf16_products)
+        h_rows = (h_in if bf16_products else h_prev_seq).unbind(0)
+        pre_at, h_at, out_at, mask_at = map(_rows, (h_new_seq, h_prev_seq, output, mask))
+        h_low_at = _rows(h_in if low_precision else None)
+        relu = RELU[nonlinearity]
+        for k, t in enumerate(order):
+            after = order[k + 1] if k + 1 < steps else steps  # where the carried state goes
+            recurrent = product(h_rows[t])  # (B, H) W_hh h_{t-1}
+            step_c(
+                batch, hidden, relu, pre_at(t), *_product_args(recurrent), h_at(t), mask_at(t),
+                h_at(after), out_at(t), h_low_at(after),
+            )  # fmt: skip
+        ctx.save_for_backward(x_flat, weight_ih, weight_hh, mask, h_in, h_new_seq)
+        ctx.reverse, ctx.low_precision, ctx.bias = reverse, low_precision, bias_ih is not None
+        ctx.x_shape, ctx.x_dtype, ctx.relu = x.shape, x.dtype, relu
+        return output, h_prev_seq[steps].clone()
+
+    @staticmethod
+    @once_differentiable
+    @_without_autocast
+    def backward(ctx, d_output, d_h_final):
+        x_flat, weight_ih, weight_hh, mask, h_in, h_new_seq = ctx.saved_tensors
+        (steps, batch, _), hidden = ctx.x_shape, weight_hh.shape[1]
+        low = ctx.low_precision
+        step_c = getattr(library(), "rnn_backward_" + SUFFIX[ctx.x_dtype])
+        d_output = d_output.contiguous()
+        dh = d_h_final.contiguous().clone()  # (B, H)
+        # da_t: (T, B, H) for the float matmuls; under mixed precision the matmuls read C's
+        # bfloat16 copy and one (B, H) row of float32 suffices.
+        d_pre = h_new_seq.new_empty(1 if low else steps, batch, hidden)
+        d_low = torch.empty_like(h_new_seq, dtype=torch.bfloat16) if low else None
+        d_bias = torch.zeros(hidden, dtype=torch.float64) if ctx.bias else None  # (H,)
+        bf16_products = bf16_steps(batch, hidden, low)
+        product = recurrent_product(weight_hh.t(), batch, bf16_products)  # row @ W_hh
+        d_rows = (d_low if bf16_products else d_pre).unbind(0)
+        h_new_at, mask_at, d_out_at, d_pre_at, d_low_at = map(
+            _rows, (h_new_seq, mask, d_output, d_pre, d_low)
+        )
+        recurrent = None  # (B, H) da_{t+1} W_hh, added to dh by the next call
+        for t in reversed(time_steps(steps, ctx.reverse)):
+            row = 0 if low else t
+            step_c(
+                batch, hidden, ctx.relu, h_new_at(t), mask_at(t), d_out_at(t),
+                *_product_args(recurrent), dh.data_ptr(), d_pre_at(row), d_low_at(t),
+                _rows(d_bias)(),
+            )  # fmt: skip
+            recurrent = product(d_rows[t if bf16_products else row])
+        dh.add_(recurrent)
+        d_matmul = d_low if low else d_pre
+        grads = _linear_grads(ctx.needs_input_grad, x_flat, h_in[:steps], weight_ih, d_matmul, low)
+        dx = None if grads[0] is None else grads[0].view(ctx.x_shape).to(ctx.x_dtype)
+        d_bias = None if d_bias is None else d_bias.to(ctx.x_dtype)
+        d_biases = (d_bias, None if d_bias is None else d_bias.clone())  # no aliased .grad
+        return dx, *grads[1:], *d_biases, dh, None, None, None, None
+
+
+def fused_scan(cell, x: Tensor, h0: Tensor, mask: Tensor | None = None, reverse: bool = False,
+               *, low_precision: bool = False):  # fmt: skip
+    """:func:`rnnkit.kernels.bptt_scan` for an Elman cell, through the C step when it applies.
+
+    Returns (output (T, B, H), h). Falls back to the Python BPTT where the C path does not
+    apply; mixed precision then casts nothing, so it computes in the input's dtype.
+    """
+    if not isinstance(cell, RNNCell):
+        raise TypeError(f"rnn_fused.fused_scan runs RNN cells, got {type(cell).__name__}")
+    check_sequence(cell, x, h0, mask)
+    weights = (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+    if applies(x, low_precision):
+        return RNNFused.apply(x, *weights, h0, mask, cell.nonlinearity, reverse, low_precision)
+    return RNNBPTT.apply(x, *weights, h0, mask, cell.nonlinearity, reverse)
