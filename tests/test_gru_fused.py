@@ -1,0 +1,223 @@
+"""The fused GRU path (gate math in C) against its slow twins, its fallback, and bf16.
+
+- fused_scan equals rnnkit.scan.scan: outputs, final states and every gradient (inputs,
+  weights, biases, h0), in float64 (1e-10) and float32 (1e-5), with and without masks and
+  bias, in both directions; gradcheck of the Function in float64;
+- stacked and bidirectional layers with lengths equal the Python loop;
+- a step large enough to be split over OpenMP threads, and plain torch.mm in place of the
+  packed-weight per-step products, give the same answers;
+- with no compiler, the Python BPTT runs instead and gives the same answers;
+- precision="bf16" keeps float32 parameters, stays within 3e-2 relative error of float32
+  (the bound of tests/test_fused.py, which says why) and is not bit-identical to it.
+
+Shape letters: T time, B batch, I input size, H hidden size.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+import rnnkit
+from rnnkit.cells import GRUCell
+from rnnkit.kernels import compiled, fused_scan, lstm_fused
+from rnnkit.kernels.gru_fused import GRUFused
+from rnnkit.kernels.lstm_fused import applies
+from rnnkit.scan import scan
+
+T, B, I, H = 5, 4, 3, 6
+LENGTHS = [T, 1, 3, 4]
+TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
+BF16_RELATIVE = 3e-2
+
+
+def make_cell(bias: bool = True, dtype=torch.float64) -> GRUCell:
+    """A seeded cell with every parameter random and non-zero (b_hn included)."""
+    torch.manual_seed(0)
+    cell = GRUCell(I, H, bias=bias)
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.normal_(0.0, 0.7)
+    return cell.to(dtype)
+
+
+def make_inputs(dtype, masked: bool, batch: int = B, steps: int = T):
+    torch.manual_seed(1)
+    x = torch.randn(steps, batch, I, dtype=dtype, requires_grad=True)
+    h0 = torch.randn(batch, H, dtype=dtype, requires_grad=True)
+    lengths = torch.tensor(LENGTHS) if batch == B else torch.randint(1, steps + 1, (batch,))
+    mask = torch.arange(steps)[:, None] < lengths[None, :] if masked else None  # (T, B)
+    return x, h0, mask
+
+
+def run(scan_fn, cell, x, h0, mask, reverse):
+    """Outputs, final state and the gradients of a loss touching both."""
+    output, h = scan_fn(cell, x, h0, mask, reverse)
+    weights = torch.linspace(-1, 1, output.numel(), dtype=x.dtype).view_as(output)
+    loss = (output * weights).sum() + 0.7 * h.pow(2).sum()
+    grads = torch.autograd.grad(loss, [x, h0, *cell.parameters()])
+    return [output, h, *grads]
+
+
+def assert_all_close(ours, theirs, tol):
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs, strict=True):
+        assert a.shape == b.shape and a.dtype == b.dtype, (a.shape, b.shape, a.dtype, b.dtype)
+        torch.testing.assert_close(a, b, atol=tol, rtol=0)
+
+
+def relative_error(ours, theirs) -> float:
+    return ((ours.double() - theirs.double()).norm() / theirs.double().norm()).item()
+
+
+@pytest.mark.skipif(
+    shutil.which(compiled.compiler()) is None, reason="no C compiler: the fallback runs instead"
+)
+def test_the_c_path_is_built_here():
+    """The other tests compare the C path only if it runs: with a compiler, it must build."""
+    assert compiled.library() is not None
+    assert hasattr(compiled.library(), "gru_forward_f64")
+    assert applies(torch.zeros(1, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("masked", [True, False])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_fused_equals_scan(dtype, bias, masked, reverse):
+    cell = make_cell(bias, dtype)
+    x, h0, mask = make_inputs(dtype, masked)
+    ours = run(fused_scan, cell, x, h0, mask, reverse)
+    theirs = run(scan, cell, x, h0, mask, reverse)
+    assert_all_close(ours, theirs, TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_gradcheck(reverse):
+    cell = make_cell()
+    x, h0, mask = make_inputs(torch.float64, masked=True)
+    w_ih, w_hh, b_ih, b_hh = [p.detach().requires_grad_() for p in cell.parameters()]
+
+    def function(x, h0, w_ih, w_hh, b_ih, b_hh):
+        return GRUFused.apply(x, w_ih, w_hh, b_ih, b_hh, h0, mask, reverse, False)
+
+    assert torch.autograd.gradcheck(function, (x, h0, w_ih, w_hh, b_ih, b_hh))
+
+
+def test_fused_equals_scan_on_a_step_split_over_threads():
+    """B x H at the C code's threshold (8192 units), so a step is shared by OpenMP threads."""
+    torch.manual_seed(0)
+    cell = GRUCell(I, 128).double()
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.normal_(0.0, 0.3)
+    x = torch.randn(3, 64, I, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(64, 128, dtype=torch.float64, requires_grad=True)
+    mask = torch.arange(3)[:, None] < torch.randint(1, 4, (64,))[None, :]  # (T, B)
+    ours = run(fused_scan, cell, x, h0, mask, True)
+    theirs = run(scan, cell, x, h0, mask, True)
+    assert_all_close(ours, theirs, TOLERANCE[torch.float64])
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_plain_matmuls_give_the_same_answers(monkeypatch, packed):
+    """The packed-weight per-step products (MKL) against plain torch.mm."""
+    monkeypatch.setattr(lstm_fused, "PACKED", packed)
+    cell = make_cell(dtype=torch.float32)
+    x, h0, mask = make_inputs(torch.float32, masked=True)
+    ours = run(fused_scan, cell, x, h0, mask, False)
+    theirs = run(scan, cell, x, h0, mask, False)
+    assert_all_close(ours, theirs, TOLERANCE[torch.float32])
+
+
+def layer_results(layer, x, h0, lengths):
+    """Output, final state and every gradient of a stacked layer."""
+    output, h = layer(x, h0, lengths=lengths)
+    loss = output.pow(2).sum() + (h * torch.linspace(-1, 1, h.numel()).view_as(h)).sum()
+    grads = torch.autograd.grad(loss, [x, h0, *layer.parameters()])
+    return [output, h, *grads]
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_stacked_bidirectional_layer_with_lengths_equals_the_loop(batch_first):
+    torch.manual_seed(3)
+    options = {"num_layers": 2, "bidirectional": True, "batch_first": batch_first}
+    fused = rnnkit.GRU(I, H, kernel="fused", **options).double()
+    loop = rnnkit.GRU(I, H, kernel="loop", **options).double()
+    loop.load_state_dict(fused.state_dict())
+    x = torch.randn(B, T, I) if batch_first else torch.randn(T, B, I)
+    x = x.double().requires_grad_()
+    h0 = torch.randn(4, B, H, dtype=torch.float64, requires_grad=True)
+    ours = layer_results(fused, x, h0, LENGTHS)
+    theirs = layer_results(loop, x, h0, LENGTHS)
+    assert_all_close(ours, theirs, TOLERANCE[torch.float64])
+
+
+def test_fallback_without_a_compiler(monkeypatch, tmp_path):
+    """No compiler: one warning, the Python BPTT runs, and the answers are the same."""
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("RNNKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(compiled, "_cache", {})
+    with pytest.warns(RuntimeWarning, match="falls back to the Python BPTT"):
+        assert compiled.library() is None
+    cell = make_cell()
+    x, h0, mask = make_inputs(torch.float64, masked=True)
+    ours = run(fused_scan, cell, x, h0, mask, True)
+    theirs = run(scan, cell, x, h0, mask, True)
+    assert_all_close(ours, theirs, TOLERANCE[torch.float64])
+    layer = rnnkit.GRU(I, H, kernel="fused", precision="bf16")
+    assert layer(x.detach().float(), lengths=LENGTHS)[0].dtype == torch.float32
+
+
+# -- mixed precision and dispatch ------------------------------------------------------------
+
+
+def bf16_pair(hidden: int, **options):
+    """A float32 layer and a bf16 fused one with the same weights."""
+    torch.manual_seed(2)
+    exact = rnnkit.GRU(I, hidden, kernel="fused", **options)
+    mixed = rnnkit.GRU(I, hidden, kernel="fused", precision="bf16", **options)
+    mixed.load_state_dict(exact.state_dict())
+    return exact, mixed
+
+
+@pytest.mark.parametrize("with_lengths", [True, False])
+def test_bf16_is_close_to_float32_but_not_equal(with_lengths):
+    exact, mixed = bf16_pair(H, num_layers=2, bidirectional=True)
+    x = torch.randn(T, B, I, requires_grad=True)
+    h0 = torch.randn(4, B, H, requires_grad=True)
+    lengths = LENGTHS if with_lengths else None
+    results = [layer_results(layer, x, h0, lengths) for layer in (mixed, exact)]
+    for ours, theirs in zip(*results, strict=True):
+        assert ours.dtype == torch.float32 and ours.shape == theirs.shape
+        assert relative_error(ours, theirs) < BF16_RELATIVE
+    assert relative_error(results[0][0], results[1][0]) > 1e-5  # bfloat16 did round
+    assert all(p.dtype == torch.float32 for p in mixed.parameters())
+
+
+def test_bf16_per_step_products_packed_plain_and_float32(monkeypatch):
+    """At B x H = 8192 the per-step products run in bfloat16 too: oneDNN's packed product
+    against plain bfloat16 torch.mm, its slow twin, and both near float32."""
+    batch, hidden = 64, 128
+    assert lstm_fused.bf16_steps(batch, hidden, True)
+    exact, mixed = bf16_pair(hidden, bidirectional=True)
+    x = torch.randn(3, batch, I, requires_grad=True)
+    h0 = torch.randn(2, batch, hidden, requires_grad=True)
+    lengths = torch.randint(1, 4, (batch,))
+    results = []
+    for layer, packed in ((mixed, True), (mixed, False), (exact, True)):
+        monkeypatch.setattr(lstm_fused, "PACKED", packed)
+        results.append(layer_results(layer, x, h0, lengths))
+    for packed, plain, float32 in zip(*results, strict=True):
+        assert relative_error(packed, plain) < 1e-2
+        assert relative_error(packed, float32) < BF16_RELATIVE
+    assert relative_error(results[0][0], results[2][0]) > 1e-5
+
+
+def test_auto_runs_the_fused_kernel_in_bf16_and_with_lengths():
+    assert rnnkit.GRU(I, H, precision="bf16")._kernel_name(None) == "fused"
+    assert rnnkit.GRU(I, H)._kernel_name(torch.tensor(LENGTHS)) == "fused"
+    assert rnnkit.GRU(I, H)._kernel_name(None) == "torch"
+    assert rnnkit.GRU(I, H, kernel="fused", precision="bf16").precision == "bf16"
