@@ -51,10 +51,18 @@ def cases(hidden: int) -> dict:
         "lstm auto, lengths": (make("lstm", hidden), 4, True),
         "torch.nn.GRU": (make("torch.GRU", hidden), 3, False),
         "gru auto": (make("gru", hidden), 3, False),
+        "gru fused": (make("gru", hidden, kernel="fused"), 3, False),
         "gru auto bf16": (make("gru", hidden, precision="bf16"), 3, False),
+        "gru fused bf16": (make("gru", hidden, kernel="fused", precision="bf16"), 3, False),
+        "torch.nn.GRU, lengths": (make("torch.GRU", hidden), 3, True),
+        "gru auto, lengths": (make("gru", hidden), 3, True),
         "torch.nn.RNN": (make("torch.RNN", hidden), 1, False),
         "rnn auto": (make("rnn", hidden), 1, False),
+        "rnn fused": (make("rnn", hidden, kernel="fused"), 1, False),
         "rnn auto bf16": (make("rnn", hidden, precision="bf16"), 1, False),
+        "rnn fused bf16": (make("rnn", hidden, kernel="fused", precision="bf16"), 1, False),
+        "torch.nn.RNN, lengths": (make("torch.RNN", hidden), 1, True),
+        "rnn auto, lengths": (make("rnn", hidden), 1, True),
     }
 
 
@@ -70,9 +78,17 @@ COMPARISONS = [
     ("lstm fused bf16", "lstm auto", None),
     ("lstm auto, lengths", "torch.nn.LSTM, lengths", None),
     ("gru auto", "torch.nn.GRU", 0.95),
+    ("gru fused", "gru auto", None),
     ("gru auto bf16", "gru auto", 1.8),
+    ("gru fused bf16", "gru auto", None),
+    ("gru fused bf16", "gru fused", None),
+    ("gru auto, lengths", "torch.nn.GRU, lengths", None),
     ("rnn auto", "torch.nn.RNN", 0.95),
+    ("rnn fused", "rnn auto", None),
     ("rnn auto bf16", "rnn auto", 1.8),
+    ("rnn fused bf16", "rnn auto", None),
+    ("rnn fused bf16", "rnn fused", None),
+    ("rnn auto, lengths", "torch.nn.RNN, lengths", None),
 ]
 
 
