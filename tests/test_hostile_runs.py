@@ -9,6 +9,7 @@ data file was damaged must each fail before they write anything.
 
 import hashlib
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from rnnkit import cli
+from rnnkit.export import RUN_FILES
 
 # Flags that keep every run to a few steps of a very small model on one thread.
 TINY = ["--steps", "2", "--eval-every", "1", "--minutes", "0", "--device", "cpu"]
@@ -226,3 +228,18 @@ def test_eval_on_any_bytes_scores_or_fails_cleanly_and_leaves_the_run(
     assert status in (0, 2) and snapshot(run) == before
     if status == 2:
         assert len(err) == 1 and err[0].startswith("rnnkit: error: ") and str(path) in err[0]
+
+
+def test_a_damaged_run_file_is_named_and_the_run_left_as_it_was(trained, capsys, tmp_path):
+    """Each JSON file a run is rebuilt from, cut in half (a crash of an older writer, a bad
+    copy): ``rnnkit eval`` exits 2 naming that file and its line, and changes nothing."""
+    task, run, good, _ = trained
+    data = str(good)
+    for name in RUN_FILES[task]:
+        copy = tmp_path / name.replace(".", "-")
+        shutil.copytree(run, copy)
+        raw = (copy / name).read_bytes()
+        (copy / name).write_bytes(raw[: len(raw) // 2])
+        before = snapshot(copy)
+        refused(["eval", str(copy), "--data", data], capsys, copy / name)
+        assert snapshot(copy) == before

@@ -38,6 +38,12 @@ class CheckpointError(ValueError):
     """A checkpoint or run file that cannot be written or trusted; the message names it."""
 
 
+def write_json(path: Path, value, **dumps) -> None:
+    """``value`` as JSON (``json.dumps`` options in ``dumps``) to ``path``, atomically, with a
+    final newline: a run's ``vocab.json``, ``labels.json``, ``test.json`` and the like."""
+    atomic_write(Path(path), (json.dumps(value, **dumps) + "\n").encode())
+
+
 def atomic_write(path: Path, *chunks: bytes | memoryview) -> None:
     """Write ``chunks`` to a temporary file beside ``path``, flush it to disk, then rename.
 

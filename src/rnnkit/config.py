@@ -19,6 +19,7 @@ import typing
 from pathlib import Path
 
 from rnnkit.checkpoint import atomic_write
+from rnnkit.data.files import read_json
 
 _FIELD_COMMENT = re.compile(r"^\s+(\w+)\s*:[^#]*#\s*(.+?)\s*$")
 
@@ -97,7 +98,7 @@ def save(config, path: Path, **extra) -> None:
 
 def load(cls, path: Path, drop: tuple[str, ...] = ("task",)):
     """Rebuild a config saved by :func:`save`; the keys in ``drop`` are not config fields."""
-    values = json.loads(Path(path).read_text())
+    values = read_json(Path(path))
     return from_dict(cls, {k: v for k, v in values.items() if k not in drop})
 
 

@@ -15,6 +15,7 @@ Text is read as bytes and decoded here, so that:
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 
@@ -55,3 +56,16 @@ def decode_text(path: Path, raw: bytes, error: type[DataError] = DataError) -> s
             "like a binary file (or UTF-16 text), not UTF-8 text"
         )
     return text
+
+
+def read_json(path: Path, kind: type = dict, error: type[DataError] = DataError):
+    """The JSON value of a file (a run's ``config.json``, ``labels.json``, ...), which must be
+    a ``kind``; a damaged file is ``error`` naming the file, the line and the problem."""
+    text = decode_text(path, read_bytes(path, error), error)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise error(f"{path}, line {err.lineno}: not valid JSON ({err.msg})") from None
+    if not isinstance(value, kind):
+        raise error(f"{path}: expected a JSON {kind.__name__}, found a {type(value).__name__}")
+    return value

@@ -8,13 +8,13 @@ training (in ``--prime`` or in an evaluation file) maps to it instead of raising
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from rnnkit.data.files import DataError, decode_text, read_bytes
+from rnnkit.checkpoint import write_json
+from rnnkit.data.files import DataError, read_json
 
 UNKNOWN = "\ufffd"
 
@@ -57,7 +57,7 @@ class Vocab:
         return "".join(self.symbols[int(i)] for i in ids)
 
     def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps({"symbols": self.symbols}, ensure_ascii=False) + "\n")
+        write_json(path, {"symbols": self.symbols}, ensure_ascii=False)
 
     @classmethod
     def load(cls, path: Path) -> Vocab:
@@ -71,11 +71,7 @@ class Vocab:
 
 def json_field(path: Path, key: str) -> list:
     """The list under ``key`` of a JSON object file, naming the file and line when it is not."""
-    text = decode_text(path, read_bytes(path))
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}, line {err.lineno}: not valid JSON ({err.msg})") from None
-    if not isinstance(value, dict) or not isinstance(value.get(key), list):
+    value = read_json(path)
+    if not isinstance(value.get(key), list):
         raise DataError(f"{path}: expected a JSON object with a list {key!r}")
     return value[key]

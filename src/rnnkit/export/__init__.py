@@ -38,6 +38,7 @@ from pathlib import Path
 
 from torch import nn
 
+from rnnkit.data.files import read_json
 from rnnkit.export.layers import (
     ONNX_ORDER,
     CellStep,
@@ -130,7 +131,7 @@ def load_run(run_dir: Path, module) -> tuple[nn.Module, dict]:
     """A run's model (on the CPU, float32, eval) and its files for the sidecar (vocabularies,
     classes, scaler)."""
     *_, model = module.load_run(run_dir, "cpu")
-    files = {name: json.loads((run_dir / name).read_text()) for name in RUN_FILES[module.NAME]}
+    files = {name: read_json(run_dir / name, object) for name in RUN_FILES[module.NAME]}
     if module.NAME == "caption" and model.encoder is not None:
         from rnnkit.vision import MEAN, SPREAD
 

@@ -9,13 +9,13 @@ module provides ``NAME``, ``Config`` (a :class:`rnnkit.train.TrainConfig` subcla
 from __future__ import annotations
 
 import importlib
-import json
 import time
 from pathlib import Path
 from types import ModuleType
 
 from rnnkit import config as configuration
 from rnnkit.checkpoint import MODEL_FILE
+from rnnkit.data.files import read_json
 
 TASKS = {
     "charlm": "rnnkit.tasks.charlm",
@@ -40,7 +40,7 @@ def task_of_run(run_dir: Path) -> ModuleType:
     path = Path(run_dir) / "config.json"
     if not path.exists():
         raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
-    return load_task(json.loads(path.read_text()).get("task", ""))
+    return load_task(read_json(path).get("task", ""))
 
 
 def default_run_dir(name: str) -> Path:

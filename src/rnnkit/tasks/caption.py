@@ -22,7 +22,6 @@ Shape letters: B batch, T caption length, V vocabulary, F feature size, L layers
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import sys
@@ -38,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rnnkit import config as configuration
+from rnnkit.checkpoint import write_json
 from rnnkit.data import images as folders
 from rnnkit.data import scenes
 from rnnkit.data.pairs import EOS, PAD, SOS, TokenVocab, detokenize, pad, tokenize
@@ -327,7 +327,7 @@ def report_test(run_dir: Path, test_set: Examples) -> dict:
     config, vocab, model = load_run(run_dir, "cpu")
     scores, found = decoded_scores(model, test_set, vocab, config, beam=config.beam)
     scores = {**scores, "images": len(test_set), "beam": config.beam}
-    (run_dir / "test.json").write_text(json.dumps(scores, indent=2) + "\n")
+    write_json(run_dir / "test.json", scores, indent=2)
     say(f"test: exact match {scores['exact']:.1%}, BLEU-4 {scores['bleu']:.1f}")
     shown = min(config.gallery, len(test_set))
     if shown and test_set.pixels is not None:

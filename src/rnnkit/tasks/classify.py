@@ -31,7 +31,7 @@ from torch import nn
 import rnnkit
 from rnnkit import config as configuration
 from rnnkit import confusion
-from rnnkit.data.files import decode_text, read_bytes
+from rnnkit.data.files import decode_text, read_bytes, read_json
 from rnnkit.data.pairs import UNK, TokenVocab, tokenize
 from rnnkit.data.tables import TableError, read_table
 from rnnkit.pooling import pool
@@ -386,7 +386,7 @@ def load_run(run_dir: Path, device: str = "cpu"):
     run_dir = Path(run_dir)
     config = run_config(run_dir, Config)
     vocab = TokenVocab.load(run_dir / "vocab.json")
-    classes = json.loads((run_dir / "classes.json").read_text())
+    classes = read_json(run_dir / "classes.json", list)
     model = TextClassifier(len(vocab), len(classes), config)
     load_model(model, run_dir / MODEL_FILE)
     return config, vocab, classes, model.to(pick_device(device)).eval()

@@ -24,7 +24,6 @@ Shape letters: W input window, H horizon, T time, B batch (windows), C input col
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,8 @@ from torch import nn
 import rnnkit
 from rnnkit import config as configuration
 from rnnkit import metrics
+from rnnkit.checkpoint import write_json
+from rnnkit.data.files import read_json
 from rnnkit.data.series import (
     Scaler,
     Series,
@@ -274,7 +275,7 @@ def train(config: Config, resume: bool = False, progress=None) -> Trainer:
     trainer.fit()
     if not trainer.interrupted:
         result = test(run_dir, prepared)
-        (run_dir / "test_metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+        write_json(run_dir / "test_metrics.json", result, indent=2)
         trainer.progress.line(metrics.table(result))
     return trainer
 
@@ -286,7 +287,7 @@ def save_series_state(run_dir: Path, prepared: Prepared) -> None:
         "period": prepared.period,
         "scaler": prepared.scaler.to_dict(),
     }
-    (run_dir / "series.json").write_text(json.dumps(state, indent=2) + "\n")
+    write_json(run_dir / "series.json", state, indent=2)
 
 
 @torch.no_grad()
@@ -366,7 +367,7 @@ def load_run(run_dir: Path, device: str = "auto"):
     """The config, series state (columns, scaler, period) and best model of a run."""
     run_dir = Path(run_dir)
     config = run_config(run_dir, Config)
-    state = json.loads((run_dir / "series.json").read_text())
+    state = read_json(run_dir / "series.json")
     model = Forecaster(len(state["columns"]), state["targets"], config)
     load_model(model, run_dir / MODEL_FILE)
     return config, state, model.to(pick_device(device)).eval()

@@ -13,7 +13,6 @@ Shape letters: T time, B batch, F features, H hidden size, D directions, K class
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,8 @@ from torch import nn
 import rnnkit
 from rnnkit import config as configuration
 from rnnkit import confusion
+from rnnkit.checkpoint import write_json
+from rnnkit.data.files import read_json
 from rnnkit.data.ucr import ARCHIVE, SequenceError, Sequences, load_sequences
 from rnnkit.pooling import pool
 from rnnkit.tasks import default_run_dir, run_config
@@ -244,14 +245,14 @@ def train(config: Config, resume: bool = False, progress=None) -> Trainer:
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
         configuration.save(config, run_dir / "config.json", task=NAME)
-        (run_dir / "classes.json").write_text(json.dumps(classes) + "\n")
-        (run_dir / "scaler.json").write_text(json.dumps(scaler.to_dict()) + "\n")
+        write_json(run_dir / "classes.json", classes)
+        write_json(run_dir / "scaler.json", scaler.to_dict())
     trainer.fit()
     if (run_dir / MODEL_FILE).exists():
         _, _, _, model = load_run(run_dir, "cpu")
         result = test_scores(model, *parts["test"], classes, run_dir / "confusion.png")
         result.update(archive_figure(config.data))
-        (run_dir / "test.json").write_text(json.dumps(result, indent=2) + "\n")
+        write_json(run_dir / "test.json", result, indent=2)
         trainer.progress.line(format_eval(result))
     return trainer
 
@@ -277,8 +278,8 @@ def load_run(run_dir: Path, device: str = "cpu"):
     """The config, class names, standardiser and best model of a run directory."""
     run_dir = Path(run_dir)
     config = run_config(run_dir, Config)
-    classes = json.loads((run_dir / "classes.json").read_text())
-    scaler = Standardizer(**json.loads((run_dir / "scaler.json").read_text()))
+    classes = read_json(run_dir / "classes.json", list)
+    scaler = Standardizer(**read_json(run_dir / "scaler.json"))
     model = SequenceClassifier(len(scaler.mean), len(classes), config)
     load_model(model, run_dir / MODEL_FILE)
     return config, classes, scaler, model.to(pick_device(device)).eval()

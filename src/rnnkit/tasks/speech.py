@@ -36,9 +36,11 @@ from torch import nn
 import rnnkit
 from rnnkit import config as configuration
 from rnnkit import ctc
+from rnnkit.checkpoint import write_json
 from rnnkit.data import audio
 from rnnkit.data import speech as corpus
 from rnnkit.data.corpus import CorpusError
+from rnnkit.data.files import read_json
 from rnnkit.tasks import default_run_dir, run_config
 from rnnkit.train import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
@@ -132,7 +134,7 @@ class Features:
 
     def save(self, path: Path) -> None:
         row = {"logmel": dataclasses.asdict(self.logmel), "mean": self.mean.tolist()}
-        path.write_text(json.dumps({**row, "std": self.std.tolist()}) + "\n")
+        write_json(path, {**row, "std": self.std.tolist()})
 
     @classmethod
     def load(cls, path: Path) -> Features:
@@ -301,7 +303,7 @@ def train(config: Config, resume: bool = False, progress=None) -> Trainer:
         torch.set_num_threads(config.threads)
     features, labels, parts = prepare(config)
     if resume:
-        labels = json.loads((run_dir / "labels.json").read_text())
+        labels = read_json(run_dir / "labels.json", list)
     hours = sum(len(s) for s in parts["train"][0]) * features.logmel.hop_ms / 3.6e6  # frames
     say(f"{len(parts['train'][0])} training utterances ({hours:.2f} h), {len(labels) - 1} chars")
     trainer = Trainer(config, build_task(config, labels, parts), run_dir, progress)
@@ -309,13 +311,13 @@ def train(config: Config, resume: bool = False, progress=None) -> Trainer:
         trainer.restore()
     else:
         configuration.save(config, run_dir / "config.json", task=NAME)
-        (run_dir / "labels.json").write_text(json.dumps(labels, ensure_ascii=False) + "\n")
+        write_json(run_dir / "labels.json", labels, ensure_ascii=False)
         features.save(run_dir / "features.json")
     trainer.fit()
     if "test" in parts and (run_dir / MODEL_FILE).exists() and not trainer.interrupted:
         _, _, _, model = load_run(run_dir, "cpu")
         result = test_report(model, *parts["test"], labels, config)
-        (run_dir / "test.json").write_text(json.dumps(result, indent=2) + "\n")
+        write_json(run_dir / "test.json", result, indent=2)
         trainer.progress.line(format_eval(result))
     return trainer
 
@@ -350,7 +352,7 @@ def load_run(run_dir: Path, device: str = "cpu"):
     """The config, label list, features and best model of a run directory."""
     run_dir = Path(run_dir)
     config = run_config(run_dir, Config)
-    labels = json.loads((run_dir / "labels.json").read_text())
+    labels = read_json(run_dir / "labels.json", list)
     features = Features.load(run_dir / "features.json")
     model = SpeechRecognizer(len(features.mean), len(labels), config)
     load_model(model, run_dir / MODEL_FILE)

@@ -17,7 +17,6 @@ Shape letters: T time, B batch, F features, H hidden size, D directions, K class
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,8 @@ from torch import nn
 
 import rnnkit
 from rnnkit import config as configuration
+from rnnkit.checkpoint import write_json
+from rnnkit.data.files import read_json
 from rnnkit.data.regimes import REGIMES, TagDataError, Tagged, load_tagged
 from rnnkit.data.series import Scaler
 from rnnkit.tasks import run_config
@@ -236,7 +237,7 @@ def train(config: Config, resume: bool = False, progress=None) -> Trainer:
 
 def save_labels(run_dir: Path, prepared: Prepared) -> None:
     state = {"classes": prepared.classes, "scaler": prepared.scaler.to_dict()}
-    (run_dir / "labels.json").write_text(json.dumps(state, indent=2) + "\n")
+    write_json(run_dir / "labels.json", state, indent=2)
 
 
 def finish(run_dir: Path, prepared: Prepared, say=print) -> dict:
@@ -247,7 +248,7 @@ def finish(run_dir: Path, prepared: Prepared, say=print) -> dict:
     test_labels = torch.cat([y for _, y in prepared.test])
     majority = int(torch.bincount(train_labels).argmax())
     result["majority_accuracy"] = float((test_labels == majority).float().mean())
-    (run_dir / "test_metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json(run_dir / "test_metrics.json", result, indent=2)
     x, y = prepared.test[0]
     predicted = model(x[:, None], torch.tensor([len(y)]))[:, 0].argmax(-1)
     plot_timeline(run_dir / "timeline.png", x[:, 0].numpy(), y.numpy(), predicted.numpy(), classes)
@@ -297,7 +298,7 @@ def load_run(run_dir: Path, device: str = "auto"):
     """The config, classes, scaler and best model of a run directory."""
     run_dir = Path(run_dir)
     config = run_config(run_dir, Config)
-    state = json.loads((run_dir / "labels.json").read_text())
+    state = read_json(run_dir / "labels.json")
     scaler = Scaler.from_dict(state["scaler"])
     model = Tagger(len(scaler.mean), len(state["classes"]), config)
     load_model(model, run_dir / MODEL_FILE)
