@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 from scipy import sparse
 from scipy.io import wavfile
-from scipy.signal import resample_poly
 
 from rnnkit.data.corpus import CorpusError
 
@@ -88,6 +87,8 @@ def resample(wave: np.ndarray, rate: int, sample_rate: int) -> np.ndarray:
     """``wave`` recorded at ``rate`` Hz, as heard at ``sample_rate`` Hz."""
     if rate == sample_rate or wave.size == 0:
         return wave.astype(np.float32)
+    from scipy.signal import resample_poly  # here: scipy.signal takes a second to import
+
     common = math.gcd(rate, sample_rate)
     out = resample_poly(wave.astype(np.float64), sample_rate // common, rate // common)
     return np.clip(out, -1.0, 1.0).astype(np.float32)
