@@ -54,6 +54,7 @@ def cases(hidden: int) -> dict:
         "gru fused": (make("gru", hidden, kernel="fused"), 3, False),
         "gru auto bf16": (make("gru", hidden, precision="bf16"), 3, False),
         "gru fused bf16": (make("gru", hidden, kernel="fused", precision="bf16"), 3, False),
+        "gru torch bf16": (make("gru", hidden, kernel="torch", precision="bf16"), 3, False),
         "torch.nn.GRU, lengths": (make("torch.GRU", hidden), 3, True),
         "gru auto, lengths": (make("gru", hidden), 3, True),
         "torch.nn.RNN": (make("torch.RNN", hidden), 1, False),
@@ -61,6 +62,7 @@ def cases(hidden: int) -> dict:
         "rnn fused": (make("rnn", hidden, kernel="fused"), 1, False),
         "rnn auto bf16": (make("rnn", hidden, precision="bf16"), 1, False),
         "rnn fused bf16": (make("rnn", hidden, kernel="fused", precision="bf16"), 1, False),
+        "rnn torch bf16": (make("rnn", hidden, kernel="torch", precision="bf16"), 1, False),
         "torch.nn.RNN, lengths": (make("torch.RNN", hidden), 1, True),
         "rnn auto, lengths": (make("rnn", hidden), 1, True),
     }
@@ -82,12 +84,14 @@ COMPARISONS = [
     ("gru auto bf16", "gru auto", 1.8),
     ("gru fused bf16", "gru auto", None),
     ("gru fused bf16", "gru fused", None),
+    ("gru fused bf16", "gru torch bf16", None),
     ("gru auto, lengths", "torch.nn.GRU, lengths", None),
     ("rnn auto", "torch.nn.RNN", 0.95),
     ("rnn fused", "rnn auto", None),
     ("rnn auto bf16", "rnn auto", 1.8),
     ("rnn fused bf16", "rnn auto", None),
     ("rnn fused bf16", "rnn fused", None),
+    ("rnn fused bf16", "rnn torch bf16", None),
     ("rnn auto, lengths", "torch.nn.RNN, lengths", None),
 ]
 
