@@ -297,8 +297,8 @@ def keep_metrics_until(path: Path, step: int) -> None:
     atomic_write(path, "".join(ln + "\n" for ln in kept).encode())
 
 
-def plot_losses(run_dir: Path) -> None:
-    """Draw train and validation loss against tokens seen into ``loss.png``."""
+def plot_losses(run_dir: Path, unit: str = "tokens", loss_label: str = "loss") -> None:
+    """Draw train and validation loss against ``unit`` seen into ``loss.png``."""
     import io
 
     import matplotlib
@@ -312,7 +312,7 @@ def plot_losses(run_dir: Path) -> None:
         points = [(r["tokens"], r[key]) for r in rows if r.get(key) is not None]
         if points:
             ax.plot(*zip(*points, strict=True), marker="o", label=key)
-    ax.set(xlabel="characters seen", ylabel="loss (nats per character)")
+    ax.set(xlabel=f"{unit} seen", ylabel=loss_label)
     ax.legend()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)

@@ -158,6 +158,8 @@ class Task:
     loss: Callable[[nn.Module, Any, Any], tuple[torch.Tensor, Any, int]]  # -> loss, carry, tokens
     evaluate: Callable[[nn.Module], dict]  # model -> {"val_loss": ..., ...}
     steps_per_epoch: int  # steps in one pass over the training data
+    unit: str = "tokens"  # what the loss's token count counts, for loss.png's x axis
+    loss_label: str = "loss"  # what the loss is, for loss.png's y axis
 
 
 class Progress:
@@ -290,7 +292,7 @@ class Trainer:
             append_line(self.run_dir / METRICS_FILE, json.dumps(row))
         self._after_eval(metrics["val_loss"])
         if self.world.rank == 0:
-            plot_losses(self.run_dir)
+            plot_losses(self.run_dir, self.task.unit, self.task.loss_label)
         return row
 
     def _after_eval(self, val_loss: float) -> None:

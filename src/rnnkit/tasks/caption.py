@@ -288,7 +288,7 @@ def build_task(config: Config, vocab: TokenVocab, train_set: Examples, val_set: 
         val_loss = mean_loss(model, val_set, val_pairs)
         return {"val_loss": val_loss, "val_exact": scores["exact"], "val_bleu": scores["bleu"]}
 
-    return Task(model, batch, loss, evaluate, per_epoch)
+    return Task(model, batch, loss, evaluate, per_epoch, "caption words", "loss (nats per word)")
 
 
 def train(config: Config, resume: bool = False, progress=None) -> Trainer:

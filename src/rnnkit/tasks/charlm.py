@@ -156,7 +156,10 @@ def build_task(config: Config, vocab: Vocab, streams: Streams, val_ids: torch.Te
     def evaluate(m):
         return metrics(score(m, scored, config.batch_size, config.window))
 
-    return Task(model, streams.__getitem__, window_loss, evaluate, len(streams))
+    return Task(
+        model, streams.__getitem__, window_loss, evaluate, len(streams),
+        unit="characters", loss_label="loss (nats per character)",
+    )  # fmt: skip
 
 
 def train(config: Config, resume: bool = False, progress=None) -> Trainer:

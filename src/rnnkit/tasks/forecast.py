@@ -257,6 +257,8 @@ def build_task(config: Config, prepared: Prepared) -> Task:
         window_loss,
         lambda m: {"val_loss": val_loss(m, prepared, config)},
         per_epoch,
+        unit="target values",
+        loss_label="loss (mean squared error, scaled)",
     )
 
 

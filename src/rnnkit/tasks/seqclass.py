@@ -231,7 +231,8 @@ def build_task(config: Config, classes: list[str], parts) -> Task:
     def evaluate(m):
         return split_scores(m, val_x, val_y, len(classes), "val_")
 
-    return Task(model, batch, loss, evaluate, math.ceil(len(train_x) / config.batch_size))
+    per_epoch = math.ceil(len(train_x) / config.batch_size)
+    return Task(model, batch, loss, evaluate, per_epoch, "steps", "loss (nats per sequence)")
 
 
 def train(config: Config, resume: bool = False, progress=None) -> Trainer:

@@ -292,7 +292,8 @@ def build_task(config: Config, labels: list[str], parts) -> Task:
         scores, _ = transcript_scores(m, val_x, val_texts, labels, prefix="val_")
         return {"val_loss": total / len(val_x), **scores}
 
-    return Task(model, batch, loss, evaluate, math.ceil(len(train_x) / config.batch_size))
+    per_epoch = math.ceil(len(train_x) / config.batch_size)
+    return Task(model, batch, loss, evaluate, per_epoch, "frames", "CTC loss (nats per character)")
 
 
 def train(config: Config, resume: bool = False, progress=None) -> Trainer:

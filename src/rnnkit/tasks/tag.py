@@ -214,7 +214,7 @@ def build_task(config: Config, prepared: Prepared) -> Task:
         return batch_at(prepared.train, step, config.batch_size, config.seed)
 
     per_epoch = max(len(prepared.train) // config.batch_size, 1)
-    return Task(model, batch, batch_loss, evaluate, per_epoch)
+    return Task(model, batch, batch_loss, evaluate, per_epoch, "steps", "loss (nats per step)")
 
 
 def train(config: Config, resume: bool = False, progress=None) -> Trainer:

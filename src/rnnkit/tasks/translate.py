@@ -287,7 +287,7 @@ def build_task(config: Config, data: Data) -> Task:
             "val_bleu": found["bleu"],
         }
 
-    return Task(model, batch, loss, evaluate, per_epoch)
+    return Task(model, batch, loss, evaluate, per_epoch, "target tokens", "loss (nats per token)")
 
 
 def train(config: Config, resume: bool = False, progress=None) -> Trainer:
