@@ -344,6 +344,15 @@ def test_no_step_model_for_pooling_or_bidirectional_stacks(cases, tmp_path, name
     assert not (tmp_path / "step.pt").exists()
 
 
+def test_torchscript_into_the_run_directory_itself_is_refused(charlm_run, capsys):
+    """A .pt file is a pickle: written into the run directory it would make the run refused."""
+    before = sorted(p.name for p in charlm_run.iterdir())
+    argv = ["export", str(charlm_run), "--format", "torchscript", "--out", str(charlm_run)]
+    assert main(argv) == 2
+    assert "would make rnnkit refuse the run" in capsys.readouterr().err
+    assert sorted(p.name for p in charlm_run.iterdir()) == before
+
+
 def test_a_failed_export_leaves_the_run_directory_as_it_was(charlm_run, monkeypatch, capsys):
     out = charlm_run / "export-failing"
     out.mkdir()

@@ -174,6 +174,11 @@ def export_run(run_dir, fmt: str = "onnx", step: bool = False, out=None) -> list
             check_step(parts)
         names = ("model", "step") if step else ("model",)
     out = Path(out) if out else run_dir / "export"
+    if suffix == ".pt" and out.resolve() == run_dir.resolve():
+        raise ValueError(
+            f"{out}: a TorchScript file (.pt, a pickle) in the run directory would make rnnkit "
+            "refuse the run; write it elsewhere (the default is RUN/export)"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
         paths = [Path(tmp) / f"{name}{suffix}" for name in names]
