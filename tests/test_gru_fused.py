@@ -5,7 +5,7 @@
   bias, in both directions; gradcheck of the Function in float64;
 - stacked and bidirectional layers with lengths equal the Python loop;
 - a step large enough to be split over OpenMP threads, and plain torch.mm in place of the
-  packed-weight per-step products, give the same answers;
+  packed-weight per-step products (MKL; in bf16 AMX tiles or oneDNN), give the same answers;
 - with no compiler, the Python BPTT runs instead and gives the same answers;
 - precision="bf16" keeps float32 parameters, stays within 3e-2 relative error of float32
   (the bound of tests/test_fused.py, which says why) and is not bit-identical to it.
@@ -22,7 +22,7 @@ import torch
 
 import rnnkit
 from rnnkit.cells import GRUCell
-from rnnkit.kernels import compiled, fused_scan, lstm_fused
+from rnnkit.kernels import common, compiled, fused_scan, lstm_fused
 from rnnkit.kernels.gru_fused import GRUFused
 from rnnkit.kernels.lstm_fused import applies
 from rnnkit.scan import scan
@@ -197,23 +197,25 @@ def test_bf16_is_close_to_float32_but_not_equal(with_lengths):
     assert all(p.dtype == torch.float32 for p in mixed.parameters())
 
 
-def test_bf16_per_step_products_packed_plain_and_float32(monkeypatch):
-    """At B x H = 8192 the per-step products run in bfloat16 too: oneDNN's packed product
-    against plain bfloat16 torch.mm, its slow twin, and both near float32."""
-    batch, hidden = 64, 128
-    assert lstm_fused.bf16_steps(batch, hidden, True)
+@pytest.mark.parametrize("batch,hidden", [(64, 128), (16, 32)])
+def test_bf16_per_step_products_tiles_packed_plain_and_float32(monkeypatch, batch, hidden):
+    """The per-step products of mixed precision: on AMX tiles where the CPU has them (whole
+    tiles, any size), else through oneDNN in bfloat16 from B x H = 8192 and MKL in float32
+    below; each against plain torch.mm, their slow twin, and all near float32."""
     exact, mixed = bf16_pair(hidden, bidirectional=True)
     x = torch.randn(3, batch, I, requires_grad=True)
     h0 = torch.randn(2, batch, hidden, requires_grad=True)
     lengths = torch.randint(1, 4, (batch,))
     results = []
-    for layer, packed in ((mixed, True), (mixed, False), (exact, True)):
-        monkeypatch.setattr(lstm_fused, "PACKED", packed)
+    for layer, tiles, packed in ((mixed, 1, 1), (mixed, 0, 1), (mixed, 0, 0), (exact, 1, 1)):
+        monkeypatch.setattr(common, "TILES", bool(tiles))
+        monkeypatch.setattr(lstm_fused, "PACKED", bool(packed))
         results.append(layer_results(layer, x, h0, lengths))
-    for packed, plain, float32 in zip(*results, strict=True):
+    for tiles, packed, plain, float32 in zip(*results, strict=True):
+        assert relative_error(tiles, plain) < 1e-2
         assert relative_error(packed, plain) < 1e-2
-        assert relative_error(packed, float32) < BF16_RELATIVE
-    assert relative_error(results[0][0], results[2][0]) > 1e-5
+        assert relative_error(tiles, float32) < BF16_RELATIVE
+    assert relative_error(results[0][0], results[3][0]) > 1e-5
 
 
 def test_auto_runs_the_fused_kernel_in_bf16_and_with_lengths():

@@ -100,12 +100,17 @@ SIGNATURES = {
 
 
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
-    """Argument types of every entry point, in float32 and float64: sizes as long."""
+    """Argument types of every entry point, in float32 and float64: sizes as long; and of
+    the bfloat16 tile product (m, n, k, a, lda, packed, c, ldc) of ``rnn_gates.c``."""
     for name, arguments in SIGNATURES.items():
         for suffix in ("f32", "f64"):
             function = getattr(lib, f"{name}_{suffix}")
             function.argtypes = [ctypes.c_long, ctypes.c_long, *arguments]
             function.restype = None
+    size = ctypes.c_long
+    lib.bf16_tiles_ready.argtypes, lib.bf16_tiles_ready.restype = [], ctypes.c_int
+    lib.bf16_tile_product.argtypes = [size] * 3 + [_ADDRESS, size, _ADDRESS, _ADDRESS, size]
+    lib.bf16_tile_product.restype = None
     return lib
 
 
