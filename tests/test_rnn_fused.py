@@ -24,7 +24,7 @@ import torch
 
 import rnnkit
 from rnnkit.cells import RNNCell
-from rnnkit.kernels import common, compiled, fused_scan, lstm_fused
+from rnnkit.kernels import common, compiled, fused_scan, lstm_fused, rnn_fused
 from rnnkit.kernels.lstm_fused import applies
 from rnnkit.kernels.rnn_fused import RNNFused
 from rnnkit.scan import scan
@@ -261,3 +261,20 @@ def test_tile_product_takes_whole_tiles_in_mixed_precision_only():
     assert common.tile_product(weight, 8, True) is None  # B not a multiple of 16
     assert common.tile_product(torch.randn(128, 48), 16, True) is None  # K not of 32
     assert common.tile_product(weight, 16, False) is None  # float32
+
+
+@pytest.mark.parametrize("nonlinearity", NONLINEARITIES)
+def test_loops_in_c_equal_the_python_loops_on_tiles(monkeypatch, nonlinearity):
+    """With the products on tiles the loops over time run in C; the Python loops with the
+    same tile products and the same step code are their twin, equal to rounding."""
+    _, mixed = bf16_pair(32, num_layers=2, bidirectional=True, nonlinearity=nonlinearity)
+    if common.tile_weight(mixed.cells[0].weight_hh, 16, True) is None:
+        pytest.skip("no AMX-BF16 tiles here: the loops run in Python")
+    x = torch.randn(5, 16, I, requires_grad=True)
+    h0 = torch.randn(4, 16, 32, requires_grad=True)
+    lengths = torch.randint(1, 6, (16,))
+    results = []
+    for in_c in (True, False):
+        monkeypatch.setattr(rnn_fused, "LOOPS_IN_C", in_c)
+        results.append(layer_results(mixed, x, h0, lengths))
+    assert_all_close(*results, 1e-6)

@@ -101,7 +101,8 @@ SIGNATURES = {
 
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     """Argument types of every entry point, in float32 and float64: sizes as long; and of
-    the bfloat16 tile product (m, n, k, a, lda, packed, c, ldc) of ``rnn_gates.c``."""
+    the bfloat16 tile product (m, n, k, a, lda, packed, c, ldc) and the RNN's loops on tiles
+    of ``rnn_gates.c``."""
     for name, arguments in SIGNATURES.items():
         for suffix in ("f32", "f64"):
             function = getattr(lib, f"{name}_{suffix}")
@@ -111,6 +112,9 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.bf16_tiles_ready.argtypes, lib.bf16_tiles_ready.restype = [], ctypes.c_int
     lib.bf16_tile_product.argtypes = [size] * 3 + [_ADDRESS, size, _ADDRESS, _ADDRESS, size]
     lib.bf16_tile_product.restype = None
+    flags = [size] * 3 + [ctypes.c_int] * 2  # steps, batch, hidden, relu, reverse
+    lib.rnn_forward_tiles.argtypes, lib.rnn_forward_tiles.restype = flags + [_ADDRESS] * 7, None
+    lib.rnn_backward_tiles.argtypes, lib.rnn_backward_tiles.restype = flags + [_ADDRESS] * 9, None
     return lib
 
 

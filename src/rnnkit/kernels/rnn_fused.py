@@ -31,7 +31,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from rnnkit.cells import RNNCell
-from rnnkit.kernels.common import check_sequence, tile_product, time_steps
+from rnnkit.kernels.common import check_sequence, tile_product, tile_weight, time_steps
 from rnnkit.kernels.compiled import library
 from rnnkit.kernels.lstm_fused import (
     SUFFIX,
@@ -47,6 +47,9 @@ from rnnkit.kernels.lstm_fused import (
 from rnnkit.kernels.rnn_bptt import RNNBPTT
 
 RELU = {"tanh": 0, "relu": 1}  # the C code's switch
+# With the products on tiles, run the loops over time in C; False runs the Python loops with
+# the same tile products, their twin (tests).
+LOOPS_IN_C = True
 
 
 class RNNFused(torch.autograd.Function):
@@ -60,7 +63,6 @@ class RNNFused(torch.autograd.Function):
         low_precision,
     ):  # fmt: skip
         steps, batch, hidden = x.shape[0], x.shape[1], h0.shape[1]
-        step_c = getattr(library(), "rnn_forward_" + SUFFIX[x.dtype])
         x_flat = x.reshape(steps * batch, -1)  # (TB, I)
         if low_precision:  # kept for the weight gradients
             x_flat = x_flat.bfloat16()
@@ -73,23 +75,17 @@ class RNNFused(torch.autograd.Function):
         h_in = torch.empty_like(h_prev_seq, dtype=torch.bfloat16) if low_precision else h_prev_seq
         output = x.new_empty(steps, batch, hidden)  # (T, B, H)
         mask = None if mask is None else mask.contiguous()
-        order = list(time_steps(steps, reverse))
-        h_prev_seq[order[0]] = h0
-        h_in[order[0]] = h0
-        product = tile_product(weight_hh, batch, low_precision)
-        bf16_products = product is not None or bf16_steps(batch, hidden, low_precision)
-        product = product or recurrent_product(weight_hh, batch, bf16_products)
-        h_rows = (h_in if bf16_products else h_prev_seq).unbind(0)
-        pre_at, h_at, out_at, mask_at = map(_rows, (h_new_seq, h_prev_seq, output, mask))
-        h_low_at = _rows(h_in if low_precision else None)
-        relu = RELU[nonlinearity]
-        for k, t in enumerate(order):
-            after = order[k + 1] if k + 1 < steps else steps  # where the carried state goes
-            recurrent = product(h_rows[t])  # (B, H) W_hh h_{t-1}
-            step_c(
-                batch, hidden, relu, pre_at(t), *_product_args(recurrent), h_at(t), mask_at(t),
-                h_at(after), out_at(t), h_low_at(after),
-            )  # fmt: skip
+        first = steps - 1 if reverse else 0
+        h_prev_seq[first], h_in[first] = h0, h0
+        relu, packed = RELU[nonlinearity], tile_weight(weight_hh, batch, low_precision)
+        if packed is None or not LOOPS_IN_C:
+            sequences = (h_new_seq, h_prev_seq, h_in if low_precision else None, mask, output)
+            _forward_steps(weight_hh, relu, reverse, low_precision, *sequences)
+        else:  # the same loop in C, with the products on tiles
+            scratch = torch.empty(batch, hidden)  # (B, H) W_hh h_{t-1}
+            arrays = (h_new_seq, packed, scratch, h_prev_seq, h_in, mask, output)
+            loop = library().rnn_forward_tiles
+            loop(steps, batch, hidden, relu, reverse, *(_rows(a)() for a in arrays))
         ctx.save_for_backward(x_flat, weight_ih, weight_hh, mask, h_in, h_new_seq)
         ctx.reverse, ctx.low_precision, ctx.bias = reverse, low_precision, bias_ih is not None
         ctx.x_shape, ctx.x_dtype, ctx.relu = x.shape, x.dtype, relu
@@ -102,7 +98,6 @@ class RNNFused(torch.autograd.Function):
         x_flat, weight_ih, weight_hh, mask, h_in, h_new_seq = ctx.saved_tensors
         (steps, batch, _), hidden = ctx.x_shape, weight_hh.shape[1]
         low = ctx.low_precision
-        step_c = getattr(library(), "rnn_backward_" + SUFFIX[ctx.x_dtype])
         d_output = d_output.contiguous()
         dh = d_h_final.contiguous().clone()  # (B, H)
         # da_t: (T, B, H) for the float matmuls; under mixed precision the matmuls read C's
@@ -110,29 +105,67 @@ class RNNFused(torch.autograd.Function):
         d_pre = h_new_seq.new_empty(1 if low else steps, batch, hidden)
         d_low = torch.empty_like(h_new_seq, dtype=torch.bfloat16) if low else None
         d_bias = torch.zeros(hidden, dtype=torch.float64) if ctx.bias else None  # (H,)
-        product = tile_product(weight_hh.t(), batch, low)  # row @ W_hh
-        bf16_products = product is not None or bf16_steps(batch, hidden, low)
-        product = product or recurrent_product(weight_hh.t(), batch, bf16_products)
-        d_rows = (d_low if bf16_products else d_pre).unbind(0)
-        h_new_at, mask_at, d_out_at, d_pre_at, d_low_at = map(
-            _rows, (h_new_seq, mask, d_output, d_pre, d_low)
-        )
-        recurrent = None  # (B, H) da_{t+1} W_hh, added to dh by the next call
-        for t in reversed(time_steps(steps, ctx.reverse)):
-            row = 0 if low else t
-            step_c(
-                batch, hidden, ctx.relu, h_new_at(t), mask_at(t), d_out_at(t),
-                *_product_args(recurrent), dh.data_ptr(), d_pre_at(row), d_low_at(t),
-                _rows(d_bias)(),
-            )  # fmt: skip
-            recurrent = product(d_rows[t if bf16_products else row])
-        dh.add_(recurrent)
+        packed = tile_weight(weight_hh.t(), batch, low)  # for row @ W_hh
+        if packed is None or not LOOPS_IN_C:
+            sequences = (h_new_seq, mask, d_output, dh, d_pre, d_low, d_bias)
+            _backward_steps(weight_hh, ctx.relu, ctx.reverse, low, *sequences)
+        else:  # the same loop in C, with the products on tiles
+            scratch = torch.empty(batch, hidden)  # (B, H) da_{t+1} W_hh
+            arrays = (h_new_seq, mask, d_output, packed, scratch, dh, d_pre, d_low, d_bias)
+            loop = library().rnn_backward_tiles
+            loop(steps, batch, hidden, ctx.relu, ctx.reverse, *(_rows(a)() for a in arrays))
         d_matmul = d_low if low else d_pre
         grads = _linear_grads(ctx.needs_input_grad, x_flat, h_in[:steps], weight_ih, d_matmul, low)
         dx = None if grads[0] is None else grads[0].view(ctx.x_shape).to(ctx.x_dtype)
         d_bias = None if d_bias is None else d_bias.to(ctx.x_dtype)
         d_biases = (d_bias, None if d_bias is None else d_bias.clone())  # no aliased .grad
         return dx, *grads[1:], *d_biases, dh, None, None, None, None
+
+
+def _forward_steps(weight_hh, relu, reverse, low_precision, h_new_seq, h_prev_seq, h_low, mask,
+                   output):  # fmt: skip
+    """The forward loop: per step, W_hh h_{t-1} in torch and the rest in one call of C."""
+    steps, batch, hidden = h_new_seq.shape
+    step_c = getattr(library(), "rnn_forward_" + SUFFIX[h_new_seq.dtype])
+    product = tile_product(weight_hh, batch, low_precision)
+    bf16_products = product is not None or bf16_steps(batch, hidden, low_precision)
+    product = product or recurrent_product(weight_hh, batch, bf16_products)
+    h_rows = (h_low if bf16_products else h_prev_seq).unbind(0)
+    pre_at, h_at, h_low_at, out_at, mask_at = map(
+        _rows, (h_new_seq, h_prev_seq, h_low, output, mask)
+    )
+    order = list(time_steps(steps, reverse))
+    for k, t in enumerate(order):
+        after = order[k + 1] if k + 1 < steps else steps  # where the carried state goes
+        recurrent = product(h_rows[t])  # (B, H) W_hh h_{t-1}
+        step_c(
+            batch, hidden, relu, pre_at(t), *_product_args(recurrent), h_at(t), mask_at(t),
+            h_at(after), out_at(t), h_low_at(after),
+        )  # fmt: skip
+
+
+def _backward_steps(weight_hh, relu, reverse, low, h_new_seq, mask, d_output, dh, d_pre, d_low,
+                    d_bias):  # fmt: skip
+    """The backward loop: per step, one call of C and da_t W_hh in torch; dh ends as dL/dh_0."""
+    steps, batch, hidden = h_new_seq.shape
+    step_c = getattr(library(), "rnn_backward_" + SUFFIX[h_new_seq.dtype])
+    product = tile_product(weight_hh.t(), batch, low)  # row @ W_hh
+    bf16_products = product is not None or bf16_steps(batch, hidden, low)
+    product = product or recurrent_product(weight_hh.t(), batch, bf16_products)
+    d_rows = (d_low if bf16_products else d_pre).unbind(0)
+    h_new_at, mask_at, d_out_at, d_pre_at, d_low_at = map(
+        _rows, (h_new_seq, mask, d_output, d_pre, d_low)
+    )
+    recurrent = None  # (B, H) da_{t+1} W_hh, added to dh by the next call
+    for t in reversed(time_steps(steps, reverse)):
+        row = 0 if low else t
+        step_c(
+            batch, hidden, relu, h_new_at(t), mask_at(t), d_out_at(t),
+            *_product_args(recurrent), dh.data_ptr(), d_pre_at(row), d_low_at(t),
+            _rows(d_bias)(),
+        )  # fmt: skip
+        recurrent = product(d_rows[t if bf16_products else row])
+    dh.add_(recurrent)
 
 
 def fused_scan(cell, x: Tensor, h0: Tensor, mask: Tensor | None = None, reverse: bool = False,
