@@ -6,6 +6,7 @@
 - stacked and bidirectional layers with lengths equal the Python loop;
 - a step large enough to be split over OpenMP threads, and plain torch.mm in place of the
   packed-weight per-step products (MKL; in bf16 AMX tiles or oneDNN), give the same answers;
+- in bf16 on AMX tiles, the loops over time in C equal the Python loops;
 - with no compiler, the Python BPTT runs instead and gives the same answers;
 - precision="bf16" keeps float32 parameters, stays within 3e-2 relative error of float32
   (the bound of tests/test_fused.py, which says why) and is not bit-identical to it.
@@ -22,7 +23,7 @@ import torch
 
 import rnnkit
 from rnnkit.cells import GRUCell
-from rnnkit.kernels import common, compiled, fused_scan, lstm_fused
+from rnnkit.kernels import common, compiled, fused_scan, gru_fused, lstm_fused
 from rnnkit.kernels.gru_fused import GRUFused
 from rnnkit.kernels.lstm_fused import applies
 from rnnkit.scan import scan
@@ -223,3 +224,20 @@ def test_auto_runs_the_fused_kernel_in_bf16_and_with_lengths():
     assert rnnkit.GRU(I, H)._kernel_name(torch.tensor(LENGTHS)) == "fused"
     assert rnnkit.GRU(I, H)._kernel_name(None) == "torch"
     assert rnnkit.GRU(I, H, kernel="fused", precision="bf16").precision == "bf16"
+
+
+def test_loops_in_c_equal_the_python_loops_on_tiles(monkeypatch):
+    """With the products on tiles the loops over time run in C; the Python loops with the
+    same tile products and the same step code are their twin, equal to rounding."""
+    _, mixed = bf16_pair(32, num_layers=2, bidirectional=True)
+    if common.tile_weight(mixed.cells[0].weight_hh, 16, True) is None:
+        pytest.skip("no AMX-BF16 tiles here: the loops run in Python")
+    x = torch.randn(5, 16, I, requires_grad=True)
+    h0 = torch.randn(4, 16, 32, requires_grad=True)
+    lengths = torch.randint(1, 6, (16,))
+    results = []
+    for in_c in (True, False):
+        monkeypatch.setattr(gru_fused, "LOOPS_IN_C", in_c)
+        results.append(layer_results(mixed, x, h0, lengths))
+    for ours, theirs in zip(*results, strict=True):
+        torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-6)

@@ -8,6 +8,7 @@ fallback, and bf16.
 - stacked and bidirectional layers with lengths equal the Python loop;
 - a step large enough to be split over OpenMP threads, and plain torch.mm in place of the
   packed-weight per-step products (MKL; in bf16 AMX tiles or oneDNN), give the same answers;
+- in bf16 on AMX tiles, the loops over time in C equal the Python loops;
 - with no compiler, the Python BPTT runs instead and gives the same answers;
 - precision="bf16" keeps float32 parameters, stays within 3e-2 relative error of float32
   (the bound of tests/test_fused.py, which says why) and is not bit-identical to it.

@@ -101,8 +101,8 @@ SIGNATURES = {
 
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     """Argument types of every entry point, in float32 and float64: sizes as long; and of
-    the bfloat16 tile product (m, n, k, a, lda, packed, c, ldc) and the RNN's loops on tiles
-    of ``rnn_gates.c``."""
+    the bfloat16 tile product (m, n, k, a, lda, packed, c, ldc) of ``rnn_gates.c`` and the
+    loops over time on tiles of the RNN and the GRU."""
     for name, arguments in SIGNATURES.items():
         for suffix in ("f32", "f64"):
             function = getattr(lib, f"{name}_{suffix}")
@@ -115,6 +115,10 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     flags = [size] * 3 + [ctypes.c_int] * 2  # steps, batch, hidden, relu, reverse
     lib.rnn_forward_tiles.argtypes, lib.rnn_forward_tiles.restype = flags + [_ADDRESS] * 7, None
     lib.rnn_backward_tiles.argtypes, lib.rnn_backward_tiles.restype = flags + [_ADDRESS] * 9, None
+    flags = [size] * 3 + [ctypes.c_int]  # steps, batch, hidden, reverse
+    lib.gru_forward_tiles.argtypes, lib.gru_forward_tiles.restype = flags + [_ADDRESS] * 9, None
+    lib.gru_backward_tiles.argtypes = flags + [_ADDRESS] * 14
+    lib.gru_backward_tiles.restype = None
     return lib
 
 

@@ -21,7 +21,8 @@ runs the Python BPTT, which computes the same function. Mixed precision
 (``low_precision=True``) is the LSTM's, bfloat16 operands with float32 accumulation in the
 matrix products, with one difference: the per-step products run on the CPU's AMX tiles
 where they can (:func:`rnnkit.kernels.common.tile_product`, 3-5x faster than oneDNN on a
-step's small rows, and so in bfloat16 at every size), else as the LSTM's do (from B x H =
+step's small rows, and so in bfloat16 at every size; the loops over time then run in C too,
+``gru_forward_tiles`` and ``gru_backward_tiles``), else as the LSTM's do (from B x H =
 8192, see :func:`rnnkit.kernels.lstm_fused.bf16_steps`). The gate math, state and bias
 sums stay float32.
 
@@ -35,7 +36,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from rnnkit.cells import GRUCell
-from rnnkit.kernels.common import check_sequence, tile_product, time_steps
+from rnnkit.kernels.common import check_sequence, tile_product, tile_weight, time_steps
 from rnnkit.kernels.compiled import library
 from rnnkit.kernels.gru_bptt import GRUBPTT
 from rnnkit.kernels.lstm_fused import (
@@ -49,6 +50,10 @@ from rnnkit.kernels.lstm_fused import (
     recurrent_product,
 )
 
+# With the products on tiles, run the loops over time in C; False runs the Python loops with
+# the same tile products, their twin (tests).
+LOOPS_IN_C = True
+
 
 class GRUFused(torch.autograd.Function):
     """(x, W_ih, W_hh, b_ih, b_hh, h0, mask, reverse, low_precision) -> (output, h_final),
@@ -58,7 +63,6 @@ class GRUFused(torch.autograd.Function):
     @_without_autocast
     def forward(ctx, x, weight_ih, weight_hh, bias_ih, bias_hh, h0, mask, reverse, low_precision):
         steps, batch, hidden = x.shape[0], x.shape[1], h0.shape[1]
-        step_c = getattr(library(), "gru_forward_" + SUFFIX[x.dtype])
         x_flat = x.reshape(steps * batch, -1)  # (TB, I)
         if low_precision:  # kept for the weight gradients
             x_flat = x_flat.bfloat16()
@@ -75,24 +79,18 @@ class GRUFused(torch.autograd.Function):
         h_in = torch.empty_like(h_prev_seq, dtype=torch.bfloat16) if low_precision else h_prev_seq
         output = x.new_empty(steps, batch, hidden)  # (T, B, H)
         mask = None if mask is None else mask.contiguous()
-        order = list(time_steps(steps, reverse))
-        h_prev_seq[order[0]] = h0
-        h_in[order[0]] = h0
-        product = tile_product(weight_hh, batch, low_precision)
-        bf16_products = product is not None or bf16_steps(batch, hidden, low_precision)
-        product = product or recurrent_product(weight_hh, batch, bf16_products)
-        h_rows = (h_in if bf16_products else h_prev_seq).unbind(0)
-        gate_at, h_n_at, h_at, out_at, mask_at = map(
-            _rows, (gates, h_n_seq, h_prev_seq, output, mask)
-        )
-        h_low_at, b_hn_at = _rows(h_in if low_precision else None), _rows(b_hn)
-        for k, t in enumerate(order):
-            after = order[k + 1] if k + 1 < steps else steps  # where the carried state goes
-            recurrent = product(h_rows[t])  # (B, 3H) W_hh h_{t-1}
-            step_c(
-                batch, hidden, gate_at(t), *_product_args(recurrent), b_hn_at(), h_at(t),
-                mask_at(t), h_n_at(t), h_at(after), out_at(t), h_low_at(after),
-            )  # fmt: skip
+        first = steps - 1 if reverse else 0
+        h_prev_seq[first], h_in[first] = h0, h0
+        packed = tile_weight(weight_hh, batch, low_precision)
+        if packed is None or not LOOPS_IN_C:
+            h_low = h_in if low_precision else None
+            sequences = (gates, b_hn, h_prev_seq, h_low, mask, h_n_seq, output)
+            _forward_steps(weight_hh, reverse, low_precision, *sequences)
+        else:  # the same loop in C, with the products on tiles
+            scratch = torch.empty(batch, 3 * hidden)  # (B, 3H) W_hh h_{t-1}
+            arrays = (gates, packed, scratch, b_hn, h_prev_seq, h_in, mask, h_n_seq, output)
+            loop = library().gru_forward_tiles
+            loop(steps, batch, hidden, reverse, *(_rows(a)() for a in arrays))
         ctx.save_for_backward(x_flat, weight_ih, weight_hh, mask, h_prev_seq, h_in, h_n_seq, gates)
         ctx.reverse, ctx.low_precision, ctx.bias = reverse, low_precision, bias_ih is not None
         ctx.x_shape, ctx.x_dtype = x.shape, x.dtype
@@ -105,7 +103,6 @@ class GRUFused(torch.autograd.Function):
         x_flat, weight_ih, weight_hh, mask, h_prev_seq, h_in, h_n_seq, gates = ctx.saved_tensors
         (steps, batch, _), hidden = ctx.x_shape, weight_hh.shape[1]
         low = ctx.low_precision
-        step_c = getattr(library(), "gru_backward_" + SUFFIX[ctx.x_dtype])
         d_output = d_output.contiguous()
         dh = d_h_final.contiguous().clone()  # (B, H)
         # d_ih (da_r, da_z, da_n) and d_hh (da_r, da_z, r da_n): (T, B, 3H) each for the float
@@ -117,24 +114,17 @@ class GRUFused(torch.autograd.Function):
         d_hh_low = torch.empty_like(gates, dtype=torch.bfloat16) if low else None
         d_bias_ih = torch.zeros(3 * hidden, dtype=torch.float64) if ctx.bias else None  # (3H,)
         d_bias_hn = torch.zeros(hidden, dtype=torch.float64) if ctx.bias else None  # (H,)
-        product = tile_product(weight_hh.t(), batch, low)  # row @ W_hh
-        bf16_products = product is not None or bf16_steps(batch, hidden, low)
-        product = product or recurrent_product(weight_hh.t(), batch, bf16_products)
-        d_rows = (d_hh_low if bf16_products else d_hh).unbind(0)
-        rows = map(_rows, (gates, h_n_seq, h_prev_seq, mask, d_output))
-        gate_at, h_n_at, h_at, mask_at, d_out_at = rows
-        d_ih_at, d_hh_at, d_ih_low_at, d_hh_low_at = map(_rows, (d_ih, d_hh, d_ih_low, d_hh_low))
-        sums = (_rows(d_bias_ih)(), _rows(d_bias_hn)())
-        recurrent = None  # (B, H) d_hh_{t+1} W_hh, added to dh by the next call
-        for t in reversed(time_steps(steps, ctx.reverse)):
-            row = 0 if low else t
-            step_c(
-                batch, hidden, gate_at(t), h_n_at(t), h_at(t), mask_at(t), d_out_at(t),
-                *_product_args(recurrent), dh.data_ptr(), d_ih_at(row), d_hh_at(row),
-                d_ih_low_at(t), d_hh_low_at(t), *sums,
-            )  # fmt: skip
-            recurrent = product(d_rows[t if bf16_products else row])
-        dh.add_(recurrent)
+        packed = tile_weight(weight_hh.t(), batch, low)  # for row @ W_hh
+        sums = (d_bias_ih, d_bias_hn)
+        if packed is None or not LOOPS_IN_C:
+            sequences = (gates, h_n_seq, h_prev_seq, mask, d_output, dh, d_ih, d_hh)
+            _backward_steps(weight_hh, ctx.reverse, low, *sequences, d_ih_low, d_hh_low, *sums)
+        else:  # the same loop in C, with the products on tiles
+            scratch = torch.empty(batch, hidden)  # (B, H) d_hh_{t+1} W_hh
+            arrays = (gates, h_n_seq, h_prev_seq, mask, d_output, packed, scratch, dh, d_ih)
+            arrays += (d_hh, d_ih_low, d_hh_low, *sums)
+            loop = library().gru_backward_tiles
+            loop(steps, batch, hidden, ctx.reverse, *(_rows(a)() for a in arrays))
         d_ih, d_hh = (d_ih_low, d_hh_low) if low else (d_ih, d_hh)
         needs = ctx.needs_input_grad
         grads = _linear_grads(needs, x_flat, h_in[:steps], weight_ih, d_ih, d_hh, low)
@@ -144,6 +134,54 @@ class GRUFused(torch.autograd.Function):
             d_bias_hh = torch.cat([d_bias_ih[: 2 * hidden], d_bias_hn])
             d_biases = (d_bias_ih.to(ctx.x_dtype), d_bias_hh.to(ctx.x_dtype))
         return dx, *grads[1:], *d_biases, dh, None, None, None
+
+
+def _forward_steps(weight_hh, reverse, low_precision, gates, b_hn, h_prev_seq, h_low, mask,
+                   h_n_seq, output):  # fmt: skip
+    """The forward loop: per step, W_hh h_{t-1} in torch (or on tiles) and the rest in C."""
+    steps, batch, hidden = h_n_seq.shape
+    step_c = getattr(library(), "gru_forward_" + SUFFIX[gates.dtype])
+    product = tile_product(weight_hh, batch, low_precision)
+    bf16_products = product is not None or bf16_steps(batch, hidden, low_precision)
+    product = product or recurrent_product(weight_hh, batch, bf16_products)
+    h_rows = (h_low if bf16_products else h_prev_seq).unbind(0)
+    gate_at, h_n_at, h_at, h_low_at, out_at, mask_at = map(
+        _rows, (gates, h_n_seq, h_prev_seq, h_low, output, mask)
+    )
+    b_hn_at, order = _rows(b_hn), list(time_steps(steps, reverse))
+    for k, t in enumerate(order):
+        after = order[k + 1] if k + 1 < steps else steps  # where the carried state goes
+        recurrent = product(h_rows[t])  # (B, 3H) W_hh h_{t-1}
+        step_c(
+            batch, hidden, gate_at(t), *_product_args(recurrent), b_hn_at(), h_at(t),
+            mask_at(t), h_n_at(t), h_at(after), out_at(t), h_low_at(after),
+        )  # fmt: skip
+
+
+def _backward_steps(weight_hh, reverse, low, gates, h_n_seq, h_prev_seq, mask, d_output, dh,
+                    d_ih, d_hh, d_ih_low, d_hh_low, d_bias_ih, d_bias_hn):  # fmt: skip
+    """The backward loop: per step, one call of C and d_hh W_hh; dh ends as dL/dh_0."""
+    steps, batch, hidden = h_n_seq.shape
+    step_c = getattr(library(), "gru_backward_" + SUFFIX[gates.dtype])
+    product = tile_product(weight_hh.t(), batch, low)  # row @ W_hh
+    bf16_products = product is not None or bf16_steps(batch, hidden, low)
+    product = product or recurrent_product(weight_hh.t(), batch, bf16_products)
+    d_rows = (d_hh_low if bf16_products else d_hh).unbind(0)
+    gate_at, h_n_at, h_at, mask_at, d_out_at = map(
+        _rows, (gates, h_n_seq, h_prev_seq, mask, d_output)
+    )
+    d_ih_at, d_hh_at, d_ih_low_at, d_hh_low_at = map(_rows, (d_ih, d_hh, d_ih_low, d_hh_low))
+    sums = (_rows(d_bias_ih)(), _rows(d_bias_hn)())
+    recurrent = None  # (B, H) d_hh_{t+1} W_hh, added to dh by the next call
+    for t in reversed(time_steps(steps, reverse)):
+        row = 0 if low else t
+        step_c(
+            batch, hidden, gate_at(t), h_n_at(t), h_at(t), mask_at(t), d_out_at(t),
+            *_product_args(recurrent), dh.data_ptr(), d_ih_at(row), d_hh_at(row),
+            d_ih_low_at(t), d_hh_low_at(t), *sums,
+        )  # fmt: skip
+        recurrent = product(d_rows[t if bf16_products else row])
+    dh.add_(recurrent)
 
 
 def _linear_grads(needs, x_flat, h_prev_seq, weight_ih, d_ih, d_hh, low_precision):

@@ -17,7 +17,8 @@ runs the Python BPTT, which computes the same function. Mixed precision
 (``low_precision=True``) is the LSTM's, bfloat16 operands with float32 accumulation in the
 matrix products, with one difference: the per-step products run on the CPU's AMX tiles
 where they can (:func:`rnnkit.kernels.common.tile_product`, 3-5x faster than oneDNN on a
-step's small rows, and so in bfloat16 at every size), else as the LSTM's do (from B x H =
+step's small rows, and so in bfloat16 at every size; the loops over time then run in C too,
+``rnn_forward_tiles`` and ``rnn_backward_tiles``), else as the LSTM's do (from B x H =
 8192, see :func:`rnnkit.kernels.lstm_fused.bf16_steps`). The nonlinearity, state and bias
 sum stay float32.
 

@@ -178,3 +178,51 @@ void gru_backward_##suffix(long batch, long hidden, const real *gates, const rea
 
 DEFINE_GRU_STEPS(float, f32)
 DEFINE_GRU_STEPS(double, f64)
+
+/* The bfloat16 tile product of rnn_gates.c: c (m x n) = a (m x k) times w^T, w packed. */
+void bf16_tile_product(long m, long n, long k, const uint16_t *a, long lda, const uint16_t *packed,
+                       float *c, long ldc);
+
+/* The loops over time of rnnkit/kernels/gru_fused.py for float32 under mixed precision with
+ * the products on tiles, in C, as rnn_gates.c has them for the Elman RNN. The arrays are the
+ * Python loop's, whole: (T, B, 3H) for the gates and their gradients, (T, B, H) or
+ * (T + 1, B, H) for the states, the mask (T, B); w_hh and w_hh_t are W_hh packed for
+ * h W_hh^T and for d_hh W_hh; rec is one row of scratch, (B, 3H) forward and (B, H) back. */
+void gru_forward_tiles(long steps, long batch, long hidden, int reverse, float *gates,
+                       const uint16_t *w_hh, float *rec, const float *b_hn, float *h_prev_seq,
+                       uint16_t *h_in, const uint8_t *mask, float *h_n_seq, float *out)
+{
+    const long row = batch * hidden;
+    for (long k = 0; k < steps; k++) {
+        const long t = reverse ? steps - 1 - k : k;
+        const long after = k + 1 == steps ? steps : (reverse ? t - 1 : t + 1);
+        bf16_tile_product(batch, 3 * hidden, hidden, h_in + t * row, hidden, w_hh, rec,
+                          3 * hidden);
+        gru_forward_f32(batch, hidden, gates + 3 * t * row, rec, NULL, b_hn,
+                        h_prev_seq + t * row, mask ? mask + t * batch : NULL, h_n_seq + t * row,
+                        h_prev_seq + after * row, out + t * row, h_in + after * row);
+    }
+}
+
+/* dh (B, H) holds dL/dh_T on entry and dL/dh_0 on return; d_ih_row and d_hh_row are one
+ * (B, 3H) row of float32 scratch each, d_ih_low and d_hh_low receive every step's gate
+ * gradients in bfloat16 (T, B, 3H). */
+void gru_backward_tiles(long steps, long batch, long hidden, int reverse, const float *gates,
+                        const float *h_n_seq, const float *h_prev_seq, const uint8_t *mask,
+                        const float *d_out, const uint16_t *w_hh_t, float *rec, float *dh,
+                        float *d_ih_row, float *d_hh_row, uint16_t *d_ih_low,
+                        uint16_t *d_hh_low, double *d_bias_ih, double *d_bias_hn)
+{
+    const long row = batch * hidden;
+    for (long k = 0; k < steps; k++) {
+        const long t = reverse ? k : steps - 1 - k;
+        gru_backward_f32(batch, hidden, gates + 3 * t * row, h_n_seq + t * row,
+                         h_prev_seq + t * row, mask ? mask + t * batch : NULL, d_out + t * row,
+                         k ? rec : NULL, NULL, dh, d_ih_row, d_hh_row, d_ih_low + 3 * t * row,
+                         d_hh_low + 3 * t * row, d_bias_ih, d_bias_hn);
+        bf16_tile_product(batch, hidden, 3 * hidden, d_hh_low + 3 * t * row, 3 * hidden, w_hh_t,
+                          rec, hidden);
+    }
+    for (long j = 0; j < row; j++)
+        dh[j] += rec[j];
+}
