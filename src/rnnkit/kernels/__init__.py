@@ -78,13 +78,14 @@ def auto_kernel(cell, lengths: bool, bf16: bool) -> str:
     """The kernel a layer's ``kernel="auto"`` runs: ``"fused"`` or ``"torch"``.
 
     Measured with ``benchmarks/train_speed.py`` (one thread, CPU time, B x T x H from
-    8 x 50 x 32 to 64 x 128 x 512):
+    16 x 50 x 64 to 64 x 128 x 512, training steps):
     - the peephole LSTM has no torch kernel;
     - with lengths, torch's packed path is several times slower than its dense one, and
       the fused path is 3-8x faster than it for every cell;
-    - in bf16, torch's GRU and RNN kernels have no oneDNN bfloat16 path, so autocast casts
-      op by op, and the fused path is faster at every size measured (1.4-2.5x); the LSTM's
-      does have one, and stays.
+    - in bf16, torch's GRU and RNN have no bfloat16 kernel on the CPU (its LSTM has
+      oneDNN's), so autocast casts op by op around float32 steps; the fused path is
+      1.4-4x faster at every size measured, most at the small ones, where the per-step
+      costs dominate and its products run on AMX tiles with the loop in C.
     The fused path runs in C on the CPU only: elsewhere (CUDA) torch's kernels keep
     every case they can run.
     """
