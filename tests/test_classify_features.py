@@ -130,3 +130,18 @@ def test_saved_ratios_come_from_the_training_part_only(tmp_path):
 def test_folds_below_one_are_an_error():
     with pytest.raises(ValueError, match="nb_folds .* at least 1; got 0"):
         features.cross_fitted(TEXTS, LABELS, 2, 7, 0, seed=1)
+
+
+def test_a_dropped_word_loses_its_ratios(tmp_path):
+    config = toy_config(write_csv(tmp_path / "r.csv", toy_rows(80)), min_count=1,
+                        word_dropout=0.3, baseline=False)  # fmt: skip
+    classes, parts = classify.prepare(config)
+    texts = [classify.tokenize(t) for t in parts["train"].texts]
+    vocab = classify.TokenVocab.build(texts, 1)
+    ratios = classify.fit_ratios(config, classes, vocab, parts["train"])
+    task = classify.build_task(config, classes, vocab, parts, None, ratios)
+    ids, lengths, y, steps = task.batch(0)
+    assert steps.shape == (*ids.shape, 2)
+    dropped = ids == UNK  # min_count=1: every <unk> here is a dropped word
+    assert dropped.any() and (steps[dropped] == 0).all()
+    assert (steps[~dropped & (ids != 0)][:, 0] != 0).any()

@@ -219,10 +219,12 @@ def build_task(config: Config, classes, vocab, parts, baseline, ratios) -> Task:
     def batch(step):
         rows = epoch_batch(step, len(train_ids), config.batch_size, config.seed)
         ids, lengths = pad([train_ids[i] for i in rows])  # (T, B), (B,)
-        ids = drop_words(ids, config.word_dropout, [config.seed, step])
+        dropped = drop_words(ids, config.word_dropout, [config.seed, step])
         if train_ratios is None:
-            return ids, lengths, train_y[rows]
-        return ids, lengths, train_y[rows], pad_ratios([train_ratios[i] for i in rows])
+            return dropped, lengths, train_y[rows]
+        steps = pad_ratios([train_ratios[i] for i in rows])  # (T, B, F)
+        steps[dropped != ids] = 0.0  # a word dropped to <unk> takes its ratios with it
+        return dropped, lengths, train_y[rows], steps
 
     def loss(m, b, carry):
         device = m.head.weight.device
