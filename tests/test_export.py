@@ -330,6 +330,14 @@ def test_encoder_decoders_are_refused_with_the_reason(tmp_path, capsys):
     assert sorted(p.name for p in run_dir.iterdir()) == ["config.json"]
 
 
+def test_a_classify_run_with_naive_bayes_inputs_is_refused(tmp_path, capsys):
+    run_dir = fake_run(tmp_path, "classify")
+    (run_dir / "config.json").write_text(json.dumps({"task": "classify", "nb_features": True}))
+    assert main(["export", str(run_dir), "--format", "onnx"]) == 2
+    assert "Naive-Bayes ratios" in capsys.readouterr().err
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.json"]
+
+
 def test_a_task_export_does_not_know_is_refused_by_name(tmp_path, capsys):
     run_dir = fake_run(tmp_path, "speech")
     assert main(["export", str(run_dir), "--format", "torchscript"]) == 2

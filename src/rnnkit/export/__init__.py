@@ -164,6 +164,12 @@ def export_run(run_dir, fmt: str = "onnx", step: bool = False, out=None) -> list
         )
     if task in SEQ2SEQ and not step:
         raise refusal(task)
+    if task == "classify" and read_json(run_dir / "config.json").get("nb_features"):
+        raise ValueError(
+            f"{run_dir}: this classify run reads Naive-Bayes ratios beside its embedding "
+            "(nb_features), which the exported graph has no input for yet; train with "
+            "--no-nb-features to export"
+        )
     model, files = load_run(run_dir, module)
     suffix = ".onnx" if fmt == "onnx" else ".pt"
     if task in SEQ2SEQ:
