@@ -102,7 +102,7 @@ SIGNATURES = {
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     """Argument types of every entry point, in float32 and float64: sizes as long; and of
     the bfloat16 tile product (m, n, k, a, lda, packed, c, ldc) of ``rnn_gates.c`` and the
-    loops over time on tiles of the RNN and the GRU."""
+    loops over time on tiles of the RNN, the GRU and the LSTM."""
     for name, arguments in SIGNATURES.items():
         for suffix in ("f32", "f64"):
             function = getattr(lib, f"{name}_{suffix}")
@@ -119,6 +119,10 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.gru_forward_tiles.argtypes, lib.gru_forward_tiles.restype = flags + [_ADDRESS] * 9, None
     lib.gru_backward_tiles.argtypes = flags + [_ADDRESS] * 14
     lib.gru_backward_tiles.restype = None
+    lib.lstm_forward_tiles.argtypes = flags + [_ADDRESS] * 12
+    lib.lstm_forward_tiles.restype = None
+    lib.lstm_backward_tiles.argtypes = flags + [_ADDRESS] * 18
+    lib.lstm_backward_tiles.restype = None
     return lib
 
 

@@ -16,8 +16,12 @@ cannot (no compiler) or does not apply (not CPU, not float32/float64), :func:`fu
 runs the Python BPTT instead, which computes the same function.
 
 Mixed precision (``low_precision=True``, float32 only): the matrix products take bfloat16
-copies of their operands and accumulate in float32 inside oneDNN (the per-step products
-from B x H = 8192 on, see :func:`bf16_steps`); the gate pre-activations, the cell state,
+copies of their operands and accumulate in float32. The per-step products run on the CPU's
+AMX tiles where they can (:func:`rnnkit.kernels.common.tile_product`: AMX-BF16, B a
+multiple of 16, H of 32 forward and of 16 backward), and the loops over time then run in C too
+(``lstm_forward_tiles``, ``lstm_backward_tiles`` in ``csrc/lstm_gates.c``; the Python loops
+below are their twin, :data:`LOOPS_IN_C`); elsewhere they run in oneDNN from B x H = 8192 on
+(see :func:`bf16_steps`) and in float32 below. The gate pre-activations, the cell state,
 the gate math and the bias and peephole sums stay float32, and the weight gradients are
 returned in float32 for the float32 master weights.
 
@@ -33,11 +37,15 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from rnnkit.cells import LSTMCell
-from rnnkit.kernels.common import check_sequence, time_steps
+from rnnkit.kernels.common import check_sequence, tile_product, tile_weight, time_steps
 from rnnkit.kernels.compiled import library
 from rnnkit.kernels.lstm_bptt import LSTMBPTT
 
 SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+
+# With the products on tiles, run the loops over time in C; False runs the Python loops with
+# the same tile products, their twin (tests).
+LOOPS_IN_C = True
 
 
 def applies(x: Tensor, low_precision: bool = False) -> bool:
@@ -130,7 +138,6 @@ class LSTMFused(torch.autograd.Function):
         low_precision,
     ):  # fmt: skip
         steps, batch, hidden = x.shape[0], x.shape[1], h0.shape[1]
-        step_c = getattr(library(), "lstm_forward_" + SUFFIX[x.dtype])
         bias = None if bias_ih is None else bias_ih + bias_hh
         x_flat = x.reshape(steps * batch, -1)  # (TB, I)
         if low_precision:  # kept for the weight gradients
@@ -144,25 +151,19 @@ class LSTMFused(torch.autograd.Function):
         output = x.new_empty(steps, batch, hidden)  # (T, B, H)
         peepholes = [t.contiguous() if t is not None else None for t in (p_i, p_f, p_o)]
         mask = None if mask is None else mask.contiguous()
-        order = list(time_steps(steps, reverse))
-        h_prev_seq[order[0]], c_prev_seq[order[0]] = h0, c0
-        h_in[order[0]] = h0
-        bf16_products = bf16_steps(batch, hidden, low_precision)
-        product = recurrent_product(weight_hh, batch, bf16_products)
-        h_rows = (h_in if bf16_products else h_prev_seq).unbind(0)
-        gate_at, h_at, c_at, c_new_at, out_at, mask_at = map(
-            _rows, (gates, h_prev_seq, c_prev_seq, c_new_seq, output, mask)
-        )
-        h_low_at = _rows(h_in if low_precision else None)
-        peephole_at = [_rows(p)() for p in peepholes]
-        for k, t in enumerate(order):
-            after = order[k + 1] if k + 1 < steps else steps  # where the carried state goes
-            recurrent = product(h_rows[t])  # (B, 4H) W_hh h_{t-1}
-            step_c(
-                batch, hidden, gate_at(t), *_product_args(recurrent), h_at(t), c_at(t),
-                *peephole_at, mask_at(t), c_new_at(t), h_at(after), c_at(after), out_at(t),
-                h_low_at(after),
-            )  # fmt: skip
+        first = steps - 1 if reverse else 0
+        h_prev_seq[first], c_prev_seq[first], h_in[first] = h0, c0, h0
+        packed = tile_weight(weight_hh, batch, low_precision)
+        if packed is None or not LOOPS_IN_C:
+            h_low = h_in if low_precision else None
+            sequences = (gates, h_prev_seq, h_low, c_prev_seq, c_new_seq, mask, output)
+            _forward_steps(weight_hh, reverse, low_precision, peepholes, *sequences)
+        else:  # the same loop in C, with the products on tiles
+            scratch = torch.empty(batch, 4 * hidden)  # (B, 4H) W_hh h_{t-1}
+            arrays = (gates, packed, scratch, h_prev_seq, h_in, c_prev_seq, c_new_seq)
+            arrays += (*peepholes, mask, output)
+            loop = library().lstm_forward_tiles
+            loop(steps, batch, hidden, reverse, *(_rows(a)() for a in arrays))
         ctx.save_for_backward(
             x_flat, weight_ih, weight_hh, *peepholes, mask, h_in, c_prev_seq, c_new_seq, gates
         )
@@ -178,7 +179,6 @@ class LSTMFused(torch.autograd.Function):
         h_in, c_prev_seq, c_new_seq, gates = sequences
         (steps, batch, _), hidden = ctx.x_shape, weight_hh.shape[1]
         low = ctx.low_precision
-        step_c = getattr(library(), "lstm_backward_" + SUFFIX[ctx.x_dtype])
         d_output = d_output.contiguous()
         dh, dc = d_h_final.contiguous().clone(), d_c_final.contiguous().clone()  # (B, H)
         # da_i, da_f, da_g, da_o: (T, B, 4H) for the float matmuls; under mixed precision the
@@ -187,24 +187,17 @@ class LSTMFused(torch.autograd.Function):
         d_low = torch.empty_like(gates, dtype=torch.bfloat16) if low else None
         d_peep = torch.zeros(3, hidden, dtype=torch.float64)  # (3, H) dp_i, dp_f, dp_o
         d_bias = torch.zeros(4 * hidden, dtype=torch.float64) if ctx.bias else None  # (4H,)
-        bf16_products = bf16_steps(batch, hidden, low)
-        product = recurrent_product(weight_hh.t(), batch, bf16_products)  # row @ W_hh
-        d_rows = (d_low if bf16_products else d_gates).unbind(0)
-        gate_at, c_at, c_new_at, mask_at, d_out_at, d_gate_at, d_low_at, d_peep_at = map(
-            _rows, (gates, c_prev_seq, c_new_seq, mask, d_output, d_gates, d_low, d_peep)
-        )
-        peephole_at = [_rows(p)() for p in (p_i, p_f, p_o)]
-        fixed = (dh.data_ptr(), dc.data_ptr())
-        sums = (d_peep_at(0), d_peep_at(1), d_peep_at(2), _rows(d_bias)())
-        recurrent = None  # (B, H) da_{t+1} W_hh, added to dh by the next call
-        for t in reversed(time_steps(steps, ctx.reverse)):
-            step_c(
-                batch, hidden, gate_at(t), c_at(t), c_new_at(t), *peephole_at, mask_at(t),
-                d_out_at(t), *_product_args(recurrent), *fixed, d_gate_at(0 if low else t),
-                d_low_at(t), *sums,
-            )  # fmt: skip
-            recurrent = product(d_rows[t if bf16_products or not low else 0])
-        dh.add_(recurrent)
+        packed = tile_weight(weight_hh.t(), batch, low)  # for row @ W_hh
+        sums = (*d_peep, d_bias)
+        if packed is None or not LOOPS_IN_C:
+            sequences = (gates, c_prev_seq, c_new_seq, mask, d_output, dh, dc, d_gates, d_low)
+            _backward_steps(weight_hh, ctx.reverse, low, (p_i, p_f, p_o), *sequences, *sums)
+        else:  # the same loop in C, with the products on tiles
+            scratch = torch.empty(batch, hidden)  # (B, H) da_{t+1} W_hh
+            arrays = (gates, c_prev_seq, c_new_seq, p_i, p_f, p_o, mask, d_output, packed)
+            arrays += (scratch, dh, dc, d_gates, d_low, *sums)
+            loop = library().lstm_backward_tiles
+            loop(steps, batch, hidden, ctx.reverse, *(_rows(a)() for a in arrays))
         d_matmul = d_low if low else d_gates
         grads = _linear_grads(ctx.needs_input_grad, x_flat, h_in[:steps], weight_ih, d_matmul, low)
         dx = None if grads[0] is None else grads[0].view(ctx.x_shape).to(ctx.x_dtype)
@@ -212,6 +205,55 @@ class LSTMFused(torch.autograd.Function):
         d_biases = (d_bias, None if d_bias is None else d_bias.clone())  # no aliased .grad
         peephole_grads = (None,) * 3 if p_i is None else tuple(d_peep.to(ctx.x_dtype).unbind(0))
         return dx, *grads[1:], *d_biases, dh, dc, *peephole_grads, None, None, None
+
+
+def _forward_steps(weight_hh, reverse, low_precision, peepholes, gates, h_prev_seq, h_low,
+                   c_prev_seq, c_new_seq, mask, output):  # fmt: skip
+    """The forward loop: per step, W_hh h_{t-1} in torch (or on tiles) and the rest in C."""
+    steps, batch, hidden = output.shape
+    step_c = getattr(library(), "lstm_forward_" + SUFFIX[gates.dtype])
+    product = tile_product(weight_hh, batch, low_precision)
+    bf16_products = product is not None or bf16_steps(batch, hidden, low_precision)
+    product = product or recurrent_product(weight_hh, batch, bf16_products)
+    h_rows = (h_low if bf16_products else h_prev_seq).unbind(0)
+    gate_at, h_at, h_low_at, c_at, c_new_at, mask_at, out_at = map(
+        _rows, (gates, h_prev_seq, h_low, c_prev_seq, c_new_seq, mask, output)
+    )
+    peephole_at, order = [_rows(p)() for p in peepholes], list(time_steps(steps, reverse))
+    for k, t in enumerate(order):
+        after = order[k + 1] if k + 1 < steps else steps  # where the carried state goes
+        recurrent = product(h_rows[t])  # (B, 4H) W_hh h_{t-1}
+        step_c(
+            batch, hidden, gate_at(t), *_product_args(recurrent), h_at(t), c_at(t),
+            *peephole_at, mask_at(t), c_new_at(t), h_at(after), c_at(after), out_at(t),
+            h_low_at(after),
+        )  # fmt: skip
+
+
+def _backward_steps(weight_hh, reverse, low, peepholes, gates, c_prev_seq, c_new_seq, mask,
+                    d_output, dh, dc, d_gates, d_low, dp_i, dp_f, dp_o, d_bias):  # fmt: skip
+    """The backward loop: per step, one call of C and da W_hh; dh, dc end as dL/dh_0, dL/dc_0."""
+    steps, batch, hidden = d_output.shape
+    step_c = getattr(library(), "lstm_backward_" + SUFFIX[gates.dtype])
+    product = tile_product(weight_hh.t(), batch, low)  # row @ W_hh
+    bf16_products = product is not None or bf16_steps(batch, hidden, low)
+    product = product or recurrent_product(weight_hh.t(), batch, bf16_products)
+    d_rows = (d_low if bf16_products else d_gates).unbind(0)
+    gate_at, c_at, c_new_at, mask_at, d_out_at, d_gate_at, d_low_at = map(
+        _rows, (gates, c_prev_seq, c_new_seq, mask, d_output, d_gates, d_low)
+    )
+    peephole_at = [_rows(p)() for p in peepholes]
+    fixed = (dh.data_ptr(), dc.data_ptr())
+    sums = [_rows(s)() for s in (dp_i, dp_f, dp_o, d_bias)]
+    recurrent = None  # (B, H) da_{t+1} W_hh, added to dh by the next call
+    for t in reversed(time_steps(steps, reverse)):
+        step_c(
+            batch, hidden, gate_at(t), c_at(t), c_new_at(t), *peephole_at, mask_at(t),
+            d_out_at(t), *_product_args(recurrent), *fixed, d_gate_at(0 if low else t),
+            d_low_at(t), *sums,
+        )  # fmt: skip
+        recurrent = product(d_rows[t if bf16_products or not low else 0])
+    dh.add_(recurrent)
 
 
 def _linear_grads(needs, x_flat, h_prev_seq, weight_ih, d_gates, low_precision):

@@ -208,3 +208,54 @@ void lstm_backward_##suffix(long batch, long hidden, const real *gates, const re
 
 DEFINE_LSTM_STEPS(float, f32)
 DEFINE_LSTM_STEPS(double, f64)
+
+/* The bfloat16 tile product of rnn_gates.c: c (m x n) = a (m x k) times w^T, w packed. */
+void bf16_tile_product(long m, long n, long k, const uint16_t *a, long lda, const uint16_t *packed,
+                       float *c, long ldc);
+
+/* The loops over time of rnnkit/kernels/lstm_fused.py for float32 under mixed precision with
+ * the products on tiles, in C, as gru_gates.c has them for the GRU. The arrays are the Python
+ * loop's, whole: (T, B, 4H) for the gates, (T + 1, B, H) for h and c before each step (row T
+ * final), (T, B, H) for c_t and the output, the mask (T, B); w_hh is W_hh packed for
+ * h W_hh^T; rec is one (B, 4H) row of scratch. p_i, p_f, p_o are NULL without peepholes. */
+void lstm_forward_tiles(long steps, long batch, long hidden, int reverse, float *gates,
+                        const uint16_t *w_hh, float *rec, float *h_prev_seq, uint16_t *h_in,
+                        float *c_prev_seq, float *c_new_seq, const float *p_i, const float *p_f,
+                        const float *p_o, const uint8_t *mask, float *out)
+{
+    const long row = batch * hidden;
+    for (long k = 0; k < steps; k++) {
+        const long t = reverse ? steps - 1 - k : k;
+        const long after = k + 1 == steps ? steps : (reverse ? t - 1 : t + 1);
+        bf16_tile_product(batch, 4 * hidden, hidden, h_in + t * row, hidden, w_hh, rec,
+                          4 * hidden);
+        lstm_forward_f32(batch, hidden, gates + 4 * t * row, rec, NULL, h_prev_seq + t * row,
+                         c_prev_seq + t * row, p_i, p_f, p_o, mask ? mask + t * batch : NULL,
+                         c_new_seq + t * row, h_prev_seq + after * row,
+                         c_prev_seq + after * row, out + t * row, h_in + after * row);
+    }
+}
+
+/* dh, dc (B, H) hold dL/dh_T, dL/dc_T on entry and dL/dh_0, dL/dc_0 on return; w_hh_t is W_hh
+ * packed for da W_hh, rec one (B, H) row of scratch, d_row one (B, 4H) row of float32
+ * scratch; d_low receives every step's da in bfloat16 (T, B, 4H). */
+void lstm_backward_tiles(long steps, long batch, long hidden, int reverse, const float *gates,
+                         const float *c_prev_seq, const float *c_new_seq, const float *p_i,
+                         const float *p_f, const float *p_o, const uint8_t *mask,
+                         const float *d_out, const uint16_t *w_hh_t, float *rec, float *dh,
+                         float *dc, float *d_row, uint16_t *d_low, double *dp_i, double *dp_f,
+                         double *dp_o, double *d_bias)
+{
+    const long row = batch * hidden;
+    for (long k = 0; k < steps; k++) {
+        const long t = reverse ? k : steps - 1 - k;
+        lstm_backward_f32(batch, hidden, gates + 4 * t * row, c_prev_seq + t * row,
+                          c_new_seq + t * row, p_i, p_f, p_o, mask ? mask + t * batch : NULL,
+                          d_out + t * row, k ? rec : NULL, NULL, dh, dc, d_row,
+                          d_low + 4 * t * row, dp_i, dp_f, dp_o, d_bias);
+        bf16_tile_product(batch, hidden, 4 * hidden, d_low + 4 * t * row, 4 * hidden, w_hh_t,
+                          rec, hidden);
+    }
+    for (long j = 0; j < row; j++)
+        dh[j] += rec[j];
+}

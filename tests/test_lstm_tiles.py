@@ -1,0 +1,131 @@
+"""The fused LSTM (with and without peepholes) in bf16 on AMX tiles.
+
+- with the products on tiles the loops over time run in C; the Python loops with the same
+  tile products and the same step code are their twin: outputs, final states and every
+  gradient equal to rounding, with masks, in both directions, with and without peepholes
+  and bias;
+- the tile products against oneDNN's and plain bfloat16 torch.mm (tiles off), and all of
+  them within 3e-2 relative error of float32 (the bound of tests/test_fused.py, which says
+  why), and not bit-identical to it;
+- sizes that are not whole tiles run the Python loops, still near float32.
+
+Tile tests are skipped where the CPU has no AMX-BF16 (or no compiler).
+
+Shape letters: T time, B batch, I input size, H hidden size.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import rnnkit
+from rnnkit.kernels import common, lstm_fused
+
+T, B, I, H = 5, 16, 3, 32
+BF16_RELATIVE = 3e-2
+
+
+def tiles_here() -> bool:
+    return common.tile_weight(torch.zeros(4 * H, H), B, True) is not None
+
+
+needs_tiles = pytest.mark.skipif(
+    not tiles_here(), reason="no AMX-BF16 tiles here: the LSTM's loops run in Python"
+)
+
+
+def bf16_pair(hidden: int, **options):
+    """A float32 layer and a bf16 fused one with the same weights."""
+    torch.manual_seed(2)
+    exact = rnnkit.LSTM(I, hidden, kernel="fused", **options)
+    mixed = rnnkit.LSTM(I, hidden, kernel="fused", precision="bf16", **options)
+    mixed.load_state_dict(exact.state_dict())
+    return exact, mixed
+
+
+def layer_results(layer, x, state, lengths):
+    """Output, final states and every gradient (input, initial states, parameters)."""
+    output, (h, c) = layer(x, state, lengths=lengths)
+    weights = torch.linspace(-1, 1, h.numel()).view_as(h)
+    loss = output.pow(2).sum() + (h * weights).sum() + 0.7 * c.pow(2).sum()
+    grads = torch.autograd.grad(loss, [x, *state, *layer.parameters()])
+    return [output, h, c, *grads]
+
+
+def make_inputs(batch: int, hidden: int, directions: int):
+    torch.manual_seed(3)
+    x = torch.randn(T, batch, I, requires_grad=True)
+    state = tuple(torch.randn(directions, batch, hidden, requires_grad=True) for _ in "hc")
+    lengths = torch.randint(1, T + 1, (batch,))
+    return x, state, lengths
+
+
+def relative_error(ours, theirs) -> float:
+    return ((ours.double() - theirs.double()).norm() / theirs.double().norm()).item()
+
+
+@needs_tiles
+@pytest.mark.parametrize("peephole", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("with_lengths", [True, False])
+def test_loops_in_c_equal_the_python_loops_on_tiles(monkeypatch, peephole, bias, with_lengths):
+    """Bidirectional, so both directions; lengths give masks; every gradient compared."""
+    _, mixed = bf16_pair(H, bidirectional=True, peephole=peephole, bias=bias)
+    x, state, lengths = make_inputs(B, H, 2)
+    lengths = lengths if with_lengths else None
+    results = []
+    for in_c in (True, False):
+        monkeypatch.setattr(lstm_fused, "LOOPS_IN_C", in_c)
+        results.append(layer_results(mixed, x, state, lengths))
+    assert len(results[0]) == 6 + len(list(mixed.parameters()))
+    for ours, theirs in zip(*results, strict=True):
+        assert ours.shape == theirs.shape and ours.dtype == theirs.dtype == torch.float32
+        torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-6)
+
+
+@needs_tiles
+def test_the_c_loops_run_on_tiles(monkeypatch):
+    """With tiles, the forward and backward loops are the C ones (not the Python twin)."""
+    called = []
+    monkeypatch.setattr(lstm_fused, "_forward_steps", lambda *a: called.append("forward"))
+    monkeypatch.setattr(lstm_fused, "_backward_steps", lambda *a: called.append("backward"))
+    _, mixed = bf16_pair(H, peephole=True)
+    x, state, lengths = make_inputs(B, H, 1)
+    layer_results(mixed, x, state, lengths)
+    assert called == []
+
+
+@needs_tiles
+@pytest.mark.parametrize("peephole", [True, False])
+def test_tiles_onednn_plain_and_float32(monkeypatch, peephole):
+    """Tile products against oneDNN's (B x H = 8192) and plain bfloat16 torch.mm, all near
+    float32, and bfloat16 did round."""
+    batch, hidden = 64, 128
+    exact, mixed = bf16_pair(hidden, bidirectional=True, peephole=peephole)
+    x, state, lengths = make_inputs(batch, hidden, 2)
+    results = []
+    for layer, tiles, packed in ((mixed, 1, 1), (mixed, 0, 1), (mixed, 0, 0), (exact, 1, 1)):
+        monkeypatch.setattr(common, "TILES", bool(tiles))
+        monkeypatch.setattr(lstm_fused, "PACKED", bool(packed))
+        results.append(layer_results(layer, x, state, lengths))
+    for tiles, onednn, plain, float32 in zip(*results, strict=True):
+        assert relative_error(tiles, plain) < 1e-2
+        assert relative_error(onednn, plain) < 1e-2
+        assert relative_error(tiles, float32) < BF16_RELATIVE
+    assert relative_error(results[0][0], results[3][0]) > 1e-5
+
+
+@pytest.mark.parametrize("batch,hidden", [(B, H), (4, 6)])
+@pytest.mark.parametrize("peephole", [True, False])
+def test_bf16_is_close_to_float32_but_not_equal(batch, hidden, peephole):
+    """On tiles where they run (B, H) and on the Python loops elsewhere ((4, 6): not whole
+    tiles), two stacked bidirectional layers with lengths."""
+    exact, mixed = bf16_pair(hidden, num_layers=2, bidirectional=True, peephole=peephole)
+    x, state, lengths = make_inputs(batch, hidden, 4)
+    results = [layer_results(layer, x, state, lengths) for layer in (mixed, exact)]
+    for ours, theirs in zip(*results, strict=True):
+        assert ours.dtype == torch.float32 and ours.shape == theirs.shape
+        assert relative_error(ours, theirs) < BF16_RELATIVE
+    assert relative_error(results[0][0], results[1][0]) > 1e-5
+    assert all(p.dtype == torch.float32 for p in mixed.parameters())
