@@ -98,6 +98,15 @@ def _mm(a: Tensor, b: Tensor, low_precision: bool) -> Tensor:
     return a @ b
 
 
+def _linear(a: Tensor, weight: Tensor, low_precision: bool) -> Tensor:
+    """a @ weight.T over all steps, float32 out: on AMX tiles under mixed precision where they
+    run (no bfloat16 result to widen again, a pass over (TB, 4H) saved), else :func:`_mm`."""
+    product = tile_product(weight, a.shape[0], low_precision)
+    if product is None:
+        return _mm(a, weight.t(), low_precision)
+    return product(a.bfloat16().contiguous())
+
+
 def _rows(tensor: Tensor | None):
     """``row(t)``: the address of row t of a contiguous tensor, for C (None stays NULL)."""
     if tensor is None:
@@ -142,7 +151,7 @@ class LSTMFused(torch.autograd.Function):
         x_flat = x.reshape(steps * batch, -1)  # (TB, I)
         if low_precision:  # kept for the weight gradients
             x_flat = x_flat.bfloat16()
-        gates = _mm(x_flat, weight_ih.t(), low_precision)  # (TB, 4H), activations after
+        gates = _linear(x_flat, weight_ih, low_precision)  # (TB, 4H), activations after
         gates = (gates if bias is None else gates.add_(bias)).view(steps, batch, -1)
         h_prev_seq = x.new_empty(steps + 1, batch, hidden)  # (T+1, B, H): row T is final
         c_prev_seq, c_new_seq = torch.empty_like(h_prev_seq), torch.empty_like(h_prev_seq)
@@ -260,7 +269,7 @@ def _linear_grads(needs, x_flat, h_prev_seq, weight_ih, d_gates, low_precision):
     """(dx (TB, I), dW_ih, dW_hh), each one matmul over all steps (or None if not needed)."""
     d_flat = d_gates.reshape(x_flat.shape[0], -1)  # (TB, 4H)
     h_flat = h_prev_seq.reshape(x_flat.shape[0], -1)  # (TB, H)
-    dx = _mm(d_flat, weight_ih, low_precision) if needs[0] else None
+    dx = _linear(d_flat, weight_ih.t(), low_precision) if needs[0] else None
     d_weight_ih = _mm(d_flat.t(), x_flat, low_precision) if needs[1] else None
     d_weight_hh = _mm(d_flat.t(), h_flat, low_precision) if needs[2] else None
     return dx, d_weight_ih, d_weight_hh
