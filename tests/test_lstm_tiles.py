@@ -129,3 +129,11 @@ def test_bf16_is_close_to_float32_but_not_equal(batch, hidden, peephole):
         assert relative_error(ours, theirs) < BF16_RELATIVE
     assert relative_error(results[0][0], results[1][0]) > 1e-5
     assert all(p.dtype == torch.float32 for p in mixed.parameters())
+
+
+def test_auto_keeps_torch_for_the_plain_lstm_in_bf16():
+    """Measured (rnnkit.kernels.auto_kernel): torch's oneDNN bf16 LSTM is faster than the
+    fused path on tiles; the peephole LSTM, which torch has not, runs fused."""
+    assert rnnkit.LSTM(I, H, precision="bf16")._kernel_name(None) == "torch"
+    assert rnnkit.LSTM(I, H, precision="bf16", peephole=True)._kernel_name(None) == "fused"
+    assert rnnkit.LSTM(I, H, precision="bf16")._kernel_name(torch.tensor([T] * B)) == "fused"
