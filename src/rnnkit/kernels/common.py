@@ -1,6 +1,7 @@
 """Plumbing shared by the hand-written BPTT of every cell: argument checks, step order,
-masking, the two linear maps that feed the gates, and the per-step bfloat16 product on AMX
-tiles of the fused GRU and RNN.
+masking, the two linear maps that feed the gates, the per-step bfloat16 product on AMX
+tiles, and what the fused paths (LSTM, GRU, RNN) share around their C code: row addresses,
+mixed-precision matrix products and weight gradients.
 
 The gate math of each cell lives in its own module; what is here knows nothing about
 gates. The masking rules are those of :func:`rnnkit.scan.scan`: at a padded step the state
@@ -19,6 +20,8 @@ Shape letters: T time, B batch, I input size, H hidden size, G number of gate bl
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 from torch import Tensor
@@ -140,3 +143,68 @@ def tile_product(weight: Tensor, batch: int, low_precision: bool):
         return out
 
     return product
+
+
+# -- the fused paths' plumbing: dtypes of the C code, addresses for it, mixed precision -----
+
+SUFFIX = {torch.float32: "f32", torch.float64: "f64"}  # dtype -> the C entry points' suffix
+
+
+def mixed_mm(a: Tensor, b: Tensor, low_precision: bool) -> Tensor:
+    """a @ b, with bfloat16 operands and a float32 result under mixed precision."""
+    if low_precision:
+        return torch.mm(a.bfloat16(), b.bfloat16()).float()
+    return a @ b
+
+
+def mixed_linear(a: Tensor, weight: Tensor, low_precision: bool) -> Tensor:
+    """a @ weight.T over all steps, float32 out: on AMX tiles under mixed precision where they
+    run (no bfloat16 result to widen again, a pass over (TB, GH) saved), else :func:`mixed_mm`."""
+    product = tile_product(weight, a.shape[0], low_precision)
+    if product is None:
+        return mixed_mm(a, weight.t(), low_precision)
+    return product(a.bfloat16().contiguous())
+
+
+def row_address(tensor: Tensor | None):
+    """``row(t)``: the address of row t of a contiguous tensor, for C (None stays NULL)."""
+    if tensor is None:
+        return lambda step=0: None
+    base, stride = tensor.data_ptr(), tensor.stride(0) * tensor.element_size()
+    return lambda step=0: base + step * stride
+
+
+def product_args(product: Tensor | None) -> tuple:
+    """The C arguments (rec, rec_bf16) for a per-step product, NULL where absent."""
+    if product is None:
+        return None, None
+    if product.dtype == torch.bfloat16:
+        return None, product.data_ptr()
+    return product.data_ptr(), None
+
+
+def without_autocast(method):
+    """Run a Function's forward or backward with autocast off: the C code reads buffers in
+    the input's dtype, and mixed precision here is the explicit ``low_precision``."""
+
+    @functools.wraps(method)
+    def wrapper(ctx, *args):
+        with torch.autocast("cpu", enabled=False):
+            return method(ctx, *args)
+
+    return wrapper
+
+
+def mixed_linear_grads(needs, x_flat, h_prev_seq, weight_ih, d_ih, d_hh, low_precision):
+    """(dx (TB, I), dW_ih, dW_hh), each one matmul over all steps (or None if not needed).
+
+    ``d_ih`` and ``d_hh`` (T, B, GH) are dL/d(W_ih x_t + b_ih) and dL/d(W_hh h_{t-1} + b_hh),
+    one tensor for the LSTM and the RNN, two for the GRU.
+    """
+    d_ih = d_ih.reshape(x_flat.shape[0], -1)  # (TB, GH)
+    d_hh = d_hh.reshape(x_flat.shape[0], -1)  # (TB, GH)
+    h_flat = h_prev_seq.reshape(x_flat.shape[0], -1)  # (TB, H)
+    dx = mixed_linear(d_ih, weight_ih.t(), low_precision) if needs[0] else None
+    d_weight_ih = mixed_mm(d_ih.t(), x_flat, low_precision) if needs[1] else None
+    d_weight_hh = mixed_mm(d_hh.t(), h_flat, low_precision) if needs[2] else None
+    return dx, d_weight_ih, d_weight_hh

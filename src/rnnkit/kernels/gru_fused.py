@@ -36,19 +36,21 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from rnnkit.cells import GRUCell
-from rnnkit.kernels.common import check_sequence, tile_product, tile_weight, time_steps
+from rnnkit.kernels.common import (
+    SUFFIX,
+    check_sequence,
+    mixed_linear_grads,
+    mixed_mm,
+    product_args,
+    row_address,
+    tile_product,
+    tile_weight,
+    time_steps,
+    without_autocast,
+)
 from rnnkit.kernels.compiled import library
 from rnnkit.kernels.gru_bptt import GRUBPTT
-from rnnkit.kernels.lstm_fused import (
-    SUFFIX,
-    _mm,
-    _product_args,
-    _rows,
-    _without_autocast,
-    applies,
-    bf16_steps,
-    recurrent_product,
-)
+from rnnkit.kernels.lstm_fused import applies, bf16_steps, recurrent_product
 
 # With the products on tiles, run the loops over time in C; False runs the Python loops with
 # the same tile products, their twin (tests).
@@ -60,13 +62,13 @@ class GRUFused(torch.autograd.Function):
     as :class:`rnnkit.kernels.gru_bptt.GRUBPTT`."""
 
     @staticmethod
-    @_without_autocast
+    @without_autocast
     def forward(ctx, x, weight_ih, weight_hh, bias_ih, bias_hh, h0, mask, reverse, low_precision):
         steps, batch, hidden = x.shape[0], x.shape[1], h0.shape[1]
         x_flat = x.reshape(steps * batch, -1)  # (TB, I)
         if low_precision:  # kept for the weight gradients
             x_flat = x_flat.bfloat16()
-        gates = _mm(x_flat, weight_ih.t(), low_precision)  # (TB, 3H), activations after
+        gates = mixed_mm(x_flat, weight_ih.t(), low_precision)  # (TB, 3H), activations after
         b_hn = None
         if bias_ih is not None:  # b_hr and b_hz join the projection; r multiplies b_hn
             b_hn = bias_hh[2 * hidden :].contiguous()  # (H,)
@@ -90,7 +92,7 @@ class GRUFused(torch.autograd.Function):
             scratch = torch.empty(batch, 3 * hidden)  # (B, 3H) W_hh h_{t-1}
             arrays = (gates, packed, scratch, b_hn, h_prev_seq, h_in, mask, h_n_seq, output)
             loop = library().gru_forward_tiles
-            loop(steps, batch, hidden, reverse, *(_rows(a)() for a in arrays))
+            loop(steps, batch, hidden, reverse, *(row_address(a)() for a in arrays))
         ctx.save_for_backward(x_flat, weight_ih, weight_hh, mask, h_prev_seq, h_in, h_n_seq, gates)
         ctx.reverse, ctx.low_precision, ctx.bias = reverse, low_precision, bias_ih is not None
         ctx.x_shape, ctx.x_dtype = x.shape, x.dtype
@@ -98,7 +100,7 @@ class GRUFused(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    @_without_autocast
+    @without_autocast
     def backward(ctx, d_output, d_h_final):
         x_flat, weight_ih, weight_hh, mask, h_prev_seq, h_in, h_n_seq, gates = ctx.saved_tensors
         (steps, batch, _), hidden = ctx.x_shape, weight_hh.shape[1]
@@ -124,10 +126,10 @@ class GRUFused(torch.autograd.Function):
             arrays = (gates, h_n_seq, h_prev_seq, mask, d_output, packed, scratch, dh, d_ih)
             arrays += (d_hh, d_ih_low, d_hh_low, *sums)
             loop = library().gru_backward_tiles
-            loop(steps, batch, hidden, ctx.reverse, *(_rows(a)() for a in arrays))
+            loop(steps, batch, hidden, ctx.reverse, *(row_address(a)() for a in arrays))
         d_ih, d_hh = (d_ih_low, d_hh_low) if low else (d_ih, d_hh)
         needs = ctx.needs_input_grad
-        grads = _linear_grads(needs, x_flat, h_in[:steps], weight_ih, d_ih, d_hh, low)
+        grads = mixed_linear_grads(needs, x_flat, h_in[:steps], weight_ih, d_ih, d_hh, low)
         dx = None if grads[0] is None else grads[0].view(ctx.x_shape).to(ctx.x_dtype)
         d_biases = (None, None)
         if ctx.bias:
@@ -146,14 +148,14 @@ def _forward_steps(weight_hh, reverse, low_precision, gates, b_hn, h_prev_seq, h
     product = product or recurrent_product(weight_hh, batch, bf16_products)
     h_rows = (h_low if bf16_products else h_prev_seq).unbind(0)
     gate_at, h_n_at, h_at, h_low_at, out_at, mask_at = map(
-        _rows, (gates, h_n_seq, h_prev_seq, h_low, output, mask)
+        row_address, (gates, h_n_seq, h_prev_seq, h_low, output, mask)
     )
-    b_hn_at, order = _rows(b_hn), list(time_steps(steps, reverse))
+    b_hn_at, order = row_address(b_hn), list(time_steps(steps, reverse))
     for k, t in enumerate(order):
         after = order[k + 1] if k + 1 < steps else steps  # where the carried state goes
         recurrent = product(h_rows[t])  # (B, 3H) W_hh h_{t-1}
         step_c(
-            batch, hidden, gate_at(t), *_product_args(recurrent), b_hn_at(), h_at(t),
+            batch, hidden, gate_at(t), *product_args(recurrent), b_hn_at(), h_at(t),
             mask_at(t), h_n_at(t), h_at(after), out_at(t), h_low_at(after),
         )  # fmt: skip
 
@@ -168,31 +170,20 @@ def _backward_steps(weight_hh, reverse, low, gates, h_n_seq, h_prev_seq, mask, d
     product = product or recurrent_product(weight_hh.t(), batch, bf16_products)
     d_rows = (d_hh_low if bf16_products else d_hh).unbind(0)
     gate_at, h_n_at, h_at, mask_at, d_out_at = map(
-        _rows, (gates, h_n_seq, h_prev_seq, mask, d_output)
+        row_address, (gates, h_n_seq, h_prev_seq, mask, d_output)
     )
-    d_ih_at, d_hh_at, d_ih_low_at, d_hh_low_at = map(_rows, (d_ih, d_hh, d_ih_low, d_hh_low))
-    sums = (_rows(d_bias_ih)(), _rows(d_bias_hn)())
+    d_ih_at, d_hh_at, d_ih_low_at, d_hh_low_at = map(row_address, (d_ih, d_hh, d_ih_low, d_hh_low))
+    sums = (row_address(d_bias_ih)(), row_address(d_bias_hn)())
     recurrent = None  # (B, H) d_hh_{t+1} W_hh, added to dh by the next call
     for t in reversed(time_steps(steps, reverse)):
         row = 0 if low else t
         step_c(
             batch, hidden, gate_at(t), h_n_at(t), h_at(t), mask_at(t), d_out_at(t),
-            *_product_args(recurrent), dh.data_ptr(), d_ih_at(row), d_hh_at(row),
+            *product_args(recurrent), dh.data_ptr(), d_ih_at(row), d_hh_at(row),
             d_ih_low_at(t), d_hh_low_at(t), *sums,
         )  # fmt: skip
         recurrent = product(d_rows[t if bf16_products else row])
     dh.add_(recurrent)
-
-
-def _linear_grads(needs, x_flat, h_prev_seq, weight_ih, d_ih, d_hh, low_precision):
-    """(dx (TB, I), dW_ih, dW_hh), each one matmul over all steps (or None if not needed)."""
-    d_ih = d_ih.reshape(x_flat.shape[0], -1)  # (TB, 3H)
-    d_hh = d_hh.reshape(x_flat.shape[0], -1)  # (TB, 3H)
-    h_flat = h_prev_seq.reshape(x_flat.shape[0], -1)  # (TB, H)
-    dx = _mm(d_ih, weight_ih, low_precision) if needs[0] else None
-    d_weight_ih = _mm(d_ih.t(), x_flat, low_precision) if needs[1] else None
-    d_weight_hh = _mm(d_hh.t(), h_flat, low_precision) if needs[2] else None
-    return dx, d_weight_ih, d_weight_hh
 
 
 def fused_scan(cell, x: Tensor, h0: Tensor, mask: Tensor | None = None, reverse: bool = False,

@@ -30,18 +30,25 @@ Shape letters: T time, B batch, I input size, H hidden size.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from rnnkit.cells import LSTMCell
-from rnnkit.kernels.common import check_sequence, tile_product, tile_weight, time_steps
+from rnnkit.kernels.common import (
+    SUFFIX,
+    check_sequence,
+    mixed_linear,
+    mixed_linear_grads,
+    product_args,
+    row_address,
+    tile_product,
+    tile_weight,
+    time_steps,
+    without_autocast,
+)
 from rnnkit.kernels.compiled import library
 from rnnkit.kernels.lstm_bptt import LSTMBPTT
-
-SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 
 # With the products on tiles, run the loops over time in C; False runs the Python loops with
 # the same tile products, their twin (tests).
@@ -91,57 +98,12 @@ def bf16_steps(batch: int, hidden: int, low_precision: bool) -> bool:
     return low_precision and batch * hidden >= 8192
 
 
-def _mm(a: Tensor, b: Tensor, low_precision: bool) -> Tensor:
-    """a @ b, with bfloat16 operands and a float32 result under mixed precision."""
-    if low_precision:
-        return torch.mm(a.bfloat16(), b.bfloat16()).float()
-    return a @ b
-
-
-def _linear(a: Tensor, weight: Tensor, low_precision: bool) -> Tensor:
-    """a @ weight.T over all steps, float32 out: on AMX tiles under mixed precision where they
-    run (no bfloat16 result to widen again, a pass over (TB, 4H) saved), else :func:`_mm`."""
-    product = tile_product(weight, a.shape[0], low_precision)
-    if product is None:
-        return _mm(a, weight.t(), low_precision)
-    return product(a.bfloat16().contiguous())
-
-
-def _rows(tensor: Tensor | None):
-    """``row(t)``: the address of row t of a contiguous tensor, for C (None stays NULL)."""
-    if tensor is None:
-        return lambda step=0: None
-    base, stride = tensor.data_ptr(), tensor.stride(0) * tensor.element_size()
-    return lambda step=0: base + step * stride
-
-
-def _product_args(product: Tensor | None) -> tuple:
-    """The C arguments (rec, rec_bf16) for a per-step product, NULL where absent."""
-    if product is None:
-        return None, None
-    if product.dtype == torch.bfloat16:
-        return None, product.data_ptr()
-    return product.data_ptr(), None
-
-
-def _without_autocast(method):
-    """Run a Function's forward or backward with autocast off: the C code reads buffers in
-    the input's dtype, and mixed precision here is the explicit ``low_precision``."""
-
-    @functools.wraps(method)
-    def wrapper(ctx, *args):
-        with torch.autocast("cpu", enabled=False):
-            return method(ctx, *args)
-
-    return wrapper
-
-
 class LSTMFused(torch.autograd.Function):
     """(x, W_ih, W_hh, b_ih, b_hh, h0, c0, p_i, p_f, p_o, mask, reverse, low_precision)
     -> (output, h, c), as :class:`rnnkit.kernels.lstm_bptt.LSTMBPTT`."""
 
     @staticmethod
-    @_without_autocast
+    @without_autocast
     def forward(
         ctx, x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, p_i, p_f, p_o, mask, reverse,
         low_precision,
@@ -151,7 +113,7 @@ class LSTMFused(torch.autograd.Function):
         x_flat = x.reshape(steps * batch, -1)  # (TB, I)
         if low_precision:  # kept for the weight gradients
             x_flat = x_flat.bfloat16()
-        gates = _linear(x_flat, weight_ih, low_precision)  # (TB, 4H), activations after
+        gates = mixed_linear(x_flat, weight_ih, low_precision)  # (TB, 4H), activations after
         gates = (gates if bias is None else gates.add_(bias)).view(steps, batch, -1)
         h_prev_seq = x.new_empty(steps + 1, batch, hidden)  # (T+1, B, H): row T is final
         c_prev_seq, c_new_seq = torch.empty_like(h_prev_seq), torch.empty_like(h_prev_seq)
@@ -172,7 +134,7 @@ class LSTMFused(torch.autograd.Function):
             arrays = (gates, packed, scratch, h_prev_seq, h_in, c_prev_seq, c_new_seq)
             arrays += (*peepholes, mask, output)
             loop = library().lstm_forward_tiles
-            loop(steps, batch, hidden, reverse, *(_rows(a)() for a in arrays))
+            loop(steps, batch, hidden, reverse, *(row_address(a)() for a in arrays))
         ctx.save_for_backward(
             x_flat, weight_ih, weight_hh, *peepholes, mask, h_in, c_prev_seq, c_new_seq, gates
         )
@@ -182,7 +144,7 @@ class LSTMFused(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    @_without_autocast
+    @without_autocast
     def backward(ctx, d_output, d_h_final, d_c_final):
         x_flat, weight_ih, weight_hh, p_i, p_f, p_o, mask, *sequences = ctx.saved_tensors
         h_in, c_prev_seq, c_new_seq, gates = sequences
@@ -206,9 +168,10 @@ class LSTMFused(torch.autograd.Function):
             arrays = (gates, c_prev_seq, c_new_seq, p_i, p_f, p_o, mask, d_output, packed)
             arrays += (scratch, dh, dc, d_gates, d_low, *sums)
             loop = library().lstm_backward_tiles
-            loop(steps, batch, hidden, ctx.reverse, *(_rows(a)() for a in arrays))
+            loop(steps, batch, hidden, ctx.reverse, *(row_address(a)() for a in arrays))
         d_matmul = d_low if low else d_gates
-        grads = _linear_grads(ctx.needs_input_grad, x_flat, h_in[:steps], weight_ih, d_matmul, low)
+        needs = ctx.needs_input_grad
+        grads = mixed_linear_grads(needs, x_flat, h_in[:steps], weight_ih, d_matmul, d_matmul, low)
         dx = None if grads[0] is None else grads[0].view(ctx.x_shape).to(ctx.x_dtype)
         d_bias = None if d_bias is None else d_bias.to(ctx.x_dtype)
         d_biases = (d_bias, None if d_bias is None else d_bias.clone())  # no aliased .grad
@@ -226,14 +189,14 @@ def _forward_steps(weight_hh, reverse, low_precision, peepholes, gates, h_prev_s
     product = product or recurrent_product(weight_hh, batch, bf16_products)
     h_rows = (h_low if bf16_products else h_prev_seq).unbind(0)
     gate_at, h_at, h_low_at, c_at, c_new_at, mask_at, out_at = map(
-        _rows, (gates, h_prev_seq, h_low, c_prev_seq, c_new_seq, mask, output)
+        row_address, (gates, h_prev_seq, h_low, c_prev_seq, c_new_seq, mask, output)
     )
-    peephole_at, order = [_rows(p)() for p in peepholes], list(time_steps(steps, reverse))
+    peephole_at, order = [row_address(p)() for p in peepholes], list(time_steps(steps, reverse))
     for k, t in enumerate(order):
         after = order[k + 1] if k + 1 < steps else steps  # where the carried state goes
         recurrent = product(h_rows[t])  # (B, 4H) W_hh h_{t-1}
         step_c(
-            batch, hidden, gate_at(t), *_product_args(recurrent), h_at(t), c_at(t),
+            batch, hidden, gate_at(t), *product_args(recurrent), h_at(t), c_at(t),
             *peephole_at, mask_at(t), c_new_at(t), h_at(after), c_at(after), out_at(t),
             h_low_at(after),
         )  # fmt: skip
@@ -249,30 +212,20 @@ def _backward_steps(weight_hh, reverse, low, peepholes, gates, c_prev_seq, c_new
     product = product or recurrent_product(weight_hh.t(), batch, bf16_products)
     d_rows = (d_low if bf16_products else d_gates).unbind(0)
     gate_at, c_at, c_new_at, mask_at, d_out_at, d_gate_at, d_low_at = map(
-        _rows, (gates, c_prev_seq, c_new_seq, mask, d_output, d_gates, d_low)
+        row_address, (gates, c_prev_seq, c_new_seq, mask, d_output, d_gates, d_low)
     )
-    peephole_at = [_rows(p)() for p in peepholes]
+    peephole_at = [row_address(p)() for p in peepholes]
     fixed = (dh.data_ptr(), dc.data_ptr())
-    sums = [_rows(s)() for s in (dp_i, dp_f, dp_o, d_bias)]
+    sums = [row_address(s)() for s in (dp_i, dp_f, dp_o, d_bias)]
     recurrent = None  # (B, H) da_{t+1} W_hh, added to dh by the next call
     for t in reversed(time_steps(steps, reverse)):
         step_c(
             batch, hidden, gate_at(t), c_at(t), c_new_at(t), *peephole_at, mask_at(t),
-            d_out_at(t), *_product_args(recurrent), *fixed, d_gate_at(0 if low else t),
+            d_out_at(t), *product_args(recurrent), *fixed, d_gate_at(0 if low else t),
             d_low_at(t), *sums,
         )  # fmt: skip
         recurrent = product(d_rows[t if bf16_products or not low else 0])
     dh.add_(recurrent)
-
-
-def _linear_grads(needs, x_flat, h_prev_seq, weight_ih, d_gates, low_precision):
-    """(dx (TB, I), dW_ih, dW_hh), each one matmul over all steps (or None if not needed)."""
-    d_flat = d_gates.reshape(x_flat.shape[0], -1)  # (TB, 4H)
-    h_flat = h_prev_seq.reshape(x_flat.shape[0], -1)  # (TB, H)
-    dx = _linear(d_flat, weight_ih.t(), low_precision) if needs[0] else None
-    d_weight_ih = _mm(d_flat.t(), x_flat, low_precision) if needs[1] else None
-    d_weight_hh = _mm(d_flat.t(), h_flat, low_precision) if needs[2] else None
-    return dx, d_weight_ih, d_weight_hh
 
 
 def fused_scan(cell, x: Tensor, state, mask: Tensor | None = None, reverse: bool = False, *,

@@ -32,19 +32,20 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from rnnkit.cells import RNNCell
-from rnnkit.kernels.common import check_sequence, tile_product, tile_weight, time_steps
-from rnnkit.kernels.compiled import library
-from rnnkit.kernels.lstm_fused import (
+from rnnkit.kernels.common import (
     SUFFIX,
-    _linear_grads,
-    _mm,
-    _product_args,
-    _rows,
-    _without_autocast,
-    applies,
-    bf16_steps,
-    recurrent_product,
+    check_sequence,
+    mixed_linear_grads,
+    mixed_mm,
+    product_args,
+    row_address,
+    tile_product,
+    tile_weight,
+    time_steps,
+    without_autocast,
 )
+from rnnkit.kernels.compiled import library
+from rnnkit.kernels.lstm_fused import applies, bf16_steps, recurrent_product
 from rnnkit.kernels.rnn_bptt import RNNBPTT
 
 RELU = {"tanh": 0, "relu": 1}  # the C code's switch
@@ -58,7 +59,7 @@ class RNNFused(torch.autograd.Function):
     -> (output, h_final), as :class:`rnnkit.kernels.rnn_bptt.RNNBPTT`."""
 
     @staticmethod
-    @_without_autocast
+    @without_autocast
     def forward(
         ctx, x, weight_ih, weight_hh, bias_ih, bias_hh, h0, mask, nonlinearity, reverse,
         low_precision,
@@ -67,7 +68,7 @@ class RNNFused(torch.autograd.Function):
         x_flat = x.reshape(steps * batch, -1)  # (TB, I)
         if low_precision:  # kept for the weight gradients
             x_flat = x_flat.bfloat16()
-        h_new_seq = _mm(x_flat, weight_ih.t(), low_precision)  # (TB, H), f(a_t) after
+        h_new_seq = mixed_mm(x_flat, weight_ih.t(), low_precision)  # (TB, H), f(a_t) after
         if bias_ih is not None:
             h_new_seq += bias_ih + bias_hh
         h_new_seq = h_new_seq.view(steps, batch, hidden)
@@ -86,7 +87,7 @@ class RNNFused(torch.autograd.Function):
             scratch = torch.empty(batch, hidden)  # (B, H) W_hh h_{t-1}
             arrays = (h_new_seq, packed, scratch, h_prev_seq, h_in, mask, output)
             loop = library().rnn_forward_tiles
-            loop(steps, batch, hidden, relu, reverse, *(_rows(a)() for a in arrays))
+            loop(steps, batch, hidden, relu, reverse, *(row_address(a)() for a in arrays))
         ctx.save_for_backward(x_flat, weight_ih, weight_hh, mask, h_in, h_new_seq)
         ctx.reverse, ctx.low_precision, ctx.bias = reverse, low_precision, bias_ih is not None
         ctx.x_shape, ctx.x_dtype, ctx.relu = x.shape, x.dtype, relu
@@ -94,7 +95,7 @@ class RNNFused(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    @_without_autocast
+    @without_autocast
     def backward(ctx, d_output, d_h_final):
         x_flat, weight_ih, weight_hh, mask, h_in, h_new_seq = ctx.saved_tensors
         (steps, batch, _), hidden = ctx.x_shape, weight_hh.shape[1]
@@ -114,9 +115,10 @@ class RNNFused(torch.autograd.Function):
             scratch = torch.empty(batch, hidden)  # (B, H) da_{t+1} W_hh
             arrays = (h_new_seq, mask, d_output, packed, scratch, dh, d_pre, d_low, d_bias)
             loop = library().rnn_backward_tiles
-            loop(steps, batch, hidden, ctx.relu, ctx.reverse, *(_rows(a)() for a in arrays))
+            loop(steps, batch, hidden, ctx.relu, ctx.reverse, *(row_address(a)() for a in arrays))
         d_matmul = d_low if low else d_pre
-        grads = _linear_grads(ctx.needs_input_grad, x_flat, h_in[:steps], weight_ih, d_matmul, low)
+        needs = ctx.needs_input_grad
+        grads = mixed_linear_grads(needs, x_flat, h_in[:steps], weight_ih, d_matmul, d_matmul, low)
         dx = None if grads[0] is None else grads[0].view(ctx.x_shape).to(ctx.x_dtype)
         d_bias = None if d_bias is None else d_bias.to(ctx.x_dtype)
         d_biases = (d_bias, None if d_bias is None else d_bias.clone())  # no aliased .grad
@@ -133,14 +135,14 @@ def _forward_steps(weight_hh, relu, reverse, low_precision, h_new_seq, h_prev_se
     product = product or recurrent_product(weight_hh, batch, bf16_products)
     h_rows = (h_low if bf16_products else h_prev_seq).unbind(0)
     pre_at, h_at, h_low_at, out_at, mask_at = map(
-        _rows, (h_new_seq, h_prev_seq, h_low, output, mask)
+        row_address, (h_new_seq, h_prev_seq, h_low, output, mask)
     )
     order = list(time_steps(steps, reverse))
     for k, t in enumerate(order):
         after = order[k + 1] if k + 1 < steps else steps  # where the carried state goes
         recurrent = product(h_rows[t])  # (B, H) W_hh h_{t-1}
         step_c(
-            batch, hidden, relu, pre_at(t), *_product_args(recurrent), h_at(t), mask_at(t),
+            batch, hidden, relu, pre_at(t), *product_args(recurrent), h_at(t), mask_at(t),
             h_at(after), out_at(t), h_low_at(after),
         )  # fmt: skip
 
@@ -155,15 +157,15 @@ def _backward_steps(weight_hh, relu, reverse, low, h_new_seq, mask, d_output, dh
     product = product or recurrent_product(weight_hh.t(), batch, bf16_products)
     d_rows = (d_low if bf16_products else d_pre).unbind(0)
     h_new_at, mask_at, d_out_at, d_pre_at, d_low_at = map(
-        _rows, (h_new_seq, mask, d_output, d_pre, d_low)
+        row_address, (h_new_seq, mask, d_output, d_pre, d_low)
     )
     recurrent = None  # (B, H) da_{t+1} W_hh, added to dh by the next call
     for t in reversed(time_steps(steps, reverse)):
         row = 0 if low else t
         step_c(
             batch, hidden, relu, h_new_at(t), mask_at(t), d_out_at(t),
-            *_product_args(recurrent), dh.data_ptr(), d_pre_at(row), d_low_at(t),
-            _rows(d_bias)(),
+            *product_args(recurrent), dh.data_ptr(), d_pre_at(row), d_low_at(t),
+            row_address(d_bias)(),
         )  # fmt: skip
         recurrent = product(d_rows[t if bf16_products else row])
     dh.add_(recurrent)
