@@ -1,14 +1,15 @@
 """Build and load the C gate math of the fused paths (:mod:`rnnkit.kernels.lstm_fused`,
 :mod:`~rnnkit.kernels.gru_fused`, :mod:`~rnnkit.kernels.rnn_fused`), or say why not.
 
-The C sources (``csrc/lstm_gates.c``, ``gru_gates.c``, ``rnn_gates.c``) are compiled once per
-machine into one library in a cache directory (``$RNNKIT_CACHE``, else
-``$XDG_CACHE_HOME/rnnkit``, else ``~/.cache/rnnkit``) under a name that hashes the sources,
-the compiler, the flags and the CPU's feature flags, so an edit or another machine's
-``-march=native`` never loads a stale library. The compiler is ``$CC``, else ``cc``. Flag
-sets are tried in order: tuned for this CPU, then portable; when none builds (no compiler,
-say) :func:`library` returns None, warns once, and the callers take the Python BPTT of
-:mod:`rnnkit.kernels` (``lstm_bptt``, ``gru_bptt``, ``rnn_bptt``), their slow twins.
+The C sources (``csrc/lstm_gates.c``, ``gru_gates.c``, ``rnn_gates.c``, with the shared
+header ``gates.h``) are compiled once per machine into one library in a cache directory
+(``$RNNKIT_CACHE``, else ``$XDG_CACHE_HOME/rnnkit``, else ``~/.cache/rnnkit``) under a name
+that hashes the sources and the header, the compiler, the flags and the CPU's feature
+flags, so an edit or another machine's ``-march=native`` never loads a stale library. The
+compiler is ``$CC``, else ``cc``. Flag sets are tried in order: tuned for this CPU, then
+portable; when none builds (no compiler, say) :func:`library` returns None, warns once,
+and the callers take the Python BPTT of :mod:`rnnkit.kernels` (``lstm_bptt``,
+``gru_bptt``, ``rnn_bptt``), their slow twins.
 
 Compiling and linking are two commands so that ``-ffast-math`` shapes the code only: linked
 with it, gcc adds a start-up file that turns on flush-to-zero for the whole process.
@@ -27,6 +28,7 @@ from pathlib import Path
 
 CSRC = Path(__file__).parent / "csrc"
 SOURCES = (CSRC / "lstm_gates.c", CSRC / "gru_gates.c", CSRC / "rnn_gates.c")
+HEADERS = (CSRC / "gates.h",)  # hashed with the sources: an edited header rebuilds
 # (compile flags, link flags): the first is vectorised for this CPU (with glibc's vector
 # tanh for float64) and splits large steps over torch's OpenMP threads; the second runs
 # anywhere gcc or clang does, on one thread.
@@ -60,7 +62,7 @@ def _cpu() -> str:
 
 def _library_path(cc: str, flags: tuple) -> Path:
     identity = repr((cc, flags, _cpu())).encode()
-    sources = b"".join(source.read_bytes() for source in SOURCES)
+    sources = b"".join(source.read_bytes() for source in SOURCES + HEADERS)
     key = hashlib.sha256(sources + identity).hexdigest()[:16]
     return cache_dir() / f"gates-{key}.so"
 

@@ -7,58 +7,9 @@
  * byte per sequence (1 at a real step) or NULL when every step is real; the peephole weights
  * p_i, p_f, p_o are (H,) or NULL for the standard LSTM. Everything is contiguous. Optional
  * arrays are NULL when absent. bfloat16 arrays hold the top 16 bits of a float32.
- *
- * float32 uses the exponential below (Cephes' expf polynomial, error about 1e-7 relative),
- * which gcc vectorises; float64 uses glibc's tanh, which -ffast-math lets gcc call in its
- * vector form (libmvec), so the float64 path keeps full precision for the 1e-10 tests.
+ * The numeric helpers are in gates.h.
  */
-#include <math.h>
-#include <stdint.h>
-#include <string.h>
-
-/* Steps with at least this many units (batch x hidden) split the batch over the OpenMP
- * threads; built with -fopenmp the library shares torch's libgomp (same soname), so it
- * follows torch.set_num_threads. Smaller steps stay on one thread: waking the others
- * costs more than the work. */
-#define PARALLEL_FROM 8192
-
-static inline float exp_f32(float x)
-{
-    x = fminf(fmaxf(x, -87.0f), 88.0f);
-    float n = floorf(x * 1.44269504088896341f + 0.5f); /* x = n ln 2 + r, |r| <= ln2 / 2 */
-    float r = x - n * 0.693359375f + n * 2.12194440e-4f; /* ln 2 in two parts (Cody-Waite) */
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    float y = p * r * r + r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23; /* 2^n */
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return y * scale;
-}
-
-static inline float sigmoid_f32(float x) { return 1.0f / (1.0f + exp_f32(-x)); }
-static inline float tanh_f32(float x) { return 1.0f - 2.0f / (1.0f + exp_f32(2.0f * x)); }
-static inline double sigmoid_f64(double x) { return 0.5 + 0.5 * tanh(0.5 * x); }
-static inline double tanh_f64(double x) { return tanh(x); }
-
-static inline float from_bf16(uint16_t v)
-{
-    uint32_t bits = (uint32_t)v << 16;
-    float x;
-    memcpy(&x, &bits, sizeof x);
-    return x;
-}
-
-static inline uint16_t to_bf16(float x) /* round to nearest even */
-{
-    uint32_t bits;
-    memcpy(&bits, &x, sizeof bits);
-    return (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
-}
+#include "gates.h"
 
 /* row += rec (same dtype) or row += rec_bf16, over n numbers. */
 #define ADD_PRODUCT(real, row, rec, rec_bf16, n)                                              \
@@ -208,10 +159,6 @@ void lstm_backward_##suffix(long batch, long hidden, const real *gates, const re
 
 DEFINE_LSTM_STEPS(float, f32)
 DEFINE_LSTM_STEPS(double, f64)
-
-/* The bfloat16 tile product of rnn_gates.c: c (m x n) = a (m x k) times w^T, w packed. */
-void bf16_tile_product(long m, long n, long k, const uint16_t *a, long lda, const uint16_t *packed,
-                       float *c, long ldc);
 
 /* The loops over time of rnnkit/kernels/lstm_fused.py for float32 under mixed precision with
  * the products on tiles, in C, as gru_gates.c has them for the GRU. The arrays are the Python

@@ -5,54 +5,9 @@
  *
  * Layout: rows (B, H); the mask is one byte per sequence (1 at a real step) or NULL when every
  * step is real. Everything is contiguous; optional arrays are NULL when absent. bfloat16
- * arrays hold the top 16 bits of a float32. The numeric helpers are those of lstm_gates.c.
+ * arrays hold the top 16 bits of a float32. The numeric helpers are in gates.h.
  */
-#include <math.h>
-#include <stdint.h>
-#include <string.h>
-
-/* Steps with at least this many units (batch x hidden) split the batch over the OpenMP
- * threads, as in lstm_gates.c. */
-#define PARALLEL_FROM 8192
-
-static inline float exp_f32(float x)
-{
-    x = fminf(fmaxf(x, -87.0f), 88.0f);
-    float n = floorf(x * 1.44269504088896341f + 0.5f); /* x = n ln 2 + r, |r| <= ln2 / 2 */
-    float r = x - n * 0.693359375f + n * 2.12194440e-4f; /* ln 2 in two parts (Cody-Waite) */
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    float y = p * r * r + r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23; /* 2^n */
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return y * scale;
-}
-
-static inline float tanh_f32(float x) { return 1.0f - 2.0f / (1.0f + exp_f32(2.0f * x)); }
-static inline double tanh_f64(double x) { return tanh(x); }
-
-static inline float from_bf16(uint16_t v)
-{
-    uint32_t bits = (uint32_t)v << 16;
-    float x;
-    memcpy(&x, &bits, sizeof x);
-    return x;
-}
-
-static inline uint16_t to_bf16(float x) /* round to nearest even */
-{
-    uint32_t bits;
-    memcpy(&bits, &x, sizeof bits);
-    return (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
-}
-
-/* Element k of the recurrent product: rec (same dtype) or rec_bf16. */
-#define PRODUCT_AT(real, rec, rec_bf16, k) ((rec) ? (rec)[k] : (real)from_bf16((rec_bf16)[k]))
+#include "gates.h"
 
 /* f(a) and f'(a) written through h = f(a): tanh' = 1 - h^2; relu' = 1[h > 0], 0 at a = 0 as
  * in torch. */
