@@ -69,10 +69,14 @@ def relative_error(ours, theirs) -> float:
 @pytest.mark.parametrize("peephole", [True, False])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("with_lengths", [True, False])
-def test_loops_in_c_equal_the_python_loops_on_tiles(monkeypatch, peephole, bias, with_lengths):
-    """Bidirectional, so both directions; lengths give masks; every gradient compared."""
-    _, mixed = bf16_pair(H, bidirectional=True, peephole=peephole, bias=bias)
-    x, state, lengths = make_inputs(B, H, 2)
+@pytest.mark.parametrize("hidden", [H, 48])
+def test_loops_in_c_equal_the_python_loops_on_tiles(
+    monkeypatch, peephole, bias, with_lengths, hidden
+):
+    """Bidirectional, so both directions; lengths give masks; every gradient compared. At
+    H = 48 only the backward is on tiles (and in C)."""
+    _, mixed = bf16_pair(hidden, bidirectional=True, peephole=peephole, bias=bias)
+    x, state, lengths = make_inputs(B, hidden, 2)
     lengths = lengths if with_lengths else None
     results = []
     for in_c in (True, False):
@@ -116,11 +120,12 @@ def test_tiles_onednn_plain_and_float32(monkeypatch, peephole):
     assert relative_error(results[0][0], results[3][0]) > 1e-5
 
 
-@pytest.mark.parametrize("batch,hidden", [(B, H), (4, 6)])
+@pytest.mark.parametrize("batch,hidden", [(B, H), (B, 48), (4, 6)])
 @pytest.mark.parametrize("peephole", [True, False])
 def test_bf16_is_close_to_float32_but_not_equal(batch, hidden, peephole):
-    """On tiles where they run (B, H) and on the Python loops elsewhere ((4, 6): not whole
-    tiles), two stacked bidirectional layers with lengths."""
+    """On tiles where they run (B, H); the forward in Python and the backward on tiles
+    (B, 48: 48 is a multiple of 16 but not of 32); the Python loops elsewhere ((4, 6): not
+    whole tiles). Two stacked bidirectional layers with lengths."""
     exact, mixed = bf16_pair(hidden, num_layers=2, bidirectional=True, peephole=peephole)
     x, state, lengths = make_inputs(batch, hidden, 4)
     results = [layer_results(layer, x, state, lengths) for layer in (mixed, exact)]
