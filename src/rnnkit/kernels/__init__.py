@@ -87,11 +87,11 @@ def auto_kernel(cell, lengths: bool, bf16: bool) -> str:
       1.4-4x faster at every size measured, most at the small ones, where the per-step
       costs dominate and its products run on AMX tiles with the loop in C;
     - in bf16, the plain LSTM stays with torch's oneDNN kernel: the fused path on AMX tiles
-      with its loops in C is 1.4x / 2.3x / 2.6x of float32 but only 0.65x / 0.87x / 0.93x
-      of torch's bf16 kernel at (B, T, H) = (32, 100, 128), (64, 128, 256), (64, 128, 512)
-      (one thread, CPU time, 9-15 rounds, 2026-11-26), and its tile products use one
-      thread where oneDNN's use all. The peephole LSTM's fused bf16 is 1.7-2.1x / 2.0-2.4x
-      / 1.9-2.3x of its float32 over the same runs.
+      with its loops in C is 1.4x / 2.3-2.7x / 2.5-3.0x of float32 but 0.63-0.65x /
+      0.85-1.08x / 0.80-0.93x of torch's bf16 kernel at (B, T, H) = (32, 100, 128),
+      (64, 128, 256), (64, 128, 512) (one thread, CPU time, three runs of 5-15 rounds,
+      2026-11-26), and its tile products use one thread where oneDNN's use all. The
+      peephole LSTM's fused bf16 is 1.7-2.1x / 2.0-2.8x / 1.9-2.3x of its float32 there.
     The fused path runs in C on the CPU only: elsewhere (CUDA) torch's kernels keep
     every case they can run.
     """
