@@ -276,3 +276,30 @@ def test_bf16_per_step_products_packed_plain_and_float32(monkeypatch):
     for packed, plain, float32 in zip(*results, strict=True):
         assert relative_error(packed, plain) < 1e-2
         assert relative_error(packed, float32) < BF16_RELATIVE
+
+
+def subnormal_count(tensor) -> int:
+    tiny = torch.finfo(tensor.dtype).tiny  # the smallest normal float
+    return int(((tensor != 0) & (tensor.abs() < tiny)).sum())
+
+
+@pytest.mark.skipif(compiled.library() is None, reason="no C library: nothing to flush")
+@pytest.mark.parametrize("cell_name", ["peephole", "gru", "rnn"])
+def test_fused_paths_flush_denormals_and_give_the_setting_back(cell_name):
+    """A loss scaled to 1e-37 drives some gradients below float32's smallest normal number
+    (1.2e-38): autograd over the loop keeps them as denormals (slow to compute with), the
+    fused paths flush them to zero, and afterwards this thread computes denormals again."""
+    torch.manual_seed(0)
+    layer = rnnkit.layers.make_layer(cell_name, 3, 8, kernel="fused")
+    loop = rnnkit.layers.make_layer(cell_name, 3, 8, kernel="loop")
+    loop.load_state_dict(layer.state_dict())
+    x = torch.randn(6, 4, 3)
+    grads = []
+    for model in (layer, loop):
+        output, _ = model(x)
+        (output.sum() * 1e-37).backward()
+        grads.append([p.grad for p in model.parameters()])
+    assert sum(subnormal_count(g) for g in grads[1]) > 0  # the case does reach denormals
+    assert sum(subnormal_count(g) for g in grads[0]) == 0
+    assert sum(int((g != 0).sum()) for g in grads[0]) > 0  # the normal part is kept
+    assert subnormal_count(torch.tensor([1e-38]) * 0.5) == 1  # the caller's setting is back

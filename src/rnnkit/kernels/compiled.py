@@ -125,6 +125,8 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.lstm_forward_tiles.restype = None
     lib.lstm_backward_tiles.argtypes = flags + [_ADDRESS] * 18
     lib.lstm_backward_tiles.restype = None
+    lib.denormals_off.argtypes, lib.denormals_off.restype = [], ctypes.c_uint
+    lib.denormals_restore.argtypes, lib.denormals_restore.restype = [ctypes.c_uint], None
     return lib
 
 
