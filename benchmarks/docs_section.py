@@ -9,8 +9,10 @@ import os
 
 def write_section(path: str, text: str, start: str, end: str) -> None:
     old = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
-    if start in old:
+    if start in old:  # replaced where it stands, so hand-written notes around it stay beside it
         head, rest = old.split(start, 1)
-        old = head + rest.split(end, 1)[1].lstrip("\n")
+        new = head + text.strip("\n") + rest.split(end, 1)[1]
+    else:
+        new = old.rstrip("\n") + "\n\n" + text + "\n"
     with open(path, "w") as f:
-        f.write(old.rstrip("\n") + "\n\n" + text + "\n")
+        f.write(new)
