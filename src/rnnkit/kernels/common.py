@@ -214,6 +214,24 @@ def denormals_flushed():
         lib.denormals_restore(old)
 
 
+def backward_linear_grads(ctx, x_flat, h_in, weight_ih, d_ih, d_hh):
+    """The end of a fused backward: (dx (T, B, I) in the input's dtype, dW_ih, dW_hh) from
+    :func:`mixed_linear_grads` over the steps ``ctx`` saw, as ``ctx.needs_input_grad`` asks."""
+    steps, needs, low = ctx.x_shape[0], ctx.needs_input_grad, ctx.low_precision
+    grads = mixed_linear_grads(needs, x_flat, h_in[:steps], weight_ih, d_ih, d_hh, low)
+    dx = None if grads[0] is None else grads[0].view(ctx.x_shape).to(ctx.x_dtype)
+    return dx, *grads[1:]
+
+
+def bias_grads(d_bias: Tensor | None, dtype) -> tuple:
+    """(db_ih, db_hh) for cells whose two biases add up (LSTM, RNN): one sum, two tensors, so
+    that the two ``.grad`` never alias."""
+    if d_bias is None:
+        return None, None
+    d_bias = d_bias.to(dtype)
+    return d_bias, d_bias.clone()
+
+
 def mixed_linear_grads(needs, x_flat, h_prev_seq, weight_ih, d_ih, d_hh, low_precision):
     """(dx (TB, I), dW_ih, dW_hh), each one matmul over all steps (or None if not needed).
 

@@ -38,8 +38,8 @@ from torch.autograd.function import once_differentiable
 from rnnkit.cells import GRUCell
 from rnnkit.kernels.common import (
     SUFFIX,
+    backward_linear_grads,
     check_sequence,
-    mixed_linear_grads,
     mixed_mm,
     product_args,
     row_address,
@@ -128,14 +128,12 @@ class GRUFused(torch.autograd.Function):
             loop = library().gru_backward_tiles
             loop(steps, batch, hidden, ctx.reverse, *(row_address(a)() for a in arrays))
         d_ih, d_hh = (d_ih_low, d_hh_low) if low else (d_ih, d_hh)
-        needs = ctx.needs_input_grad
-        grads = mixed_linear_grads(needs, x_flat, h_in[:steps], weight_ih, d_ih, d_hh, low)
-        dx = None if grads[0] is None else grads[0].view(ctx.x_shape).to(ctx.x_dtype)
+        grads = backward_linear_grads(ctx, x_flat, h_in, weight_ih, d_ih, d_hh)
         d_biases = (None, None)
         if ctx.bias:
             d_bias_hh = torch.cat([d_bias_ih[: 2 * hidden], d_bias_hn])
             d_biases = (d_bias_ih.to(ctx.x_dtype), d_bias_hh.to(ctx.x_dtype))
-        return dx, *grads[1:], *d_biases, dh, None, None, None
+        return *grads, *d_biases, dh, None, None, None
 
 
 def _forward_steps(weight_hh, reverse, low_precision, gates, b_hn, h_prev_seq, h_low, mask,

@@ -37,9 +37,10 @@ from torch.autograd.function import once_differentiable
 from rnnkit.cells import LSTMCell
 from rnnkit.kernels.common import (
     SUFFIX,
+    backward_linear_grads,
+    bias_grads,
     check_sequence,
     mixed_linear,
-    mixed_linear_grads,
     product_args,
     row_address,
     tile_product,
@@ -170,13 +171,10 @@ class LSTMFused(torch.autograd.Function):
             loop = library().lstm_backward_tiles
             loop(steps, batch, hidden, ctx.reverse, *(row_address(a)() for a in arrays))
         d_matmul = d_low if low else d_gates
-        needs = ctx.needs_input_grad
-        grads = mixed_linear_grads(needs, x_flat, h_in[:steps], weight_ih, d_matmul, d_matmul, low)
-        dx = None if grads[0] is None else grads[0].view(ctx.x_shape).to(ctx.x_dtype)
-        d_bias = None if d_bias is None else d_bias.to(ctx.x_dtype)
-        d_biases = (d_bias, None if d_bias is None else d_bias.clone())  # no aliased .grad
+        grads = backward_linear_grads(ctx, x_flat, h_in, weight_ih, d_matmul, d_matmul)
+        d_biases = bias_grads(d_bias, ctx.x_dtype)
         peephole_grads = (None,) * 3 if p_i is None else tuple(d_peep.to(ctx.x_dtype).unbind(0))
-        return dx, *grads[1:], *d_biases, dh, dc, *peephole_grads, None, None, None
+        return *grads, *d_biases, dh, dc, *peephole_grads, None, None, None
 
 
 def _forward_steps(weight_hh, reverse, low_precision, peepholes, gates, h_prev_seq, h_low,

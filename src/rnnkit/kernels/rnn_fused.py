@@ -34,8 +34,9 @@ from torch.autograd.function import once_differentiable
 from rnnkit.cells import RNNCell
 from rnnkit.kernels.common import (
     SUFFIX,
+    backward_linear_grads,
+    bias_grads,
     check_sequence,
-    mixed_linear_grads,
     mixed_mm,
     product_args,
     row_address,
@@ -117,12 +118,8 @@ class RNNFused(torch.autograd.Function):
             loop = library().rnn_backward_tiles
             loop(steps, batch, hidden, ctx.relu, ctx.reverse, *(row_address(a)() for a in arrays))
         d_matmul = d_low if low else d_pre
-        needs = ctx.needs_input_grad
-        grads = mixed_linear_grads(needs, x_flat, h_in[:steps], weight_ih, d_matmul, d_matmul, low)
-        dx = None if grads[0] is None else grads[0].view(ctx.x_shape).to(ctx.x_dtype)
-        d_bias = None if d_bias is None else d_bias.to(ctx.x_dtype)
-        d_biases = (d_bias, None if d_bias is None else d_bias.clone())  # no aliased .grad
-        return dx, *grads[1:], *d_biases, dh, None, None, None, None
+        grads = backward_linear_grads(ctx, x_flat, h_in, weight_ih, d_matmul, d_matmul)
+        return *grads, *bias_grads(d_bias, ctx.x_dtype), dh, None, None, None, None
 
 
 def _forward_steps(weight_hh, relu, reverse, low_precision, h_new_seq, h_prev_seq, h_low, mask,
