@@ -112,6 +112,7 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
             function.restype = None
     size = ctypes.c_long
     lib.bf16_tiles_ready.argtypes, lib.bf16_tiles_ready.restype = [], ctypes.c_int
+    lib.bf16_tile_threads.argtypes, lib.bf16_tile_threads.restype = [size], ctypes.c_int
     lib.bf16_tile_product.argtypes = [size] * 3 + [_ADDRESS, size, _ADDRESS, _ADDRESS, size]
     lib.bf16_tile_product.restype = None
     flags = [size] * 3 + [ctypes.c_int] * 2  # steps, batch, hidden, relu, reverse

@@ -25,7 +25,7 @@ void gru_forward_##suffix(long batch, long hidden, real *gates, const real *rec,
                           const uint8_t *mask, real *h_n, real *h_next, real *out,            \
                           uint16_t *h_next_bf16)                                              \
 {                                                                                             \
-    _Pragma("omp parallel for if (batch * hidden >= PARALLEL_FROM)")                          \
+    _Pragma("omp parallel for if (SPLIT_STEP(batch, hidden))")                               \
     for (long b = 0; b < batch; b++) {                                                        \
         real *a = gates + b * 3 * hidden, *hn = h_n + b * hidden;                             \
         const real *rb = rec ? rec + b * 3 * hidden : NULL;                                   \
@@ -33,12 +33,15 @@ void gru_forward_##suffix(long batch, long hidden, real *gates, const real *rec,
         const real *hp = h_prev + b * hidden;                                                 \
         real *hx = h_next + b * hidden, *y = out + b * hidden;                                \
         const int real_step = mask == NULL || mask[b];                                        \
+        SPECIALISE(low, rb == NULL,                                                           \
+        SPECIALISE(bias_n, b_hn != NULL,                                                      \
         _Pragma("omp simd")                                                                   \
         for (long j = 0; j < hidden; j++) {                                                   \
-            real r = sigmoid_##suffix(a[j] + PRODUCT_AT(real, rb, rb16, j));                  \
-            real z = sigmoid_##suffix(a[hidden + j] + PRODUCT_AT(real, rb, rb16, hidden + j)); \
-            real recurrent_n = PRODUCT_AT(real, rb, rb16, 2 * hidden + j);                    \
-            if (b_hn)                                                                         \
+            real r = sigmoid_##suffix(a[j] + PRODUCT_AT(real, low, rb, rb16, j));             \
+            real z = sigmoid_##suffix(a[hidden + j] +                                         \
+                                      PRODUCT_AT(real, low, rb, rb16, hidden + j));           \
+            real recurrent_n = PRODUCT_AT(real, low, rb, rb16, 2 * hidden + j);               \
+            if (bias_n)                                                                       \
                 recurrent_n += b_hn[j];                                                       \
             real n = tanh_##suffix(a[2 * hidden + j] + r * recurrent_n);                      \
             real h = ((real)1 - z) * n + z * hp[j];                                           \
@@ -49,6 +52,7 @@ void gru_forward_##suffix(long batch, long hidden, real *gates, const real *rec,
             hx[j] = real_step ? h : hp[j];                                                    \
             y[j] = real_step ? h : (real)0;                                                   \
         }                                                                                     \
+        ))                                                                                    \
         if (h_next_bf16) {                                                                    \
             uint16_t *hb = h_next_bf16 + b * hidden;                                          \
             _Pragma("omp simd") for (long j = 0; j < hidden; j++) hb[j] = to_bf16((float)hx[j]); \
@@ -70,15 +74,17 @@ void gru_backward_##suffix(long batch, long hidden, const real *gates, const rea
                            real *d_hh, uint16_t *d_ih_bf16, uint16_t *d_hh_bf16,              \
                            double *d_bias_ih, double *d_bias_hn)                              \
 {                                                                                             \
-    _Pragma("omp parallel for if (batch * hidden >= PARALLEL_FROM)")                          \
+    _Pragma("omp parallel for if (SPLIT_STEP(batch, hidden))")                               \
     for (long b = 0; b < batch; b++) {                                                        \
         real *di = d_ih + b * 3 * hidden, *dr = d_hh + b * 3 * hidden;                        \
         real *dhb = dh + b * hidden;                                                          \
         const real *rb = rec ? rec + b * hidden : NULL;                                       \
         const uint16_t *rb16 = rec_bf16 ? rec_bf16 + b * hidden : NULL;                       \
         if (rb || rb16) {                                                                     \
+            SPECIALISE(low, rb == NULL,                                                       \
             _Pragma("omp simd")                                                               \
-            for (long j = 0; j < hidden; j++) dhb[j] += PRODUCT_AT(real, rb, rb16, j);        \
+            for (long j = 0; j < hidden; j++) dhb[j] += PRODUCT_AT(real, low, rb, rb16, j);   \
+            )                                                                                 \
         }                                                                                     \
         if (mask != NULL && !mask[b]) {                                                       \
             memset(di, 0, sizeof(real) * 3 * hidden);                                         \
@@ -117,7 +123,7 @@ void gru_backward_##suffix(long batch, long hidden, const real *gates, const rea
         return;                                                                               \
     /* Bias sums over the batch (rows of padded steps are zero): split over units, so that  \
      * threads never add into the same sum. */                                              \
-    _Pragma("omp parallel for if (batch * hidden >= PARALLEL_FROM)")                          \
+    _Pragma("omp parallel for if (SPLIT_STEP(batch, hidden))")                               \
     for (long k0 = 0; k0 < 3 * hidden; k0 += 64) {                                           \
         const long k1 = k0 + 64 < 3 * hidden ? k0 + 64 : 3 * hidden;                          \
         for (long b = 0; b < batch; b++) {                                                    \
@@ -136,42 +142,91 @@ DEFINE_GRU_STEPS(double, f64)
  * the products on tiles, in C, as rnn_gates.c has them for the Elman RNN. The arrays are the
  * Python loop's, whole: (T, B, 3H) for the gates and their gradients, (T, B, H) or
  * (T + 1, B, H) for the states, the mask (T, B); w_hh and w_hh_t are W_hh packed for
- * h W_hh^T and for d_hh W_hh; rec is one row of scratch, (B, 3H) forward and (B, H) back. */
+ * h W_hh^T and for d_hh W_hh; rec is one row of scratch, (B, 3H) forward and (B, H) back.
+ * Each thread runs the rows [first, first + count) of the batch (gates.h, tile_threads). */
+static void gru_forward_rows(long steps, long batch, long first, long count, long hidden,
+                             int reverse, float *gates, const uint16_t *w_hh, float *rec,
+                             const float *b_hn, float *h_prev_seq, uint16_t *h_in,
+                             const uint8_t *mask, float *h_n_seq, float *out)
+{
+    const long row = batch * hidden, at = first * hidden; /* step stride, this thread's start */
+    for (long k = 0; k < steps; k++) {
+        const long t = reverse ? steps - 1 - k : k;
+        const long after = k + 1 == steps ? steps : (reverse ? t - 1 : t + 1);
+        bf16_tile_product(count, 3 * hidden, hidden, h_in + t * row + at, hidden, w_hh,
+                          rec + 3 * at, 3 * hidden);
+        gru_forward_f32(count, hidden, gates + 3 * (t * row + at), rec + 3 * at, NULL, b_hn,
+                        h_prev_seq + t * row + at, mask ? mask + t * batch + first : NULL,
+                        h_n_seq + t * row + at, h_prev_seq + after * row + at,
+                        out + t * row + at, h_in + after * row + at);
+    }
+}
+
 void gru_forward_tiles(long steps, long batch, long hidden, int reverse, float *gates,
                        const uint16_t *w_hh, float *rec, const float *b_hn, float *h_prev_seq,
                        uint16_t *h_in, const uint8_t *mask, float *h_n_seq, float *out)
 {
-    const long row = batch * hidden;
-    for (long k = 0; k < steps; k++) {
-        const long t = reverse ? steps - 1 - k : k;
-        const long after = k + 1 == steps ? steps : (reverse ? t - 1 : t + 1);
-        bf16_tile_product(batch, 3 * hidden, hidden, h_in + t * row, hidden, w_hh, rec,
-                          3 * hidden);
-        gru_forward_f32(batch, hidden, gates + 3 * t * row, rec, NULL, b_hn,
-                        h_prev_seq + t * row, mask ? mask + t * batch : NULL, h_n_seq + t * row,
-                        h_prev_seq + after * row, out + t * row, h_in + after * row);
+    _Pragma("omp parallel num_threads(tile_threads(batch))")
+    {
+        long first, count;
+        thread_rows(batch, &first, &count);
+        const unsigned int csr = denormals_off();
+        gru_forward_rows(steps, batch, first, count, hidden, reverse, gates, w_hh, rec, b_hn,
+                         h_prev_seq, h_in, mask, h_n_seq, out);
+        denormals_restore(csr);
     }
 }
 
 /* dh (B, H) holds dL/dh_T on entry and dL/dh_0 on return; d_ih_row and d_hh_row are one
  * (B, 3H) row of float32 scratch each, d_ih_low and d_hh_low receive every step's gate
- * gradients in bfloat16 (T, B, 3H). */
+ * gradients in bfloat16 (T, B, 3H); the bias sums go into d_bias_ih (3H) and d_bias_hn (H). */
+static void gru_backward_rows(long steps, long batch, long first, long count, long hidden,
+                              int reverse, const float *gates, const float *h_n_seq,
+                              const float *h_prev_seq, const uint8_t *mask, const float *d_out,
+                              const uint16_t *w_hh_t, float *rec, float *dh, float *d_ih_row,
+                              float *d_hh_row, uint16_t *d_ih_low, uint16_t *d_hh_low,
+                              double *d_bias_ih, double *d_bias_hn)
+{
+    const long row = batch * hidden, at = first * hidden;
+    for (long k = 0; k < steps; k++) {
+        const long t = reverse ? k : steps - 1 - k;
+        gru_backward_f32(count, hidden, gates + 3 * (t * row + at), h_n_seq + t * row + at,
+                         h_prev_seq + t * row + at, mask ? mask + t * batch + first : NULL,
+                         d_out + t * row + at, k ? rec + at : NULL, NULL, dh + at,
+                         d_ih_row + 3 * at, d_hh_row + 3 * at, d_ih_low + 3 * (t * row + at),
+                         d_hh_low + 3 * (t * row + at), d_bias_ih, d_bias_hn);
+        bf16_tile_product(count, hidden, 3 * hidden, d_hh_low + 3 * (t * row + at), 3 * hidden,
+                          w_hh_t, rec + at, hidden);
+    }
+    for (long j = at; j < at + count * hidden; j++)
+        dh[j] += rec[j];
+}
+
 void gru_backward_tiles(long steps, long batch, long hidden, int reverse, const float *gates,
                         const float *h_n_seq, const float *h_prev_seq, const uint8_t *mask,
                         const float *d_out, const uint16_t *w_hh_t, float *rec, float *dh,
                         float *d_ih_row, float *d_hh_row, uint16_t *d_ih_low,
                         uint16_t *d_hh_low, double *d_bias_ih, double *d_bias_hn)
 {
-    const long row = batch * hidden;
-    for (long k = 0; k < steps; k++) {
-        const long t = reverse ? k : steps - 1 - k;
-        gru_backward_f32(batch, hidden, gates + 3 * t * row, h_n_seq + t * row,
-                         h_prev_seq + t * row, mask ? mask + t * batch : NULL, d_out + t * row,
-                         k ? rec : NULL, NULL, dh, d_ih_row, d_hh_row, d_ih_low + 3 * t * row,
-                         d_hh_low + 3 * t * row, d_bias_ih, d_bias_hn);
-        bf16_tile_product(batch, hidden, 3 * hidden, d_hh_low + 3 * t * row, 3 * hidden, w_hh_t,
-                          rec, hidden);
+    int threads = tile_threads(batch);
+    double *slices = NULL; /* per thread: (3H) of d_bias_ih, then (H) of d_bias_hn */
+    if (d_bias_ih && threads > 1 && !(slices = calloc(threads * 4 * hidden, sizeof(double))))
+        threads = 1;
+    _Pragma("omp parallel num_threads(threads)")
+    {
+        long first, count;
+        thread_rows(batch, &first, &count);
+        double *mine = slices ? slices + THREAD_INDEX() * 4 * hidden : NULL;
+        const unsigned int csr = denormals_off();
+        gru_backward_rows(steps, batch, first, count, hidden, reverse, gates, h_n_seq,
+                          h_prev_seq, mask, d_out, w_hh_t, rec, dh, d_ih_row, d_hh_row,
+                          d_ih_low, d_hh_low, mine ? mine : d_bias_ih,
+                          mine ? mine + 3 * hidden : d_bias_hn);
+        denormals_restore(csr);
     }
-    for (long j = 0; j < row; j++)
-        dh[j] += rec[j];
+    if (slices) {
+        add_slices(d_bias_ih, slices, 3 * hidden, 4 * hidden, threads);
+        add_slices(d_bias_hn, slices + 3 * hidden, hidden, 4 * hidden, threads);
+        free(slices);
+    }
 }

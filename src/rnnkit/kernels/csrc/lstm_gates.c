@@ -32,7 +32,7 @@ void lstm_forward_##suffix(long batch, long hidden, real *gates, const real *rec
                            const uint8_t *mask, real *c_new, real *h_next, real *c_next,      \
                            real *out, uint16_t *h_next_bf16)                                  \
 {                                                                                             \
-    _Pragma("omp parallel for if (batch * hidden >= PARALLEL_FROM)")                          \
+    _Pragma("omp parallel for if (SPLIT_STEP(batch, hidden))")                               \
     for (long b = 0; b < batch; b++) {                                                        \
         real *a = gates + b * 4 * hidden;                                                     \
         const real *cp = c_prev + b * hidden, *hp = h_prev + b * hidden;                      \
@@ -41,17 +41,18 @@ void lstm_forward_##suffix(long batch, long hidden, real *gates, const real *rec
         const int real_step = mask == NULL || mask[b];                                        \
         ADD_PRODUCT(real, a, rec ? rec + b * 4 * hidden : NULL,                               \
                     rec_bf16 ? rec_bf16 + b * 4 * hidden : NULL, 4 * hidden)                  \
+        SPECIALISE(peephole, p_i != NULL,                                                     \
         _Pragma("omp simd")                                                                   \
         for (long j = 0; j < hidden; j++) {                                                   \
             real ai = a[j], af = a[hidden + j], ag = a[2 * hidden + j];                       \
             real ao = a[3 * hidden + j], c = cp[j];                                           \
-            if (p_i) {                                                                        \
+            if (peephole) {                                                                        \
                 ai += p_i[j] * c;                                                             \
                 af += p_f[j] * c;                                                             \
             }                                                                                 \
             real i = sigmoid_##suffix(ai), f = sigmoid_##suffix(af), g = tanh_##suffix(ag);   \
             real cell = f * c + i * g;                                                        \
-            if (p_o)                                                                          \
+            if (peephole)                                                                        \
                 ao += p_o[j] * cell;                                                          \
             real o = sigmoid_##suffix(ao);                                                    \
             real h = o * tanh_##suffix(cell);                                                 \
@@ -64,6 +65,7 @@ void lstm_forward_##suffix(long batch, long hidden, real *gates, const real *rec
             cx[j] = real_step ? cell : c;                                                     \
             y[j] = real_step ? h : (real)0;                                                   \
         }                                                                                     \
+        )                                                                                     \
         if (h_next_bf16) {                                                                    \
             uint16_t *hb = h_next_bf16 + b * hidden;                                          \
             _Pragma("omp simd") for (long j = 0; j < hidden; j++) hb[j] = to_bf16((float)hn[j]); \
@@ -85,7 +87,7 @@ void lstm_backward_##suffix(long batch, long hidden, const real *gates, const re
                             real *d_gates, uint16_t *d_gates_bf16, double *dp_i,              \
                             double *dp_f, double *dp_o, double *d_bias)                       \
 {                                                                                             \
-    _Pragma("omp parallel for if (batch * hidden >= PARALLEL_FROM)")                          \
+    _Pragma("omp parallel for if (SPLIT_STEP(batch, hidden))")                               \
     for (long b = 0; b < batch; b++) {                                                        \
         real *da = d_gates + b * 4 * hidden;                                                  \
         real *dhb = dh + b * hidden, *dcb = dc + b * hidden;                                  \
@@ -99,6 +101,7 @@ void lstm_backward_##suffix(long batch, long hidden, const real *gates, const re
         }                                                                                     \
         const real *a = gates + b * 4 * hidden, *cp = c_prev + b * hidden;                    \
         const real *cn = c_new + b * hidden, *dy = d_out + b * hidden;                        \
+        SPECIALISE(peephole, p_i != NULL,                                                     \
         _Pragma("omp simd")                                                                   \
         for (long j = 0; j < hidden; j++) {                                                   \
             real i = a[j], f = a[hidden + j], g = a[2 * hidden + j], o = a[3 * hidden + j];   \
@@ -106,13 +109,13 @@ void lstm_backward_##suffix(long batch, long hidden, const real *gates, const re
             real dh_new = dy[j] + dhb[j];                                                     \
             real da_o = dh_new * tc * o * ((real)1 - o);                                      \
             real dc_new = dcb[j] + dh_new * o * ((real)1 - tc * tc);                          \
-            if (p_o)                                                                          \
+            if (peephole)                                                                        \
                 dc_new += p_o[j] * da_o;                                                      \
             real da_i = dc_new * g * i * ((real)1 - i);                                       \
             real da_f = dc_new * cp[j] * f * ((real)1 - f);                                   \
             real da_g = dc_new * i * ((real)1 - g * g);                                       \
             real dc_prev = dc_new * f;                                                        \
-            if (p_i) {                                                                        \
+            if (peephole) {                                                                        \
                 dc_prev += p_i[j] * da_i + p_f[j] * da_f;                                     \
             }                                                                                 \
             da[j] = da_i;                                                                     \
@@ -122,13 +125,14 @@ void lstm_backward_##suffix(long batch, long hidden, const real *gates, const re
             dcb[j] = dc_prev;                                                                 \
             dhb[j] = (real)0;                                                                 \
         }                                                                                     \
+        )                                                                                     \
         if (d_gates_bf16) {                                                                   \
             uint16_t *db = d_gates_bf16 + b * 4 * hidden;                                     \
             _Pragma("omp simd") for (long k = 0; k < 4 * hidden; k++) db[k] = to_bf16((float)da[k]); \
         }                                                                                     \
     }                                                                                         \
     if (d_bias) {                                                                             \
-        _Pragma("omp parallel for if (batch * hidden >= PARALLEL_FROM)")                      \
+        _Pragma("omp parallel for if (SPLIT_STEP(batch, hidden))")                           \
         for (long k0 = 0; k0 < 4 * hidden; k0 += 64) {                                       \
             const long k1 = k0 + 64 < 4 * hidden ? k0 + 64 : 4 * hidden;                      \
             for (long b = 0; b < batch; b++) {                                                \
@@ -141,7 +145,7 @@ void lstm_backward_##suffix(long batch, long hidden, const real *gates, const re
         return;                                                                               \
     /* Peephole sums over the batch (rows of padded steps are zero): split over units, so   \
      * that threads never add into the same sum. */                                         \
-    _Pragma("omp parallel for if (batch * hidden >= PARALLEL_FROM)")                          \
+    _Pragma("omp parallel for if (SPLIT_STEP(batch, hidden))")                               \
     for (long j0 = 0; j0 < hidden; j0 += 64) {                                                \
         const long j1 = j0 + 64 < hidden ? j0 + 64 : hidden;                                  \
         for (long b = 0; b < batch; b++) {                                                    \
@@ -164,28 +168,71 @@ DEFINE_LSTM_STEPS(double, f64)
  * the products on tiles, in C, as gru_gates.c has them for the GRU. The arrays are the Python
  * loop's, whole: (T, B, 4H) for the gates, (T + 1, B, H) for h and c before each step (row T
  * final), (T, B, H) for c_t and the output, the mask (T, B); w_hh is W_hh packed for
- * h W_hh^T; rec is one (B, 4H) row of scratch. p_i, p_f, p_o are NULL without peepholes. */
+ * h W_hh^T; rec is one (B, 4H) row of scratch. p_i, p_f, p_o are NULL without peepholes.
+ * Each thread runs the rows [first, first + count) of the batch (gates.h, tile_threads). */
+static void lstm_forward_rows(long steps, long batch, long first, long count, long hidden,
+                              int reverse, float *gates, const uint16_t *w_hh, float *rec,
+                              float *h_prev_seq, uint16_t *h_in, float *c_prev_seq,
+                              float *c_new_seq, const float *p_i, const float *p_f,
+                              const float *p_o, const uint8_t *mask, float *out)
+{
+    const long row = batch * hidden, at = first * hidden; /* step stride, this thread's start */
+    for (long k = 0; k < steps; k++) {
+        const long t = reverse ? steps - 1 - k : k;
+        const long after = k + 1 == steps ? steps : (reverse ? t - 1 : t + 1);
+        bf16_tile_product(count, 4 * hidden, hidden, h_in + t * row + at, hidden, w_hh,
+                          rec + 4 * at, 4 * hidden);
+        lstm_forward_f32(count, hidden, gates + 4 * (t * row + at), rec + 4 * at, NULL,
+                         h_prev_seq + t * row + at, c_prev_seq + t * row + at, p_i, p_f, p_o,
+                         mask ? mask + t * batch + first : NULL, c_new_seq + t * row + at,
+                         h_prev_seq + after * row + at, c_prev_seq + after * row + at,
+                         out + t * row + at, h_in + after * row + at);
+    }
+}
+
 void lstm_forward_tiles(long steps, long batch, long hidden, int reverse, float *gates,
                         const uint16_t *w_hh, float *rec, float *h_prev_seq, uint16_t *h_in,
                         float *c_prev_seq, float *c_new_seq, const float *p_i, const float *p_f,
                         const float *p_o, const uint8_t *mask, float *out)
 {
-    const long row = batch * hidden;
-    for (long k = 0; k < steps; k++) {
-        const long t = reverse ? steps - 1 - k : k;
-        const long after = k + 1 == steps ? steps : (reverse ? t - 1 : t + 1);
-        bf16_tile_product(batch, 4 * hidden, hidden, h_in + t * row, hidden, w_hh, rec,
-                          4 * hidden);
-        lstm_forward_f32(batch, hidden, gates + 4 * t * row, rec, NULL, h_prev_seq + t * row,
-                         c_prev_seq + t * row, p_i, p_f, p_o, mask ? mask + t * batch : NULL,
-                         c_new_seq + t * row, h_prev_seq + after * row,
-                         c_prev_seq + after * row, out + t * row, h_in + after * row);
+    _Pragma("omp parallel num_threads(tile_threads(batch))")
+    {
+        long first, count;
+        thread_rows(batch, &first, &count);
+        const unsigned int csr = denormals_off();
+        lstm_forward_rows(steps, batch, first, count, hidden, reverse, gates, w_hh, rec,
+                          h_prev_seq, h_in, c_prev_seq, c_new_seq, p_i, p_f, p_o, mask, out);
+        denormals_restore(csr);
     }
 }
 
 /* dh, dc (B, H) hold dL/dh_T, dL/dc_T on entry and dL/dh_0, dL/dc_0 on return; w_hh_t is W_hh
  * packed for da W_hh, rec one (B, H) row of scratch, d_row one (B, 4H) row of float32
- * scratch; d_low receives every step's da in bfloat16 (T, B, 4H). */
+ * scratch; d_low receives every step's da in bfloat16 (T, B, 4H); the sums over the batch go
+ * into dp_i, dp_f, dp_o (H each) and d_bias (4H), any of them NULL when not wanted. */
+static void lstm_backward_rows(long steps, long batch, long first, long count, long hidden,
+                               int reverse, const float *gates, const float *c_prev_seq,
+                               const float *c_new_seq, const float *p_i, const float *p_f,
+                               const float *p_o, const uint8_t *mask, const float *d_out,
+                               const uint16_t *w_hh_t, float *rec, float *dh, float *dc,
+                               float *d_row, uint16_t *d_low, double *dp_i, double *dp_f,
+                               double *dp_o, double *d_bias)
+{
+    const long row = batch * hidden, at = first * hidden;
+    for (long k = 0; k < steps; k++) {
+        const long t = reverse ? k : steps - 1 - k;
+        lstm_backward_f32(count, hidden, gates + 4 * (t * row + at), c_prev_seq + t * row + at,
+                          c_new_seq + t * row + at, p_i, p_f, p_o,
+                          mask ? mask + t * batch + first : NULL, d_out + t * row + at,
+                          k ? rec + at : NULL, NULL, dh + at, dc + at, d_row + 4 * at,
+                          d_low + 4 * (t * row + at), dp_i, dp_f, dp_o, d_bias);
+        bf16_tile_product(count, hidden, 4 * hidden, d_low + 4 * (t * row + at), 4 * hidden,
+                          w_hh_t, rec + at, hidden);
+    }
+    for (long j = at; j < at + count * hidden; j++)
+        dh[j] += rec[j];
+}
+
 void lstm_backward_tiles(long steps, long batch, long hidden, int reverse, const float *gates,
                          const float *c_prev_seq, const float *c_new_seq, const float *p_i,
                          const float *p_f, const float *p_o, const uint8_t *mask,
@@ -193,16 +240,33 @@ void lstm_backward_tiles(long steps, long batch, long hidden, int reverse, const
                          float *dc, float *d_row, uint16_t *d_low, double *dp_i, double *dp_f,
                          double *dp_o, double *d_bias)
 {
-    const long row = batch * hidden;
-    for (long k = 0; k < steps; k++) {
-        const long t = reverse ? k : steps - 1 - k;
-        lstm_backward_f32(batch, hidden, gates + 4 * t * row, c_prev_seq + t * row,
-                          c_new_seq + t * row, p_i, p_f, p_o, mask ? mask + t * batch : NULL,
-                          d_out + t * row, k ? rec : NULL, NULL, dh, dc, d_row,
-                          d_low + 4 * t * row, dp_i, dp_f, dp_o, d_bias);
-        bf16_tile_product(batch, hidden, 4 * hidden, d_low + 4 * t * row, 4 * hidden, w_hh_t,
-                          rec, hidden);
+    int threads = tile_threads(batch);
+    const long width = 7 * hidden; /* per thread: d_bias (4H), then dp_i, dp_f, dp_o (H each) */
+    double *slices = NULL;
+    if ((d_bias || dp_i) && threads > 1 && !(slices = calloc(threads * width, sizeof(double))))
+        threads = 1;
+    _Pragma("omp parallel num_threads(threads)")
+    {
+        long first, count;
+        thread_rows(batch, &first, &count);
+        double *mine = slices ? slices + THREAD_INDEX() * width : NULL;
+        const unsigned int csr = denormals_off();
+        lstm_backward_rows(steps, batch, first, count, hidden, reverse, gates, c_prev_seq,
+                           c_new_seq, p_i, p_f, p_o, mask, d_out, w_hh_t, rec, dh, dc, d_row,
+                           d_low, dp_i && mine ? mine + 4 * hidden : dp_i,
+                           dp_f && mine ? mine + 5 * hidden : dp_f,
+                           dp_o && mine ? mine + 6 * hidden : dp_o,
+                           d_bias && mine ? mine : d_bias);
+        denormals_restore(csr);
     }
-    for (long j = 0; j < row; j++)
-        dh[j] += rec[j];
+    if (slices) {
+        if (d_bias)
+            add_slices(d_bias, slices, 4 * hidden, width, threads);
+        if (dp_i) {
+            add_slices(dp_i, slices + 4 * hidden, hidden, width, threads);
+            add_slices(dp_f, slices + 5 * hidden, hidden, width, threads);
+            add_slices(dp_o, slices + 6 * hidden, hidden, width, threads);
+        }
+        free(slices);
+    }
 }

@@ -25,7 +25,7 @@ void rnn_forward_##suffix(long batch, long hidden, int relu, real *pre, const re
                           const uint16_t *rec_bf16, const real *h_prev, const uint8_t *mask,  \
                           real *h_next, real *out, uint16_t *h_next_bf16)                     \
 {                                                                                             \
-    _Pragma("omp parallel for if (batch * hidden >= PARALLEL_FROM)")                          \
+    _Pragma("omp parallel for if (SPLIT_STEP(batch, hidden))")                               \
     for (long b = 0; b < batch; b++) {                                                        \
         real *a = pre + b * hidden;                                                           \
         const real *rb = rec ? rec + b * hidden : NULL;                                       \
@@ -33,14 +33,17 @@ void rnn_forward_##suffix(long batch, long hidden, int relu, real *pre, const re
         const real *hp = h_prev + b * hidden;                                                 \
         real *hx = h_next + b * hidden, *y = out + b * hidden;                                \
         const int real_step = mask == NULL || mask[b];                                        \
+        SPECIALISE(low, rb == NULL,                                                           \
+        SPECIALISE(use_relu, relu,                                                            \
         _Pragma("omp simd")                                                                   \
         for (long j = 0; j < hidden; j++) {                                                   \
-            real s = a[j] + PRODUCT_AT(real, rb, rb16, j);                                    \
-            real h = ACTIVATE(real, suffix, s, relu);                                         \
+            real s = a[j] + PRODUCT_AT(real, low, rb, rb16, j);                               \
+            real h = ACTIVATE(real, suffix, s, use_relu);                                     \
             a[j] = h;                                                                         \
             hx[j] = real_step ? h : hp[j];                                                    \
             y[j] = real_step ? h : (real)0;                                                   \
         }                                                                                     \
+        ))                                                                                    \
         if (h_next_bf16) {                                                                    \
             uint16_t *hb = h_next_bf16 + b * hidden;                                          \
             _Pragma("omp simd") for (long j = 0; j < hidden; j++) hb[j] = to_bf16((float)hx[j]); \
@@ -60,14 +63,16 @@ void rnn_backward_##suffix(long batch, long hidden, int relu, const real *h_new,
                            const uint16_t *rec_bf16, real *dh, real *da, uint16_t *da_bf16,   \
                            double *d_bias)                                                    \
 {                                                                                             \
-    _Pragma("omp parallel for if (batch * hidden >= PARALLEL_FROM)")                          \
+    _Pragma("omp parallel for if (SPLIT_STEP(batch, hidden))")                               \
     for (long b = 0; b < batch; b++) {                                                        \
         real *d = da + b * hidden, *dhb = dh + b * hidden;                                    \
         const real *rb = rec ? rec + b * hidden : NULL;                                       \
         const uint16_t *rb16 = rec_bf16 ? rec_bf16 + b * hidden : NULL;                       \
         if (rb || rb16) {                                                                     \
+            SPECIALISE(low, rb == NULL,                                                       \
             _Pragma("omp simd")                                                               \
-            for (long j = 0; j < hidden; j++) dhb[j] += PRODUCT_AT(real, rb, rb16, j);        \
+            for (long j = 0; j < hidden; j++) dhb[j] += PRODUCT_AT(real, low, rb, rb16, j);   \
+            )                                                                                 \
         }                                                                                     \
         if (mask != NULL && !mask[b]) {                                                       \
             memset(d, 0, sizeof(real) * hidden);                                              \
@@ -76,11 +81,13 @@ void rnn_backward_##suffix(long batch, long hidden, int relu, const real *h_new,
             continue;                                                                         \
         }                                                                                     \
         const real *h = h_new + b * hidden, *dy = d_out + b * hidden;                         \
+        SPECIALISE(use_relu, relu,                                                            \
         _Pragma("omp simd")                                                                   \
         for (long j = 0; j < hidden; j++) {                                                   \
-            d[j] = (dy[j] + dhb[j]) * SLOPE(real, h[j], relu);                                \
+            d[j] = (dy[j] + dhb[j]) * SLOPE(real, h[j], use_relu);                            \
             dhb[j] = (real)0;                                                                 \
         }                                                                                     \
+        )                                                                                     \
         if (da_bf16) {                                                                        \
             uint16_t *db = da_bf16 + b * hidden;                                              \
             _Pragma("omp simd") for (long j = 0; j < hidden; j++) db[j] = to_bf16((float)d[j]); \
@@ -90,7 +97,7 @@ void rnn_backward_##suffix(long batch, long hidden, int relu, const real *h_new,
         return;                                                                               \
     /* Sums over the batch (rows of padded steps are zero): split over units, so that       \
      * threads never add into the same sum. */                                              \
-    _Pragma("omp parallel for if (batch * hidden >= PARALLEL_FROM)")                          \
+    _Pragma("omp parallel for if (SPLIT_STEP(batch, hidden))")                               \
     for (long j0 = 0; j0 < hidden; j0 += 64) {                                                \
         const long j1 = j0 + 64 < hidden ? j0 + 64 : hidden;                                  \
         for (long b = 0; b < batch; b++) {                                                    \
@@ -195,40 +202,89 @@ void bf16_tile_product(long m, long n, long k, const uint16_t *a, long lda,
  * the products on tiles, in C: a step is then a few microseconds shorter than from Python,
  * which is a quarter of it for small rows. The arrays are the Python loop's, whole: (T, B, H)
  * or (T + 1, B, H) for the states, the mask (T, B); w_hh and w_hh_t are w_hh packed for
- * h W_hh^T and for da W_hh; rec is one (B, H) row of scratch. */
+ * h W_hh^T and for da W_hh; rec is one (B, H) row of scratch. Each thread runs the rows
+ * [first, first + count) of the batch (gates.h, tile_threads). */
+static void rnn_forward_rows(long steps, long batch, long first, long count, long hidden,
+                             int relu, int reverse, float *pre, const uint16_t *w_hh,
+                             float *rec, float *h_prev_seq, uint16_t *h_in, const uint8_t *mask,
+                             float *out)
+{
+    const long row = batch * hidden, at = first * hidden; /* step stride, this thread's start */
+    for (long k = 0; k < steps; k++) {
+        const long t = reverse ? steps - 1 - k : k;
+        const long after = k + 1 == steps ? steps : (reverse ? t - 1 : t + 1);
+        bf16_tile_product(count, hidden, hidden, h_in + t * row + at, hidden, w_hh, rec + at,
+                          hidden);
+        rnn_forward_f32(count, hidden, relu, pre + t * row + at, rec + at, NULL,
+                        h_prev_seq + t * row + at, mask ? mask + t * batch + first : NULL,
+                        h_prev_seq + after * row + at, out + t * row + at,
+                        h_in + after * row + at);
+    }
+}
+
 void rnn_forward_tiles(long steps, long batch, long hidden, int relu, int reverse, float *pre,
                        const uint16_t *w_hh, float *rec, float *h_prev_seq, uint16_t *h_in,
                        const uint8_t *mask, float *out)
 {
-    const long row = batch * hidden;
-    for (long k = 0; k < steps; k++) {
-        const long t = reverse ? steps - 1 - k : k;
-        const long after = k + 1 == steps ? steps : (reverse ? t - 1 : t + 1);
-        bf16_tile_product(batch, hidden, hidden, h_in + t * row, hidden, w_hh, rec, hidden);
-        rnn_forward_f32(batch, hidden, relu, pre + t * row, rec, NULL, h_prev_seq + t * row,
-                        mask ? mask + t * batch : NULL, h_prev_seq + after * row,
-                        out + t * row, h_in + after * row);
+    _Pragma("omp parallel num_threads(tile_threads(batch))")
+    {
+        long first, count;
+        thread_rows(batch, &first, &count);
+        const unsigned int csr = denormals_off();
+        rnn_forward_rows(steps, batch, first, count, hidden, relu, reverse, pre, w_hh, rec,
+                         h_prev_seq, h_in, mask, out);
+        denormals_restore(csr);
     }
 }
 
 /* dh (B, H) holds dL/dh_T on entry and dL/dh_0 on return; d_row is one (B, H) row of float32
- * scratch, d_low receives every step's da in bfloat16 (T, B, H). */
+ * scratch, d_low receives every step's da in bfloat16 (T, B, H), d_bias the bias sums (H). */
+static void rnn_backward_rows(long steps, long batch, long first, long count, long hidden,
+                              int relu, int reverse, const float *h_new, const uint8_t *mask,
+                              const float *d_out, const uint16_t *w_hh_t, float *rec, float *dh,
+                              float *d_row, uint16_t *d_low, double *d_bias)
+{
+    const long row = batch * hidden, at = first * hidden;
+    for (long k = 0; k < steps; k++) {
+        const long t = reverse ? k : steps - 1 - k;
+        rnn_backward_f32(count, hidden, relu, h_new + t * row + at,
+                         mask ? mask + t * batch + first : NULL, d_out + t * row + at,
+                         k ? rec + at : NULL, NULL, dh + at, d_row + at, d_low + t * row + at,
+                         d_bias);
+        bf16_tile_product(count, hidden, hidden, d_low + t * row + at, hidden, w_hh_t, rec + at,
+                          hidden);
+    }
+    for (long j = at; j < at + count * hidden; j++)
+        dh[j] += rec[j];
+}
+
 void rnn_backward_tiles(long steps, long batch, long hidden, int relu, int reverse,
                         const float *h_new, const uint8_t *mask, const float *d_out,
                         const uint16_t *w_hh_t, float *rec, float *dh, float *d_row,
                         uint16_t *d_low, double *d_bias)
 {
-    const long row = batch * hidden;
-    for (long k = 0; k < steps; k++) {
-        const long t = reverse ? k : steps - 1 - k;
-        rnn_backward_f32(batch, hidden, relu, h_new + t * row, mask ? mask + t * batch : NULL,
-                         d_out + t * row, k ? rec : NULL, NULL, dh, d_row, d_low + t * row,
-                         d_bias);
-        bf16_tile_product(batch, hidden, hidden, d_low + t * row, hidden, w_hh_t, rec, hidden);
+    int threads = tile_threads(batch);
+    double *slices = NULL; /* per thread: (H) of d_bias */
+    if (d_bias && threads > 1 && !(slices = calloc(threads * hidden, sizeof(double))))
+        threads = 1;
+    _Pragma("omp parallel num_threads(threads)")
+    {
+        long first, count;
+        thread_rows(batch, &first, &count);
+        double *mine = slices ? slices + THREAD_INDEX() * hidden : d_bias;
+        const unsigned int csr = denormals_off();
+        rnn_backward_rows(steps, batch, first, count, hidden, relu, reverse, h_new, mask, d_out,
+                          w_hh_t, rec, dh, d_row, d_low, mine);
+        denormals_restore(csr);
     }
-    for (long j = 0; j < row; j++)
-        dh[j] += rec[j];
+    if (slices) {
+        add_slices(d_bias, slices, hidden, hidden, threads);
+        free(slices);
+    }
 }
+
+/* How many threads the loops over time on tiles split a batch of this size over (gates.h). */
+int bf16_tile_threads(long batch) { return tile_threads(batch); }
 
 /* Denormal floats (below 1.2e-38 in float32) cost the CPU a microcode assist per operation,
  * a hundred times a normal one. Gate gradients reach them when a saturated gate's tiny
