@@ -174,12 +174,16 @@ def test_portable_flags_build_and_agree(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("with_lengths", [True, False])
 def test_auto_takes_the_fused_kernel_where_documented(with_lengths):
+    """rnnkit.kernels.auto_kernel in float32 on the CPU: the plain LSTM runs torch's kernel
+    below hidden 256 without lengths, every other case the fused path."""
     lengths = torch.tensor(LENGTHS) if with_lengths else None
-    assert rnnkit.LSTM(I, H, peephole=True)._kernel_name(lengths) == "fused"
+    batch = len(LENGTHS)
+    assert rnnkit.LSTM(I, H, peephole=True)._kernel_name(lengths, batch) == "fused"
     expected = "fused" if with_lengths else "torch"
-    assert rnnkit.LSTM(I, H)._kernel_name(lengths) == expected
-    assert rnnkit.GRU(I, H)._kernel_name(lengths) == expected
-    assert rnnkit.RNN(I, H)._kernel_name(lengths) == expected
+    assert rnnkit.LSTM(I, H)._kernel_name(lengths, batch) == expected
+    assert rnnkit.LSTM(I, 256)._kernel_name(lengths, batch) == "fused"
+    assert rnnkit.GRU(I, H)._kernel_name(lengths, batch) == "fused"
+    assert rnnkit.RNN(I, H)._kernel_name(lengths, batch) == "fused"
 
 
 # -- mixed precision -------------------------------------------------------------------------

@@ -262,10 +262,13 @@ def test_bf16_per_step_products_tiles_packed_plain_and_float32(kind, monkeypatch
     assert relative_error(results[0][0], results[3][0]) > 1e-5
 
 
-def test_auto_runs_the_fused_kernel_in_bf16_and_with_lengths(kind):
-    assert kind.layer(precision="bf16")._kernel_name(None) == "fused"
-    assert kind.layer()._kernel_name(torch.tensor(LENGTHS)) == "fused"
-    assert kind.layer()._kernel_name(None) == "torch"
+def test_auto_runs_the_fused_kernel_on_the_cpu(kind):
+    """rnnkit.kernels.auto_kernel: fused in float32 and bf16, with and without lengths, at
+    any batch; torch's kernel keeps the other devices."""
+    assert kind.layer(precision="bf16")._kernel_name(None, B) == "fused"
+    assert kind.layer()._kernel_name(torch.tensor(LENGTHS), B) == "fused"
+    assert kind.layer()._kernel_name(None, B) == "fused"
+    assert kind.layer().to("meta")._kernel_name(None, B) == "torch"
     assert kind.layer(kernel="fused", precision="bf16").precision == "bf16"
 
 

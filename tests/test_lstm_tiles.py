@@ -136,9 +136,13 @@ def test_bf16_is_close_to_float32_but_not_equal(batch, hidden, peephole):
     assert all(p.dtype == torch.float32 for p in mixed.parameters())
 
 
-def test_auto_keeps_torch_for_the_plain_lstm_in_bf16():
-    """Measured (rnnkit.kernels.auto_kernel): torch's oneDNN bf16 LSTM is faster than the
-    fused path on tiles; the peephole LSTM, which torch has not, runs fused."""
-    assert rnnkit.LSTM(I, H, precision="bf16")._kernel_name(None) == "torch"
-    assert rnnkit.LSTM(I, H, precision="bf16", peephole=True)._kernel_name(None) == "fused"
-    assert rnnkit.LSTM(I, H, precision="bf16")._kernel_name(torch.tensor([T] * B)) == "fused"
+def test_auto_takes_the_tiles_for_the_plain_lstm_in_bf16_where_they_run():
+    """rnnkit.kernels.auto_kernel: the fused path where the products run on tiles (faster
+    than torch's oneDNN kernel there), torch's kernel where they do not (a batch that is
+    not whole tiles of 16, or no AMX-BF16); the peephole LSTM, which torch has not, and any
+    cell with lengths run fused."""
+    plain = rnnkit.LSTM(I, H, precision="bf16")
+    assert plain._kernel_name(None, B) == ("fused" if tiles_here() else "torch")
+    assert plain._kernel_name(None, B + 1) == "torch"
+    assert rnnkit.LSTM(I, H, precision="bf16", peephole=True)._kernel_name(None, 7) == "fused"
+    assert plain._kernel_name(torch.tensor([T] * 7), 7) == "fused"

@@ -208,10 +208,10 @@ class RecurrentLayer(nn.Module):
             )
         return output, self._pack_state(final)
 
-    def _kernel_name(self, lengths) -> str:
+    def _kernel_name(self, lengths, batch: int) -> str:
         if self.kernel != "auto":
             return self.kernel
-        return auto_kernel(self.cells[0], lengths is not None, self.precision == "bf16")
+        return auto_kernel(self.cells[0], lengths is not None, self.precision == "bf16", batch)
 
     def _low_precision(self, x: Tensor) -> bool:
         """bf16 matmuls: asked for, or an enclosing bfloat16 autocast on x's device."""
@@ -221,7 +221,7 @@ class RecurrentLayer(nn.Module):
         return self.precision == "bf16" or enclosing
 
     def _run(self, x, parts, lengths):
-        kernel = self._kernel_name(lengths)
+        kernel = self._kernel_name(lengths, x.shape[1])
         if kernel == "torch":
             state = self._pack_state(parts)
             with torch.autocast(x.device.type, torch.bfloat16, self.precision == "bf16"):

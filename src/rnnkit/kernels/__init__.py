@@ -22,7 +22,7 @@ from torch import Tensor
 
 from rnnkit.cells import GRUCell, LSTMCell, RNNCell, State
 from rnnkit.kernels import gru_fused, lstm_fused, rnn_fused
-from rnnkit.kernels.common import check_sequence
+from rnnkit.kernels.common import check_sequence, tiles_run
 from rnnkit.kernels.gru_bptt import GRUBPTT
 from rnnkit.kernels.gru_fused import GRUFused
 from rnnkit.kernels.lstm_bptt import LSTMBPTT
@@ -74,31 +74,34 @@ def fused_scan(cell, x: Tensor, state: State, mask: Tensor | None = None, revers
     return bptt_scan(cell, x, state, mask, reverse)  # says which cells it runs
 
 
-def auto_kernel(cell, lengths: bool, bf16: bool) -> str:
+def auto_kernel(cell, lengths: bool, bf16: bool, batch: int) -> str:
     """The kernel a layer's ``kernel="auto"`` runs: ``"fused"`` or ``"torch"``.
 
-    Measured with ``benchmarks/train_speed.py`` (one thread, CPU time, B x T x H from
-    16 x 50 x 64 to 64 x 128 x 512, training steps):
+    Measured with ``benchmarks/train_speed.py`` (training steps at (B, T, H) = (32, 100,
+    128), (64, 128, 256), (64, 128, 512), one thread on CPU time and two on wall time,
+    2026-11-26, docs/benchmarks.md):
     - the peephole LSTM has no torch kernel;
     - with lengths, torch's packed path is several times slower than its dense one, and
       the fused path is 3-8x faster than it for every cell;
-    - in bf16, torch's GRU and RNN have no bfloat16 kernel on the CPU (its LSTM has
-      oneDNN's), so autocast casts op by op around float32 steps; the fused path is
-      1.4-4x faster at every size measured, most at the small ones, where the per-step
-      costs dominate and its products run on AMX tiles with the loop in C;
-    - in bf16, the plain LSTM stays with torch's oneDNN kernel: the fused path on AMX tiles
-      with its loops in C is 1.4x / 2.3-2.7x / 2.5-3.0x of float32 but 0.63-0.65x /
-      0.85-1.08x / 0.80-0.93x of torch's bf16 kernel at (B, T, H) = (32, 100, 128),
-      (64, 128, 256), (64, 128, 512) (one thread, CPU time, three runs of 5-15 rounds,
-      2026-11-26), and its tile products use one thread where oneDNN's use all. The
-      peephole LSTM's fused bf16 is 1.7-2.1x / 2.0-2.8x / 1.9-2.3x of its float32 there.
-    The fused path runs in C on the CPU only: elsewhere (CUDA) torch's kernels keep
-    every case they can run.
+    - the GRU and the Elman RNN: the fused path is faster than torch's kernel at every size,
+      in float32 (1.15-1.3x on one thread, 1.2-1.6x on two) and in bf16, where torch has no
+      bfloat16 kernel for them and autocast casts op by op (1.4-4x);
+    - the plain LSTM in float32: fused from hidden 256 (1.2x of torch's kernel on one
+      thread, 1.3-1.4x on two); below, torch's kernel (fused 0.98x on one thread, 0.8x on
+      two);
+    - the plain LSTM in bf16: fused where its products run on AMX tiles with the loops in C
+      (0.94-1.13x of torch's oneDNN kernel on one thread, 1.2-1.4x on two, where the tiles
+      split the batch over the threads); elsewhere torch's oneDNN kernel, far faster than
+      the fused path's per-step oneDNN calls from Python.
+    The fused path runs in C on the CPU only: elsewhere (CUDA) torch's kernels keep every
+    case they can run.
     """
     if isinstance(cell, LSTMCell) and cell.peephole:
         return "fused"
     if cell.weight_hh.device.type != "cpu":
         return "torch"
-    if lengths or (bf16 and isinstance(cell, GRUCell | RNNCell)):
+    if lengths or isinstance(cell, GRUCell | RNNCell):
         return "fused"
-    return "torch"
+    if bf16:
+        return "fused" if tiles_run(batch, 4 * cell.hidden_size, cell.hidden_size) else "torch"
+    return "fused" if cell.hidden_size >= 256 else "torch"

@@ -107,19 +107,25 @@ TILES = True
 _tiles_ready: dict = {}
 
 
-def tile_weight(weight: Tensor, batch: int, low_precision: bool) -> Tensor | None:
-    """``weight`` (N, K) packed for :func:`tile_product` and the C loops, or None where the
-    tiles do not run: not mixed precision, no AMX-BF16 on this CPU, or sizes that are not
-    whole tiles (B and N multiples of 16, K of 32). Then the callers take oneDNN or MKL."""
-    n, k = weight.shape
-    if not (TILES and low_precision and batch % 16 == 0 and n % 16 == 0 and k % 32 == 0):
-        return None
+def tiles_run(batch: int, n: int, k: int) -> bool:
+    """Whether (B, K) @ (K, N) products in bfloat16 run on AMX tiles here: the C library
+    built, a CPU with AMX-BF16, and whole tiles (B and N multiples of 16, K of 32)."""
+    if not (TILES and batch % 16 == 0 and n % 16 == 0 and k % 32 == 0):
+        return False
     lib = library()
     if lib is None:
-        return None
+        return False
     if lib not in _tiles_ready:
         _tiles_ready[lib] = bool(lib.bf16_tiles_ready())
-    if not _tiles_ready[lib]:
+    return _tiles_ready[lib]
+
+
+def tile_weight(weight: Tensor, batch: int, low_precision: bool) -> Tensor | None:
+    """``weight`` (N, K) packed for :func:`tile_product` and the C loops, or None where the
+    tiles do not run (not mixed precision, or not :func:`tiles_run`). Then the callers take
+    oneDNN or MKL."""
+    n, k = weight.shape
+    if not (low_precision and tiles_run(batch, n, k)):
         return None
     weight = weight.detach().to(torch.bfloat16).contiguous()
     # packed[nb, kb, r, j, i] = weight[16 nb + j, 32 kb + 2 r + i] (csrc/rnn_gates.c)
