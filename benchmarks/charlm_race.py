@@ -2,10 +2,12 @@
 
 Each variant is a JSON object of ``charlm.Config`` fields over the defaults; all train in
 one process on the ``shakespeare`` corpus, taking turns step by step, each counting only
-its own main thread's CPU time, so the variants and the plain script of
-``benchmarks/charlm.py`` share whatever load the machine has. Each is scored on the whole
-validation split at a third, two thirds and all of the budget (its cosine schedule ends
-there). This is how the charlm defaults were chosen (docs/benchmarks.md).
+its own main thread's CPU time (``--clock thread``, the default, for one thread on a shared
+machine) or its own steps' wall-clock time (``--clock wall``, for several threads on a quiet
+one), so the variants and the plain script of ``benchmarks/charlm.py`` share whatever load
+the machine has. Each is scored on the whole validation split at a third, two thirds and
+all of the budget (its cosine schedule ends there). This is how the charlm defaults were
+chosen (docs/benchmarks.md).
 
     PYTHONPATH=src python benchmarks/charlm_race.py 90 '{}' '{"cell": "gru"}' --threads 1
 """
@@ -48,9 +50,20 @@ def main() -> None:
     parser.add_argument("seconds", type=float, help="training time of each")
     parser.add_argument("variants", nargs="+", help="JSON objects of charlm.Config fields")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument(
+        "--clock",
+        choices=["thread", "wall"],
+        default="thread",
+        help="thread: main-thread CPU time, steady on a shared machine (one thread); wall: "
+        "wall-clock time of each model's own steps, for several threads on a quiet machine",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"load average {os.getloadavg()[0]:.1f}, torch {torch.__version__}", flush=True)
+    print(
+        f"load average {os.getloadavg()[0]:.1f}, torch {torch.__version__}, "
+        f"{args.threads} threads, {args.clock} clock",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         trainers = {}
         for i, text in enumerate(args.variants):
@@ -61,7 +74,7 @@ def main() -> None:
         train_ids = torch.cat([streams.inputs.reshape(-1), streams.targets[-1, -1:]])
         trainers["plain"] = plain_trainer(vocab, train_ids, args.seconds, f"{tmp}/plain")
         for trainer in trainers.values():
-            trainer.clock = time.thread_time
+            trainer.clock = time.thread_time if args.clock == "thread" else time.perf_counter
         marks = [args.seconds / 3, args.seconds * 2 / 3, args.seconds]
         rows = race(trainers, val_ids, marks)
     print(f"load average {os.getloadavg()[0]:.1f}")

@@ -271,3 +271,34 @@ def test_stream_is_exported():
 
 def _parts(state):
     return state if isinstance(state, tuple) else (state,)
+
+
+@pytest.mark.parametrize("kind,hidden", [("lstm_peephole", 384), ("gru", 448), ("rnn_tanh", 768)])
+def test_large_matrices_split_over_threads_give_the_one_thread_results(kind, hidden):
+    """From 2^19 weights (step.c, PARALLEL_WEIGHTS) a matrix's panels are split over the
+    OpenMP threads; each panel is computed alike on any thread, so the outputs equal the
+    one-thread stream's exactly, and the full-sequence layer's to rounding."""
+    if step_c.library() is None:
+        pytest.skip("no C compiler")
+    torch.manual_seed(6)
+    options = {"kernel": "loop", "num_layers": 2}
+    if kind.startswith("rnn"):
+        layer = rnnkit.RNN(I, hidden, nonlinearity="tanh", **options)
+    elif kind.startswith("lstm"):
+        layer = rnnkit.LSTM(I, hidden, peephole=True, **options)
+    else:
+        layer = rnnkit.GRU(I, hidden, **options)
+    layer.eval()
+    x = torch.randn(5, 1, I)  # (T, 1, I)
+    expected, _ = reference(layer, x)
+    threads = torch.get_num_threads()
+    try:
+        outputs = {}
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            assert step_c.matvec_threads(layer.cells[1].weight_hh.numel()) == count
+            outputs[count] = run(rnnkit.Stream(layer), x[:, 0, :])  # (T, 1, H)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(outputs[1], outputs[2])
+    torch.testing.assert_close(outputs[2], expected, atol=ATOL, rtol=0)

@@ -32,7 +32,8 @@ from torch import Tensor
 SOURCE = Path(__file__).with_name("csrc") / "step.c"
 PANEL = 64  # outputs per weight panel; must equal PANEL in step.c
 KINDS = {"rnn_tanh": 0, "rnn_relu": 1, "lstm": 2, "gru": 3}
-NATIVE_FLAGS = ("-O3", "-march=native", "-ffp-contract=fast")
+# Native: vectorised for this CPU, large matrices split over torch's OpenMP threads.
+NATIVE_FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fopenmp")
 PORTABLE_FLAGS = ("-O3", "-ffp-contract=fast")
 
 _pointer = ctypes.c_void_p
@@ -85,6 +86,18 @@ def library():
     return _load(compiler(), str(cache_dir()))
 
 
+def matvec_threads(weights: int) -> int:
+    """How many threads the compiled step splits a matrix of ``weights`` over (step.c,
+    PARALLEL_WEIGHTS): torch's thread count for large matrices, else 1; 1 without a library
+    built with OpenMP."""
+    step = library()
+    if step is None:
+        return 1
+    count = ctypes.CDLL(str(step.path)).rnnkit_matvec_threads
+    count.argtypes, count.restype = [ctypes.c_long], ctypes.c_int
+    return count(weights)
+
+
 @functools.cache
 def _load(cc: str, directory: str):
     errors = []
@@ -96,6 +109,7 @@ def _load(cc: str, directory: str):
             errors.append(_describe(error))
             continue
         step.argtypes, step.restype = [_pointer, _pointer], ctypes.c_int
+        step.path = path  # matvec_threads loads the same library
         return step
     warnings.warn(
         f"rnnkit.Stream: could not build {SOURCE.name} ({'; '.join(errors)}); "

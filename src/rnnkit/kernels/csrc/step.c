@@ -26,6 +26,9 @@
  */
 #include <stdint.h>
 #include <stddef.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #define PANEL 64
 
@@ -51,11 +54,19 @@ typedef struct {
     const int64_t *tokens;       /* (B,) */
 } Stack;
 
+/* Matrices of at least this many weights (2 MB in float32) split their panels over the
+ * OpenMP threads: reading the weights is the whole cost of a step at batch 1, and two cores
+ * read twice as fast as one. Smaller ones stay on one thread, where waking the other costs
+ * more than it saves (a hidden-256 LSTM step takes about 10 us). Built with -fopenmp, the
+ * library shares torch's OpenMP runtime, so it follows torch.set_num_threads. */
+#define PARALLEL_WEIGHTS (1L << 19)
+
 /* y = W v + b for W (rows, K) stored as panels: panel p is a (K, PANEL) block whose
  * column j is row p * PANEL + j of W (zero past the last row). y and b hold whole panels. */
 static void matvec(const float *restrict w, const float *restrict v, int K, int rows,
                    const float *restrict b, float *restrict y) {
     int panels = (rows + PANEL - 1) / PANEL;
+#pragma omp parallel for schedule(static) if ((long)rows * K >= PARALLEL_WEIGHTS)
     for (int p = 0; p < panels; p++) {
         const float *restrict wp = w + (size_t)p * K * PANEL;
         float acc[PANEL];
@@ -66,6 +77,16 @@ static void matvec(const float *restrict w, const float *restrict v, int K, int 
         }
         for (int j = 0; j < PANEL; j++) y[p * PANEL + j] = acc[j];
     }
+}
+
+/* How many threads matvec splits a matrix of this many weights over (for the tests). */
+int rnnkit_matvec_threads(long weights) {
+#ifdef _OPENMP
+    return weights >= PARALLEL_WEIGHTS ? omp_get_max_threads() : 1;
+#else
+    (void)weights;
+    return 1;
+#endif
 }
 
 /* exp(x) = 2^n exp(r), n = round(x / ln 2), |r| <= ln(2) / 2, with a degree-6 Taylor
