@@ -134,10 +134,10 @@ def table(rows: list[dict], marks: list[float]) -> str:
     return "\n".join(lines)
 
 
-def section(rows, marks, config, command, load_before, load_after, clock) -> str:
+def section(rows, marks, config, one_hot, command, load_before, load_after, clock) -> str:
+    inputs = "one-hot input" if one_hot else f"embedding {config.embedding or config.hidden}"
     settings = (
-        f"{config.cell} {config.layers}x{config.hidden}, embedding "
-        f"{config.embedding or config.hidden}, dropout {config.dropout}, batch "
+        f"{config.cell} {config.layers}x{config.hidden}, {inputs}, dropout {config.dropout}, batch "
         f"{config.batch_size}, window {config.window}, {config.optimizer} "
         f"{config.lr:g} {config.schedule} (warm-up {config.warmup}, to "
         f"{config.min_lr:g} of lr), clip {config.clip}, precision {config.precision}"
@@ -150,8 +150,8 @@ def section(rows, marks, config, command, load_before, load_after, clock) -> str
             f"Command: `{command}`  ",
             f"Date: {datetime.date.today()}; torch {torch.__version__}, "
             f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} threads; load average "
-            f"{load_before:.1f} before, {load_after:.1f} after (the machine was shared with other "
-            "work: absolute times are slower than on an idle machine, both models alike).",
+            f"{load_before:.1f} before, {load_after:.1f} after (other work on the machine slows "
+            "both models alike).",
             "",
             "Corpus `shakespeare` (complete works, 84 symbols with the unknown symbol; the issue's "
             "reference figures are on tiny-shakespeare, 65 symbols, so they do not transfer "
@@ -200,7 +200,8 @@ def main() -> None:
     command = f"PYTHONPATH=src python benchmarks/charlm.py --seconds {args.seconds:g}"
     if args.clock == "thread":
         command += " --clock thread"
-    text = section(rows, marks, config, command, load_before, os.getloadavg()[0], args.clock)
+    load_after, one_hot = os.getloadavg()[0], ours.model.one_hot
+    text = section(rows, marks, config, one_hot, command, load_before, load_after, args.clock)
     print(text)
     if args.write:
         write_section(args.write, text, START, END)

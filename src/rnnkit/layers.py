@@ -21,9 +21,10 @@ Kernels (``kernel=``): ``"loop"`` is autograd over the Python loop in :mod:`rnnk
 :mod:`rnnkit.kernels`; ``"fused"`` is that BPTT with the gate math of each step in one pass
 of C (:mod:`rnnkit.kernels.lstm_fused`, ``gru_fused``, ``rnn_fused``); ``"torch"`` runs
 torch's fused kernel (standard cells only). ``"auto"`` (:func:`rnnkit.kernels.auto_kernel`)
-picks ``"fused"`` for the peephole LSTM and, on the CPU, for every cell with lengths
-(torch's packed path is several times slower than its dense one) and for the GRU and the
-Elman RNN in bf16 (torch's have no bfloat16 kernel); ``"torch"`` for the other cases.
+picks ``"fused"`` for the peephole LSTM and, on the CPU, wherever it measured faster than
+torch's kernel: every cell with lengths (torch's packed path is several times slower than
+its dense one), the GRU and the Elman RNN, the LSTM from hidden 256, and the bf16 LSTM where
+its products run on AMX tiles; ``"torch"`` for the other cases.
 
 Precision: ``"fp32"`` computes in the layer's dtype. ``"bf16"`` (float32 layers) keeps
 float32 weights, outputs and states and runs the matrix products in bfloat16: on
