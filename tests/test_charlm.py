@@ -163,14 +163,3 @@ def test_unseen_prime_characters_are_read_as_unknown(tmp_path, capsys):
     text = charlm.sample(tmp_path / "run", prime="hex!", length=5, out=io.StringIO())
     assert text.startswith("hex!") and len(text) == 9
     assert "'x!'" in capsys.readouterr().err
-
-
-def test_one_hot_input_unless_an_embedding_is_asked_for_or_the_vocabulary_is_large():
-    """charlm.uses_one_hot: unset, one-hot where the vocabulary is at most the hidden size."""
-    assert charlm.CharLM(8, charlm.Config(hidden=8)).one_hot
-    assert charlm.CharLM(8, charlm.Config(hidden=8)).embed is None
-    assert not charlm.CharLM(9, charlm.Config(hidden=8)).one_hot
-    assert not charlm.CharLM(6, charlm.Config(hidden=8, embedding=4)).one_hot
-    assert not charlm.CharLM(6, charlm.Config(hidden=8, tie=True)).one_hot
-    assert not charlm.CharLM(6, charlm.Config(hidden=8, one_hot=False)).one_hot
-    assert charlm.CharLM(11, charlm.Config(hidden=8, one_hot=True)).one_hot

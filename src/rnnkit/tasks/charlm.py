@@ -51,7 +51,7 @@ class Config(TrainConfig):
     layers: int = 1  # stacked recurrent layers
     dropout: float = 0.0  # dropout on the input, between layers and on the output
     embedding: int = 0  # input embedding size (0: same as hidden; --tie uses hidden)
-    one_hot: bool | None = None  # one-hot input, not an embedding (unset: if vocabulary <= hidden)
+    one_hot: bool = False  # one-hot input instead of a learned embedding
     tie: bool = False  # share the embedding and output weights (needs embedding = hidden)
     window: int = 64  # characters per truncated-BPTT window (the lectures' window_sz)
     batch_size: int = 128  # contiguous streams read side by side
@@ -71,10 +71,10 @@ class CharLM(nn.Module):
         super().__init__()
         if config.tie and config.one_hot:
             raise ValueError("--tie needs a learned embedding, not --one-hot")
-        self.vocab_size, self.one_hot = vocab_size, uses_one_hot(config, vocab_size)
+        self.vocab_size, self.one_hot = vocab_size, config.one_hot
         size = config.hidden if config.tie else config.embedding or config.hidden
-        size = vocab_size if self.one_hot else size
-        self.embed = None if self.one_hot else nn.Embedding(vocab_size, size)
+        size = vocab_size if config.one_hot else size
+        self.embed = None if config.one_hot else nn.Embedding(vocab_size, size)
         self.rnn = make_layers(config, size, "bf16" if bf16 else "fp32")
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden, vocab_size)
@@ -91,21 +91,6 @@ class CharLM(nn.Module):
             state = map_state(lambda s: s.to(inputs.dtype), state)
         output, state = self.rnn(self.drop(inputs), state)  # (T, B, H)
         return self.head(self.drop(output)), state  # (T, B, V)
-
-
-def uses_one_hot(config: Config, vocab_size: int) -> bool:
-    """``--one-hot`` or ``--no-one-hot`` as given; unset, one-hot input unless an embedding
-    was asked for (``--embedding``, ``--tie``) or the vocabulary outnumbers the hidden units.
-
-    One-hot is the lectures' picture, and the cheaper one: W_ih times a one-hot vector is one
-    of its columns, so the input projection over a window costs V / E of an embedding's of
-    size E (84 symbols against 384 for Shakespeare), with the same functions reachable (both
-    give each symbol one vector of gate inputs). The char-LM trained 1.5x the characters per
-    second with it and reached a lower validation loss in the same time (docs/benchmarks.md).
-    """
-    if config.one_hot is not None:
-        return config.one_hot
-    return not (config.embedding or config.tie) and vocab_size <= config.hidden
 
 
 def make_layers(config: Config, input_size: int, precision: str):
