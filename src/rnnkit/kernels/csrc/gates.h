@@ -57,6 +57,23 @@ static inline void thread_rows(long batch, long *first, long *count)
     *count = 16 * (end - begin);
 }
 
+#define PRAGMA(text) _Pragma(#text)
+
+/* Runs the statements on `threads` OpenMP threads (one without OpenMP), each with `first`
+ * and `count` set to its rows of the batch (thread_rows) and `me` to its index, and with
+ * denormals flushed on that thread meanwhile (denormals_off in rnn_gates.c says why). */
+#define ON_THREAD_ROWS(threads, batch, ...)                                                   \
+    PRAGMA(omp parallel num_threads(threads))                                                 \
+    {                                                                                         \
+        long first, count;                                                                    \
+        thread_rows(batch, &first, &count);                                                   \
+        const int me = THREAD_INDEX();                                                        \
+        (void)me;                                                                             \
+        const unsigned int csr = denormals_off();                                             \
+        __VA_ARGS__                                                                           \
+        denormals_restore(csr);                                                               \
+    }
+
 /* sums[0:n] += slices[t * stride : t * stride + n] for the threads t in order. */
 static inline void add_slices(double *sums, const double *slices, long n, long stride,
                               int threads)

@@ -166,15 +166,10 @@ void gru_forward_tiles(long steps, long batch, long hidden, int reverse, float *
                        const uint16_t *w_hh, float *rec, const float *b_hn, float *h_prev_seq,
                        uint16_t *h_in, const uint8_t *mask, float *h_n_seq, float *out)
 {
-    _Pragma("omp parallel num_threads(tile_threads(batch))")
-    {
-        long first, count;
-        thread_rows(batch, &first, &count);
-        const unsigned int csr = denormals_off();
+    ON_THREAD_ROWS(tile_threads(batch), batch,
         gru_forward_rows(steps, batch, first, count, hidden, reverse, gates, w_hh, rec, b_hn,
                          h_prev_seq, h_in, mask, h_n_seq, out);
-        denormals_restore(csr);
-    }
+    )
 }
 
 /* dh (B, H) holds dL/dh_T on entry and dL/dh_0 on return; d_ih_row and d_hh_row are one
@@ -212,18 +207,13 @@ void gru_backward_tiles(long steps, long batch, long hidden, int reverse, const 
     double *slices = NULL; /* per thread: (3H) of d_bias_ih, then (H) of d_bias_hn */
     if (d_bias_ih && threads > 1 && !(slices = calloc(threads * 4 * hidden, sizeof(double))))
         threads = 1;
-    _Pragma("omp parallel num_threads(threads)")
-    {
-        long first, count;
-        thread_rows(batch, &first, &count);
-        double *mine = slices ? slices + THREAD_INDEX() * 4 * hidden : NULL;
-        const unsigned int csr = denormals_off();
+    ON_THREAD_ROWS(threads, batch,
+        double *mine = slices ? slices + me * 4 * hidden : NULL;
         gru_backward_rows(steps, batch, first, count, hidden, reverse, gates, h_n_seq,
                           h_prev_seq, mask, d_out, w_hh_t, rec, dh, d_ih_row, d_hh_row,
                           d_ih_low, d_hh_low, mine ? mine : d_bias_ih,
                           mine ? mine + 3 * hidden : d_bias_hn);
-        denormals_restore(csr);
-    }
+    )
     if (slices) {
         add_slices(d_bias_ih, slices, 3 * hidden, 4 * hidden, threads);
         add_slices(d_bias_hn, slices + 3 * hidden, hidden, 4 * hidden, threads);

@@ -195,15 +195,10 @@ void lstm_forward_tiles(long steps, long batch, long hidden, int reverse, float 
                         float *c_prev_seq, float *c_new_seq, const float *p_i, const float *p_f,
                         const float *p_o, const uint8_t *mask, float *out)
 {
-    _Pragma("omp parallel num_threads(tile_threads(batch))")
-    {
-        long first, count;
-        thread_rows(batch, &first, &count);
-        const unsigned int csr = denormals_off();
+    ON_THREAD_ROWS(tile_threads(batch), batch,
         lstm_forward_rows(steps, batch, first, count, hidden, reverse, gates, w_hh, rec,
                           h_prev_seq, h_in, c_prev_seq, c_new_seq, p_i, p_f, p_o, mask, out);
-        denormals_restore(csr);
-    }
+    )
 }
 
 /* dh, dc (B, H) hold dL/dh_T, dL/dc_T on entry and dL/dh_0, dL/dc_0 on return; w_hh_t is W_hh
@@ -245,20 +240,15 @@ void lstm_backward_tiles(long steps, long batch, long hidden, int reverse, const
     double *slices = NULL;
     if ((d_bias || dp_i) && threads > 1 && !(slices = calloc(threads * width, sizeof(double))))
         threads = 1;
-    _Pragma("omp parallel num_threads(threads)")
-    {
-        long first, count;
-        thread_rows(batch, &first, &count);
-        double *mine = slices ? slices + THREAD_INDEX() * width : NULL;
-        const unsigned int csr = denormals_off();
+    ON_THREAD_ROWS(threads, batch,
+        double *mine = slices ? slices + me * width : NULL;
         lstm_backward_rows(steps, batch, first, count, hidden, reverse, gates, c_prev_seq,
                            c_new_seq, p_i, p_f, p_o, mask, d_out, w_hh_t, rec, dh, dc, d_row,
                            d_low, dp_i && mine ? mine + 4 * hidden : dp_i,
                            dp_f && mine ? mine + 5 * hidden : dp_f,
                            dp_o && mine ? mine + 6 * hidden : dp_o,
                            d_bias && mine ? mine : d_bias);
-        denormals_restore(csr);
-    }
+    )
     if (slices) {
         if (d_bias)
             add_slices(d_bias, slices, 4 * hidden, width, threads);

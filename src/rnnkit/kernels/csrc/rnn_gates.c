@@ -226,15 +226,10 @@ void rnn_forward_tiles(long steps, long batch, long hidden, int relu, int revers
                        const uint16_t *w_hh, float *rec, float *h_prev_seq, uint16_t *h_in,
                        const uint8_t *mask, float *out)
 {
-    _Pragma("omp parallel num_threads(tile_threads(batch))")
-    {
-        long first, count;
-        thread_rows(batch, &first, &count);
-        const unsigned int csr = denormals_off();
+    ON_THREAD_ROWS(tile_threads(batch), batch,
         rnn_forward_rows(steps, batch, first, count, hidden, relu, reverse, pre, w_hh, rec,
                          h_prev_seq, h_in, mask, out);
-        denormals_restore(csr);
-    }
+    )
 }
 
 /* dh (B, H) holds dL/dh_T on entry and dL/dh_0 on return; d_row is one (B, H) row of float32
@@ -267,16 +262,11 @@ void rnn_backward_tiles(long steps, long batch, long hidden, int relu, int rever
     double *slices = NULL; /* per thread: (H) of d_bias */
     if (d_bias && threads > 1 && !(slices = calloc(threads * hidden, sizeof(double))))
         threads = 1;
-    _Pragma("omp parallel num_threads(threads)")
-    {
-        long first, count;
-        thread_rows(batch, &first, &count);
-        double *mine = slices ? slices + THREAD_INDEX() * hidden : d_bias;
-        const unsigned int csr = denormals_off();
+    ON_THREAD_ROWS(threads, batch,
+        double *mine = slices ? slices + me * hidden : d_bias;
         rnn_backward_rows(steps, batch, first, count, hidden, relu, reverse, h_new, mask, d_out,
                           w_hh_t, rec, dh, d_row, d_low, mine);
-        denormals_restore(csr);
-    }
+    )
     if (slices) {
         add_slices(d_bias, slices, hidden, hidden, threads);
         free(slices);
