@@ -21,6 +21,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnkit
+from rnnkit import heap
 
 SIZES = [(32, 100, 128), (64, 128, 256), (64, 128, 512)]  # (batch, length, hidden)
 clock = time.perf_counter  # or time.process_time (--clock cpu)
@@ -178,6 +179,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    heap.keep_freed_blocks()  # as rnnkit's trainer does, for every case alike
     global clock
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     sizes, rounds = (SIZES[:1], 3) if args.quick else (SIZES, args.rounds)

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 import rnnkit
-from rnnkit import peak_memory
+from rnnkit import heap, peak_memory
 
 CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru", "peephole")
 GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3, "peephole": 4}
@@ -231,6 +231,16 @@ def _one_thread(loop):
     return run
 
 
+def _times(step, count: int):
+    """A function running ``step`` ``count`` times."""
+
+    def run():
+        for _ in range(count):
+            step()
+
+    return run
+
+
 def _repeated(step, seconds: float):
     """A function running ``step`` n times, n chosen so that one call lasts about ``seconds``."""
     for _ in range(5):
@@ -240,12 +250,7 @@ def _repeated(step, seconds: float):
         step()
         n += 1
     count = max(3, round(n * 10))
-
-    def run():
-        for _ in range(count):
-            step()
-
-    return run, count
+    return _times(step, count), count
 
 
 def length_rows(plan: Plan) -> tuple[list[dict], str]:
@@ -253,13 +258,19 @@ def length_rows(plan: Plan) -> tuple[list[dict], str]:
     rows, notes = [], []
     for cell in ("lstm", "peephole"):
         layer = make_layer(cell, hidden)
-        steps = {T: training_step(layer, torch.randn(T, batch, hidden)) for T in plan.lengths}
+        # each timing covers the same tokens: the longest length once, a shorter one as many
+        # times as fit (a single short call of a few ms is at the mercy of the scheduler)
+        calls = {T: max(1, max(plan.lengths) // T) for T in plan.lengths}
+        steps = {
+            T: _times(training_step(layer, torch.randn(T, batch, hidden)), calls[T])
+            for T in plan.lengths
+        }
         try:
             seconds = side_by_side(steps, plan.repeats)
         except Exception as error:  # one failing case must not end the run
             notes.append(f"{cell}: {type(error).__name__}: {error}")
             continue
-        per_token = {T: seconds[T] / (batch * T) for T in plan.lengths}
+        per_token = {T: seconds[T] / (batch * T * calls[T]) for T in plan.lengths}
         best = min(per_token.values())
         for T in plan.lengths:
             row = dict(cell=cell, batch=batch, hidden=hidden, length=T)
@@ -392,6 +403,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.threads:  # one thread is steadier on a machine shared with other jobs
         torch.set_num_threads(args.threads)
+    heap.keep_freed_blocks()  # as the trainer does; both sides of each case run under it
     plan = QUICK if args.quick else FULL
     argv = sys.argv[1:] if argv is None else list(argv)
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")

@@ -8,44 +8,41 @@ adds at its peak, not what earlier steps left behind.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 from pathlib import Path
 
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+from rnnkit import heap
+
+SMALL = 64 * 1024  # the mmap and trim thresholds while measuring
 
 
 def supported() -> bool:
     return Path("/proc/self/clear_refs").exists()
 
 
-def _libc():
-    try:
-        return ctypes.CDLL("libc.so.6")
-    except OSError:
-        return None
-
-
 @contextlib.contextmanager
 def freed_memory_returned():
-    """Fix glibc's mmap threshold (it otherwise grows), so that freed tensors leave the RSS."""
-    libc = _libc()
-    if libc is not None:
-        libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024)
-        libc.mallopt(M_TRIM_THRESHOLD, 64 * 1024)
+    """Fix glibc's mmap threshold low (it otherwise grows), so that freed tensors leave the
+    RSS; afterwards glibc's defaults, or :func:`heap.keep_freed_blocks` if it was on."""
+    kept, lib = heap.keeping, heap.libc()
+    heap.keeping = False
+    if lib is not None:
+        lib.mallopt(heap.M_MMAP_MAX, heap.DEFAULT_MMAP_MAX)
+        lib.mallopt(heap.M_MMAP_THRESHOLD, SMALL)
+        lib.mallopt(heap.M_TRIM_THRESHOLD, SMALL)
     try:
         yield
     finally:
-        if libc is not None:  # glibc's defaults (without the growth of the threshold)
-            libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
-            libc.mallopt(M_TRIM_THRESHOLD, 128 * 1024)
+        heap.return_freed_blocks()
+        if kept:
+            heap.keep_freed_blocks()
 
 
 def peak_rss(step) -> int:
     """Bytes of resident memory the step adds at its peak."""
     step()  # warm-up, so that lazily built state is not counted
-    libc = _libc()
-    if libc is not None:
-        libc.malloc_trim(0)  # hand freed memory back, so the step must fault it in anew
+    lib = heap.libc()
+    if lib is not None:
+        lib.malloc_trim(0)  # hand freed memory back, so the step must fault it in anew
     before = _status_kb("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
     step()

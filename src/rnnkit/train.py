@@ -43,7 +43,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from rnnkit import distributed
+from rnnkit import distributed, heap
 from rnnkit.checkpoint import (  # noqa: F401  (MODEL_FILE and load_model are the tasks' too)
     LAST_FILE,
     MODEL_FILE,
@@ -202,6 +202,7 @@ class Trainer:
         if self.world.rank == 0:
             check_writable(self.run_dir)
         self.bf16 = use_bf16(config.precision, self.device)
+        heap.keep_freed_blocks()  # each step reuses the last one's memory (rnnkit.heap)
         self.model = task.model.to(self.device)
         distributed.broadcast_weights(self.world, self.model)
         if self.world.size > 1:  # each process draws its own dropout masks
