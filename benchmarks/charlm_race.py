@@ -57,6 +57,11 @@ def main() -> None:
         help="thread: main-thread CPU time, steady on a shared machine (one thread); wall: "
         "wall-clock time of each model's own steps, for several threads on a quiet machine",
     )
+    parser.add_argument(
+        "--no-plain",
+        action="store_true",
+        help="leave the plain script out (to explore; a table compares with it side by side)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(
@@ -72,7 +77,8 @@ def main() -> None:
             )
             trainers[text] = trainer
         train_ids = torch.cat([streams.inputs.reshape(-1), streams.targets[-1, -1:]])
-        trainers["plain"] = plain_trainer(vocab, train_ids, args.seconds, f"{tmp}/plain")
+        if not args.no_plain:
+            trainers["plain"] = plain_trainer(vocab, train_ids, args.seconds, f"{tmp}/plain")
         for trainer in trainers.values():
             trainer.clock = time.thread_time if args.clock == "thread" else time.perf_counter
         marks = [args.seconds / 3, args.seconds * 2 / 3, args.seconds]
