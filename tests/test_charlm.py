@@ -96,6 +96,33 @@ def test_one_hot_input_and_tied_weights():
         small_model(tie=True, one_hot=True)
 
 
+def test_input_defaults_to_one_hot_for_a_small_alphabet_only():
+    small, large = charlm.ONE_HOT_UP_TO, charlm.ONE_HOT_UP_TO + 1
+    assert charlm.takes_one_hot(charlm.Config(), small)
+    assert not charlm.takes_one_hot(charlm.Config(), large)
+    assert not charlm.takes_one_hot(charlm.Config(tie=True), small)
+    assert not charlm.takes_one_hot(charlm.Config(one_hot=False), small)
+    assert charlm.takes_one_hot(charlm.Config(one_hot=True), large)
+    model = charlm.CharLM(large, charlm.Config(hidden=8))
+    assert model.embed is not None and not model.one_hot
+
+
+@pytest.mark.parametrize("one_hot", [True, False])
+def test_dropout_falls_on_an_embedding_but_never_on_a_one_hot_input(one_hot):
+    model = small_model(one_hot=one_hot, dropout=0.5).train()
+    seen = []
+    model.rnn.register_forward_hook(lambda module, args, output: seen.append(args[0]))
+    x = torch.randint(0, 11, (20, 4))
+    model(x)
+    if one_hot:  # every character arrives whole
+        assert torch.equal(seen[0], torch.nn.functional.one_hot(x, 11).float())
+    else:  # about half the embedding's entries dropped, the rest scaled by 2
+        embedded = model.embed(x)
+        dropped = seen[0] == 0
+        assert 0.3 < dropped.float().mean() < 0.7
+        assert torch.allclose(seen[0][~dropped], 2 * embedded[~dropped])
+
+
 def test_each_sampled_character_costs_one_step():
     model = small_model().eval()
     vocab = Vocab(["\ufffd"] + list("abcdefghij"))

@@ -49,9 +49,9 @@ class Config(TrainConfig):
     cell: Literal["lstm", "gru", "rnn", "peephole"] = "gru"  # recurrent cell
     hidden: int = 384  # hidden units per layer
     layers: int = 1  # stacked recurrent layers
-    dropout: float = 0.0  # dropout on the input, between layers and on the output
+    dropout: float = 0.0  # dropout on the embedding, between layers and before the head
     embedding: int = 0  # input embedding size (0: same as hidden; --tie uses hidden)
-    one_hot: bool = False  # one-hot input instead of a learned embedding
+    one_hot: bool | None = None  # one-hot input, not an embedding (unset: up to 128 symbols)
     tie: bool = False  # share the embedding and output weights (needs embedding = hidden)
     window: int = 64  # characters per truncated-BPTT window (the lectures' window_sz)
     batch_size: int = 128  # contiguous streams read side by side
@@ -71,10 +71,10 @@ class CharLM(nn.Module):
         super().__init__()
         if config.tie and config.one_hot:
             raise ValueError("--tie needs a learned embedding, not --one-hot")
-        self.vocab_size, self.one_hot = vocab_size, config.one_hot
+        self.vocab_size, self.one_hot = vocab_size, takes_one_hot(config, vocab_size)
         size = config.hidden if config.tie else config.embedding or config.hidden
-        size = vocab_size if config.one_hot else size
-        self.embed = None if config.one_hot else nn.Embedding(vocab_size, size)
+        size = vocab_size if self.one_hot else size
+        self.embed = None if self.one_hot else nn.Embedding(vocab_size, size)
         self.rnn = make_layers(config, size, "bf16" if bf16 else "fp32")
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden, vocab_size)
@@ -83,14 +83,29 @@ class CharLM(nn.Module):
 
     def forward(self, x: torch.Tensor, state=None):
         """x (T, B) character indices -> logits (T, B, V) and the final state."""
-        if self.one_hot:
+        if self.one_hot:  # not dropped: a dropped one-hot input would be a lost character
             inputs = F.one_hot(x, self.vocab_size).float()  # (T, B, V)
         else:
-            inputs = self.embed(x)  # (T, B, E)
+            inputs = self.drop(self.embed(x))  # (T, B, E)
         if state is not None:  # under bf16 autocast the layer returns a bf16 state
             state = map_state(lambda s: s.to(inputs.dtype), state)
-        output, state = self.rnn(self.drop(inputs), state)  # (T, B, H)
+        output, state = self.rnn(inputs, state)  # (T, B, H)
         return self.head(self.drop(output)), state  # (T, B, V)
+
+
+ONE_HOT_UP_TO = 128  # symbols; above this the default input is a learned embedding
+
+
+def takes_one_hot(config: Config, vocab_size: int) -> bool:
+    """``--one-hot`` as given; unset, one-hot for a small alphabet (not with ``--tie``).
+
+    Measured (docs/benchmarks.md, charlm races): on shakespeare (84 symbols) one-hot input
+    learned faster than a 384-wide embedding and was ahead at ten minutes; on stdlib (220
+    symbols) it was far behind after three minutes (1.70 against 1.25 nats per character).
+    """
+    if config.one_hot is not None:
+        return config.one_hot
+    return not config.tie and vocab_size <= ONE_HOT_UP_TO
 
 
 def make_layers(config: Config, input_size: int, precision: str):
