@@ -18,7 +18,7 @@ import ctypes
 
 # glibc's mallopt parameters (malloc.h) and its defaults
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
-DEFAULT_TRIM_THRESHOLD, DEFAULT_MMAP_THRESHOLD, DEFAULT_MMAP_MAX = 128 * 1024, 128 * 1024, 65536
+DEFAULT_MMAP_THRESHOLD, DEFAULT_MMAP_MAX = 128 * 1024, 65536  # the trim threshold: as mmap's
 KEEP_TRIM_THRESHOLD = 2**31 - 1  # mallopt takes an int: trim only above 2 GB free at the top
 keeping = False  # whether keep_freed_blocks is in force
 
@@ -45,12 +45,13 @@ def keep_freed_blocks() -> bool:
     return keeping
 
 
-def return_freed_blocks() -> None:
-    """glibc's defaults again, except that the mmap threshold no longer grows."""
+def return_freed_blocks(threshold: int = DEFAULT_MMAP_THRESHOLD) -> None:
+    """glibc's defaults again, except that the mmap threshold is fixed at ``threshold`` (it
+    otherwise grows); the trim threshold goes with it."""
     global keeping
     keeping = False
     lib = libc()
     if lib is not None:
         lib.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
-        lib.mallopt(M_MMAP_THRESHOLD, DEFAULT_MMAP_THRESHOLD)
-        lib.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
+        lib.mallopt(M_MMAP_THRESHOLD, threshold)
+        lib.mallopt(M_TRIM_THRESHOLD, threshold)

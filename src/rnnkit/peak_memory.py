@@ -23,18 +23,15 @@ def supported() -> bool:
 def freed_memory_returned():
     """Fix glibc's mmap threshold low (it otherwise grows), so that freed tensors leave the
     RSS; afterwards glibc's defaults, or :func:`heap.keep_freed_blocks` if it was on."""
-    kept, lib = heap.keeping, heap.libc()
-    heap.keeping = False
-    if lib is not None:
-        lib.mallopt(heap.M_MMAP_MAX, heap.DEFAULT_MMAP_MAX)
-        lib.mallopt(heap.M_MMAP_THRESHOLD, SMALL)
-        lib.mallopt(heap.M_TRIM_THRESHOLD, SMALL)
+    kept = heap.keeping
+    heap.return_freed_blocks(SMALL)
     try:
         yield
     finally:
-        heap.return_freed_blocks()
         if kept:
             heap.keep_freed_blocks()
+        else:
+            heap.return_freed_blocks()
 
 
 def peak_rss(step) -> int:
