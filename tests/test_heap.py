@@ -18,14 +18,11 @@ MB = 1024 * 1024
 
 PROBE = """
 import json, sys
-from pathlib import Path
 import torch
 from rnnkit import heap, peak_memory
 
 def rss():
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
+    return peak_memory._status_kb("VmRSS") * 1024
 
 def cycle(megabytes=64):  # (grown while the tensor lives, left after it is freed)
     before = rss()
