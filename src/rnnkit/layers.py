@@ -45,6 +45,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from rnnkit import scan as reference
 from rnnkit.cells import GRUCell, LSTMCell, RNNCell, State
 from rnnkit.kernels import auto_kernel, bptt_scan, fused_scan, torch_fused
+from rnnkit.kernels.dropout import dropout
 
 KERNELS = ("auto", "loop", "bptt", "torch", "fused")
 PRECISIONS = ("fp32", "bf16")
@@ -251,7 +252,7 @@ class RecurrentLayer(nn.Module):
                 finals.append(fin if isinstance(fin, tuple) else (fin,))
             layer_input = torch.cat(outputs, dim=2)  # (T, B, D*H)
             if self.dropout and self.training and layer < self.num_layers - 1:
-                layer_input = nn.functional.dropout(layer_input, self.dropout, training=True)
+                layer_input = dropout(layer_input, self.dropout)  # hashed mask, kernels.dropout
         final = tuple(torch.stack(p) for p in zip(*finals, strict=True))  # (L*D, B, H) each
         return layer_input, final
 

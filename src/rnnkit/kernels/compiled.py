@@ -2,14 +2,14 @@
 :mod:`~rnnkit.kernels.gru_fused`, :mod:`~rnnkit.kernels.rnn_fused`), or say why not.
 
 The C sources (``csrc/lstm_gates.c``, ``gru_gates.c``, ``rnn_gates.c``, with the shared
-header ``gates.h``) are compiled once per machine into one library in a cache directory
+header ``gates.h``, and ``dropout.c``, the mask of :mod:`rnnkit.kernels.dropout`) are compiled once per machine into one library in a cache directory
 (``$RNNKIT_CACHE``, else ``$XDG_CACHE_HOME/rnnkit``, else ``~/.cache/rnnkit``) under a name
 that hashes the sources and the header, the compiler, the flags and the CPU's feature
 flags, so an edit or another machine's ``-march=native`` never loads a stale library. The
 compiler is ``$CC``, else ``cc``. Flag sets are tried in order: tuned for this CPU, then
 portable; when none builds (no compiler, say) :func:`library` returns None, warns once,
 and the callers take the Python BPTT of :mod:`rnnkit.kernels` (``lstm_bptt``,
-``gru_bptt``, ``rnn_bptt``), their slow twins.
+``gru_bptt``, ``rnn_bptt``), their slow twins, and dropout its torch twin.
 
 Compiling and linking are two commands so that ``-ffast-math`` shapes the code only: linked
 with it, gcc adds a start-up file that turns on flush-to-zero for the whole process.
@@ -27,7 +27,7 @@ import warnings
 from pathlib import Path
 
 CSRC = Path(__file__).parent / "csrc"
-SOURCES = (CSRC / "lstm_gates.c", CSRC / "gru_gates.c", CSRC / "rnn_gates.c")
+SOURCES = tuple(CSRC / name for name in ("lstm_gates.c", "gru_gates.c", "rnn_gates.c", "dropout.c"))
 HEADERS = (CSRC / "gates.h",)  # hashed with the sources: an edited header rebuilds
 # (compile flags, link flags): the first is vectorised for this CPU (with glibc's vector
 # tanh for float64) and splits large steps over torch's OpenMP threads; the second runs
@@ -126,6 +126,9 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.lstm_forward_tiles.restype = None
     lib.lstm_backward_tiles.argtypes = flags + [_ADDRESS] * 18
     lib.lstm_backward_tiles.restype = None
+    dropout = [size, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_float, _ADDRESS, _ADDRESS]
+    for name in ("dropout_f32", "dropout_bf16"):  # n, seed, threshold, scale, x, out
+        getattr(lib, name).argtypes, getattr(lib, name).restype = dropout, None
     lib.denormals_off.argtypes, lib.denormals_off.restype = [], ctypes.c_uint
     lib.denormals_restore.argtypes, lib.denormals_restore.restype = [ctypes.c_uint], None
     return lib

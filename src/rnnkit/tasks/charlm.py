@@ -25,6 +25,7 @@ from torch import nn
 import rnnkit
 from rnnkit import config as configuration
 from rnnkit.data import Streams, Vocab, Window, eval_windows, load_corpus
+from rnnkit.kernels.dropout import Dropout
 from rnnkit.scan import map_state
 from rnnkit.tasks import default_run_dir, run_config
 from rnnkit.train import (
@@ -76,7 +77,7 @@ class CharLM(nn.Module):
         size = vocab_size if self.one_hot else size
         self.embed = None if self.one_hot else nn.Embedding(vocab_size, size)
         self.rnn = make_layers(config, size, "bf16" if bf16 else "fp32")
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)  # a hashed mask: torch's costs a third of a step
         self.head = nn.Linear(config.hidden, vocab_size)
         if config.tie:
             self.head.weight = self.embed.weight  # Press & Wolf 2017, "Using the Output Embedding"
