@@ -50,7 +50,7 @@ class Config(TrainConfig):
     cell: Literal["lstm", "gru", "rnn", "peephole"] = "gru"  # recurrent cell
     hidden: int = 384  # hidden units per layer
     layers: int = 1  # stacked recurrent layers
-    dropout: float = 0.0  # dropout on the embedding, between layers and before the head
+    dropout: float = 0.1  # on the embedding, between layers and before the head (race 10)
     embedding: int = 0  # input embedding size (0: same as hidden; --tie uses hidden)
     one_hot: bool | None = None  # one-hot input, not an embedding (unset: up to 128 symbols)
     tie: bool = False  # share the embedding and output weights (needs embedding = hidden)
