@@ -289,6 +289,39 @@ def test_tile_product_equals_a_bfloat16_matmul(batch, n, k, transposed):
     torch.testing.assert_close(result.double(), expected, atol=1e-4, rtol=1e-5)
 
 
+def test_tile_product_splits_its_rows_over_the_threads_without_changing_a_bit():
+    """bf16_tile_product_rows (csrc/rnn_gates.c) shares the rows of an all-steps product out
+    in whole tiles; each row's sums are the same whichever thread computes them."""
+    torch.manual_seed(5)
+    weight, rows = torch.randn(96, 64), torch.randn(1024, 64).bfloat16()
+    product = common.tile_product(weight, rows.shape[0], True)
+    if product is None:
+        pytest.skip("no AMX-BF16 tiles here")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = product(rows).clone()
+        torch.set_num_threads(2)
+        two = product(rows).clone()
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two)
+    expected = rows.double() @ weight.bfloat16().double().t()
+    torch.testing.assert_close(one.double(), expected, atol=1e-4, rtol=1e-5)
+
+
+def test_mixed_linear_pads_an_input_size_off_the_tiles_with_zeros():
+    """An input of 85 features (a one-hot alphabet) runs on tiles padded to 96: the same
+    float32 sums of bfloat16 terms as the unpadded product."""
+    torch.manual_seed(6)
+    a, weight = torch.randn(256, 85), torch.randn(192, 85)
+    result = common.mixed_linear(a, weight, True)
+    assert result.shape == (256, 192) and result.dtype == torch.float32
+    expected = a.bfloat16().double() @ weight.bfloat16().double().t()
+    torch.testing.assert_close(result.double(), expected, atol=1e-4, rtol=1e-5)
+    assert a.shape == (256, 85) and weight.shape == (192, 85)  # the operands stay as given
+
+
 def test_tile_product_takes_whole_tiles_in_mixed_precision_only():
     weight = torch.randn(128, 128)
     assert common.tile_product(weight, 8, True) is None  # B not a multiple of 16

@@ -142,7 +142,7 @@ def tile_product(weight: Tensor, batch: int, low_precision: bool):
     packed = tile_weight(weight, batch, low_precision)
     if packed is None:
         return None
-    (n, k), call = weight.shape, library().bf16_tile_product
+    (n, k), call = weight.shape, library().bf16_tile_product_rows
     out = torch.empty(batch, n)  # (B, N)
 
     def product(row: Tensor) -> Tensor:  # holds packed and out alive, not just their addresses
@@ -166,7 +166,15 @@ def mixed_mm(a: Tensor, b: Tensor, low_precision: bool) -> Tensor:
 
 def mixed_linear(a: Tensor, weight: Tensor, low_precision: bool) -> Tensor:
     """a @ weight.T over all steps, float32 out: on AMX tiles under mixed precision where they
-    run (no bfloat16 result to widen again, a pass over (TB, GH) saved), else :func:`mixed_mm`."""
+    run (no bfloat16 result to widen again, a pass over (TB, GH) saved), else :func:`mixed_mm`.
+
+    An input size that is not a multiple of 32 (a one-hot alphabet of 84 characters, say) is
+    padded with zero columns in both operands, which changes no sum: widening mixed_mm's
+    bfloat16 (TB, GH) result alone cost a charlm step 10 ms of 90."""
+    pad = -a.shape[1] % 32
+    if pad and low_precision and tiles_run(a.shape[0], weight.shape[0], a.shape[1] + pad):
+        a = functional.pad(a.bfloat16(), (0, pad))
+        weight = functional.pad(weight.detach().bfloat16(), (0, pad))
     product = tile_product(weight, a.shape[0], low_precision)
     if product is None:
         return mixed_mm(a, weight.t(), low_precision)

@@ -2,14 +2,15 @@
 :mod:`~rnnkit.kernels.gru_fused`, :mod:`~rnnkit.kernels.rnn_fused`), or say why not.
 
 The C sources (``csrc/lstm_gates.c``, ``gru_gates.c``, ``rnn_gates.c``, with the shared
-header ``gates.h``, and ``dropout.c``, the mask of :mod:`rnnkit.kernels.dropout`) are compiled once per machine into one library in a cache directory
-(``$RNNKIT_CACHE``, else ``$XDG_CACHE_HOME/rnnkit``, else ``~/.cache/rnnkit``) under a name
-that hashes the sources and the header, the compiler, the flags and the CPU's feature
-flags, so an edit or another machine's ``-march=native`` never loads a stale library. The
-compiler is ``$CC``, else ``cc``. Flag sets are tried in order: tuned for this CPU, then
-portable; when none builds (no compiler, say) :func:`library` returns None, warns once,
-and the callers take the Python BPTT of :mod:`rnnkit.kernels` (``lstm_bptt``,
-``gru_bptt``, ``rnn_bptt``), their slow twins, and dropout its torch twin.
+header ``gates.h``, and ``dropout.c``, the mask of :mod:`rnnkit.kernels.dropout`) are
+compiled once per machine into one library in a cache directory (``$RNNKIT_CACHE``, else
+``$XDG_CACHE_HOME/rnnkit``, else ``~/.cache/rnnkit``) under a name that hashes the sources
+and the header, the compiler, the flags and the CPU's feature flags, so an edit or another
+machine's ``-march=native`` never loads a stale library. The compiler is ``$CC``, else
+``cc``. Flag sets are tried in order: tuned for this CPU, then portable; when none builds
+(no compiler, say) :func:`library` returns None, warns once, and the callers take the
+Python BPTT of :mod:`rnnkit.kernels` (``lstm_bptt``, ``gru_bptt``, ``rnn_bptt``), their
+slow twins, and dropout its torch twin.
 
 Compiling and linking are two commands so that ``-ffast-math`` shapes the code only: linked
 with it, gcc adds a start-up file that turns on flush-to-zero for the whole process.
@@ -115,6 +116,8 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.bf16_tile_threads.argtypes, lib.bf16_tile_threads.restype = [size], ctypes.c_int
     lib.bf16_tile_product.argtypes = [size] * 3 + [_ADDRESS, size, _ADDRESS, _ADDRESS, size]
     lib.bf16_tile_product.restype = None
+    lib.bf16_tile_product_rows.argtypes = lib.bf16_tile_product.argtypes
+    lib.bf16_tile_product_rows.restype = None
     flags = [size] * 3 + [ctypes.c_int] * 2  # steps, batch, hidden, relu, reverse
     lib.rnn_forward_tiles.argtypes, lib.rnn_forward_tiles.restype = flags + [_ADDRESS] * 7, None
     lib.rnn_backward_tiles.argtypes, lib.rnn_backward_tiles.restype = flags + [_ADDRESS] * 9, None

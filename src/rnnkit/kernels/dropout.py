@@ -44,7 +44,7 @@ def _mix32(h: Tensor) -> Tensor:
 
 
 def reference_keep(count: int, seed: int, p: float, device=None) -> Tensor:
-    """The mask of ``csrc/dropout.c`` as torch integer operations: (count,) bool, True where kept."""
+    """The mask of ``csrc/dropout.c`` in torch integer operations: (count,) bool, True: kept."""
     index = torch.arange(count, dtype=torch.int64, device=device)
     h = _mix32((index + (seed & LOW_32)) & LOW_32)
     h = _mix32(h ^ ((seed >> 32) & LOW_32))

@@ -40,7 +40,7 @@ from rnnkit.kernels.common import (
     SUFFIX,
     backward_linear_grads,
     check_sequence,
-    mixed_mm,
+    mixed_linear,
     product_args,
     row_address,
     tile_product,
@@ -68,12 +68,11 @@ class GRUFused(torch.autograd.Function):
         x_flat = x.reshape(steps * batch, -1)  # (TB, I)
         if low_precision:  # kept for the weight gradients
             x_flat = x_flat.bfloat16()
-        gates = mixed_mm(x_flat, weight_ih.t(), low_precision)  # (TB, 3H), activations after
+        gates = mixed_linear(x_flat, weight_ih, low_precision)  # (TB, 3H), activations after
         b_hn = None
         if bias_ih is not None:  # b_hr and b_hz join the projection; r multiplies b_hn
             b_hn = bias_hh[2 * hidden :].contiguous()  # (H,)
-            gates[:, : 2 * hidden] += bias_hh[: 2 * hidden]
-            gates += bias_ih
+            gates += bias_ih + torch.cat([bias_hh[: 2 * hidden], torch.zeros_like(b_hn)])
         gates = gates.view(steps, batch, 3 * hidden)
         h_prev_seq = x.new_empty(steps + 1, batch, hidden)  # (T+1, B, H): row T is final
         h_n_seq = x.new_empty(steps, batch, hidden)  # (T, B, H) W_hn h_{t-1} + b_hn

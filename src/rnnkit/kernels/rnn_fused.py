@@ -37,7 +37,7 @@ from rnnkit.kernels.common import (
     backward_linear_grads,
     bias_grads,
     check_sequence,
-    mixed_mm,
+    mixed_linear,
     product_args,
     row_address,
     tile_product,
@@ -69,7 +69,7 @@ class RNNFused(torch.autograd.Function):
         x_flat = x.reshape(steps * batch, -1)  # (TB, I)
         if low_precision:  # kept for the weight gradients
             x_flat = x_flat.bfloat16()
-        h_new_seq = mixed_mm(x_flat, weight_ih.t(), low_precision)  # (TB, H), f(a_t) after
+        h_new_seq = mixed_linear(x_flat, weight_ih, low_precision)  # (TB, H), f(a_t) after
         if bias_ih is not None:
             h_new_seq += bias_ih + bias_hh
         h_new_seq = h_new_seq.view(steps, batch, hidden)

@@ -273,6 +273,17 @@ void rnn_backward_tiles(long steps, long batch, long hidden, int relu, int rever
     }
 }
 
+/* bf16_tile_product with the rows of a shared out over the OpenMP threads in whole tiles, for
+ * the products over all steps at once (the input projection, 16 x B x T rows), which one
+ * thread would run alone. Inside a parallel region it stays on the calling thread. */
+void bf16_tile_product_rows(long m, long n, long k, const uint16_t *a, long lda,
+                            const uint16_t *packed, float *c, long ldc)
+{
+    ON_THREAD_ROWS(tile_threads(m), m,
+        bf16_tile_product(count, n, k, a + first * lda, lda, packed, c + first * ldc, ldc);
+    )
+}
+
 /* How many threads the loops over time on tiles split a batch of this size over (gates.h). */
 int bf16_tile_threads(long batch) { return tile_threads(batch); }
 
