@@ -137,7 +137,8 @@ def table(rows: list[dict], marks: list[float]) -> str:
 def section(rows, marks, config, one_hot, command, load_before, load_after, clock) -> str:
     inputs = "one-hot input" if one_hot else f"embedding {config.embedding or config.hidden}"
     settings = (
-        f"{config.cell} {config.layers}x{config.hidden}, {inputs}, dropout {config.dropout}, batch "
+        f"{config.cell} {config.layers}x{config.hidden}, {inputs}, dropout "
+        f"{charlm.dropout_for(config)}, batch "
         f"{config.batch_size}, window {config.window}, {config.optimizer} "
         f"{config.lr:g} {config.schedule} (warm-up {config.warmup}, to "
         f"{config.min_lr:g} of lr), clip {config.clip}, precision {config.precision}"
