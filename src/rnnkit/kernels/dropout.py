@@ -97,10 +97,16 @@ def draw_seed() -> int:
     return int(torch.randint(0, 2**63 - 1, (), dtype=torch.int64))
 
 
-def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
-    """``torch.nn.functional.dropout`` with the hashed mask (module docstring)."""
+def check_probability(p: float) -> float:
+    """p as a float, or a ValueError that says what was expected."""
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout probability must be in [0, 1), got {p!r}")
+    return float(p)
+
+
+def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
+    """``torch.nn.functional.dropout`` with the hashed mask (module docstring)."""
+    check_probability(p)
     if not training or p == 0.0:
         return x
     return HashedDropout.apply(x, p, draw_seed())
@@ -111,9 +117,7 @@ class Dropout(nn.Module):
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1), got {p!r}")
-        self.p = float(p)
+        self.p = check_probability(p)
 
     def forward(self, x: Tensor) -> Tensor:
         return dropout(x, self.p, self.training)
