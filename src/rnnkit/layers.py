@@ -250,7 +250,8 @@ class RecurrentLayer(nn.Module):
                 out, fin = scan(self.cells[k], layer_input, cell_state, mask, direction == 1)
                 outputs.append(out)
                 finals.append(fin if isinstance(fin, tuple) else (fin,))
-            layer_input = torch.cat(outputs, dim=2)  # (T, B, D*H)
+            # (T, B, D*H); one direction's output as it is (cat would copy it)
+            layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
             if self.dropout and self.training and layer < self.num_layers - 1:
                 layer_input = dropout(layer_input, self.dropout)  # hashed mask, kernels.dropout
         final = tuple(torch.stack(p) for p in zip(*finals, strict=True))  # (L*D, B, H) each
