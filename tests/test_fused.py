@@ -26,7 +26,7 @@ import torch
 
 import rnnkit
 from rnnkit.cells import LSTMCell
-from rnnkit.kernels import compiled, fused_scan, lstm_fused
+from rnnkit.kernels import compiled, fused_scan, lstm_fused, torch_fused
 from rnnkit.kernels.lstm_fused import LSTMFused, applies
 from rnnkit.scan import scan
 
@@ -184,6 +184,35 @@ def test_auto_takes_the_fused_kernel_where_documented(with_lengths):
     assert rnnkit.LSTM(I, 256)._kernel_name(lengths, batch) == "fused"
     assert rnnkit.GRU(I, H)._kernel_name(lengths, batch) == "fused"
     assert rnnkit.RNN(I, H)._kernel_name(lengths, batch) == "fused"
+
+
+def test_auto_runs_torch_for_float32_lstm_inference(monkeypatch):
+    """Without a graph to record (torch.no_grad, or nothing needing grad) the plain LSTM runs
+    torch's kernel, faster in inference; training keeps the fused path, and both compute the
+    same outputs. The peephole LSTM, the GRU and lengths stay fused."""
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    real = torch_fused.fused_stack
+    monkeypatch.setattr(torch_fused, "fused_stack", counted)
+    torch.manual_seed(0)
+    layer, x = rnnkit.LSTM(I, 256), torch.randn(T, B, I)  # (T, B, I)
+    trained, _ = layer(x)
+    assert calls == []
+    with torch.no_grad():
+        inferred, _ = layer(x)
+    assert calls == [1]
+    layer.requires_grad_(False)  # no tensor needs grad: no graph either
+    layer(x)
+    assert calls == [1, 1]
+    assert_all_close(inferred, trained.detach(), TOLERANCE[torch.float32])
+    assert layer._kernel_name(None, B, grad=False) == "torch"
+    assert layer._kernel_name(torch.tensor(LENGTHS), len(LENGTHS), grad=False) == "fused"
+    assert rnnkit.LSTM(I, H, peephole=True)._kernel_name(None, B, grad=False) == "fused"
+    assert rnnkit.GRU(I, H)._kernel_name(None, B, grad=False) == "fused"
 
 
 # -- mixed precision -------------------------------------------------------------------------

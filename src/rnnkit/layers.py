@@ -23,8 +23,9 @@ of C (:mod:`rnnkit.kernels.lstm_fused`, ``gru_fused``, ``rnn_fused``); ``"torch"
 torch's fused kernel (standard cells only). ``"auto"`` (:func:`rnnkit.kernels.auto_kernel`)
 picks ``"fused"`` for the peephole LSTM and, on the CPU, wherever it measured faster than
 torch's kernel: every cell with lengths (torch's packed path is several times slower than
-its dense one), the GRU and the Elman RNN, the LSTM from hidden 256, and the bf16 LSTM where
-its products run on AMX tiles; ``"torch"`` for the other cases.
+its dense one), the GRU and the Elman RNN, the LSTM in training from hidden 256, and the bf16
+LSTM where its products run on AMX tiles; ``"torch"`` for the other cases, among them the
+float32 LSTM's inference (no graph recorded: ``torch.no_grad`` or no tensor needing grad).
 
 Precision: ``"fp32"`` computes in the layer's dtype. ``"bf16"`` (float32 layers) keeps
 float32 weights, outputs and states and runs the matrix products in bfloat16: on
@@ -210,10 +211,17 @@ class RecurrentLayer(nn.Module):
             )
         return output, self._pack_state(final)
 
-    def _kernel_name(self, lengths, batch: int) -> str:
+    def _kernel_name(self, lengths, batch: int, grad: bool = True) -> str:
         if self.kernel != "auto":
             return self.kernel
-        return auto_kernel(self.cells[0], lengths is not None, self.precision == "bf16", batch)
+        bf16 = self.precision == "bf16"
+        return auto_kernel(self.cells[0], lengths is not None, bf16, batch, grad)
+
+    def _records_graph(self, x: Tensor) -> bool:
+        """Whether this call builds a graph for backward (False: inference)."""
+        if not torch.is_grad_enabled():
+            return False
+        return x.requires_grad or any(p.requires_grad for p in self.parameters())
 
     def _low_precision(self, x: Tensor) -> bool:
         """bf16 matmuls: asked for, or an enclosing bfloat16 autocast on x's device."""
@@ -223,7 +231,7 @@ class RecurrentLayer(nn.Module):
         return self.precision == "bf16" or enclosing
 
     def _run(self, x, parts, lengths):
-        kernel = self._kernel_name(lengths, x.shape[1])
+        kernel = self._kernel_name(lengths, x.shape[1], self._records_graph(x))
         if kernel == "torch":
             state = self._pack_state(parts)
             with torch.autocast(x.device.type, torch.bfloat16, self.precision == "bf16"):

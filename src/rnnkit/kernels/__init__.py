@@ -74,8 +74,9 @@ def fused_scan(cell, x: Tensor, state: State, mask: Tensor | None = None, revers
     return bptt_scan(cell, x, state, mask, reverse)  # says which cells it runs
 
 
-def auto_kernel(cell, lengths: bool, bf16: bool, batch: int) -> str:
-    """The kernel a layer's ``kernel="auto"`` runs: ``"fused"`` or ``"torch"``.
+def auto_kernel(cell, lengths: bool, bf16: bool, batch: int, grad: bool = True) -> str:
+    """The kernel a layer's ``kernel="auto"`` runs: ``"fused"`` or ``"torch"``; ``grad``
+    says whether the call records a graph for backward (False: inference).
 
     Measured with ``benchmarks/train_speed.py`` (training steps at (B, T, H) = (32, 100,
     128), (64, 128, 256), (64, 128, 512), one thread on CPU time and two on wall time,
@@ -92,7 +93,11 @@ def auto_kernel(cell, lengths: bool, bf16: bool, batch: int) -> str:
     - the plain LSTM in bf16: fused where its products run on AMX tiles with the loops in C
       (0.94-1.13x of torch's oneDNN kernel on one thread, 1.2-1.4x on two, where the tiles
       split the batch over the threads); elsewhere torch's oneDNN kernel, far faster than
-      the fused path's per-step oneDNN calls from Python.
+      the fused path's per-step oneDNN calls from Python;
+    - inference in float32 (``rnnkit bench``'s inference section, 2026-11-27): the plain LSTM
+      runs torch's kernel at every size (the fused forward 0.69-0.71x of it at hidden 128,
+      0.85-0.97x at 256 and 512, three runs of each: it writes the states and activations
+      that backward would read); the GRU and the RNN stay fused (1.27-1.39x and 0.98-1.27x).
     The fused path runs in C on the CPU only: elsewhere (CUDA) torch's kernels keep every
     case they can run.
     """
@@ -104,4 +109,4 @@ def auto_kernel(cell, lengths: bool, bf16: bool, batch: int) -> str:
         return "fused"
     if bf16:
         return "fused" if tiles_run(batch, 4 * cell.hidden_size, cell.hidden_size) else "torch"
-    return "fused" if cell.hidden_size >= 256 else "torch"
+    return "fused" if grad and cell.hidden_size >= 256 else "torch"
