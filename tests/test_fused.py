@@ -20,13 +20,14 @@ Shape letters: T time, B batch, I input size, H hidden size.
 from __future__ import annotations
 
 import shutil
+import sys
 
 import pytest
 import torch
 
 import rnnkit
 from rnnkit.cells import LSTMCell
-from rnnkit.kernels import compiled, fused_scan, lstm_fused, torch_fused
+from rnnkit.kernels import common, compiled, fused_scan, lstm_fused, torch_fused
 from rnnkit.kernels.lstm_fused import LSTMFused, applies
 from rnnkit.scan import scan
 
@@ -108,6 +109,70 @@ def test_fused_equals_scan_on_a_step_split_over_threads():
     ours = run(fused_scan, cell, x, state, mask, True)
     theirs = run(scan, cell, x, state, mask, True)
     assert_all_close(ours, theirs, TOLERANCE[torch.float64])
+
+
+needs_mkl = pytest.mark.skipif(
+    not common.mkl_products(), reason="MKL's packed GEMM is not reachable from C here"
+)
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or not torch.backends.mkl.is_available() or compiled.library() is None,
+    reason="torch without MKL, or not Linux's libtorch_cpu.so",
+)
+def test_mkl_reaches_the_c_loops_here():
+    """The tests below compare the float32 loops in C only if they run: here they must."""
+    assert common.mkl_products()
+
+
+@needs_mkl
+@pytest.mark.parametrize("peephole", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("masked", [True, False])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_mkl_loops_in_c_equal_the_python_loops(monkeypatch, peephole, bias, masked, reverse):
+    """float32: the loops over time in C with MKL's products (csrc/mkl_loops.c) against the
+    Python loops with torch's packed products, their twin: outputs, states, every gradient."""
+    cell = make_cell(peephole, bias, torch.float32)
+    x, state, mask = make_inputs(torch.float32, masked)
+    results = []
+    for in_c in (True, False):
+        monkeypatch.setattr(lstm_fused, "LOOPS_IN_C", in_c)
+        results.append(run(fused_scan, cell, x, state, mask, reverse))
+    assert_all_close(*results, 1e-6)
+
+
+@needs_mkl
+def test_mkl_loops_on_a_step_split_over_threads(monkeypatch):
+    """B x H = 8192, where the C gate math shares a step between the OpenMP threads."""
+    torch.manual_seed(0)
+    cell = LSTMCell(I, 128, peephole=True)
+    x = torch.randn(3, 64, I, requires_grad=True)  # (T, B, I)
+    state = tuple(torch.randn(64, 128, requires_grad=True) for _ in "hc")
+    mask = torch.arange(3)[:, None] < torch.randint(1, 4, (64,))[None, :]  # (T, B)
+    results = []
+    for in_c in (True, False):
+        monkeypatch.setattr(lstm_fused, "LOOPS_IN_C", in_c)
+        results.append(run(fused_scan, cell, x, state, mask, True))
+    for ours, theirs in zip(*results, strict=True):
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+@needs_mkl
+def test_the_float32_loops_run_in_c(monkeypatch):
+    """With MKL reachable, neither Python loop runs in float32; without it, both do."""
+    called = []
+    monkeypatch.setattr(lstm_fused, "_forward_steps", lambda *a: called.append("forward"))
+    monkeypatch.setattr(lstm_fused, "_backward_steps", lambda *a: called.append("backward"))
+    cell = make_cell(peephole=True, dtype=torch.float32)
+    x, state, mask = make_inputs(torch.float32, masked=True)
+    run(fused_scan, cell, x, state, mask, False)
+    assert called == []
+    monkeypatch.setattr(common, "MKL_FUNCTIONS", ("no_such_function",) * 3)
+    monkeypatch.setattr(common, "_mkl_ready", {})
+    assert not common.mkl_products()
+    run(fused_scan, cell, x, state, mask, False)  # (the spies leave the buffers unfilled)
+    assert called == ["forward", "backward"]
 
 
 @pytest.mark.parametrize("packed", [True, False])

@@ -344,3 +344,39 @@ def test_loops_in_c_equal_the_python_loops_on_tiles(kind, monkeypatch):
         results.append(layer_results(mixed, x, h0, lengths))
     for ours, theirs in zip(*results, strict=True):
         torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.skipif(not common.mkl_products(), reason="MKL is not reachable from C here")
+@pytest.mark.parametrize("masked", [True, False])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("batch", [B, 64])
+def test_mkl_loops_in_c_equal_the_python_loops(kind, monkeypatch, masked, reverse, bias, batch):
+    """float32: the loops over time in C with MKL's products (csrc/mkl_loops.c) against the
+    Python loops with torch's packed products; at B = 64, H = 128 a step's gate math is
+    split over the OpenMP threads. Outputs, final state and every gradient."""
+    hidden = H if batch == B else 128
+    cell = kind.cell(hidden, bias)
+    torch.manual_seed(1)
+    x = torch.randn(T, batch, I, requires_grad=True)  # (T, B, I)
+    h0 = torch.randn(batch, hidden, requires_grad=True)  # (B, H)
+    lengths = torch.randint(1, T + 1, (batch,))
+    mask = torch.arange(T)[:, None] < lengths[None, :] if masked else None  # (T, B)
+    results, called = [], []
+    monkeypatch.setattr(kind.module, "_forward_steps", spy(kind.module._forward_steps, called))
+    for in_c in (True, False):
+        monkeypatch.setattr(kind.module, "LOOPS_IN_C", in_c)
+        results.append(run(fused_scan, cell, x, h0, mask, reverse))
+    assert called == ["python loop"]  # for the twin only
+    for ours, theirs in zip(*results, strict=True):
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+def spy(function, called: list):
+    """``function``, noting each call in ``called``."""
+
+    def noted(*args):
+        called.append("python loop")
+        return function(*args)
+
+    return noted

@@ -22,7 +22,9 @@ Shape letters: T time, B batch, I input size, H hidden size, G number of gate bl
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -150,6 +152,30 @@ def tile_product(weight: Tensor, batch: int, low_precision: bool):
         return out
 
     return product
+
+
+# MKL's packed GEMM, called from the C loops over time in float32 (csrc/mkl_loops.c).
+MKL_FUNCTIONS = ("cblas_sgemm_pack_get_size", "cblas_sgemm_pack", "cblas_sgemm_compute")
+_mkl_ready: dict = {}
+
+
+def mkl_products() -> bool:
+    """Whether the float32 loops over time can run in C with MKL's per-step products: the C
+    library built, and torch's CPU library carrying MKL and exporting its packed GEMM, whose
+    addresses are handed to C once."""
+    lib = library()
+    if lib is None or not torch.backends.mkl.is_available():
+        return False
+    if lib not in _mkl_ready:
+        try:
+            torch_cpu = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
+            functions = [ctypes.cast(torch_cpu[name], ctypes.c_void_p) for name in MKL_FUNCTIONS]
+        except (OSError, AttributeError):  # another platform's name, or no such symbols
+            _mkl_ready[lib] = False
+        else:
+            lib.mkl_products_use(*(f.value for f in functions))
+            _mkl_ready[lib] = True
+    return _mkl_ready[lib]
 
 
 # -- the fused paths' plumbing: dtypes of the C code, addresses for it, mixed precision -----

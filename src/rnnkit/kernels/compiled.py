@@ -2,8 +2,9 @@
 :mod:`~rnnkit.kernels.gru_fused`, :mod:`~rnnkit.kernels.rnn_fused`), or say why not.
 
 The C sources (``csrc/lstm_gates.c``, ``gru_gates.c``, ``rnn_gates.c``, with the shared
-header ``gates.h``, and ``dropout.c``, the mask of :mod:`rnnkit.kernels.dropout`) are
-compiled once per machine into one library in a cache directory (``$RNNKIT_CACHE``, else
+header ``gates.h``; ``dropout.c``, the mask of :mod:`rnnkit.kernels.dropout`; and
+``mkl_loops.c``, the float32 loops over time with MKL's products) are compiled once per
+machine into one library in a cache directory (``$RNNKIT_CACHE``, else
 ``$XDG_CACHE_HOME/rnnkit``, else ``~/.cache/rnnkit``) under a name that hashes the sources
 and the header, the compiler, the flags and the CPU's feature flags, so an edit or another
 machine's ``-march=native`` never loads a stale library. The compiler is ``$CC``, else
@@ -28,7 +29,10 @@ import warnings
 from pathlib import Path
 
 CSRC = Path(__file__).parent / "csrc"
-SOURCES = tuple(CSRC / name for name in ("lstm_gates.c", "gru_gates.c", "rnn_gates.c", "dropout.c"))
+SOURCES = tuple(
+    CSRC / name
+    for name in ("lstm_gates.c", "gru_gates.c", "rnn_gates.c", "dropout.c", "mkl_loops.c")
+)
 HEADERS = (CSRC / "gates.h",)  # hashed with the sources: an edited header rebuilds
 # (compile flags, link flags): the first is vectorised for this CPU (with glibc's vector
 # tanh for float64) and splits large steps over torch's OpenMP threads; the second runs
@@ -132,6 +136,18 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     dropout = [size, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_float, _ADDRESS, _ADDRESS]
     for name in ("dropout_f32", "dropout_bf16"):  # n, seed, threshold, scale, x, out
         getattr(lib, name).argtypes, getattr(lib, name).restype = dropout, None
+    lib.mkl_products_use.argtypes, lib.mkl_products_use.restype = [_ADDRESS] * 3, None
+    lib.mkl_packed_bytes.argtypes, lib.mkl_packed_bytes.restype = [size] * 3, size
+    lib.lstm_forward_mkl.argtypes = flags + [_ADDRESS] * 12
+    lib.lstm_forward_mkl.restype = None
+    lib.lstm_backward_mkl.argtypes = flags + [_ADDRESS] * 18
+    lib.lstm_backward_mkl.restype = None
+    lib.gru_forward_mkl.argtypes, lib.gru_forward_mkl.restype = flags + [_ADDRESS] * 9, None
+    lib.gru_backward_mkl.argtypes = flags + [_ADDRESS] * 13
+    lib.gru_backward_mkl.restype = None
+    flags = [size] * 3 + [ctypes.c_int] * 2  # steps, batch, hidden, relu, reverse
+    lib.rnn_forward_mkl.argtypes, lib.rnn_forward_mkl.restype = flags + [_ADDRESS] * 7, None
+    lib.rnn_backward_mkl.argtypes, lib.rnn_backward_mkl.restype = flags + [_ADDRESS] * 9, None
     lib.denormals_off.argtypes, lib.denormals_off.restype = [], ctypes.c_uint
     lib.denormals_restore.argtypes, lib.denormals_restore.restype = [ctypes.c_uint], None
     return lib

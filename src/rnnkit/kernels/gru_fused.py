@@ -15,6 +15,9 @@ step costs one matrix product in torch and one call of C:
   and the part of dh_{t-1} that skips W_hh (dh_t z); then dh_{t-1} gets the second times
   W_hh. The weight gradients are one matmul each over all steps.
 
+In float32 the loops over time run in C with MKL's per-step products where torch carries
+MKL (``gru_forward_mkl``, ``gru_backward_mkl`` in ``csrc/mkl_loops.c``), as the LSTM's do.
+
 The C source is ``csrc/gru_gates.c``; :mod:`rnnkit.kernels.compiled` builds it. Where it
 cannot, or does not apply (see :func:`rnnkit.kernels.lstm_fused.applies`), :func:`fused_scan`
 runs the Python BPTT, which computes the same function. Mixed precision
@@ -50,10 +53,16 @@ from rnnkit.kernels.common import (
 )
 from rnnkit.kernels.compiled import library
 from rnnkit.kernels.gru_bptt import GRUBPTT
-from rnnkit.kernels.lstm_fused import applies, bf16_steps, recurrent_product
+from rnnkit.kernels.lstm_fused import (
+    applies,
+    bf16_steps,
+    mkl_loop,
+    mkl_scratch,
+    recurrent_product,
+)
 
-# With the products on tiles, run the loops over time in C; False runs the Python loops with
-# the same tile products, their twin (tests).
+# With the products on tiles, or in float32 with MKL's packed products, run the loops over
+# time in C; False runs the Python loops with the same products, their twin (tests).
 LOOPS_IN_C = True
 
 
@@ -83,7 +92,14 @@ class GRUFused(torch.autograd.Function):
         first = steps - 1 if reverse else 0
         h_prev_seq[first], h_in[first] = h0, h0
         packed = tile_weight(weight_hh, batch, low_precision)
-        if packed is None or not LOOPS_IN_C:
+        if mkl_loop(x, low_precision, LOOPS_IN_C):  # the loop in C, the products in MKL
+            packed = mkl_scratch(batch, 3 * hidden, hidden)
+            scratch = torch.empty(batch, 3 * hidden)  # (B, 3H) W_hh h_{t-1}
+            arrays = (gates, weight_hh.detach().contiguous(), packed, scratch, b_hn, h_prev_seq)
+            arrays += (mask, h_n_seq, output)
+            loop = library().gru_forward_mkl
+            loop(steps, batch, hidden, reverse, *(row_address(a)() for a in arrays))
+        elif packed is None or not LOOPS_IN_C:
             h_low = h_in if low_precision else None
             sequences = (gates, b_hn, h_prev_seq, h_low, mask, h_n_seq, output)
             _forward_steps(weight_hh, reverse, low_precision, *sequences)
@@ -117,7 +133,14 @@ class GRUFused(torch.autograd.Function):
         d_bias_hn = torch.zeros(hidden, dtype=torch.float64) if ctx.bias else None  # (H,)
         packed = tile_weight(weight_hh.t(), batch, low)  # for row @ W_hh
         sums = (d_bias_ih, d_bias_hn)
-        if packed is None or not LOOPS_IN_C:
+        if mkl_loop(d_output, low, LOOPS_IN_C):  # the loop in C, the products in MKL
+            packed = mkl_scratch(batch, hidden, 3 * hidden)
+            scratch = torch.empty(batch, hidden)  # (B, H) d_hh_{t+1} W_hh
+            arrays = (gates, h_n_seq, h_prev_seq, mask, d_output, weight_hh.detach().contiguous())
+            arrays += (packed, scratch, dh, d_ih, d_hh, *sums)
+            loop = library().gru_backward_mkl
+            loop(steps, batch, hidden, ctx.reverse, *(row_address(a)() for a in arrays))
+        elif packed is None or not LOOPS_IN_C:
             sequences = (gates, h_n_seq, h_prev_seq, mask, d_output, dh, d_ih, d_hh)
             _backward_steps(weight_hh, ctx.reverse, low, *sequences, d_ih_low, d_hh_low, *sums)
         else:  # the same loop in C, with the products on tiles

@@ -11,6 +11,11 @@ so that each step costs one matrix product in torch and one call of C:
   dc_{t-1} in one pass (summing the peephole gradients on the way), then dh_{t-1} gets
   da_t W_hh in place; the weight gradients are one matmul each over all steps.
 
+In float32 the two loops over time run in C too (``lstm_forward_mkl`` and
+``lstm_backward_mkl`` in ``csrc/mkl_loops.c``), calling MKL's packed product for W_hh at each
+step, where torch carries MKL (:func:`mkl_loop`); the Python loops below, with torch's packed
+products, are their twin and the path elsewhere.
+
 The C source is ``csrc/lstm_gates.c``; :mod:`rnnkit.kernels.compiled` builds it. Where it
 cannot (no compiler) or does not apply (not CPU, not float32/float64), :func:`fused_scan`
 runs the Python BPTT instead, which computes the same function.
@@ -41,6 +46,7 @@ from rnnkit.kernels.common import (
     bias_grads,
     check_sequence,
     mixed_linear,
+    mkl_products,
     product_args,
     row_address,
     tile_product,
@@ -51,8 +57,8 @@ from rnnkit.kernels.common import (
 from rnnkit.kernels.compiled import library
 from rnnkit.kernels.lstm_bptt import LSTMBPTT
 
-# With the products on tiles, run the loops over time in C; False runs the Python loops with
-# the same tile products, their twin (tests).
+# With the products on tiles, or in float32 with MKL's packed products, run the loops over
+# time in C; False runs the Python loops with the same products, their twin (tests).
 LOOPS_IN_C = True
 
 
@@ -92,6 +98,20 @@ def recurrent_product(weight: Tensor, batch: int, low_precision: bool):
     return lambda row: torch.mm(row, weight_t)
 
 
+def mkl_loop(x: Tensor, low_precision: bool, loops_in_c: bool) -> bool:
+    """Whether the loops over time run in C with MKL's products (``csrc/mkl_loops.c``):
+    float32 without mixed precision, the packed products and the calling module's C loops
+    switched on, and MKL reachable from C (:func:`rnnkit.kernels.common.mkl_products`)."""
+    if low_precision or x.dtype != torch.float32 or not (PACKED and loops_in_c):
+        return False
+    return mkl_products()
+
+
+def mkl_scratch(batch: int, n: int, k: int) -> Tensor:
+    """Room for W_hh packed by MKL for the (B, K) @ (K, N) products of one loop."""
+    return torch.empty(library().mkl_packed_bytes(batch, n, k), dtype=torch.uint8)
+
+
 def bf16_steps(batch: int, hidden: int, low_precision: bool) -> bool:
     """Whether the per-step products run in bfloat16 under mixed precision: only from
     B x H = 8192 on. Below that oneDNN's fixed cost per call (about 30 us here) outweighs
@@ -126,7 +146,14 @@ class LSTMFused(torch.autograd.Function):
         first = steps - 1 if reverse else 0
         h_prev_seq[first], c_prev_seq[first], h_in[first] = h0, c0, h0
         packed = tile_weight(weight_hh, batch, low_precision)
-        if packed is None or not LOOPS_IN_C:
+        if mkl_loop(x, low_precision, LOOPS_IN_C):  # the loop in C, the products in MKL
+            packed = mkl_scratch(batch, 4 * hidden, hidden)
+            scratch = torch.empty(batch, 4 * hidden)  # (B, 4H) W_hh h_{t-1}
+            arrays = (gates, weight_hh.detach().contiguous(), packed, scratch, h_prev_seq)
+            arrays += (c_prev_seq, c_new_seq, *peepholes, mask, output)
+            loop = library().lstm_forward_mkl
+            loop(steps, batch, hidden, reverse, *(row_address(a)() for a in arrays))
+        elif packed is None or not LOOPS_IN_C:
             h_low = h_in if low_precision else None
             sequences = (gates, h_prev_seq, h_low, c_prev_seq, c_new_seq, mask, output)
             _forward_steps(weight_hh, reverse, low_precision, peepholes, *sequences)
@@ -161,7 +188,14 @@ class LSTMFused(torch.autograd.Function):
         d_bias = torch.zeros(4 * hidden, dtype=torch.float64) if ctx.bias else None  # (4H,)
         packed = tile_weight(weight_hh.t(), batch, low)  # for row @ W_hh
         sums = (*d_peep, d_bias)
-        if packed is None or not LOOPS_IN_C:
+        if mkl_loop(d_output, low, LOOPS_IN_C):  # the loop in C, the products in MKL
+            packed = mkl_scratch(batch, hidden, 4 * hidden)
+            scratch = torch.empty(batch, hidden)  # (B, H) da_{t+1} W_hh
+            arrays = (gates, c_prev_seq, c_new_seq, p_i, p_f, p_o, mask, d_output)
+            arrays += (weight_hh.detach().contiguous(), packed, scratch, dh, dc, d_gates, *sums)
+            loop = library().lstm_backward_mkl
+            loop(steps, batch, hidden, ctx.reverse, *(row_address(a)() for a in arrays))
+        elif packed is None or not LOOPS_IN_C:
             sequences = (gates, c_prev_seq, c_new_seq, mask, d_output, dh, dc, d_gates, d_low)
             _backward_steps(weight_hh, ctx.reverse, low, (p_i, p_f, p_o), *sequences, *sums)
         else:  # the same loop in C, with the products on tiles

@@ -11,6 +11,9 @@ step costs one matrix product in torch and one call of C:
   h_t = f(a_t), in one pass (summing the bias gradient on the way); then dh_{t-1} gets
   da_t W_hh. The weight gradients are one matmul each over all steps.
 
+In float32 the loops over time run in C with MKL's per-step products where torch carries
+MKL (``rnn_forward_mkl``, ``rnn_backward_mkl`` in ``csrc/mkl_loops.c``), as the LSTM's do.
+
 The C source is ``csrc/rnn_gates.c``; :mod:`rnnkit.kernels.compiled` builds it. Where it
 cannot, or does not apply (see :func:`rnnkit.kernels.lstm_fused.applies`), :func:`fused_scan`
 runs the Python BPTT, which computes the same function. Mixed precision
@@ -46,12 +49,18 @@ from rnnkit.kernels.common import (
     without_autocast,
 )
 from rnnkit.kernels.compiled import library
-from rnnkit.kernels.lstm_fused import applies, bf16_steps, recurrent_product
+from rnnkit.kernels.lstm_fused import (
+    applies,
+    bf16_steps,
+    mkl_loop,
+    mkl_scratch,
+    recurrent_product,
+)
 from rnnkit.kernels.rnn_bptt import RNNBPTT
 
 RELU = {"tanh": 0, "relu": 1}  # the C code's switch
-# With the products on tiles, run the loops over time in C; False runs the Python loops with
-# the same tile products, their twin (tests).
+# With the products on tiles, or in float32 with MKL's packed products, run the loops over
+# time in C; False runs the Python loops with the same products, their twin (tests).
 LOOPS_IN_C = True
 
 
@@ -81,7 +90,14 @@ class RNNFused(torch.autograd.Function):
         first = steps - 1 if reverse else 0
         h_prev_seq[first], h_in[first] = h0, h0
         relu, packed = RELU[nonlinearity], tile_weight(weight_hh, batch, low_precision)
-        if packed is None or not LOOPS_IN_C:
+        if mkl_loop(x, low_precision, LOOPS_IN_C):  # the loop in C, the products in MKL
+            packed = mkl_scratch(batch, hidden, hidden)
+            scratch = torch.empty(batch, hidden)  # (B, H) W_hh h_{t-1}
+            arrays = (h_new_seq, weight_hh.detach().contiguous(), packed, scratch, h_prev_seq)
+            arrays += (mask, output)
+            loop = library().rnn_forward_mkl
+            loop(steps, batch, hidden, relu, reverse, *(row_address(a)() for a in arrays))
+        elif packed is None or not LOOPS_IN_C:
             sequences = (h_new_seq, h_prev_seq, h_in if low_precision else None, mask, output)
             _forward_steps(weight_hh, relu, reverse, low_precision, *sequences)
         else:  # the same loop in C, with the products on tiles
@@ -109,7 +125,14 @@ class RNNFused(torch.autograd.Function):
         d_low = torch.empty_like(h_new_seq, dtype=torch.bfloat16) if low else None
         d_bias = torch.zeros(hidden, dtype=torch.float64) if ctx.bias else None  # (H,)
         packed = tile_weight(weight_hh.t(), batch, low)  # for row @ W_hh
-        if packed is None or not LOOPS_IN_C:
+        if mkl_loop(d_output, low, LOOPS_IN_C):  # the loop in C, the products in MKL
+            packed = mkl_scratch(batch, hidden, hidden)
+            scratch = torch.empty(batch, hidden)  # (B, H) da_{t+1} W_hh
+            arrays = (h_new_seq, mask, d_output, weight_hh.detach().contiguous(), packed, scratch)
+            arrays += (dh, d_pre, d_bias)
+            loop = library().rnn_backward_mkl
+            loop(steps, batch, hidden, ctx.relu, ctx.reverse, *(row_address(a)() for a in arrays))
+        elif packed is None or not LOOPS_IN_C:
             sequences = (h_new_seq, mask, d_output, dh, d_pre, d_low, d_bias)
             _backward_steps(weight_hh, ctx.relu, ctx.reverse, low, *sequences)
         else:  # the same loop in C, with the products on tiles
