@@ -94,10 +94,11 @@ def auto_kernel(cell, lengths: bool, bf16: bool, batch: int, grad: bool = True) 
       (0.94-1.13x of torch's oneDNN kernel on one thread, 1.2-1.4x on two, where the tiles
       split the batch over the threads); elsewhere torch's oneDNN kernel, far faster than
       the fused path's per-step oneDNN calls from Python;
-    - inference in float32 (``rnnkit bench``'s inference section, 2026-11-27): the plain LSTM
-      runs torch's kernel at every size (the fused forward 0.69-0.71x of it at hidden 128,
-      0.85-0.97x at 256 and 512, three runs of each: it writes the states and activations
-      that backward would read); the GRU and the RNN stay fused (1.27-1.39x and 0.98-1.27x).
+    - inference in float32 (``rnnkit bench``'s inference steps, three runs, 2026-11-27, with
+      the loops over time in C): the plain LSTM runs torch's kernel at every size (the fused
+      forward 0.79-0.88x of it at hidden 128, 0.88-0.97x at 256, 0.93-1.03x at 512: it writes
+      the states and activations that backward would read); the GRU and the RNN stay fused
+      (1.29-1.52x and 1.25-1.49x).
     The fused path runs in C on the CPU only: elsewhere (CUDA) torch's kernels keep every
     case they can run.
     """
