@@ -380,3 +380,21 @@ def spy(function, called: list):
         return function(*args)
 
     return noted
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("shape", [(16, 32), (48, 64), (96, 128), (1152, 384)])
+def test_tiles_packed_in_c_equal_the_torch_packing(monkeypatch, shape, transposed):
+    """common.tile_weight rounds and packs float32 weights in one pass of C (a transposed
+    view read in place); torch's permuted copy is its twin: the same bits."""
+    if not common.tiles_run(16, 16, 32):
+        pytest.skip("no AMX-BF16 tiles here: nothing is packed")
+    torch.manual_seed(0)
+    n, k = shape
+    weight = torch.randn(k, n).t() if transposed else torch.randn(n, k)
+    ours = common.tile_weight(weight, 16, True)
+    monkeypatch.setattr(common, "PACK_IN_C", False)
+    theirs = common.tile_weight(weight, 16, True)
+    assert ours.dtype == theirs.dtype == torch.bfloat16
+    assert ours.shape == theirs.shape == (n // 16, k // 32, 16, 16, 2)
+    assert torch.equal(ours.view(torch.int16), theirs.view(torch.int16))

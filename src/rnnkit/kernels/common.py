@@ -122,6 +122,11 @@ def tiles_run(batch: int, n: int, k: int) -> bool:
     return _tiles_ready[lib]
 
 
+# Round and pack float32 weights for the tiles in one pass of C; False packs them with torch's
+# permuted copy, their twin (tests).
+PACK_IN_C = True
+
+
 def tile_weight(weight: Tensor, batch: int, low_precision: bool) -> Tensor | None:
     """``weight`` (N, K) packed for :func:`tile_product` and the C loops, or None where the
     tiles do not run (not mixed precision, or not :func:`tiles_run`). Then the callers take
@@ -129,6 +134,11 @@ def tile_weight(weight: Tensor, batch: int, low_precision: bool) -> Tensor | Non
     n, k = weight.shape
     if not (low_precision and tiles_run(batch, n, k)):
         return None
+    if PACK_IN_C and weight.dtype == torch.float32 and weight.device.type == "cpu":
+        packed = torch.empty(n // 16, k // 32, 16, 16, 2, dtype=torch.bfloat16)
+        rows, cols = weight.stride()  # W_hh.t() is packed from W_hh itself, no copy
+        library().bf16_pack_tiles(n, k, weight.data_ptr(), rows, cols, packed.data_ptr())
+        return packed
     weight = weight.detach().to(torch.bfloat16).contiguous()
     # packed[nb, kb, r, j, i] = weight[16 nb + j, 32 kb + 2 r + i] (csrc/rnn_gates.c)
     return weight.view(n // 16, 16, k // 32, 16, 2).permute(0, 2, 3, 1, 4).contiguous()

@@ -122,6 +122,8 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.bf16_tile_product.restype = None
     lib.bf16_tile_product_rows.argtypes = lib.bf16_tile_product.argtypes
     lib.bf16_tile_product_rows.restype = None
+    lib.bf16_pack_tiles.argtypes = [size] * 2 + [_ADDRESS] + [size] * 2 + [_ADDRESS]
+    lib.bf16_pack_tiles.restype = None
     flags = [size] * 3 + [ctypes.c_int] * 2  # steps, batch, hidden, relu, reverse
     lib.rnn_forward_tiles.argtypes, lib.rnn_forward_tiles.restype = flags + [_ADDRESS] * 7, None
     lib.rnn_backward_tiles.argtypes, lib.rnn_backward_tiles.restype = flags + [_ADDRESS] * 9, None
