@@ -57,6 +57,16 @@ static inline void thread_rows(long batch, long *first, long *count)
     *count = 16 * (end - begin);
 }
 
+/* The loops over time visit step t = visited(k) at their k-th pass forward (the backward
+ * loops walk k from the last), and a forward step carries its state to row carried_to(k)
+ * of the (T + 1, B, H) sequences: the row visited next, or row T, the final state. */
+static inline long visited(long k, long steps, int reverse) { return reverse ? steps - 1 - k : k; }
+
+static inline long carried_to(long k, long steps, int reverse)
+{
+    return k + 1 == steps ? steps : visited(k + 1, steps, reverse);
+}
+
 #define PRAGMA(text) _Pragma(#text)
 
 /* Runs the statements on `threads` OpenMP threads (one without OpenMP), each with `first`

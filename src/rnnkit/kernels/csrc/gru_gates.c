@@ -151,8 +151,8 @@ static void gru_forward_rows(long steps, long batch, long first, long count, lon
 {
     const long row = batch * hidden, at = first * hidden; /* step stride, this thread's start */
     for (long k = 0; k < steps; k++) {
-        const long t = reverse ? steps - 1 - k : k;
-        const long after = k + 1 == steps ? steps : (reverse ? t - 1 : t + 1);
+        const long t = visited(k, steps, reverse);
+        const long after = carried_to(k, steps, reverse);
         bf16_tile_product(count, 3 * hidden, hidden, h_in + t * row + at, hidden, w_hh,
                           rec + 3 * at, 3 * hidden);
         gru_forward_f32(count, hidden, gates + 3 * (t * row + at), rec + 3 * at, NULL, b_hn,
@@ -184,7 +184,7 @@ static void gru_backward_rows(long steps, long batch, long first, long count, lo
 {
     const long row = batch * hidden, at = first * hidden;
     for (long k = 0; k < steps; k++) {
-        const long t = reverse ? k : steps - 1 - k;
+        const long t = visited(steps - 1 - k, steps, reverse);
         gru_backward_f32(count, hidden, gates + 3 * (t * row + at), h_n_seq + t * row + at,
                          h_prev_seq + t * row + at, mask ? mask + t * batch + first : NULL,
                          d_out + t * row + at, k ? rec + at : NULL, NULL, dh + at,

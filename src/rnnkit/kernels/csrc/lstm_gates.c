@@ -178,8 +178,8 @@ static void lstm_forward_rows(long steps, long batch, long first, long count, lo
 {
     const long row = batch * hidden, at = first * hidden; /* step stride, this thread's start */
     for (long k = 0; k < steps; k++) {
-        const long t = reverse ? steps - 1 - k : k;
-        const long after = k + 1 == steps ? steps : (reverse ? t - 1 : t + 1);
+        const long t = visited(k, steps, reverse);
+        const long after = carried_to(k, steps, reverse);
         bf16_tile_product(count, 4 * hidden, hidden, h_in + t * row + at, hidden, w_hh,
                           rec + 4 * at, 4 * hidden);
         lstm_forward_f32(count, hidden, gates + 4 * (t * row + at), rec + 4 * at, NULL,
@@ -215,7 +215,7 @@ static void lstm_backward_rows(long steps, long batch, long first, long count, l
 {
     const long row = batch * hidden, at = first * hidden;
     for (long k = 0; k < steps; k++) {
-        const long t = reverse ? k : steps - 1 - k;
+        const long t = visited(steps - 1 - k, steps, reverse);
         lstm_backward_f32(count, hidden, gates + 4 * (t * row + at), c_prev_seq + t * row + at,
                           c_new_seq + t * row + at, p_i, p_f, p_o,
                           mask ? mask + t * batch + first : NULL, d_out + t * row + at,

@@ -74,8 +74,8 @@ void lstm_forward_mkl(long steps, long batch, long hidden, int reverse, float *g
     const long row = batch * hidden;
     pack_weight(batch, 4 * hidden, hidden, 1, w_hh, packed);
     for (long k = 0; k < steps; k++) {
-        const long t = reverse ? steps - 1 - k : k;
-        const long after = k + 1 == steps ? steps : (reverse ? t - 1 : t + 1);
+        const long t = visited(k, steps, reverse);
+        const long after = carried_to(k, steps, reverse);
         product(batch, 4 * hidden, hidden, h_prev_seq + t * row, packed, rec);
         lstm_forward_f32(batch, hidden, gates + 4 * t * row, rec, NULL, h_prev_seq + t * row,
                          c_prev_seq + t * row, p_i, p_f, p_o, mask ? mask + t * batch : NULL,
@@ -98,7 +98,7 @@ void lstm_backward_mkl(long steps, long batch, long hidden, int reverse, const f
     const long row = batch * hidden;
     pack_weight(batch, hidden, 4 * hidden, 0, w_hh, packed);
     for (long k = 0; k < steps; k++) {
-        const long t = reverse ? k : steps - 1 - k;
+        const long t = visited(steps - 1 - k, steps, reverse);
         lstm_backward_f32(batch, hidden, gates + 4 * t * row, c_prev_seq + t * row,
                           c_new_seq + t * row, p_i, p_f, p_o, mask ? mask + t * batch : NULL,
                           d_out + t * row, k ? rec : NULL, NULL, dh, dc, d_gates + 4 * t * row,
@@ -129,8 +129,8 @@ void gru_forward_mkl(long steps, long batch, long hidden, int reverse, float *ga
     const long row = batch * hidden;
     pack_weight(batch, 3 * hidden, hidden, 1, w_hh, packed);
     for (long k = 0; k < steps; k++) {
-        const long t = reverse ? steps - 1 - k : k;
-        const long after = k + 1 == steps ? steps : (reverse ? t - 1 : t + 1);
+        const long t = visited(k, steps, reverse);
+        const long after = carried_to(k, steps, reverse);
         product(batch, 3 * hidden, hidden, h_prev_seq + t * row, packed, rec);
         gru_forward_f32(batch, hidden, gates + 3 * t * row, rec, NULL, b_hn, h_prev_seq + t * row,
                         mask ? mask + t * batch : NULL, h_n_seq + t * row,
@@ -149,7 +149,7 @@ void gru_backward_mkl(long steps, long batch, long hidden, int reverse, const fl
     const long row = batch * hidden;
     pack_weight(batch, hidden, 3 * hidden, 0, w_hh, packed);
     for (long k = 0; k < steps; k++) {
-        const long t = reverse ? k : steps - 1 - k;
+        const long t = visited(steps - 1 - k, steps, reverse);
         gru_backward_f32(batch, hidden, gates + 3 * t * row, h_n_seq + t * row,
                          h_prev_seq + t * row, mask ? mask + t * batch : NULL, d_out + t * row,
                          k ? rec : NULL, NULL, dh, d_ih + 3 * t * row, d_hh + 3 * t * row, NULL,
@@ -177,8 +177,8 @@ void rnn_forward_mkl(long steps, long batch, long hidden, int relu, int reverse,
     const long row = batch * hidden;
     pack_weight(batch, hidden, hidden, 1, w_hh, packed);
     for (long k = 0; k < steps; k++) {
-        const long t = reverse ? steps - 1 - k : k;
-        const long after = k + 1 == steps ? steps : (reverse ? t - 1 : t + 1);
+        const long t = visited(k, steps, reverse);
+        const long after = carried_to(k, steps, reverse);
         product(batch, hidden, hidden, h_prev_seq + t * row, packed, rec);
         rnn_forward_f32(batch, hidden, relu, pre + t * row, rec, NULL, h_prev_seq + t * row,
                         mask ? mask + t * batch : NULL, h_prev_seq + after * row, out + t * row,
@@ -197,7 +197,7 @@ void rnn_backward_mkl(long steps, long batch, long hidden, int relu, int reverse
     const long row = batch * hidden;
     pack_weight(batch, hidden, hidden, 0, w_hh, packed);
     for (long k = 0; k < steps; k++) {
-        const long t = reverse ? k : steps - 1 - k;
+        const long t = visited(steps - 1 - k, steps, reverse);
         rnn_backward_f32(batch, hidden, relu, h_new + t * row, mask ? mask + t * batch : NULL,
                          d_out + t * row, k ? rec : NULL, NULL, dh, d_pre + t * row, NULL,
                          d_bias);

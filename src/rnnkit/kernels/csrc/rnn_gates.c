@@ -211,8 +211,8 @@ static void rnn_forward_rows(long steps, long batch, long first, long count, lon
 {
     const long row = batch * hidden, at = first * hidden; /* step stride, this thread's start */
     for (long k = 0; k < steps; k++) {
-        const long t = reverse ? steps - 1 - k : k;
-        const long after = k + 1 == steps ? steps : (reverse ? t - 1 : t + 1);
+        const long t = visited(k, steps, reverse);
+        const long after = carried_to(k, steps, reverse);
         bf16_tile_product(count, hidden, hidden, h_in + t * row + at, hidden, w_hh, rec + at,
                           hidden);
         rnn_forward_f32(count, hidden, relu, pre + t * row + at, rec + at, NULL,
@@ -241,7 +241,7 @@ static void rnn_backward_rows(long steps, long batch, long first, long count, lo
 {
     const long row = batch * hidden, at = first * hidden;
     for (long k = 0; k < steps; k++) {
-        const long t = reverse ? k : steps - 1 - k;
+        const long t = visited(steps - 1 - k, steps, reverse);
         rnn_backward_f32(count, hidden, relu, h_new + t * row + at,
                          mask ? mask + t * batch + first : NULL, d_out + t * row + at,
                          k ? rec + at : NULL, NULL, dh + at, d_row + at, d_low + t * row + at,
