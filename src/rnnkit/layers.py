@@ -231,7 +231,8 @@ class RecurrentLayer(nn.Module):
         return self.precision == "bf16" or enclosing
 
     def _run(self, x, parts, lengths):
-        kernel = self._kernel_name(lengths, x.shape[1], self._records_graph(x))
+        grad = self.kernel != "auto" or self._records_graph(x)  # only auto asks
+        kernel = self._kernel_name(lengths, x.shape[1], grad)
         if kernel == "torch":
             state = self._pack_state(parts)
             with torch.autocast(x.device.type, torch.bfloat16, self.precision == "bf16"):

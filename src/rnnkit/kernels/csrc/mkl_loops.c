@@ -1,5 +1,6 @@
 /* The float32 loops over time of the fused paths with each step's recurrent product in MKL,
- * called from C: rnnkit/kernels/lstm_fused.py (and its Python loops, the twin of these).
+ * called from C, for rnnkit/kernels/lstm_fused.py, gru_fused.py and rnn_fused.py (whose Python
+ * loops are the twins of these).
  *
  * From Python every step cost a torch call for the product and a ctypes call for the gate
  * math, 10 to 30 us a step of overhead where a step of a (32, 128) LSTM computes in about
