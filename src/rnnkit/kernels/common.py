@@ -288,10 +288,52 @@ def mixed_linear_grads(needs, x_flat, h_prev_seq, weight_ih, d_ih, d_hh, low_pre
     ``d_ih`` and ``d_hh`` (T, B, GH) are dL/d(W_ih x_t + b_ih) and dL/d(W_hh h_{t-1} + b_hh),
     one tensor for the LSTM and the RNN, two for the GRU.
     """
+    both = needs[1] and needs[2] and d_ih is d_hh  # the LSTM and the RNN: one d for both
     d_ih = d_ih.reshape(x_flat.shape[0], -1)  # (TB, GH)
     d_hh = d_hh.reshape(x_flat.shape[0], -1)  # (TB, GH)
     h_flat = h_prev_seq.reshape(x_flat.shape[0], -1)  # (TB, H)
     dx = mixed_linear(d_ih, weight_ih.t(), low_precision) if needs[0] else None
-    d_weight_ih = mixed_mm(d_ih.t(), x_flat, low_precision) if needs[1] else None
-    d_weight_hh = mixed_mm(d_hh.t(), h_flat, low_precision) if needs[2] else None
+    if both and low_precision and weight_grads_on_tiles(d_ih, x_flat, h_flat):
+        return dx, *tile_weight_grads(d_ih, (x_flat, h_flat))  # d transposed once
+    d_weight_ih = weight_grad(d_ih, x_flat, low_precision) if needs[1] else None
+    d_weight_hh = weight_grad(d_hh, h_flat, low_precision) if needs[2] else None
     return dx, d_weight_ih, d_weight_hh
+
+
+def weight_grad(d: Tensor, source: Tensor, low_precision: bool) -> Tensor:
+    """d^T @ source over all steps: on tiles where they run, else :func:`mixed_mm`."""
+    if low_precision and weight_grads_on_tiles(d, source):
+        return tile_weight_grads(d, (source,))[0]
+    return mixed_mm(d.t(), source, low_precision)
+
+
+def weight_grads_on_tiles(d: Tensor, *sources: Tensor) -> bool:
+    """Whether :func:`tile_weight_grads` runs for ``d`` (TB, GH) and the ``sources`` (TB, N):
+    tiles here (:func:`tiles_run`), bfloat16 CPU rows of unit stride, GH and each N
+    multiples of 16."""
+    for t in (d, *sources):
+        if t.dtype != torch.bfloat16 or t.device.type != "cpu" or t.stride(1) != 1:
+            return False
+    return all(tiles_run(d.shape[1], s.shape[1], 32) for s in sources)
+
+
+def tile_weight_grads(d: Tensor, sources) -> list[Tensor]:
+    """[d^T @ s for s in sources] (one or two), float32 (GH, N): the weight gradients summed
+    over all steps, on AMX tiles in one call of C (``csrc/weight_grads.c``), where oneDNN's
+    bfloat16 product also rounds its result to bfloat16. ``d`` is transposed once for all
+    sources; each source is packed in the tiles' pairs of rows."""
+    rows, gates = d.shape  # (TB, GH)
+    padded = -(-rows // 32) * 32  # the summed index, zeros past TB
+    d_t = torch.empty(gates, padded + 32, dtype=torch.bfloat16)  # (GH, TB+): row stride padded
+    arguments, grads, scratch = [], [], []
+    for source in (*sources, None)[:2]:
+        if source is None:
+            arguments += [0, None, 0, None, None]
+            continue
+        n = source.shape[1]  # (TB, N)
+        scratch.append(torch.empty(n * padded, dtype=torch.bfloat16))  # x in pairs of rows
+        grads.append(torch.empty(gates, n))  # (GH, N)
+        arguments += [n, source.data_ptr(), source.stride(0), scratch[-1].data_ptr()]
+        arguments.append(grads[-1].data_ptr())
+    library().bf16_weight_grads(rows, gates, d.data_ptr(), d.stride(0), d_t.data_ptr(), *arguments)
+    return grads

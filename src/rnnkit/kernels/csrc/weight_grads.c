@@ -1,0 +1,236 @@
+/* The weight gradients of mixed precision on AMX tiles: dW = sum over the steps of
+ * da_t^T x_t, one product over all T x B rows (rnnkit/kernels/common.py, tile_weight_grads).
+ * oneDNN's bfloat16 call for it ran at 250 to 550 GFLOP/s on this machine, a third of a
+ * bfloat16 RNN's training step at (32, 100, 128).
+ *
+ * The sum runs over the rows of both operands, and the tiles want the left operand with the
+ * summed index along its rows and the right one in their pair layout. So da (k x m) is
+ * transposed once, for dW_ih and dW_hh alike, and each x (k x n) is packed in pairs of rows;
+ * the rows past k are zeros up to a multiple of 32, which changes no sum. The product then
+ * runs in chunks of the summed index that keep the packed x in the core's L2 cache, each
+ * OpenMP thread on its own rows of dW, accumulating in float32 tiles.
+ */
+#include "gates.h"
+
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+
+#if defined(__x86_64__) && (defined(__clang__) || __GNUC__ >= 11)
+#include <immintrin.h>
+
+#define VECTOR_ISA __attribute__((target("avx512f,avx512bw")))
+
+/* The rows (k x 32, row stride ld) of src from row r0 and column c0, as 32 vectors of 32
+ * 16-bit elements, zero past row k and column m. */
+VECTOR_ISA static inline void load_block(__m512i rows[32], const uint16_t *src, long ld, long k,
+                                         long m, long r0, long c0)
+{
+    const __mmask32 columns = m - c0 >= 32 ? ~0u : (1u << (m - c0)) - 1;
+    for (long r = 0; r < 32; r++)
+        rows[r] = r0 + r < k ? _mm512_maskz_loadu_epi16(columns, src + (r0 + r) * ld + c0)
+                             : _mm512_setzero_si512();
+}
+
+/* Transposes a 32 x 32 block of 16-bit elements in five rounds: round s swaps, in every
+ * 2s x 2s block, its top-right and bottom-left s x s blocks (s = 16, 8, 4, 2, 1), between
+ * each row i with bit s clear and its partner i + s. Each round is one cheap instruction a
+ * row: lane shuffles for 16 and 8 elements, 64-bit unpacks for 4, a shift and a blend for 2
+ * and 1. (One general two-source permute a row and round took 1,500 cycles a block.) */
+VECTOR_ISA static inline void transpose_block(__m512i rows[32])
+{
+    for (int i = 0; i < 16; i++) { /* s = 16: the 256-bit halves */
+        const __m512i a = rows[i], b = rows[i + 16];
+        rows[i] = _mm512_shuffle_i64x2(a, b, 0x44);
+        rows[i + 16] = _mm512_shuffle_i64x2(a, b, 0xEE);
+    }
+    for (int i = 0; i < 32; i++) { /* s = 8: the 128-bit lanes */
+        if (i & 8)
+            continue;
+        const __m512i a = rows[i], b = rows[i + 8];
+        const __m512i even = _mm512_shuffle_i64x2(a, b, 0x88); /* a0 a2 b0 b2 */
+        const __m512i odd = _mm512_shuffle_i64x2(a, b, 0xDD);  /* a1 a3 b1 b3 */
+        rows[i] = _mm512_shuffle_i64x2(even, even, 0xD8);      /* a0 b0 a2 b2 */
+        rows[i + 8] = _mm512_shuffle_i64x2(odd, odd, 0xD8);    /* a1 b1 a3 b3 */
+    }
+    for (int i = 0; i < 32; i++) { /* s = 4: 64-bit units */
+        if (i & 4)
+            continue;
+        const __m512i a = rows[i], b = rows[i + 4];
+        rows[i] = _mm512_unpacklo_epi64(a, b);
+        rows[i + 4] = _mm512_unpackhi_epi64(a, b);
+    }
+    for (int i = 0; i < 32; i++) { /* s = 2: 32-bit units */
+        if (i & 2)
+            continue;
+        const __m512i a = rows[i], b = rows[i + 2];
+        rows[i] = _mm512_mask_blend_epi32(0xAAAA, a, _mm512_slli_epi64(b, 32));
+        rows[i + 2] = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(a, 32), b);
+    }
+    for (int i = 0; i < 32; i++) { /* s = 1: 16-bit units */
+        if (i & 1)
+            continue;
+        const __m512i a = rows[i], b = rows[i + 1];
+        rows[i] = _mm512_mask_blend_epi16(0xAAAAAAAA, a, _mm512_slli_epi32(b, 16));
+        rows[i + 1] = _mm512_mask_blend_epi16(0xAAAAAAAA, _mm512_srli_epi32(a, 16), b);
+    }
+}
+
+/* Rows [first, end) of dst (row stride ldd) = columns [first, end) of src (k x m, row stride
+ * ld) transposed, zeros in the columns past k up to kpad, a multiple of 32. A power-of-two
+ * row stride puts the 32 rows a block writes in one set of the L1 cache (a (8192, 1024)
+ * transpose took 19 ms on one core with ldd = 8192), so ldd is padded by 32. */
+VECTOR_ISA static void transpose_columns(long k, long first, long end, const uint16_t *src,
+                                         long ld, uint16_t *dst, long ldd, long kpad)
+{
+    __m512i rows[32];
+    for (long c0 = first; c0 < end; c0 += 32)
+        for (long r0 = 0; r0 < kpad; r0 += 32) {
+            load_block(rows, src, ld, k, end, r0, c0);
+            transpose_block(rows);
+            for (long c = c0; c < MIN(c0 + 32, end); c++)
+                _mm512_storeu_si512(dst + c * ldd + r0, rows[c - c0]);
+        }
+}
+
+/* packed[nb][kb][r][2j + i] = src[32 kb + 2r + i][16 nb + j], zero past row k: x (k x n,
+ * row stride ld) in the layout of bf16_tile_product's w, for w = x^T (n x kpad). */
+VECTOR_ISA static void pack_pairs(long k, long n, const uint16_t *src, long ld,
+                                  uint16_t *packed, long kpad, long kb_first, long kb_end)
+{
+    uint16_t order[32]; /* out[2j + i] = shift[16 i + j] */
+    for (int c = 0; c < 32; c++)
+        order[c] = (uint16_t)(c % 2 ? 16 + c / 2 : c / 2);
+    const __m512i pairs = _mm512_loadu_si512(order);
+    const long blocks_k = kpad / 32;
+    __m512i rows[32];
+    for (long kb = kb_first; kb < kb_end; kb++)
+        for (long c0 = 0; c0 < n; c0 += 32) {
+            load_block(rows, src, ld, k, n, 32 * kb, c0);
+            for (long half = 0; half < 2 && c0 + 16 * half < n; half++) {
+                uint16_t *out = packed + ((c0 / 16 + half) * blocks_k + kb) * 512;
+                for (long r = 0; r < 16; r++) {
+                    const __m512i a = rows[2 * r], b = rows[2 * r + 1];
+                    const __m512i shift = half ? _mm512_shuffle_i64x2(a, b, 0xEE)
+                                               : _mm512_shuffle_i64x2(a, b, 0x44);
+                    /* shift: the 16 columns of this half of row 2r, then of row 2r + 1 */
+                    _mm512_storeu_si512(out + 32 * r, _mm512_permutexvar_epi16(pairs, shift));
+                }
+            }
+        }
+}
+
+struct tile_config {
+    uint8_t palette_id, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+};
+
+/* c (m x n) (+)= a (m x 32 blocks) times w^T over `blocks` blocks of 32 of the summed index,
+ * w packed as bf16_pack_pairs writes it with `stride` blocks between its 16-column groups;
+ * `accumulate` adds to c instead of overwriting it. Tiles 0-3 hold four 16 x 16 blocks of
+ * c, tile 4 a block of a, tile 5 one of w (as bf16_tile_product in rnn_gates.c). */
+__attribute__((target("amx-tile,amx-bf16"))) static void
+tile_product_sum(long m, long n, long blocks, long stride, const uint16_t *a, long lda,
+                 const uint16_t *packed, float *c, long ldc, int accumulate)
+{
+    struct tile_config config;
+    memset(&config, 0, sizeof config);
+    config.palette_id = 1;
+    for (int t = 0; t < 6; t++) {
+        config.rows[t] = 16;
+        config.colsb[t] = 64;
+    }
+    _tile_loadconfig(&config);
+    const long groups = n / 16, block = 16 * 32;
+    for (long m0 = 0; m0 < m; m0 += 16) {
+        for (long n0 = 0; n0 < groups; n0 += 4) {
+            const long count = groups - n0 < 4 ? groups - n0 : 4;
+            const uint16_t *w = packed + n0 * stride * block;
+            float *out = c + m0 * ldc + n0 * 16;
+            if (accumulate) {
+                _tile_loadd(0, out, ldc * 4);
+                if (count > 1)
+                    _tile_loadd(1, out + 16, ldc * 4);
+                if (count > 2)
+                    _tile_loadd(2, out + 32, ldc * 4);
+                if (count > 3)
+                    _tile_loadd(3, out + 48, ldc * 4);
+            } else {
+                _tile_zero(0);
+                _tile_zero(1);
+                _tile_zero(2);
+                _tile_zero(3);
+            }
+            for (long k0 = 0; k0 < blocks; k0++) {
+                _tile_loadd(4, a + m0 * lda + k0 * 32, lda * 2);
+                _tile_loadd(5, w + k0 * block, 64);
+                _tile_dpbf16ps(0, 4, 5);
+                if (count > 1) {
+                    _tile_loadd(5, w + (stride + k0) * block, 64);
+                    _tile_dpbf16ps(1, 4, 5);
+                }
+                if (count > 2) {
+                    _tile_loadd(5, w + (2 * stride + k0) * block, 64);
+                    _tile_dpbf16ps(2, 4, 5);
+                }
+                if (count > 3) {
+                    _tile_loadd(5, w + (3 * stride + k0) * block, 64);
+                    _tile_dpbf16ps(3, 4, 5);
+                }
+            }
+            _tile_stored(0, out, ldc * 4);
+            if (count > 1)
+                _tile_stored(1, out + 16, ldc * 4);
+            if (count > 2)
+                _tile_stored(2, out + 32, ldc * 4);
+            if (count > 3)
+                _tile_stored(3, out + 48, ldc * 4);
+        }
+    }
+    _tile_release();
+}
+
+/* One weight gradient: out (m x n, float32) = a_t (m x kpad, row stride lda) times x (the
+ * pairs of `packed`) for this thread's rows [first, first + count), in chunks of the summed
+ * index that keep about 512 KB of packed x in L2 for every block of rows. */
+static void weight_grad_rows(long first, long count, long n, long kpad, const uint16_t *a_t,
+                             long lda, const uint16_t *packed, float *out)
+{
+    const long chunk = (1L << 18) / n / 32 * 32 > 32 ? (1L << 18) / n / 32 * 32 : 32;
+    for (long k0 = 0; k0 < kpad; k0 += chunk)
+        tile_product_sum(count, n, MIN(chunk, kpad - k0) / 32, kpad / 32, a_t + first * lda + k0,
+                         lda, packed + k0 * 16, out + first * n, n, k0 > 0);
+}
+
+/* dw_x (m x n_x) = d^T x and, unless h is NULL, dw_h (m x n_h) = d^T h: d (k x m), x (k x n_x)
+ * and h (k x n_h) bfloat16 with row strides ldd, ldx, ldh. Scratch: d_t (m x (kpad + 32)),
+ * x_packed (n_x x kpad), h_packed (n_h x kpad), kpad = k rounded up to 32. m, n_x and n_h
+ * multiples of 16; the caller checks (rnnkit/kernels/common.py, weight_grads_on_tiles).
+ * One parallel region: each thread transposes the columns of d that become its own rows
+ * of d_t and of the gradients, and packs its share of x and h, which every thread reads
+ * after the barrier. (Three regions from Python woke the threads three times: 280 us of
+ * transpose in a training step against 50 us alone.) */
+void bf16_weight_grads(long k, long m, const uint16_t *d, long ldd, uint16_t *d_t, long n_x,
+                       const uint16_t *x, long ldx, uint16_t *x_packed, float *dw_x, long n_h,
+                       const uint16_t *h, long ldh, uint16_t *h_packed, float *dw_h)
+{
+    const long kpad = (k + 31) / 32 * 32, lda = kpad + 32, blocks = kpad / 32;
+    ON_THREAD_ROWS(tile_threads(m), m,
+        transpose_columns(k, first, first + count, d, ldd, d_t, lda, kpad);
+        const int threads = THREAD_COUNT();
+        const long kb_first = blocks * me / threads, kb_end = blocks * (me + 1) / threads;
+        pack_pairs(k, n_x, x, ldx, x_packed, kpad, kb_first, kb_end);
+        if (h)
+            pack_pairs(k, n_h, h, ldh, h_packed, kpad, kb_first, kb_end);
+        _Pragma("omp barrier")
+        weight_grad_rows(first, count, n_x, kpad, d_t, lda, x_packed, dw_x);
+        if (h)
+            weight_grad_rows(first, count, n_h, kpad, d_t, lda, h_packed, dw_h);
+    )
+}
+#else
+void bf16_weight_grads(long k, long m, const uint16_t *d, long ldd, uint16_t *d_t, long n_x,
+                       const uint16_t *x, long ldx, uint16_t *x_packed, float *dw_x, long n_h,
+                       const uint16_t *h, long ldh, uint16_t *h_packed, float *dw_h)
+{
+}
+#endif

@@ -1,0 +1,107 @@
+"""The weight gradients of mixed precision on AMX tiles (csrc/weight_grads.c).
+
+- ``tile_weight_grads`` equals the float64 product of the same bfloat16 operands to float32
+  rounding: a summed index that is not a multiple of 32 (zero padding), a power of two (the
+  padded row stride), one source or two, rows with a stride wider than they are;
+- the fused layers' weight gradients under bf16 go through it (in one call for the LSTM
+  and the RNN, whose two weights share one d), and agree with oneDNN's bfloat16 product
+  (their twin), which rounds its result to bfloat16;
+- what does not fit whole tiles (an input size of 3) takes oneDNN.
+
+Skipped where the CPU has no AMX-BF16 (or no compiler).
+
+Shape letters: K the summed index (steps x batch), M the gate rows, N the source columns.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import rnnkit
+from rnnkit.kernels import common
+
+needs_tiles = pytest.mark.skipif(
+    common.tile_weight(torch.zeros(32, 32), 16, True) is None,
+    reason="no AMX-BF16 tiles here: the weight gradients run in oneDNN",
+)
+
+
+def bf16(*shape, seed=0):
+    torch.manual_seed(seed)
+    return torch.randn(*shape).bfloat16()
+
+
+def exact(d, source):
+    return (d.double().t() @ source.double()).float()  # (M, N)
+
+
+@needs_tiles
+@pytest.mark.parametrize(
+    "k, m, n", [(37, 16, 16), (3190, 128, 48), (2048, 64, 32), (96, 48, 128), (5, 32, 16)]
+)
+def test_tile_weight_grads_equal_the_exact_product(k, m, n):
+    d, x, h = bf16(k, m, seed=1), bf16(k, n, seed=2), bf16(k, n + 16, seed=3)
+    grad_x, grad_h = common.tile_weight_grads(d, (x, h))
+    assert grad_x.shape == (m, n) and grad_h.shape == (m, n + 16)
+    assert grad_x.dtype == torch.float32
+    for grad, source in ((grad_x, x), (grad_h, h)):
+        torch.testing.assert_close(grad, exact(d, source), rtol=1e-5, atol=1e-4)
+    (alone,) = common.tile_weight_grads(d, (x,))
+    torch.testing.assert_close(alone, grad_x, rtol=0, atol=0)
+
+
+@needs_tiles
+def test_rows_wider_than_the_operands():
+    wide_d, wide_x = bf16(200, 80, seed=4), bf16(200, 64, seed=5)
+    d, x = wide_d[:, 8:56], wide_x[:, 16:48]  # (200, 48) and (200, 32) views, strided rows
+    assert common.weight_grads_on_tiles(d, x)
+    (grad,) = common.tile_weight_grads(d, (x,))
+    torch.testing.assert_close(grad, exact(d, x), rtol=1e-5, atol=1e-4)
+
+
+@needs_tiles
+def test_what_the_tiles_take():
+    d = bf16(64, 32)
+    assert common.weight_grads_on_tiles(d, bf16(64, 16))
+    assert not common.weight_grads_on_tiles(d, bf16(64, 3))  # not a whole tile
+    assert not common.weight_grads_on_tiles(d, bf16(64, 16).float())  # not bfloat16
+    assert not common.weight_grads_on_tiles(d, bf16(16, 64).t())  # columns not contiguous
+
+
+def make_layer(cell: str, input_size: int, hidden: int):
+    torch.manual_seed(6)
+    if cell == "rnn":
+        return rnnkit.RNN(input_size, hidden, kernel="fused", precision="bf16")
+    return rnnkit.layers.make_layer(cell, input_size, hidden, kernel="fused", precision="bf16")
+
+
+def weight_grads(layer, x):
+    output, _ = layer(x)
+    weights = [p for name, p in layer.named_parameters() if "weight_" in name]
+    return torch.autograd.grad(output.pow(2).sum(), weights)
+
+
+@needs_tiles
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru", "peephole"])
+@pytest.mark.parametrize("input_size", [32, 3])
+def test_fused_layers_take_the_tiles_and_agree_with_onednn(monkeypatch, cell, input_size):
+    layer = make_layer(cell, input_size, 32)
+    x = torch.randn(7, 16, input_size, generator=torch.Generator().manual_seed(7))
+    calls = []
+    tiles = common.tile_weight_grads
+    monkeypatch.setattr(common, "tile_weight_grads", lambda *a: calls.append(a) or tiles(*a))
+    on_tiles = weight_grads(layer, x)
+    sources = [len(sources) for _, sources in calls]
+    if input_size == 3:  # W_ih's gradient takes oneDNN, W_hh's the tiles
+        assert sources == [1]
+    else:  # the LSTM's and the RNN's one d transposed once for both; the GRU has two
+        assert sources == ([1, 1] if cell == "gru" else [2])
+    monkeypatch.setattr(common, "weight_grads_on_tiles", lambda *a: False)
+    calls.clear()
+    in_onednn = weight_grads(layer, x)
+    assert not calls
+    for tile, onednn in zip(on_tiles, in_onednn, strict=True):
+        assert tile.shape == onednn.shape
+        # oneDNN rounds its float32 sums to bfloat16 (8 bits): 2^-8 relative
+        torch.testing.assert_close(tile, onednn, rtol=8e-3, atol=8e-3 * onednn.abs().max().item())
