@@ -30,12 +30,8 @@ import warnings
 from pathlib import Path
 
 CSRC = Path(__file__).parent / "csrc"
-SOURCES = tuple(
-    CSRC / name
-    for name in (
-        "lstm_gates.c", "gru_gates.c", "rnn_gates.c", "dropout.c", "mkl_loops.c", "weight_grads.c"
-    )
-)
+NAMES = ("lstm_gates.c", "gru_gates.c", "rnn_gates.c", "dropout.c", "mkl_loops.c", "weight_grads.c")
+SOURCES = tuple(CSRC / name for name in NAMES)
 HEADERS = (CSRC / "gates.h",)  # hashed with the sources: an edited header rebuilds
 # (compile flags, link flags): the first is vectorised for this CPU (with glibc's vector
 # tanh for float64) and splits large steps over torch's OpenMP threads; the second runs
