@@ -1,4 +1,4 @@
-"""The weight gradients of mixed precision on AMX tiles (csrc/weight_grads.c).
+"""The weight gradients of mixed precision on AMX tiles (csrc/tile_layouts.c).
 
 - ``tile_weight_grads`` equals the float64 product of the same bfloat16 operands to float32
   rounding: a summed index that is not a multiple of 32 (zero padding), a power of two (the

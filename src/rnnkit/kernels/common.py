@@ -319,7 +319,7 @@ def weight_grads_on_tiles(d: Tensor, *sources: Tensor) -> bool:
 
 def tile_weight_grads(d: Tensor, sources) -> list[Tensor]:
     """[d^T @ s for s in sources] (one or two), float32 (GH, N): the weight gradients summed
-    over all steps, on AMX tiles in one call of C (``csrc/weight_grads.c``), where oneDNN's
+    over all steps, on AMX tiles in one call of C (``csrc/tile_layouts.c``), where oneDNN's
     bfloat16 product also rounds its result to bfloat16. ``d`` is transposed once for all
     sources; each source is packed in the tiles' pairs of rows."""
     rows, gates = d.shape  # (TB, GH)

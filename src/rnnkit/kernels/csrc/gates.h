@@ -1,6 +1,7 @@
 /* The numeric helpers shared by lstm_gates.c, gru_gates.c and rnn_gates.c: the float32
  * exponential and the activations built on it, bfloat16 conversions, the threshold for
- * splitting a step over threads, and the bfloat16 tile product of rnn_gates.c.
+ * splitting a step over threads, and the bfloat16 tile product of rnn_gates.c (tile_layouts.c
+ * packs its weights).
  *
  * float32 uses the exponential below (Cephes' expf polynomial, error about 1e-7 relative),
  * which gcc vectorises; float64 uses glibc's tanh, which -ffast-math lets gcc call in its

@@ -284,26 +284,6 @@ void bf16_tile_product_rows(long m, long n, long k, const uint16_t *a, long lda,
     )
 }
 
-/* w (n x k, float32, element (r, c) at src[r * row_stride + c * col_stride], so a transposed
- * view needs no copy) rounded to bfloat16 and packed for bf16_tile_product:
- * packed[nb][kb][r][2j + i] = w[16 nb + j][32 kb + 2 r + i]. torch's permuted copy of the
- * same took 0.6 to 1.6 ms for a (1152, 384) weight, packed twice a training step; its twin
- * is rnnkit/kernels/common.py's tile_weight on torch. n a multiple of 16, k of 32. */
-void bf16_pack_tiles(long n, long k, const float *src, long row_stride, long col_stride,
-                     uint16_t *packed)
-{
-    const long blocks_n = n / 16, blocks_k = k / 32;
-#pragma omp parallel for schedule(static) if (n * k >= (1L << 16) && !omp_in_parallel())
-    for (long nb = 0; nb < blocks_n; nb++)
-        for (long kb = 0; kb < blocks_k; kb++) {
-            uint16_t *out = packed + (nb * blocks_k + kb) * 512;
-            const float *in = src + 16 * nb * row_stride + 32 * kb * col_stride;
-            for (long j = 0; j < 16; j++)
-                for (long c = 0; c < 32; c++)
-                    out[(c / 2) * 32 + 2 * j + c % 2] = to_bf16(in[j * row_stride + c * col_stride]);
-        }
-}
-
 /* How many threads the loops over time on tiles split a batch of this size over (gates.h). */
 int bf16_tile_threads(long batch) { return tile_threads(batch); }
 

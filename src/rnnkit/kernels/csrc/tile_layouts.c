@@ -1,14 +1,18 @@
-/* The weight gradients of mixed precision on AMX tiles: dW = sum over the steps of
- * da_t^T x_t, one product over all T x B rows (rnnkit/kernels/common.py, tile_weight_grads).
- * oneDNN's bfloat16 call for it ran at 250 to 550 GFLOP/s on this machine, a third of a
- * bfloat16 RNN's training step at (32, 100, 128).
+/* The layouts the AMX tiles want, and the weight gradients of mixed precision that need
+ * them (bf16_tile_product in rnn_gates.c multiplies; rnnkit/kernels/common.py calls both).
  *
- * The sum runs over the rows of both operands, and the tiles want the left operand with the
- * summed index along its rows and the right one in their pair layout. So da (k x m) is
- * transposed once, for dW_ih and dW_hh alike, and each x (k x n) is packed in pairs of rows;
- * the rows past k are zeros up to a multiple of 32, which changes no sum. The product then
- * runs in chunks of the summed index that keep the packed x in the core's L2 cache, each
- * OpenMP thread on its own rows of dW, accumulating in float32 tiles.
+ * bf16_pack_tiles rounds a float32 weight to bfloat16 in the tiles' pair layout, from the
+ * weight or from a transposed view of it, for every product on tiles.
+ *
+ * bf16_weight_grads: dW = sum over the steps of da_t^T x_t, one product over all T x B rows.
+ * oneDNN's bfloat16 call for it ran at 250 to 550 GFLOP/s on this machine, a third of a
+ * bfloat16 RNN's training step at (32, 100, 128), and rounds its sums to bfloat16. The sum
+ * runs over the rows of both operands, and the tiles want the left operand with the summed
+ * index along its rows and the right one in their pair layout. So da (k x m) is transposed
+ * once, for dW_ih and dW_hh alike, and each x (k x n) is packed in pairs of rows; the rows
+ * past k are zeros up to a multiple of 32, which changes no sum. The product then runs in
+ * chunks of the summed index that keep the packed x in the core's L2 cache, each OpenMP
+ * thread on its own rows of dW, accumulating in float32 tiles.
  */
 #include "gates.h"
 
@@ -30,48 +34,69 @@ VECTOR_ISA static inline void load_block(__m512i rows[32], const uint16_t *src, 
                              : _mm512_setzero_si512();
 }
 
-/* Transposes a 32 x 32 block of 16-bit elements in five rounds: round s swaps, in every
- * 2s x 2s block, its top-right and bottom-left s x s blocks (s = 16, 8, 4, 2, 1), between
- * each row i with bit s clear and its partner i + s. Each round is one cheap instruction a
- * row: lane shuffles for 16 and 8 elements, 64-bit unpacks for 4, a shift and a blend for 2
- * and 1. (One general two-source permute a row and round took 1,500 cycles a block.) */
+/* A block transpose in rounds: the round of distance s swaps, between each row i with bit s
+ * clear and its partner i + s, the second block of s elements of row i with the first of
+ * row i + s, in every 2s elements (the top-right and bottom-left s x s blocks of every
+ * 2s x 2s block). Rounds s = 16, 8, 4, 2, 1 transpose 32 x 32 16-bit elements; each round
+ * is one cheap instruction a row: lane shuffles for 256 and 128 bits, 64-bit unpacks, a shift
+ * and a blend for 32 and 16. (A general two-source permute a row and round took 1,500
+ * cycles a block.) */
+VECTOR_ISA static inline void swap_256(__m512i *a, __m512i *b)
+{
+    const __m512i x = *a, y = *b;
+    *a = _mm512_shuffle_i64x2(x, y, 0x44);
+    *b = _mm512_shuffle_i64x2(x, y, 0xEE);
+}
+
+VECTOR_ISA static inline void swap_128(__m512i *a, __m512i *b)
+{
+    const __m512i even = _mm512_shuffle_i64x2(*a, *b, 0x88); /* a0 a2 b0 b2 */
+    const __m512i odd = _mm512_shuffle_i64x2(*a, *b, 0xDD);  /* a1 a3 b1 b3 */
+    *a = _mm512_shuffle_i64x2(even, even, 0xD8);             /* a0 b0 a2 b2 */
+    *b = _mm512_shuffle_i64x2(odd, odd, 0xD8);               /* a1 b1 a3 b3 */
+}
+
+VECTOR_ISA static inline void swap_64(__m512i *a, __m512i *b)
+{
+    const __m512i x = *a, y = *b;
+    *a = _mm512_unpacklo_epi64(x, y);
+    *b = _mm512_unpackhi_epi64(x, y);
+}
+
+VECTOR_ISA static inline void swap_32(__m512i *a, __m512i *b)
+{
+    const __m512i x = *a, y = *b;
+    *a = _mm512_mask_blend_epi32(0xAAAA, x, _mm512_slli_epi64(y, 32));
+    *b = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(x, 32), y);
+}
+
+VECTOR_ISA static inline void swap_16(__m512i *a, __m512i *b)
+{
+    const __m512i x = *a, y = *b;
+    *a = _mm512_mask_blend_epi16(0xAAAAAAAA, x, _mm512_slli_epi32(y, 16));
+    *b = _mm512_mask_blend_epi16(0xAAAAAAAA, _mm512_srli_epi32(x, 16), y);
+}
+
+#define ROUND(rows, count, s, swap)                                                           \
+    _Pragma("GCC unroll 32") for (int i = 0; i < (count); i++) if (!(i & (s)))               \
+        swap(&(rows)[i], &(rows)[i + (s)])
+
+/* 32 x 32 elements of 16 bits, and 16 x 16 of 32 bits. */
 VECTOR_ISA static inline void transpose_block(__m512i rows[32])
 {
-    for (int i = 0; i < 16; i++) { /* s = 16: the 256-bit halves */
-        const __m512i a = rows[i], b = rows[i + 16];
-        rows[i] = _mm512_shuffle_i64x2(a, b, 0x44);
-        rows[i + 16] = _mm512_shuffle_i64x2(a, b, 0xEE);
-    }
-    for (int i = 0; i < 32; i++) { /* s = 8: the 128-bit lanes */
-        if (i & 8)
-            continue;
-        const __m512i a = rows[i], b = rows[i + 8];
-        const __m512i even = _mm512_shuffle_i64x2(a, b, 0x88); /* a0 a2 b0 b2 */
-        const __m512i odd = _mm512_shuffle_i64x2(a, b, 0xDD);  /* a1 a3 b1 b3 */
-        rows[i] = _mm512_shuffle_i64x2(even, even, 0xD8);      /* a0 b0 a2 b2 */
-        rows[i + 8] = _mm512_shuffle_i64x2(odd, odd, 0xD8);    /* a1 b1 a3 b3 */
-    }
-    for (int i = 0; i < 32; i++) { /* s = 4: 64-bit units */
-        if (i & 4)
-            continue;
-        const __m512i a = rows[i], b = rows[i + 4];
-        rows[i] = _mm512_unpacklo_epi64(a, b);
-        rows[i + 4] = _mm512_unpackhi_epi64(a, b);
-    }
-    for (int i = 0; i < 32; i++) { /* s = 2: 32-bit units */
-        if (i & 2)
-            continue;
-        const __m512i a = rows[i], b = rows[i + 2];
-        rows[i] = _mm512_mask_blend_epi32(0xAAAA, a, _mm512_slli_epi64(b, 32));
-        rows[i + 2] = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(a, 32), b);
-    }
-    for (int i = 0; i < 32; i++) { /* s = 1: 16-bit units */
-        if (i & 1)
-            continue;
-        const __m512i a = rows[i], b = rows[i + 1];
-        rows[i] = _mm512_mask_blend_epi16(0xAAAAAAAA, a, _mm512_slli_epi32(b, 16));
-        rows[i + 1] = _mm512_mask_blend_epi16(0xAAAAAAAA, _mm512_srli_epi32(a, 16), b);
-    }
+    ROUND(rows, 32, 16, swap_256);
+    ROUND(rows, 32, 8, swap_128);
+    ROUND(rows, 32, 4, swap_64);
+    ROUND(rows, 32, 2, swap_32);
+    ROUND(rows, 32, 1, swap_16);
+}
+
+VECTOR_ISA static inline void transpose_words(__m512i rows[16])
+{
+    ROUND(rows, 16, 8, swap_256);
+    ROUND(rows, 16, 4, swap_128);
+    ROUND(rows, 16, 2, swap_64);
+    ROUND(rows, 16, 1, swap_32);
 }
 
 /* Rows [first, end) of dst (row stride ldd) = columns [first, end) of src (k x m, row stride
@@ -118,6 +143,87 @@ VECTOR_ISA static void pack_pairs(long k, long n, const uint16_t *src, long ld,
         }
 }
 
+/* The (nb, kb) block of bf16_pack_tiles from a weight with contiguous rows: 16 rows of 32
+ * floats, rounded (to nearest even, as torch rounds) into 16 vectors of 16 bfloat16 pairs,
+ * whose 16 x 16 transpose of pairs is the block. */
+VECTOR_ISA __attribute__((target("avx512bf16"))) static void
+pack_rows_block(const float *in, long row_stride, uint16_t *out)
+{
+    __m512i rows[16];
+    for (int j = 0; j < 16; j++) {
+        const float *row = in + j * row_stride;
+        rows[j] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(row + 16), _mm512_loadu_ps(row));
+    }
+    transpose_words(rows);
+    for (int r = 0; r < 16; r++)
+        _mm512_storeu_si512(out + 32 * r, rows[r]);
+}
+
+/* The same block from a transposed view (element (r, c) at in[r + c * col_stride]): row r
+ * of the block interleaves columns 2r and 2r + 1 of the view, two contiguous runs. */
+VECTOR_ISA __attribute__((target("avx512bf16"))) static void
+pack_columns_block(const float *in, long col_stride, uint16_t *out)
+{
+    uint16_t order[32]; /* out[2j + i] = both[16 i + j] */
+    for (int c = 0; c < 32; c++)
+        order[c] = (uint16_t)(c % 2 ? 16 + c / 2 : c / 2);
+    const __m512i pairs = _mm512_loadu_si512(order);
+    for (int r = 0; r < 16; r++) {
+        const float *even = in + 2 * r * col_stride, *odd = even + col_stride;
+        const __m512i both =
+            (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(odd), _mm512_loadu_ps(even));
+        _mm512_storeu_si512(out + 32 * r, _mm512_permutexvar_epi16(pairs, both));
+    }
+}
+
+static int vector_packing(void)
+{
+    static int ready = -1;
+    if (ready < 0)
+        ready = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512bf16");
+    return ready;
+}
+#endif
+
+/* w (n x k, float32, element (r, c) at src[r * row_stride + c * col_stride], so a transposed
+ * view needs no copy) rounded to bfloat16 and packed for bf16_tile_product:
+ * packed[nb][kb][r][2j + i] = w[16 nb + j][32 kb + 2 r + i]. torch's permuted copy of the
+ * same took 0.6 to 1.6 ms for a (1152, 384) weight, packed twice a training step; its twin
+ * is rnnkit/kernels/common.py's tile_weight on torch. A weight or its transposed view runs
+ * in vector blocks, other strides element by element: 16 against 51 us for a (128, 128)
+ * weight, packed three times a training step, and 54 against 600 us for (1152, 384). Vector rounding reads a denormal float (below
+ * 1.2e-38) as zero, as the fused paths' products do anyway. n a multiple of 16, k of 32. */
+void bf16_pack_tiles(long n, long k, const float *src, long row_stride, long col_stride,
+                     uint16_t *packed)
+{
+    const long blocks_n = n / 16, blocks_k = k / 32;
+#if defined(__x86_64__) && (defined(__clang__) || __GNUC__ >= 11)
+    const int rows = col_stride == 1, columns = row_stride == 1 && !rows;
+    if ((rows || columns) && vector_packing()) {
+#pragma omp parallel for schedule(static) if (n * k >= (1L << 18) && !omp_in_parallel())
+        for (long block = 0; block < blocks_n * blocks_k; block++) {
+            const long nb = block / blocks_k, kb = block % blocks_k;
+            const float *in = src + 16 * nb * row_stride + 32 * kb * col_stride;
+            if (rows)
+                pack_rows_block(in, row_stride, packed + block * 512);
+            else
+                pack_columns_block(in, col_stride, packed + block * 512);
+        }
+        return;
+    }
+#endif
+#pragma omp parallel for schedule(static) if (n * k >= (1L << 16) && !omp_in_parallel())
+    for (long nb = 0; nb < blocks_n; nb++)
+        for (long kb = 0; kb < blocks_k; kb++) {
+            uint16_t *out = packed + (nb * blocks_k + kb) * 512;
+            const float *in = src + 16 * nb * row_stride + 32 * kb * col_stride;
+            for (long j = 0; j < 16; j++)
+                for (long c = 0; c < 32; c++)
+                    out[(c / 2) * 32 + 2 * j + c % 2] = to_bf16(in[j * row_stride + c * col_stride]);
+        }
+}
+
+#if defined(__x86_64__) && (defined(__clang__) || __GNUC__ >= 11)
 struct tile_config {
     uint8_t palette_id, start_row, reserved[14];
     uint16_t colsb[16];
