@@ -140,25 +140,27 @@ def tile_weight(weight: Tensor, batch: int, low_precision: bool) -> Tensor | Non
         library().bf16_pack_tiles(n, k, weight.data_ptr(), rows, cols, packed.data_ptr())
         return packed
     weight = weight.detach().to(torch.bfloat16).contiguous()
-    # packed[nb, kb, r, j, i] = weight[16 nb + j, 32 kb + 2 r + i] (csrc/rnn_gates.c)
+    # packed[nb, kb, r, j, i] = weight[16 nb + j, 32 kb + 2 r + i] (csrc/tiles.c)
     return weight.view(n // 16, 16, k // 32, 16, 2).permute(0, 2, 3, 1, 4).contiguous()
 
 
-def tile_product(weight: Tensor, batch: int, low_precision: bool):
-    """``product(row) = row @ weight.T`` for one step on the CPU's AMX tiles, or None (see
-    :func:`tile_weight`). It is 3-5x faster than oneDNN's call on a step's small rows.
+def tile_product(weight: Tensor, batch: int, low_precision: bool, bias: Tensor | None = None):
+    """``product(row) = row @ weight.T (+ bias)`` for one step on the CPU's AMX tiles, or None
+    (see :func:`tile_weight`). It is 3-5x faster than oneDNN's call on a step's small rows.
 
     ``row`` is a contiguous (B, K) bfloat16 tensor; the (B, N) float32 result is one buffer,
-    overwritten by the next call.
+    overwritten by the next call. ``bias`` (N,) starts the sums (float32).
     """
     packed = tile_weight(weight, batch, low_precision)
     if packed is None:
         return None
     (n, k), call = weight.shape, library().bf16_tile_product_rows
     out = torch.empty(batch, n)  # (B, N)
+    bias = None if bias is None else bias.detach().float().contiguous()  # (N,)
+    bias_at = row_address(bias)()
 
-    def product(row: Tensor) -> Tensor:  # holds packed and out alive, not just their addresses
-        call(batch, n, k, row.data_ptr(), k, packed.data_ptr(), out.data_ptr(), n)
+    def product(row: Tensor) -> Tensor:  # holds packed, out and bias alive, not just addresses
+        call(batch, n, k, row.data_ptr(), k, packed.data_ptr(), out.data_ptr(), n, bias_at)
         return out
 
     return product
@@ -200,9 +202,10 @@ def mixed_mm(a: Tensor, b: Tensor, low_precision: bool) -> Tensor:
     return a @ b
 
 
-def mixed_linear(a: Tensor, weight: Tensor, low_precision: bool) -> Tensor:
-    """a @ weight.T over all steps, float32 out: on AMX tiles under mixed precision where they
-    run (no bfloat16 result to widen again, a pass over (TB, GH) saved), else :func:`mixed_mm`.
+def mixed_linear(a: Tensor, weight: Tensor, low_precision: bool, bias: Tensor | None = None):
+    """a @ weight.T + bias over all steps, float32 out: on AMX tiles under mixed precision
+    where they run (no bfloat16 result to widen again, a pass over (TB, GH) saved, the bias
+    starting the sums), else :func:`mixed_mm` (float: one addmm).
 
     An input size that is not a multiple of 32 (a one-hot alphabet of 84 characters, say) is
     padded with zero columns in both operands, which changes no sum: widening mixed_mm's
@@ -211,10 +214,13 @@ def mixed_linear(a: Tensor, weight: Tensor, low_precision: bool) -> Tensor:
     if pad and low_precision and tiles_run(a.shape[0], weight.shape[0], a.shape[1] + pad):
         a = functional.pad(a.bfloat16(), (0, pad))
         weight = functional.pad(weight.detach().bfloat16(), (0, pad))
-    product = tile_product(weight, a.shape[0], low_precision)
-    if product is None:
-        return mixed_mm(a, weight.t(), low_precision)
-    return product(a.bfloat16().contiguous())
+    product = tile_product(weight, a.shape[0], low_precision, bias)
+    if product is not None:
+        return product(a.bfloat16().contiguous())
+    if bias is not None and not low_precision:
+        return torch.addmm(bias, a, weight.t())
+    result = mixed_mm(a, weight.t(), low_precision)
+    return result if bias is None else result.add_(bias)
 
 
 def row_address(tensor: Tensor | None):
@@ -319,7 +325,7 @@ def weight_grads_on_tiles(d: Tensor, *sources: Tensor) -> bool:
 
 def tile_weight_grads(d: Tensor, sources) -> list[Tensor]:
     """[d^T @ s for s in sources] (one or two), float32 (GH, N): the weight gradients summed
-    over all steps, on AMX tiles in one call of C (``csrc/tile_layouts.c``), where oneDNN's
+    over all steps, on AMX tiles in one call of C (``csrc/tiles.c``), where oneDNN's
     bfloat16 product also rounds its result to bfloat16. ``d`` is transposed once for all
     sources; each source is packed in the tiles' pairs of rows."""
     rows, gates = d.shape  # (TB, GH)

@@ -3,8 +3,8 @@
 
 The C sources (``csrc/lstm_gates.c``, ``gru_gates.c``, ``rnn_gates.c``, with the shared
 header ``gates.h``; ``dropout.c``, the mask of :mod:`rnnkit.kernels.dropout`; and
-``mkl_loops.c``, the float32 loops over time with MKL's products; ``tile_layouts.c``, the
-packing for the AMX tiles and the weight gradients of mixed precision on them) are compiled once per
+``mkl_loops.c``, the float32 loops over time with MKL's products; ``tiles.c``, the
+products on AMX tiles, their packing, and the weight gradients of mixed precision) are compiled once per
 machine into one library in a cache directory (``$RNNKIT_CACHE``, else
 ``$XDG_CACHE_HOME/rnnkit``, else ``~/.cache/rnnkit``) under a name that hashes the sources
 and the header, the compiler, the flags and the CPU's feature flags, so an edit or another
@@ -30,7 +30,7 @@ import warnings
 from pathlib import Path
 
 CSRC = Path(__file__).parent / "csrc"
-NAMES = ("lstm_gates.c", "gru_gates.c", "rnn_gates.c", "dropout.c", "mkl_loops.c", "tile_layouts.c")
+NAMES = ("lstm_gates.c", "gru_gates.c", "rnn_gates.c", "dropout.c", "mkl_loops.c", "tiles.c")
 SOURCES = tuple(CSRC / name for name in NAMES)
 HEADERS = (CSRC / "gates.h",)  # hashed with the sources: an edited header rebuilds
 # (compile flags, link flags): the first is vectorised for this CPU (with glibc's vector
@@ -119,11 +119,11 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.bf16_tile_threads.argtypes, lib.bf16_tile_threads.restype = [size], ctypes.c_int
     lib.bf16_tile_product.argtypes = [size] * 3 + [_ADDRESS, size, _ADDRESS, _ADDRESS, size]
     lib.bf16_tile_product.restype = None
-    lib.bf16_tile_product_rows.argtypes = lib.bf16_tile_product.argtypes
+    lib.bf16_tile_product_rows.argtypes = lib.bf16_tile_product.argtypes + [_ADDRESS]  # bias
     lib.bf16_tile_product_rows.restype = None
     lib.bf16_pack_tiles.argtypes = [size] * 2 + [_ADDRESS] + [size] * 2 + [_ADDRESS]
     lib.bf16_pack_tiles.restype = None
-    # tile_layouts.c: k, m, (d, ldd), d_t, then (n, rows, ld, packed, out) for x and for h
+    # tiles.c: k, m, (d, ldd), d_t, then (n, rows, ld, packed, out) for x and for h
     source = [size, _ADDRESS, size, _ADDRESS, _ADDRESS]
     lib.bf16_weight_grads.argtypes = [size] * 2 + [_ADDRESS, size, _ADDRESS] + source * 2
     lib.bf16_weight_grads.restype = None

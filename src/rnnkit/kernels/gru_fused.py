@@ -77,11 +77,11 @@ class GRUFused(torch.autograd.Function):
         x_flat = x.reshape(steps * batch, -1)  # (TB, I)
         if low_precision:  # kept for the weight gradients
             x_flat = x_flat.bfloat16()
-        gates = mixed_linear(x_flat, weight_ih, low_precision)  # (TB, 3H), activations after
-        b_hn = None
+        b_hn = bias = None
         if bias_ih is not None:  # b_hr and b_hz join the projection; r multiplies b_hn
             b_hn = bias_hh[2 * hidden :].contiguous()  # (H,)
-            gates += bias_ih + torch.cat([bias_hh[: 2 * hidden], torch.zeros_like(b_hn)])
+            bias = bias_ih + torch.cat([bias_hh[: 2 * hidden], torch.zeros_like(b_hn)])
+        gates = mixed_linear(x_flat, weight_ih, low_precision, bias)  # (TB, 3H), then activations
         gates = gates.view(steps, batch, 3 * hidden)
         h_prev_seq = x.new_empty(steps + 1, batch, hidden)  # (T+1, B, H): row T is final
         h_n_seq = x.new_empty(steps, batch, hidden)  # (T, B, H) W_hn h_{t-1} + b_hn

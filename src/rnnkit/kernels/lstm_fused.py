@@ -134,8 +134,8 @@ class LSTMFused(torch.autograd.Function):
         x_flat = x.reshape(steps * batch, -1)  # (TB, I)
         if low_precision:  # kept for the weight gradients
             x_flat = x_flat.bfloat16()
-        gates = mixed_linear(x_flat, weight_ih, low_precision)  # (TB, 4H), activations after
-        gates = (gates if bias is None else gates.add_(bias)).view(steps, batch, -1)
+        gates = mixed_linear(x_flat, weight_ih, low_precision, bias)  # (TB, 4H), then activations
+        gates = gates.view(steps, batch, -1)
         h_prev_seq = x.new_empty(steps + 1, batch, hidden)  # (T+1, B, H): row T is final
         c_prev_seq, c_new_seq = torch.empty_like(h_prev_seq), torch.empty_like(h_prev_seq)
         # The rows the products read: h itself, or its bfloat16 copy written by C.

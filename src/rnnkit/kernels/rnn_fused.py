@@ -78,9 +78,8 @@ class RNNFused(torch.autograd.Function):
         x_flat = x.reshape(steps * batch, -1)  # (TB, I)
         if low_precision:  # kept for the weight gradients
             x_flat = x_flat.bfloat16()
-        h_new_seq = mixed_linear(x_flat, weight_ih, low_precision)  # (TB, H), f(a_t) after
-        if bias_ih is not None:
-            h_new_seq += bias_ih + bias_hh
+        bias = None if bias_ih is None else bias_ih + bias_hh
+        h_new_seq = mixed_linear(x_flat, weight_ih, low_precision, bias)  # (TB, H), f(a_t) after
         h_new_seq = h_new_seq.view(steps, batch, hidden)
         h_prev_seq = x.new_empty(steps + 1, batch, hidden)  # (T+1, B, H): row T is final
         # The rows the products read: h itself, or its bfloat16 copy written by C.

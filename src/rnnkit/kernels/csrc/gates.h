@@ -1,7 +1,6 @@
 /* The numeric helpers shared by lstm_gates.c, gru_gates.c and rnn_gates.c: the float32
  * exponential and the activations built on it, bfloat16 conversions, the threshold for
- * splitting a step over threads, and the bfloat16 tile product of rnn_gates.c (tile_layouts.c
- * packs its weights).
+ * splitting a step over threads, and the bfloat16 tile product of tiles.c.
  *
  * float32 uses the exponential below (Cephes' expf polynomial, error about 1e-7 relative),
  * which gcc vectorises; float64 uses glibc's tanh, which -ffast-math lets gcc call in its
@@ -152,7 +151,7 @@ static inline uint16_t to_bf16(float x) /* round to nearest even */
         __VA_ARGS__                                                                           \
     }
 
-/* c (m x n, float32) = a (m x k, bfloat16) times w^T, w packed for the tiles (rnn_gates.c). */
+/* c (m x n, float32) = a (m x k, bfloat16) times w^T, w packed for the tiles (tiles.c). */
 void bf16_tile_product(long m, long n, long k, const uint16_t *a, long lda, const uint16_t *packed,
                        float *c, long ldc);
 

@@ -110,94 +110,6 @@ void rnn_backward_##suffix(long batch, long hidden, int relu, const real *h_new,
 DEFINE_RNN_STEPS(float, f32)
 DEFINE_RNN_STEPS(double, f64)
 
-/* bfloat16 matrix products on the AMX tiles of recent x86 CPUs, for the per-step products of
- * mixed precision (rnnkit/kernels/common.py calls them, for the GRU as for the RNN). A tile
- * product has no set-up cost, where oneDNN's call costs about 30 us and MKL's float32 product
- * of a (32, 128) row about 12 us: for the small rows of a recurrent step it is 3-5x faster.
- * Only whole tiles: m a multiple of 16, n of 16, k of 32; the caller checks. */
-#if defined(__x86_64__) && (defined(__clang__) || __GNUC__ >= 11)
-#include <cpuid.h>
-#include <immintrin.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-
-/* 1 if this CPU has AMX-BF16 and the kernel lets this process use the tile registers. */
-int bf16_tiles_ready(void)
-{
-    unsigned a, b, c, d;
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !((d >> 22) & 1) || !((d >> 24) & 1))
-        return 0;
-    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
-}
-
-struct tile_config {
-    uint8_t palette_id, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-};
-
-/* c (m x n, float32, row stride ldc) = a (m x k, bfloat16, row stride lda) times w^T, with w
- * (n x k) packed in blocks of 16 rows by 32 columns, each in the tiles' pair layout:
- * packed[nb][kb][r][2j + i] = w[16 nb + j][32 kb + 2r + i]. Tiles 0-3 accumulate four
- * blocks of 16 columns of c, tile 4 holds a block of a, tile 5 one of w. */
-__attribute__((target("amx-tile,amx-bf16"))) void
-bf16_tile_product(long m, long n, long k, const uint16_t *a, long lda, const uint16_t *packed,
-                  float *c, long ldc)
-{
-    struct tile_config config;
-    memset(&config, 0, sizeof config);
-    config.palette_id = 1;
-    for (int t = 0; t < 6; t++) {
-        config.rows[t] = 16;
-        config.colsb[t] = 64;
-    }
-    _tile_loadconfig(&config);
-    const long kb = k / 32, nb = n / 16, block = 16 * 32;
-    for (long m0 = 0; m0 < m; m0 += 16) {
-        for (long n0 = 0; n0 < nb; n0 += 4) {
-            const long count = nb - n0 < 4 ? nb - n0 : 4;
-            const uint16_t *w = packed + n0 * kb * block;
-            _tile_zero(0);
-            _tile_zero(1);
-            _tile_zero(2);
-            _tile_zero(3);
-            for (long k0 = 0; k0 < kb; k0++) {
-                _tile_loadd(4, a + m0 * lda + k0 * 32, lda * 2);
-                _tile_loadd(5, w + k0 * block, 64);
-                _tile_dpbf16ps(0, 4, 5);
-                if (count > 1) {
-                    _tile_loadd(5, w + (kb + k0) * block, 64);
-                    _tile_dpbf16ps(1, 4, 5);
-                }
-                if (count > 2) {
-                    _tile_loadd(5, w + (2 * kb + k0) * block, 64);
-                    _tile_dpbf16ps(2, 4, 5);
-                }
-                if (count > 3) {
-                    _tile_loadd(5, w + (3 * kb + k0) * block, 64);
-                    _tile_dpbf16ps(3, 4, 5);
-                }
-            }
-            float *out = c + m0 * ldc + n0 * 16;
-            _tile_stored(0, out, ldc * 4);
-            if (count > 1)
-                _tile_stored(1, out + 16, ldc * 4);
-            if (count > 2)
-                _tile_stored(2, out + 32, ldc * 4);
-            if (count > 3)
-                _tile_stored(3, out + 48, ldc * 4);
-        }
-    }
-    _tile_release();
-}
-#else
-int bf16_tiles_ready(void) { return 0; }
-void bf16_tile_product(long m, long n, long k, const uint16_t *a, long lda,
-                       const uint16_t *packed, float *c, long ldc)
-{
-}
-#endif
-
 /* The loops over time of rnnkit/kernels/rnn_fused.py for float32 under mixed precision with
  * the products on tiles, in C: a step is then a few microseconds shorter than from Python,
  * which is a quarter of it for small rows. The arrays are the Python loop's, whole: (T, B, H)
@@ -272,20 +184,6 @@ void rnn_backward_tiles(long steps, long batch, long hidden, int relu, int rever
         free(slices);
     }
 }
-
-/* bf16_tile_product with the rows of a shared out over the OpenMP threads in whole tiles, for
- * the products over all steps at once (the input projection, 16 x B x T rows), which one
- * thread would run alone. Inside a parallel region it stays on the calling thread. */
-void bf16_tile_product_rows(long m, long n, long k, const uint16_t *a, long lda,
-                            const uint16_t *packed, float *c, long ldc)
-{
-    ON_THREAD_ROWS(tile_threads(m), m,
-        bf16_tile_product(count, n, k, a + first * lda, lda, packed, c + first * ldc, ldc);
-    )
-}
-
-/* How many threads the loops over time on tiles split a batch of this size over (gates.h). */
-int bf16_tile_threads(long batch) { return tile_threads(batch); }
 
 /* Denormal floats (below 1.2e-38 in float32) cost the CPU a microcode assist per operation,
  * a hundred times a normal one. Gate gradients reach them when a saturated gate's tiny

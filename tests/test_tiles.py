@@ -1,5 +1,8 @@
-"""The weight gradients of mixed precision on AMX tiles (csrc/tile_layouts.c).
+"""The products on AMX tiles over all steps (csrc/tiles.c): the input projection, whose bias
+starts the sums, and the weight gradients of mixed precision.
 
+- the input projection on tiles with a bias equals the exact product of the same bfloat16
+  operands plus the bias, for one and for many blocks of rows;
 - ``tile_weight_grads`` equals the float64 product of the same bfloat16 operands to float32
   rounding: a summed index that is not a multiple of 32 (zero padding), a power of two (the
   padded row stride), one source or two, rows with a stride wider than they are;
@@ -34,6 +37,18 @@ def bf16(*shape, seed=0):
 
 def exact(d, source):
     return (d.double().t() @ source.double()).float()  # (M, N)
+
+
+@needs_tiles
+@pytest.mark.parametrize("rows, n, k", [(16, 16, 32), (96, 48, 64), (3200, 128, 128)])
+def test_the_bias_starts_the_sums_of_the_input_projection(rows, n, k):
+    x, weight = bf16(rows, k, seed=8), torch.randn(n, k).bfloat16().float()
+    bias = torch.linspace(-3, 3, n)
+    ours = common.mixed_linear(x, weight, True, bias)
+    expected = (x.double() @ weight.double().t() + bias.double()).float()  # (rows, N)
+    assert ours.dtype == torch.float32 and ours.shape == (rows, n)
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(common.mixed_linear(x, weight, True), expected - bias)
 
 
 @needs_tiles
