@@ -4,8 +4,8 @@
 The C sources (``csrc/lstm_gates.c``, ``gru_gates.c``, ``rnn_gates.c``, with the shared
 header ``gates.h``; ``dropout.c``, the mask of :mod:`rnnkit.kernels.dropout`; and
 ``mkl_loops.c``, the float32 loops over time with MKL's products; ``tiles.c``, the
-products on AMX tiles, their packing, and the weight gradients of mixed precision) are compiled once per
-machine into one library in a cache directory (``$RNNKIT_CACHE``, else
+products on AMX tiles, their packing, and the weight gradients of mixed precision) are
+compiled once per machine into one library in a cache directory (``$RNNKIT_CACHE``, else
 ``$XDG_CACHE_HOME/rnnkit``, else ``~/.cache/rnnkit``) under a name that hashes the sources
 and the header, the compiler, the flags and the CPU's feature flags, so an edit or another
 machine's ``-march=native`` never loads a stale library. The compiler is ``$CC``, else
