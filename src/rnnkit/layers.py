@@ -263,7 +263,10 @@ class RecurrentLayer(nn.Module):
             layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
             if self.dropout and self.training and layer < self.num_layers - 1:
                 layer_input = dropout(layer_input, self.dropout)  # hashed mask, kernels.dropout
-        final = tuple(torch.stack(p) for p in zip(*finals, strict=True))  # (L*D, B, H) each
+        # (L*D, B, H) each; one layer and direction: a view, not a copy
+        final = tuple(
+            p[0].unsqueeze(0) if len(p) == 1 else torch.stack(p) for p in zip(*finals, strict=True)
+        )
         return layer_input, final
 
     # -- conversion with torch.nn --------------------------------------------------------

@@ -21,7 +21,6 @@ Shape letters: T time, B batch, I input size, H hidden size, G number of gate bl
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import functools
 from pathlib import Path
@@ -223,6 +222,11 @@ def mixed_linear(a: Tensor, weight: Tensor, low_precision: bool, bias: Tensor | 
     return result if bias is None else result.add_(bias)
 
 
+def addresses(tensors) -> tuple:
+    """The address of each contiguous tensor for C (None stays NULL)."""
+    return tuple(None if t is None else t.data_ptr() for t in tensors)
+
+
 def row_address(tensor: Tensor | None):
     """``row(t)``: the address of row t of a contiguous tensor, for C (None stays NULL)."""
     if tensor is None:
@@ -243,31 +247,28 @@ def product_args(product: Tensor | None) -> tuple:
 def without_autocast(method):
     """Run a Function's forward or backward with autocast off (the C code reads buffers in
     the input's dtype, and mixed precision here is the explicit ``low_precision``) and with
-    denormal floats flushed to zero (see :func:`denormals_flushed`)."""
+    flush-to-zero and denormals-are-zero on this thread, then the caller's setting back
+    (``denormals_off`` in csrc/rnn_gates.c says why: a saturated gate's gradient turned
+    denormal made a char-LM step 8x slower). Values below 1.2e-38 (float32) become 0;
+    OpenMP's other threads keep their own setting.
+
+    Plain calls where nothing needs a context manager (entering torch.autocast and a
+    generator-based one cost 10 us here)."""
 
     @functools.wraps(method)
     def wrapper(ctx, *args):
-        with torch.autocast("cpu", enabled=False), denormals_flushed():
-            return method(ctx, *args)
+        lib = library()
+        old = None if lib is None else lib.denormals_off()
+        try:
+            if not torch.is_autocast_enabled("cpu"):
+                return method(ctx, *args)
+            with torch.autocast("cpu", enabled=False):
+                return method(ctx, *args)
+        finally:
+            if old is not None:
+                lib.denormals_restore(old)
 
     return wrapper
-
-
-@contextlib.contextmanager
-def denormals_flushed():
-    """Flush-to-zero and denormals-are-zero on this thread for the block, then the caller's
-    setting back (``denormals_off`` in csrc/rnn_gates.c says why: a saturated gate's gradient
-    turned denormal made a char-LM step 8x slower). Values below 1.2e-38 (float32) become 0.
-    OpenMP's other threads keep their own setting."""
-    lib = library()
-    if lib is None:
-        yield
-        return
-    old = lib.denormals_off()
-    try:
-        yield
-    finally:
-        lib.denormals_restore(old)
 
 
 def backward_linear_grads(ctx, x_flat, h_in, weight_ih, d_ih, d_hh):

@@ -41,6 +41,7 @@ from torch.autograd.function import once_differentiable
 from rnnkit.cells import GRUCell
 from rnnkit.kernels.common import (
     SUFFIX,
+    addresses,
     backward_linear_grads,
     check_sequence,
     mixed_linear,
@@ -98,7 +99,7 @@ class GRUFused(torch.autograd.Function):
             arrays = (gates, weight_hh.detach().contiguous(), packed, scratch, b_hn, h_prev_seq)
             arrays += (mask, h_n_seq, output)
             loop = library().gru_forward_mkl
-            loop(steps, batch, hidden, reverse, *(row_address(a)() for a in arrays))
+            loop(steps, batch, hidden, reverse, *addresses(arrays))
         elif packed is None or not LOOPS_IN_C:
             h_low = h_in if low_precision else None
             sequences = (gates, b_hn, h_prev_seq, h_low, mask, h_n_seq, output)
@@ -107,7 +108,7 @@ class GRUFused(torch.autograd.Function):
             scratch = torch.empty(batch, 3 * hidden)  # (B, 3H) W_hh h_{t-1}
             arrays = (gates, packed, scratch, b_hn, h_prev_seq, h_in, mask, h_n_seq, output)
             loop = library().gru_forward_tiles
-            loop(steps, batch, hidden, reverse, *(row_address(a)() for a in arrays))
+            loop(steps, batch, hidden, reverse, *addresses(arrays))
         ctx.save_for_backward(x_flat, weight_ih, weight_hh, mask, h_prev_seq, h_in, h_n_seq, gates)
         ctx.reverse, ctx.low_precision, ctx.bias = reverse, low_precision, bias_ih is not None
         ctx.x_shape, ctx.x_dtype = x.shape, x.dtype
@@ -139,7 +140,7 @@ class GRUFused(torch.autograd.Function):
             arrays = (gates, h_n_seq, h_prev_seq, mask, d_output, weight_hh.detach().contiguous())
             arrays += (packed, scratch, dh, d_ih, d_hh, *sums)
             loop = library().gru_backward_mkl
-            loop(steps, batch, hidden, ctx.reverse, *(row_address(a)() for a in arrays))
+            loop(steps, batch, hidden, ctx.reverse, *addresses(arrays))
         elif packed is None or not LOOPS_IN_C:
             sequences = (gates, h_n_seq, h_prev_seq, mask, d_output, dh, d_ih, d_hh)
             _backward_steps(weight_hh, ctx.reverse, low, *sequences, d_ih_low, d_hh_low, *sums)
@@ -148,7 +149,7 @@ class GRUFused(torch.autograd.Function):
             arrays = (gates, h_n_seq, h_prev_seq, mask, d_output, packed, scratch, dh, d_ih)
             arrays += (d_hh, d_ih_low, d_hh_low, *sums)
             loop = library().gru_backward_tiles
-            loop(steps, batch, hidden, ctx.reverse, *(row_address(a)() for a in arrays))
+            loop(steps, batch, hidden, ctx.reverse, *addresses(arrays))
         d_ih, d_hh = (d_ih_low, d_hh_low) if low else (d_ih, d_hh)
         grads = backward_linear_grads(ctx, x_flat, h_in, weight_ih, d_ih, d_hh)
         d_biases = (None, None)

@@ -35,6 +35,8 @@ Shape letters: T time, B batch, I input size, H hidden size.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
@@ -42,6 +44,7 @@ from torch.autograd.function import once_differentiable
 from rnnkit.cells import LSTMCell
 from rnnkit.kernels.common import (
     SUFFIX,
+    addresses,
     backward_linear_grads,
     bias_grads,
     check_sequence,
@@ -109,7 +112,12 @@ def mkl_loop(x: Tensor, low_precision: bool, loops_in_c: bool) -> bool:
 
 def mkl_scratch(batch: int, n: int, k: int) -> Tensor:
     """Room for W_hh packed by MKL for the (B, K) @ (K, N) products of one loop."""
-    return torch.empty(library().mkl_packed_bytes(batch, n, k), dtype=torch.uint8)
+    return torch.empty(_mkl_packed_bytes(library(), batch, n, k), dtype=torch.uint8)
+
+
+@functools.lru_cache(maxsize=64)
+def _mkl_packed_bytes(lib, batch: int, n: int, k: int) -> int:
+    return lib.mkl_packed_bytes(batch, n, k)
 
 
 def bf16_steps(batch: int, hidden: int, low_precision: bool) -> bool:
@@ -152,7 +160,7 @@ class LSTMFused(torch.autograd.Function):
             arrays = (gates, weight_hh.detach().contiguous(), packed, scratch, h_prev_seq)
             arrays += (c_prev_seq, c_new_seq, *peepholes, mask, output)
             loop = library().lstm_forward_mkl
-            loop(steps, batch, hidden, reverse, *(row_address(a)() for a in arrays))
+            loop(steps, batch, hidden, reverse, *addresses(arrays))
         elif packed is None or not LOOPS_IN_C:
             h_low = h_in if low_precision else None
             sequences = (gates, h_prev_seq, h_low, c_prev_seq, c_new_seq, mask, output)
@@ -162,7 +170,7 @@ class LSTMFused(torch.autograd.Function):
             arrays = (gates, packed, scratch, h_prev_seq, h_in, c_prev_seq, c_new_seq)
             arrays += (*peepholes, mask, output)
             loop = library().lstm_forward_tiles
-            loop(steps, batch, hidden, reverse, *(row_address(a)() for a in arrays))
+            loop(steps, batch, hidden, reverse, *addresses(arrays))
         ctx.save_for_backward(
             x_flat, weight_ih, weight_hh, *peepholes, mask, h_in, c_prev_seq, c_new_seq, gates
         )
@@ -194,7 +202,7 @@ class LSTMFused(torch.autograd.Function):
             arrays = (gates, c_prev_seq, c_new_seq, p_i, p_f, p_o, mask, d_output)
             arrays += (weight_hh.detach().contiguous(), packed, scratch, dh, dc, d_gates, *sums)
             loop = library().lstm_backward_mkl
-            loop(steps, batch, hidden, ctx.reverse, *(row_address(a)() for a in arrays))
+            loop(steps, batch, hidden, ctx.reverse, *addresses(arrays))
         elif packed is None or not LOOPS_IN_C:
             sequences = (gates, c_prev_seq, c_new_seq, mask, d_output, dh, dc, d_gates, d_low)
             _backward_steps(weight_hh, ctx.reverse, low, (p_i, p_f, p_o), *sequences, *sums)
@@ -203,7 +211,7 @@ class LSTMFused(torch.autograd.Function):
             arrays = (gates, c_prev_seq, c_new_seq, p_i, p_f, p_o, mask, d_output, packed)
             arrays += (scratch, dh, dc, d_gates, d_low, *sums)
             loop = library().lstm_backward_tiles
-            loop(steps, batch, hidden, ctx.reverse, *(row_address(a)() for a in arrays))
+            loop(steps, batch, hidden, ctx.reverse, *addresses(arrays))
         d_matmul = d_low if low else d_gates
         grads = backward_linear_grads(ctx, x_flat, h_in, weight_ih, d_matmul, d_matmul)
         d_biases = bias_grads(d_bias, ctx.x_dtype)

@@ -37,6 +37,7 @@ from torch.autograd.function import once_differentiable
 from rnnkit.cells import RNNCell
 from rnnkit.kernels.common import (
     SUFFIX,
+    addresses,
     backward_linear_grads,
     bias_grads,
     check_sequence,
@@ -95,7 +96,7 @@ class RNNFused(torch.autograd.Function):
             arrays = (h_new_seq, weight_hh.detach().contiguous(), packed, scratch, h_prev_seq)
             arrays += (mask, output)
             loop = library().rnn_forward_mkl
-            loop(steps, batch, hidden, relu, reverse, *(row_address(a)() for a in arrays))
+            loop(steps, batch, hidden, relu, reverse, *addresses(arrays))
         elif packed is None or not LOOPS_IN_C:
             sequences = (h_new_seq, h_prev_seq, h_in if low_precision else None, mask, output)
             _forward_steps(weight_hh, relu, reverse, low_precision, *sequences)
@@ -103,7 +104,7 @@ class RNNFused(torch.autograd.Function):
             scratch = torch.empty(batch, hidden)  # (B, H) W_hh h_{t-1}
             arrays = (h_new_seq, packed, scratch, h_prev_seq, h_in, mask, output)
             loop = library().rnn_forward_tiles
-            loop(steps, batch, hidden, relu, reverse, *(row_address(a)() for a in arrays))
+            loop(steps, batch, hidden, relu, reverse, *addresses(arrays))
         ctx.save_for_backward(x_flat, weight_ih, weight_hh, mask, h_in, h_new_seq)
         ctx.reverse, ctx.low_precision, ctx.bias = reverse, low_precision, bias_ih is not None
         ctx.x_shape, ctx.x_dtype, ctx.relu = x.shape, x.dtype, relu
@@ -130,7 +131,7 @@ class RNNFused(torch.autograd.Function):
             arrays = (h_new_seq, mask, d_output, weight_hh.detach().contiguous(), packed, scratch)
             arrays += (dh, d_pre, d_bias)
             loop = library().rnn_backward_mkl
-            loop(steps, batch, hidden, ctx.relu, ctx.reverse, *(row_address(a)() for a in arrays))
+            loop(steps, batch, hidden, ctx.relu, ctx.reverse, *addresses(arrays))
         elif packed is None or not LOOPS_IN_C:
             sequences = (h_new_seq, mask, d_output, dh, d_pre, d_low, d_bias)
             _backward_steps(weight_hh, ctx.relu, ctx.reverse, low, *sequences)
@@ -138,7 +139,7 @@ class RNNFused(torch.autograd.Function):
             scratch = torch.empty(batch, hidden)  # (B, H) da_{t+1} W_hh
             arrays = (h_new_seq, mask, d_output, packed, scratch, dh, d_pre, d_low, d_bias)
             loop = library().rnn_backward_tiles
-            loop(steps, batch, hidden, ctx.relu, ctx.reverse, *(row_address(a)() for a in arrays))
+            loop(steps, batch, hidden, ctx.relu, ctx.reverse, *addresses(arrays))
         d_matmul = d_low if low else d_pre
         grads = backward_linear_grads(ctx, x_flat, h_in, weight_ih, d_matmul, d_matmul)
         return *grads, *bias_grads(d_bias, ctx.x_dtype), dh, None, None, None, None
