@@ -273,11 +273,15 @@ def _parts(state):
     return state if isinstance(state, tuple) else (state,)
 
 
-@pytest.mark.parametrize("kind,hidden", [("lstm_peephole", 384), ("gru", 448), ("rnn_tanh", 768)])
-def test_large_matrices_split_over_threads_give_the_one_thread_results(kind, hidden):
-    """From 2^19 weights (step.c, PARALLEL_WEIGHTS) a matrix's panels are split over the
-    OpenMP threads; each panel is computed alike on any thread, so the outputs equal the
-    one-thread stream's exactly, and the full-sequence layer's to rounding."""
+@pytest.mark.parametrize(
+    "kind,hidden", [("lstm_peephole", 384), ("gru", 448), ("rnn_tanh", 768), ("lstm_peephole", 256)]
+)
+def test_large_stacks_split_over_threads_give_the_one_thread_results(kind, hidden):
+    """A step that reads at least 3 x 2^17 weights in all (step.c, PARALLEL_WEIGHTS) splits
+    each matrix's panels over the OpenMP threads, even where every matrix is below that
+    (the last case: three of 2^18); each panel is computed alike on any thread, so the
+    outputs equal the one-thread stream's exactly, and the full-sequence layer's to
+    rounding."""
     if step_c.library() is None:
         pytest.skip("no C compiler")
     torch.manual_seed(6)
@@ -296,7 +300,8 @@ def test_large_matrices_split_over_threads_give_the_one_thread_results(kind, hid
         outputs = {}
         for count in (1, 2):
             torch.set_num_threads(count)
-            assert step_c.matvec_threads(layer.cells[1].weight_hh.numel()) == count
+            weights = sum(c.weight_ih.numel() + c.weight_hh.numel() for c in layer.cells)
+            assert step_c.matvec_threads(weights) == count
             outputs[count] = run(rnnkit.Stream(layer), x[:, 0, :])  # (T, 1, H)
     finally:
         torch.set_num_threads(threads)

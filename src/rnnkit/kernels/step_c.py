@@ -87,9 +87,9 @@ def library():
 
 
 def matvec_threads(weights: int) -> int:
-    """How many threads the compiled step splits a matrix of ``weights`` over (step.c,
-    PARALLEL_WEIGHTS): torch's thread count for large matrices, else 1; 1 without a library
-    built with OpenMP."""
+    """How many threads the compiled step splits its matrices over when it reads ``weights``
+    weights in all (step.c, PARALLEL_WEIGHTS): torch's thread count for large stacks, else
+    1; 1 without a library built with OpenMP."""
     step = library()
     if step is None:
         return 1

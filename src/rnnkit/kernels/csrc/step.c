@@ -54,19 +54,22 @@ typedef struct {
     const int64_t *tokens;       /* (B,) */
 } Stack;
 
-/* Matrices of at least this many weights (2 MB in float32) split their panels over the
- * OpenMP threads: reading the weights is the whole cost of a step at batch 1, and two cores
- * read twice as fast as one. Smaller ones stay on one thread, where waking the other costs
- * more than it saves (a hidden-256 LSTM step takes about 10 us). Built with -fopenmp, the
- * library shares torch's OpenMP runtime, so it follows torch.set_num_threads. */
-#define PARALLEL_WEIGHTS (1L << 19)
+/* Steps that read at least this many weights (1.5 MB in float32, every matrix of the stack
+ * together) split each matrix's panels over the OpenMP threads: reading the weights is the
+ * whole cost of a step at batch 1, a core's L2 cache holds 2 MB, and two cores hold what
+ * one cannot. A hidden-256 LSTM fed vectors (W_ih and W_hh, 2 MB) took 57 us a step on one
+ * core, 20 us on two; by token (W_hh alone, 1 MB) it stays on one thread, where waking the
+ * other costs more than it saves (about 12 us a step). Built with -fopenmp, the library
+ * shares torch's OpenMP runtime, so it follows torch.set_num_threads. */
+#define PARALLEL_WEIGHTS (3L << 17)
 
 /* y = W v + b for W (rows, K) stored as panels: panel p is a (K, PANEL) block whose
- * column j is row p * PANEL + j of W (zero past the last row). y and b hold whole panels. */
+ * column j is row p * PANEL + j of W (zero past the last row). y and b hold whole panels.
+ * `split` shares the panels among the OpenMP threads. */
 static void matvec(const float *restrict w, const float *restrict v, int K, int rows,
-                   const float *restrict b, float *restrict y) {
+                   const float *restrict b, float *restrict y, int split) {
     int panels = (rows + PANEL - 1) / PANEL;
-#pragma omp parallel for schedule(static) if ((long)rows * K >= PARALLEL_WEIGHTS)
+#pragma omp parallel for schedule(static) if (split)
     for (int p = 0; p < panels; p++) {
         const float *restrict wp = w + (size_t)p * K * PANEL;
         float acc[PANEL];
@@ -79,7 +82,7 @@ static void matvec(const float *restrict w, const float *restrict v, int K, int 
     }
 }
 
-/* How many threads matvec splits a matrix of this many weights over (for the tests). */
+/* How many threads a step that reads this many weights splits its matrices over (tests). */
 int rnnkit_matvec_threads(long weights) {
 #ifdef _OPENMP
     return weights >= PARALLEL_WEIGHTS ? omp_get_max_threads() : 1;
@@ -140,6 +143,16 @@ static void gru_update(const float *restrict gx, const float *restrict gh, float
     }
 }
 
+/* The weights one step reads: every W_hh, every W_ih but the first layer's where a token's
+ * row of the table replaces it, and the head. */
+static long step_weights(const Stack *s, int from_table) {
+    const long rows = s->gate_rows, H = s->hidden;
+    long total = s->layers * rows * H + (s->layers - 1) * rows * H;
+    if (!from_table)
+        total += rows * s->input_size;
+    return total + (s->head_w != NULL ? (long)s->head_size * H : 0);
+}
+
 /* One step of the stack: x (B, I) or, when x is NULL, the tokens. Returns 0, or -1 when a
  * token lies outside the embedding (nothing is changed then). */
 int rnnkit_stream_step(const Stack *s, const float *x) {
@@ -148,6 +161,7 @@ int rnnkit_stream_step(const Stack *s, const float *x) {
     if (x == NULL)
         for (int b = 0; b < B; b++)
             if (s->tokens[b] < 0 || s->tokens[b] >= s->vocab) return -1;
+    const int split = step_weights(s, x == NULL && s->table != NULL) >= PARALLEL_WEIGHTS;
     for (int l = 0; l < s->layers; l++) {
         float *h = s->h + (size_t)l * B * H;
         for (int b = 0; b < B; b++) {
@@ -163,10 +177,10 @@ int rnnkit_stream_step(const Stack *s, const float *x) {
                     v = x + (size_t)b * I;
                 else
                     v = s->embedding + (size_t)s->tokens[b] * I;
-                matvec(s->w_ih[l], v, K, rows, s->b_ih[l], s->gx + (size_t)b * N);
+                matvec(s->w_ih[l], v, K, rows, s->b_ih[l], s->gx + (size_t)b * N, split);
             }
             float *gh = s->gh + (size_t)b * N;
-            matvec(s->w_hh[l], h + (size_t)b * H, H, rows, s->b_hh[l], gh);
+            matvec(s->w_hh[l], h + (size_t)b * H, H, rows, s->b_hh[l], gh, split);
             if (s->kind == LSTM)
                 lstm_update(gx, gh, s->peep[l], h + (size_t)b * H, s->c + ((size_t)l * B + b) * H, H);
             else if (s->kind == GRU)
@@ -179,7 +193,8 @@ int rnnkit_stream_step(const Stack *s, const float *x) {
         const int O = (s->head_size + PANEL - 1) / PANEL * PANEL;
         const float *top = s->h + (size_t)(s->layers - 1) * B * H;
         for (int b = 0; b < B; b++)
-            matvec(s->head_w, top + (size_t)b * H, H, s->head_size, s->head_b, s->out + (size_t)b * O);
+            matvec(s->head_w, top + (size_t)b * H, H, s->head_size, s->head_b, s->out + (size_t)b * O,
+                   split);
     }
     return 0;
 }
