@@ -122,9 +122,13 @@ class RecurrentLayer(nn.Module):
 
     def _zero_state(self, batch, device, dtype) -> tuple[Tensor, ...]:
         """The zero state as a tuple of (L*D, B, H) tensors (one for h, two for (h, c))."""
-        parts = self.cells[0].init_state(batch, device, dtype)
-        parts = parts if isinstance(parts, tuple) else (parts,)
-        return tuple(p.new_zeros(len(self.cells), batch, self.hidden_size) for p in parts)
+        if not hasattr(self, "_state_parts"):  # the cell's own zero state says how many
+            parts = self.cells[0].init_state(1)
+            self._state_parts = len(parts) if isinstance(parts, tuple) else 1
+        shape = (len(self.cells), batch, self.hidden_size)
+        return tuple(
+            torch.zeros(shape, device=device, dtype=dtype) for _ in range(self._state_parts)
+        )
 
     def _initial_state(self, state, batch, x: Tensor) -> tuple[Tensor, ...]:
         if state is None:
