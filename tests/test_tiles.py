@@ -2,10 +2,12 @@
 starts the sums, and the weight gradients of mixed precision.
 
 - the input projection on tiles with a bias equals the exact product of the same bfloat16
-  operands plus the bias, for one and for many blocks of rows;
+  operands plus the bias, for one and for many blocks of rows and of columns, and from
+  float32 rows (rounded in C) the same sums as from their bfloat16 copy;
 - ``tile_weight_grads`` equals the float64 product of the same bfloat16 operands to float32
   rounding: a summed index that is not a multiple of 32 (zero padding), a power of two (the
-  padded row stride), one source or two, rows with a stride wider than they are;
+  padded row stride), one source or two, rows with a stride wider than they are; and from
+  a float32 x the same sums as from its bfloat16 copy;
 - the fused layers' weight gradients under bf16 go through it (in one call for the LSTM
   and the RNN, whose two weights share one d), and agree with oneDNN's bfloat16 product
   (their twin), which rounds its result to bfloat16;
@@ -40,7 +42,9 @@ def exact(d, source):
 
 
 @needs_tiles
-@pytest.mark.parametrize("rows, n, k", [(16, 16, 32), (96, 48, 64), (3200, 128, 128)])
+@pytest.mark.parametrize(
+    "rows, n, k", [(16, 16, 32), (96, 48, 64), (3200, 128, 128), (32, 16, 1056)]
+)
 def test_the_bias_starts_the_sums_of_the_input_projection(rows, n, k):
     x, weight = bf16(rows, k, seed=8), torch.randn(n, k).bfloat16().float()
     bias = torch.linspace(-3, 3, n)
@@ -49,6 +53,10 @@ def test_the_bias_starts_the_sums_of_the_input_projection(rows, n, k):
     assert ours.dtype == torch.float32 and ours.shape == (rows, n)
     torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(common.mixed_linear(x, weight, True), expected - bias)
+    # float32 rows are rounded to bfloat16 block by block in C: the same sums
+    wide = x.float() + torch.rand(rows, k) * 2**-10 * x.float().abs()  # rounds back to x
+    assert torch.equal(wide.bfloat16(), x)
+    torch.testing.assert_close(common.mixed_linear(wide, weight, True, bias), ours, rtol=0, atol=0)
 
 
 @needs_tiles
@@ -57,13 +65,18 @@ def test_the_bias_starts_the_sums_of_the_input_projection(rows, n, k):
 )
 def test_tile_weight_grads_equal_the_exact_product(k, m, n):
     d, x, h = bf16(k, m, seed=1), bf16(k, n, seed=2), bf16(k, n + 16, seed=3)
-    grad_x, grad_h = common.tile_weight_grads(d, (x, h))
+    grad_x, grad_h = common.tile_weight_grads(d, x, h)
     assert grad_x.shape == (m, n) and grad_h.shape == (m, n + 16)
     assert grad_x.dtype == torch.float32
     for grad, source in ((grad_x, x), (grad_h, h)):
         torch.testing.assert_close(grad, exact(d, source), rtol=1e-5, atol=1e-4)
-    (alone,) = common.tile_weight_grads(d, (x,))
+    (alone,) = common.tile_weight_grads(d, x)
     torch.testing.assert_close(alone, grad_x, rtol=0, atol=0)
+    # a float32 x is rounded to bfloat16 in C: the same sums as from its bfloat16 copy
+    wide = x.float() + torch.rand(k, n) * 2**-10 * x.float().abs()  # rounds back to x
+    assert torch.equal(wide.bfloat16(), x)
+    (from_float,) = common.tile_weight_grads(d, wide)
+    torch.testing.assert_close(from_float, grad_x, rtol=0, atol=0)
 
 
 @needs_tiles
@@ -71,7 +84,7 @@ def test_rows_wider_than_the_operands():
     wide_d, wide_x = bf16(200, 80, seed=4), bf16(200, 64, seed=5)
     d, x = wide_d[:, 8:56], wide_x[:, 16:48]  # (200, 48) and (200, 32) views, strided rows
     assert common.weight_grads_on_tiles(d, x)
-    (grad,) = common.tile_weight_grads(d, (x,))
+    (grad,) = common.tile_weight_grads(d, x)
     torch.testing.assert_close(grad, exact(d, x), rtol=1e-5, atol=1e-4)
 
 
@@ -80,7 +93,9 @@ def test_what_the_tiles_take():
     d = bf16(64, 32)
     assert common.weight_grads_on_tiles(d, bf16(64, 16))
     assert not common.weight_grads_on_tiles(d, bf16(64, 3))  # not a whole tile
-    assert not common.weight_grads_on_tiles(d, bf16(64, 16).float())  # not bfloat16
+    assert common.weight_grads_on_tiles(d, bf16(64, 16).float())  # x may be float32
+    assert not common.weight_grads_on_tiles(d, bf16(64, 16), bf16(64, 16).float())  # not h
+    assert not common.weight_grads_on_tiles(d.float(), bf16(64, 16))  # nor d
     assert not common.weight_grads_on_tiles(d, bf16(16, 64).t())  # columns not contiguous
 
 
@@ -107,7 +122,7 @@ def test_fused_layers_take_the_tiles_and_agree_with_onednn(monkeypatch, cell, in
     tiles = common.tile_weight_grads
     monkeypatch.setattr(common, "tile_weight_grads", lambda *a: calls.append(a) or tiles(*a))
     on_tiles = weight_grads(layer, x)
-    sources = [len(sources) for _, sources in calls]
+    sources = [sum(s is not None for s in args[1:]) for args in calls]
     if input_size == 3:  # W_ih's gradient takes oneDNN, W_hh's the tiles
         assert sources == [1]
     else:  # the LSTM's and the RNN's one d transposed once for both; the GRU has two

@@ -147,19 +147,23 @@ def tile_product(weight: Tensor, batch: int, low_precision: bool, bias: Tensor |
     """``product(row) = row @ weight.T (+ bias)`` for one step on the CPU's AMX tiles, or None
     (see :func:`tile_weight`). It is 3-5x faster than oneDNN's call on a step's small rows.
 
-    ``row`` is a contiguous (B, K) bfloat16 tensor; the (B, N) float32 result is one buffer,
-    overwritten by the next call. ``bias`` (N,) starts the sums (float32).
+    ``row`` is (B, K), bfloat16 or float32 (rounded block by block in C), with contiguous
+    rows; the (B, N) float32 result is one buffer, overwritten by the next call. ``bias``
+    (N,) starts the sums (float32).
     """
     packed = tile_weight(weight, batch, low_precision)
     if packed is None:
         return None
-    (n, k), call = weight.shape, library().bf16_tile_product_rows
+    (n, k), lib = weight.shape, library()
     out = torch.empty(batch, n)  # (B, N)
     bias = None if bias is None else bias.detach().float().contiguous()  # (N,)
     bias_at = row_address(bias)()
 
     def product(row: Tensor) -> Tensor:  # holds packed, out and bias alive, not just addresses
-        call(batch, n, k, row.data_ptr(), k, packed.data_ptr(), out.data_ptr(), n, bias_at)
+        single = row.dtype == torch.float32
+        call = lib.bf16_tile_product_rows_f32 if single else lib.bf16_tile_product_rows
+        call(batch, n, k, row.data_ptr(), row.stride(0), packed.data_ptr(), out.data_ptr(), n,
+             bias_at)  # fmt: skip
         return out
 
     return product
@@ -214,8 +218,9 @@ def mixed_linear(a: Tensor, weight: Tensor, low_precision: bool, bias: Tensor | 
         a = functional.pad(a.bfloat16(), (0, pad))
         weight = functional.pad(weight.detach().bfloat16(), (0, pad))
     product = tile_product(weight, a.shape[0], low_precision, bias)
-    if product is not None:
-        return product(a.bfloat16().contiguous())
+    if product is not None:  # float32 rows are rounded in C, block by block
+        single = a.dtype == torch.float32 and a.stride(1) == 1
+        return product(a if single else a.bfloat16().contiguous())
     if bias is not None and not low_precision:
         return torch.addmm(bias, a, weight.t())
     result = mixed_mm(a, weight.t(), low_precision)
@@ -301,7 +306,7 @@ def mixed_linear_grads(needs, x_flat, h_prev_seq, weight_ih, d_ih, d_hh, low_pre
     h_flat = h_prev_seq.reshape(x_flat.shape[0], -1)  # (TB, H)
     dx = mixed_linear(d_ih, weight_ih.t(), low_precision) if needs[0] else None
     if both and low_precision and weight_grads_on_tiles(d_ih, x_flat, h_flat):
-        return dx, *tile_weight_grads(d_ih, (x_flat, h_flat))  # d transposed once
+        return dx, *tile_weight_grads(d_ih, x_flat, h_flat)  # d transposed once
     d_weight_ih = weight_grad(d_ih, x_flat, low_precision) if needs[1] else None
     d_weight_hh = weight_grad(d_hh, h_flat, low_precision) if needs[2] else None
     return dx, d_weight_ih, d_weight_hh
@@ -310,37 +315,39 @@ def mixed_linear_grads(needs, x_flat, h_prev_seq, weight_ih, d_ih, d_hh, low_pre
 def weight_grad(d: Tensor, source: Tensor, low_precision: bool) -> Tensor:
     """d^T @ source over all steps: on tiles where they run, else :func:`mixed_mm`."""
     if low_precision and weight_grads_on_tiles(d, source):
-        return tile_weight_grads(d, (source,))[0]
+        return tile_weight_grads(d, source)[0]
     return mixed_mm(d.t(), source, low_precision)
 
 
-def weight_grads_on_tiles(d: Tensor, *sources: Tensor) -> bool:
-    """Whether :func:`tile_weight_grads` runs for ``d`` (TB, GH) and the ``sources`` (TB, N):
-    tiles here (:func:`tiles_run`), bfloat16 CPU rows of unit stride, GH and each N
-    multiples of 16."""
-    for t in (d, *sources):
-        if t.dtype != torch.bfloat16 or t.device.type != "cpu" or t.stride(1) != 1:
+def weight_grads_on_tiles(d: Tensor, x: Tensor, h: Tensor | None = None) -> bool:
+    """Whether :func:`tile_weight_grads` runs for ``d`` (TB, GH), ``x`` (TB, N) and ``h``
+    (TB, N'): tiles here (:func:`tiles_run`), CPU rows of unit stride, d and h bfloat16, x
+    bfloat16 or float32, GH, N and N' multiples of 16."""
+    kinds = {torch.bfloat16}
+    for t, allowed in ((d, kinds), (x, kinds | {torch.float32}), (h, kinds)):
+        if t is not None and (t.dtype not in allowed or t.device.type != "cpu" or t.stride(1) != 1):
             return False
-    return all(tiles_run(d.shape[1], s.shape[1], 32) for s in sources)
+    return all(tiles_run(d.shape[1], s.shape[1], 32) for s in (x, h) if s is not None)
 
 
-def tile_weight_grads(d: Tensor, sources) -> list[Tensor]:
-    """[d^T @ s for s in sources] (one or two), float32 (GH, N): the weight gradients summed
-    over all steps, on AMX tiles in one call of C (``csrc/tiles.c``), where oneDNN's
-    bfloat16 product also rounds its result to bfloat16. ``d`` is transposed once for all
-    sources; each source is packed in the tiles' pairs of rows."""
+def tile_weight_grads(d: Tensor, x: Tensor, h: Tensor | None = None) -> list[Tensor]:
+    """[d^T @ x] or [d^T @ x, d^T @ h], float32 (GH, N): the weight gradients summed over all
+    steps, on AMX tiles in one call of C (``csrc/tiles.c``), where oneDNN's bfloat16 product
+    also rounds its result to bfloat16. ``d`` is transposed once for both; each source is
+    packed in the tiles' pairs of rows, a float32 x rounded on the way."""
     rows, gates = d.shape  # (TB, GH)
     padded = -(-rows // 32) * 32  # the summed index, zeros past TB
     d_t = torch.empty(gates, padded + 32, dtype=torch.bfloat16)  # (GH, TB+): row stride padded
     arguments, grads, scratch = [], [], []
-    for source in (*sources, None)[:2]:
+    for source in (x, h):
         if source is None:
             arguments += [0, None, 0, None, None]
             continue
         n = source.shape[1]  # (TB, N)
-        scratch.append(torch.empty(n * padded, dtype=torch.bfloat16))  # x in pairs of rows
+        scratch.append(torch.empty(n * padded, dtype=torch.bfloat16))  # in pairs of rows
         grads.append(torch.empty(gates, n))  # (GH, N)
         arguments += [n, source.data_ptr(), source.stride(0), scratch[-1].data_ptr()]
         arguments.append(grads[-1].data_ptr())
+    arguments.insert(3, int(x.dtype == torch.float32))  # after x's (n, rows, ld): x_f32
     library().bf16_weight_grads(rows, gates, d.data_ptr(), d.stride(0), d_t.data_ptr(), *arguments)
     return grads

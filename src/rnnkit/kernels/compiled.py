@@ -123,10 +123,14 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.bf16_tile_product_rows.restype = None
     lib.bf16_pack_tiles.argtypes = [size] * 2 + [_ADDRESS] + [size] * 2 + [_ADDRESS]
     lib.bf16_pack_tiles.restype = None
-    # tiles.c: k, m, (d, ldd), d_t, then (n, rows, ld, packed, out) for x and for h
+    # tiles.c: k, m, (d, ldd), d_t, then (n, rows, ld, packed, out) for x (with x_f32 after
+    # ld) and for h
     source = [size, _ADDRESS, size, _ADDRESS, _ADDRESS]
-    lib.bf16_weight_grads.argtypes = [size] * 2 + [_ADDRESS, size, _ADDRESS] + source * 2
+    x_source = source[:3] + [ctypes.c_int] + source[3:]
+    lib.bf16_weight_grads.argtypes = [size] * 2 + [_ADDRESS, size, _ADDRESS] + x_source + source
     lib.bf16_weight_grads.restype = None
+    lib.bf16_tile_product_rows_f32.argtypes = lib.bf16_tile_product_rows.argtypes
+    lib.bf16_tile_product_rows_f32.restype = None
     flags = [size] * 3 + [ctypes.c_int] * 2  # steps, batch, hidden, relu, reverse
     lib.rnn_forward_tiles.argtypes, lib.rnn_forward_tiles.restype = flags + [_ADDRESS] * 7, None
     lib.rnn_backward_tiles.argtypes, lib.rnn_backward_tiles.restype = flags + [_ADDRESS] * 9, None

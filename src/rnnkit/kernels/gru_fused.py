@@ -76,8 +76,6 @@ class GRUFused(torch.autograd.Function):
     def forward(ctx, x, weight_ih, weight_hh, bias_ih, bias_hh, h0, mask, reverse, low_precision):
         steps, batch, hidden = x.shape[0], x.shape[1], h0.shape[1]
         x_flat = x.reshape(steps * batch, -1)  # (TB, I)
-        if low_precision:  # kept for the weight gradients
-            x_flat = x_flat.bfloat16()
         b_hn = bias = None
         if bias_ih is not None:  # b_hr and b_hz join the projection; r multiplies b_hn
             b_hn = bias_hh[2 * hidden :].contiguous()  # (H,)

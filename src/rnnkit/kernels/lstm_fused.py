@@ -140,8 +140,6 @@ class LSTMFused(torch.autograd.Function):
         steps, batch, hidden = x.shape[0], x.shape[1], h0.shape[1]
         bias = None if bias_ih is None else bias_ih + bias_hh
         x_flat = x.reshape(steps * batch, -1)  # (TB, I)
-        if low_precision:  # kept for the weight gradients
-            x_flat = x_flat.bfloat16()
         gates = mixed_linear(x_flat, weight_ih, low_precision, bias)  # (TB, 4H), then activations
         gates = gates.view(steps, batch, -1)
         h_prev_seq = x.new_empty(steps + 1, batch, hidden)  # (T+1, B, H): row T is final

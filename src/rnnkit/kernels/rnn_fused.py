@@ -77,8 +77,6 @@ class RNNFused(torch.autograd.Function):
     ):  # fmt: skip
         steps, batch, hidden = x.shape[0], x.shape[1], h0.shape[1]
         x_flat = x.reshape(steps * batch, -1)  # (TB, I)
-        if low_precision:  # kept for the weight gradients
-            x_flat = x_flat.bfloat16()
         bias = None if bias_ih is None else bias_ih + bias_hh
         h_new_seq = mixed_linear(x_flat, weight_ih, low_precision, bias)  # (TB, H), f(a_t) after
         h_new_seq = h_new_seq.view(steps, batch, hidden)

@@ -179,9 +179,10 @@ pack_rows_block(const float *in, long row_stride, uint16_t *out)
 }
 
 /* The same block from a transposed view (element (r, c) at in[r + c * col_stride]): row r
- * of the block interleaves columns 2r and 2r + 1 of the view, two contiguous runs. */
+ * of the block interleaves columns 2r and 2r + 1 of the view, two contiguous runs; columns
+ * from `count` on read as zeros (the rows past k of a weight gradient's x). */
 VECTOR_ISA __attribute__((target("avx512bf16"))) static void
-pack_columns_block(const float *in, long col_stride, uint16_t *out)
+pack_columns_block(const float *in, long col_stride, long count, uint16_t *out)
 {
     uint16_t order[32]; /* out[2j + i] = both[16 i + j] */
     for (int c = 0; c < 32; c++)
@@ -189,8 +190,9 @@ pack_columns_block(const float *in, long col_stride, uint16_t *out)
     const __m512i pairs = _mm512_loadu_si512(order);
     for (int r = 0; r < 16; r++) {
         const float *even = in + 2 * r * col_stride, *odd = even + col_stride;
-        const __m512i both =
-            (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(odd), _mm512_loadu_ps(even));
+        const __m512 low = 2 * r < count ? _mm512_loadu_ps(even) : _mm512_setzero_ps();
+        const __m512 high = 2 * r + 1 < count ? _mm512_loadu_ps(odd) : _mm512_setzero_ps();
+        const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(high, low);
         _mm512_storeu_si512(out + 32 * r, _mm512_permutexvar_epi16(pairs, both));
     }
 }
@@ -226,7 +228,7 @@ void bf16_pack_tiles(long n, long k, const float *src, long row_stride, long col
             if (rows)
                 pack_rows_block(in, row_stride, packed + block * 512);
             else
-                pack_columns_block(in, col_stride, packed + block * 512);
+                pack_columns_block(in, col_stride, 32, packed + block * 512);
         }
         return;
     }
@@ -353,8 +355,36 @@ static void weight_grad_rows(long first, long count, long n, long kpad, const ui
                      packed + k0 * 16, out + first * n, n, k0 > 0 ? AT_C : AT_ZERO, NULL);
 }
 
+/* bf16_tile_product_rows from float32 rows of a (row stride lda), rounded to bfloat16 in
+ * blocks of 16 rows by up to 512 columns in a buffer on this thread's stack, so that no
+ * bfloat16 copy of a whole input is made (a layer's float32 input, for its projection).
+ * The blocks of columns after the first add to c. k a multiple of 32. */
+VECTOR_ISA __attribute__((target("avx512bf16"))) void
+bf16_tile_product_rows_f32(long m, long n, long k, const float *a, long lda,
+                           const uint16_t *packed, float *c, long ldc, const float *bias)
+{
+    enum { COLUMNS = 512 };
+    ON_THREAD_ROWS(tile_threads(m), m,
+        uint16_t rows[16 * COLUMNS]; /* (16, COLUMNS) bfloat16 */
+        for (long m0 = first; m0 < first + count; m0 += 16)
+            for (long k0 = 0; k0 < k; k0 += COLUMNS) {
+                const long width = MIN(COLUMNS, k - k0);
+                for (long r = 0; r < 16; r++)
+                    for (long j = 0; j < width; j += 32) {
+                        const float *in = a + (m0 + r) * lda + k0 + j;
+                        const __m512bh both =
+                            _mm512_cvtne2ps_pbh(_mm512_loadu_ps(in + 16), _mm512_loadu_ps(in));
+                        _mm512_storeu_si512(rows + r * width + j, (__m512i)both);
+                    }
+                const enum start start = k0 > 0 ? AT_C : (bias ? AT_BIAS : AT_ZERO);
+                tile_product(16, n, width / 32, k / 32, rows, width, packed + k0 * 16,
+                             c + m0 * ldc, ldc, start, bias);
+            }
+    )
+}
+
 /* dw_x (m x n_x) = d^T x and, unless h is NULL, dw_h (m x n_h) = d^T h: d (k x m), x (k x n_x)
- * and h (k x n_h) bfloat16 with row strides ldd, ldx, ldh. Scratch: d_t (m x (kpad + 32)),
+ * and h (k x n_h) bfloat16 with row strides ldd, ldx, ldh, but x float32 where x_f32. Scratch: d_t (m x (kpad + 32)),
  * x_packed (n_x x kpad), h_packed (n_h x kpad), kpad = k rounded up to 32. m, n_x and n_h
  * multiples of 16; the caller checks (rnnkit/kernels/common.py, weight_grads_on_tiles).
  * One parallel region: each thread transposes the columns of d that become its own rows
@@ -362,15 +392,21 @@ static void weight_grad_rows(long first, long count, long n, long kpad, const ui
  * after the barrier. (Three regions from Python woke the threads three times: 280 us of
  * transpose in a training step against 50 us alone.) */
 void bf16_weight_grads(long k, long m, const uint16_t *d, long ldd, uint16_t *d_t, long n_x,
-                       const uint16_t *x, long ldx, uint16_t *x_packed, float *dw_x, long n_h,
-                       const uint16_t *h, long ldh, uint16_t *h_packed, float *dw_h)
+                       const void *x, long ldx, int x_f32, uint16_t *x_packed, float *dw_x,
+                       long n_h, const uint16_t *h, long ldh, uint16_t *h_packed, float *dw_h)
 {
     const long kpad = (k + 31) / 32 * 32, lda = kpad + 32, blocks = kpad / 32;
     ON_THREAD_ROWS(tile_threads(m), m,
         transpose_columns(k, first, first + count, d, ldd, d_t, lda, kpad);
         const int threads = THREAD_COUNT();
         const long kb_first = blocks * me / threads, kb_end = blocks * (me + 1) / threads;
-        pack_pairs(k, n_x, x, ldx, x_packed, kpad, kb_first, kb_end);
+        if (x_f32) /* converted here: the layer's float32 input is never copied in bfloat16 */
+            for (long kb = kb_first; kb < kb_end; kb++)
+                for (long nb = 0; nb < n_x / 16; nb++)
+                    pack_columns_block((const float *)x + 32 * kb * ldx + 16 * nb, ldx,
+                                       k - 32 * kb, x_packed + (nb * blocks + kb) * 512);
+        else
+            pack_pairs(k, n_x, x, ldx, x_packed, kpad, kb_first, kb_end);
         if (h)
             pack_pairs(k, n_h, h, ldh, h_packed, kpad, kb_first, kb_end);
         _Pragma("omp barrier")
@@ -390,8 +426,8 @@ void bf16_tile_product_rows(long m, long n, long k, const uint16_t *a, long lda,
 {
 }
 void bf16_weight_grads(long k, long m, const uint16_t *d, long ldd, uint16_t *d_t, long n_x,
-                       const uint16_t *x, long ldx, uint16_t *x_packed, float *dw_x, long n_h,
-                       const uint16_t *h, long ldh, uint16_t *h_packed, float *dw_h)
+                       const void *x, long ldx, int x_f32, uint16_t *x_packed, float *dw_x,
+                       long n_h, const uint16_t *h, long ldh, uint16_t *h_packed, float *dw_h)
 {
 }
 #endif
