@@ -13,6 +13,7 @@ from rnnkit import bench
 TINY = bench.Plan(
     sizes=((2, 3, 8),),
     repeats=1,
+    length_repeats=1,
     stream_hidden=(8,),
     stream_seconds=0.001,
     lengths=(2, 4),

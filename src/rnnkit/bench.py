@@ -54,6 +54,9 @@ class Plan:
     stream_cells: tuple = ("lstm", "gru", "rnn_tanh", "peephole")  # cells streamed
     stream_seconds: float = 0.05  # length of one timing of a streaming case
     lengths: tuple = (32, 64, 128, 256, 512, 1024)  # sequence lengths of the length sweep
+    # timings per length: its ratio is the largest of six medians over the smallest, which
+    # noise widens (with five repeats, seven runs within an hour gave 1.07x to 1.28x)
+    length_repeats: int = 9
     length_size: tuple = (32, 256)  # (B, H) of the length sweep
     memory_size: tuple = (64, 128, 256)  # (B, T, H) of the memory rows
 
@@ -62,6 +65,7 @@ FULL = Plan()
 QUICK = Plan(
     sizes=((32, 100, 128),),
     repeats=3,
+    length_repeats=3,
     stream_hidden=(64, 256),
     stream_seconds=0.01,
     lengths=(32, 128, 512),
@@ -266,7 +270,7 @@ def length_rows(plan: Plan) -> tuple[list[dict], str]:
             for T in plan.lengths
         }
         try:
-            seconds = side_by_side(steps, plan.repeats)
+            seconds = side_by_side(steps, plan.length_repeats)
         except Exception as error:  # one failing case must not end the run
             notes.append(f"{cell}: {type(error).__name__}: {error}")
             continue
