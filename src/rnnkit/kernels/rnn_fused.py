@@ -86,7 +86,9 @@ class RNNFused(torch.autograd.Function):
         output = x.new_empty(steps, batch, hidden)  # (T, B, H)
         mask = None if mask is None else mask.contiguous()
         first = steps - 1 if reverse else 0
-        h_prev_seq[first], h_in[first] = h0, h0
+        h_prev_seq[first] = h0
+        if h_in is not h_prev_seq:  # the bfloat16 copy the products read
+            h_in[first] = h0
         relu, packed = RELU[nonlinearity], tile_weight(weight_hh, batch, low_precision)
         if mkl_loop(x, low_precision, LOOPS_IN_C):  # the loop in C, the products in MKL
             packed = mkl_scratch(batch, hidden, hidden)
