@@ -6,11 +6,11 @@ starts the sums, and the weight gradients of mixed precision.
   float32 rows (rounded in C) the same sums as from their bfloat16 copy;
 - ``tile_weight_grads`` equals the float64 product of the same bfloat16 operands to float32
   rounding: a summed index that is not a multiple of 32 (zero padding), a power of two (the
-  padded row stride), one source or two, rows with a stride wider than they are; and from
-  a float32 x the same sums as from its bfloat16 copy;
-- the fused layers' weight gradients under bf16 go through it (in one call for the LSTM
-  and the RNN, whose two weights share one d), and agree with oneDNN's bfloat16 product
-  (their twin), which rounds its result to bfloat16;
+  padded row stride), one source or two, one d or two (the GRU's), rows with a stride wider
+  than they are; and from a float32 x the same sums as from its bfloat16 copy;
+- the fused layers' weight gradients under bf16 go through it in one call (the LSTM's and
+  the RNN's two weights share one d), and agree with oneDNN's bfloat16 product (their
+  twin), which rounds its result to bfloat16;
 - what does not fit whole tiles (an input size of 3) takes oneDNN.
 
 Skipped where the CPU has no AMX-BF16 (or no compiler).
@@ -70,6 +70,8 @@ def test_tile_weight_grads_equal_the_exact_product(k, m, n):
     assert grad_x.dtype == torch.float32
     for grad, source in ((grad_x, x), (grad_h, h)):
         torch.testing.assert_close(grad, exact(d, source), rtol=1e-5, atol=1e-4)
+    _, grad_other = common.tile_weight_grads(d, x, h, d_h=bf16(k, m, seed=9))
+    torch.testing.assert_close(grad_other, exact(bf16(k, m, seed=9), h), rtol=1e-5, atol=1e-4)
     (alone,) = common.tile_weight_grads(d, x)
     torch.testing.assert_close(alone, grad_x, rtol=0, atol=0)
     # a float32 x is rounded to bfloat16 in C: the same sums as from its bfloat16 copy
@@ -122,11 +124,12 @@ def test_fused_layers_take_the_tiles_and_agree_with_onednn(monkeypatch, cell, in
     tiles = common.tile_weight_grads
     monkeypatch.setattr(common, "tile_weight_grads", lambda *a: calls.append(a) or tiles(*a))
     on_tiles = weight_grads(layer, x)
-    sources = [sum(s is not None for s in args[1:]) for args in calls]
+    sources = [sum(s is not None for s in args[1:3]) for args in calls]
     if input_size == 3:  # W_ih's gradient takes oneDNN, W_hh's the tiles
         assert sources == [1]
-    else:  # the LSTM's and the RNN's one d transposed once for both; the GRU has two
-        assert sources == ([1, 1] if cell == "gru" else [2])
+    else:  # one call; the LSTM's and the RNN's one d for both, the GRU's two
+        assert sources == [2]
+        assert (len(calls[0]) > 3 and calls[0][3] is not None) == (cell == "gru")
     monkeypatch.setattr(common, "weight_grads_on_tiles", lambda *a: False)
     calls.clear()
     in_onednn = weight_grads(layer, x)

@@ -300,13 +300,14 @@ def mixed_linear_grads(needs, x_flat, h_prev_seq, weight_ih, d_ih, d_hh, low_pre
     ``d_ih`` and ``d_hh`` (T, B, GH) are dL/d(W_ih x_t + b_ih) and dL/d(W_hh h_{t-1} + b_hh),
     one tensor for the LSTM and the RNN, two for the GRU.
     """
-    both = needs[1] and needs[2] and d_ih is d_hh  # the LSTM and the RNN: one d for both
+    same = d_ih is d_hh  # the LSTM and the RNN: one d for both weights, transposed once
+    both = needs[1] and needs[2]
     d_ih = d_ih.reshape(x_flat.shape[0], -1)  # (TB, GH)
     d_hh = d_hh.reshape(x_flat.shape[0], -1)  # (TB, GH)
     h_flat = h_prev_seq.reshape(x_flat.shape[0], -1)  # (TB, H)
     dx = mixed_linear(d_ih, weight_ih.t(), low_precision) if needs[0] else None
-    if both and low_precision and weight_grads_on_tiles(d_ih, x_flat, h_flat):
-        return dx, *tile_weight_grads(d_ih, x_flat, h_flat)  # d transposed once
+    if both and low_precision and weight_grads_on_tiles(d_ih, x_flat, h_flat, d_hh):
+        return dx, *tile_weight_grads(d_ih, x_flat, h_flat, None if same else d_hh)
     d_weight_ih = weight_grad(d_ih, x_flat, low_precision) if needs[1] else None
     d_weight_hh = weight_grad(d_hh, h_flat, low_precision) if needs[2] else None
     return dx, d_weight_ih, d_weight_hh
@@ -319,35 +320,38 @@ def weight_grad(d: Tensor, source: Tensor, low_precision: bool) -> Tensor:
     return mixed_mm(d.t(), source, low_precision)
 
 
-def weight_grads_on_tiles(d: Tensor, x: Tensor, h: Tensor | None = None) -> bool:
-    """Whether :func:`tile_weight_grads` runs for ``d`` (TB, GH), ``x`` (TB, N) and ``h``
-    (TB, N'): tiles here (:func:`tiles_run`), CPU rows of unit stride, d and h bfloat16, x
-    bfloat16 or float32, GH, N and N' multiples of 16."""
+def weight_grads_on_tiles(d: Tensor, x: Tensor, h: Tensor | None = None, d_h=None) -> bool:
+    """Whether :func:`tile_weight_grads` runs for ``d`` (TB, GH), ``x`` (TB, N), ``h``
+    (TB, N') and ``d_h`` (TB, GH): tiles here (:func:`tiles_run`), CPU rows of unit stride,
+    d, h and d_h bfloat16, x bfloat16 or float32, GH, N and N' multiples of 16."""
     kinds = {torch.bfloat16}
-    for t, allowed in ((d, kinds), (x, kinds | {torch.float32}), (h, kinds)):
+    for t, allowed in ((d, kinds), (x, kinds | {torch.float32}), (h, kinds), (d_h, kinds)):
         if t is not None and (t.dtype not in allowed or t.device.type != "cpu" or t.stride(1) != 1):
             return False
     return all(tiles_run(d.shape[1], s.shape[1], 32) for s in (x, h) if s is not None)
 
 
-def tile_weight_grads(d: Tensor, x: Tensor, h: Tensor | None = None) -> list[Tensor]:
-    """[d^T @ x] or [d^T @ x, d^T @ h], float32 (GH, N): the weight gradients summed over all
-    steps, on AMX tiles in one call of C (``csrc/tiles.c``), where oneDNN's bfloat16 product
-    also rounds its result to bfloat16. ``d`` is transposed once for both; each source is
-    packed in the tiles' pairs of rows, a float32 x rounded on the way."""
+def tile_weight_grads(d: Tensor, x: Tensor, h: Tensor | None = None, d_h: Tensor | None = None):
+    """[d^T @ x] or [d^T @ x, d_h^T @ h] (d_h defaults to d), float32 (GH, N): the weight
+    gradients summed over all steps, on AMX tiles in one call of C (``csrc/tiles.c``), where
+    oneDNN's bfloat16 product also rounds its result to bfloat16. Each d is transposed once;
+    each source is packed in the tiles' pairs of rows, a float32 x rounded on the way."""
     rows, gates = d.shape  # (TB, GH)
     padded = -(-rows // 32) * 32  # the summed index, zeros past TB
-    d_t = torch.empty(gates, padded + 32, dtype=torch.bfloat16)  # (GH, TB+): row stride padded
+    d_h = d if d_h is None else d_h
     arguments, grads, scratch = [], [], []
-    for source in (x, h):
+    for source, d_source in ((x, d), (h, d_h)):
         if source is None:
-            arguments += [0, None, 0, None, None]
+            arguments += [None, 0, None, 0, None, 0, None, None]
             continue
         n = source.shape[1]  # (TB, N)
-        scratch.append(torch.empty(n * padded, dtype=torch.bfloat16))  # in pairs of rows
+        # (GH, TB+) with the row stride padded; then the source in pairs of rows
+        scratch.append(torch.empty(gates, padded + 32, dtype=torch.bfloat16))
+        scratch.append(torch.empty(n * padded, dtype=torch.bfloat16))
         grads.append(torch.empty(gates, n))  # (GH, N)
-        arguments += [n, source.data_ptr(), source.stride(0), scratch[-1].data_ptr()]
+        arguments += [d_source.data_ptr(), d_source.stride(0), scratch[-2].data_ptr(), n]
+        arguments += [source.data_ptr(), source.stride(0), scratch[-1].data_ptr()]
         arguments.append(grads[-1].data_ptr())
-    arguments.insert(3, int(x.dtype == torch.float32))  # after x's (n, rows, ld): x_f32
-    library().bf16_weight_grads(rows, gates, d.data_ptr(), d.stride(0), d_t.data_ptr(), *arguments)
+    arguments.insert(6, int(x.dtype == torch.float32))  # after x's (..., rows, ld): x_f32
+    library().bf16_weight_grads(rows, gates, *arguments)
     return grads

@@ -123,11 +123,11 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.bf16_tile_product_rows.restype = None
     lib.bf16_pack_tiles.argtypes = [size] * 2 + [_ADDRESS] + [size] * 2 + [_ADDRESS]
     lib.bf16_pack_tiles.restype = None
-    # tiles.c: k, m, (d, ldd), d_t, then (n, rows, ld, packed, out) for x (with x_f32 after
-    # ld) and for h
-    source = [size, _ADDRESS, size, _ADDRESS, _ADDRESS]
-    x_source = source[:3] + [ctypes.c_int] + source[3:]
-    lib.bf16_weight_grads.argtypes = [size] * 2 + [_ADDRESS, size, _ADDRESS] + x_source + source
+    # tiles.c: k, m, then for x (d, ldd, d_t, n, rows, ld, x_f32, packed, out) and for h
+    # the same without x_f32
+    h_source = [_ADDRESS, size, _ADDRESS, size, _ADDRESS, size, _ADDRESS, _ADDRESS]
+    x_source = h_source[:6] + [ctypes.c_int] + h_source[6:]
+    lib.bf16_weight_grads.argtypes = [size] * 2 + x_source + h_source
     lib.bf16_weight_grads.restype = None
     lib.bf16_tile_product_rows_f32.argtypes = lib.bf16_tile_product_rows.argtypes
     lib.bf16_tile_product_rows_f32.restype = None

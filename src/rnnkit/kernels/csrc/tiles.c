@@ -383,21 +383,27 @@ bf16_tile_product_rows_f32(long m, long n, long k, const float *a, long lda,
     )
 }
 
-/* dw_x (m x n_x) = d^T x and, unless h is NULL, dw_h (m x n_h) = d^T h: d (k x m), x (k x n_x)
- * and h (k x n_h) bfloat16 with row strides ldd, ldx, ldh, but x float32 where x_f32. Scratch: d_t (m x (kpad + 32)),
- * x_packed (n_x x kpad), h_packed (n_h x kpad), kpad = k rounded up to 32. m, n_x and n_h
- * multiples of 16; the caller checks (rnnkit/kernels/common.py, weight_grads_on_tiles).
- * One parallel region: each thread transposes the columns of d that become its own rows
- * of d_t and of the gradients, and packs its share of x and h, which every thread reads
- * after the barrier. (Three regions from Python woke the threads three times: 280 us of
- * transpose in a training step against 50 us alone.) */
+/* dw_x (m x n_x) = d^T x and, unless h is NULL, dw_h (m x n_h) = d_h^T h: d and d_h (k x m),
+ * x (k x n_x) and h (k x n_h) bfloat16 with row strides ldd, ldd_h, ldx, ldh, but x float32
+ * where x_f32. d_h is d for the LSTM and the RNN (transposed once), another for the GRU.
+ * Scratch: d_t and d_h_t (m x (kpad + 32)), x_packed (n_x x kpad), h_packed (n_h x kpad),
+ * kpad = k rounded up to 32. m, n_x and n_h multiples of 16; the caller checks
+ * (rnnkit/kernels/common.py, weight_grads_on_tiles). One parallel region: each thread
+ * transposes the columns of d that become its own rows of d_t and of the gradients, and
+ * packs its share of x and h, which every thread reads after the barrier. (Three regions
+ * from Python woke the threads three times: 280 us of transpose in a training step against
+ * 50 us alone.) */
 void bf16_weight_grads(long k, long m, const uint16_t *d, long ldd, uint16_t *d_t, long n_x,
                        const void *x, long ldx, int x_f32, uint16_t *x_packed, float *dw_x,
-                       long n_h, const uint16_t *h, long ldh, uint16_t *h_packed, float *dw_h)
+                       const uint16_t *d_h, long ldd_h, uint16_t *d_h_t, long n_h,
+                       const uint16_t *h, long ldh, uint16_t *h_packed, float *dw_h)
 {
     const long kpad = (k + 31) / 32 * 32, lda = kpad + 32, blocks = kpad / 32;
+    const int shared = !h || d_h == d;
     ON_THREAD_ROWS(tile_threads(m), m,
         transpose_columns(k, first, first + count, d, ldd, d_t, lda, kpad);
+        if (!shared)
+            transpose_columns(k, first, first + count, d_h, ldd_h, d_h_t, lda, kpad);
         const int threads = THREAD_COUNT();
         const long kb_first = blocks * me / threads, kb_end = blocks * (me + 1) / threads;
         if (x_f32) /* converted here: the layer's float32 input is never copied in bfloat16 */
@@ -412,7 +418,7 @@ void bf16_weight_grads(long k, long m, const uint16_t *d, long ldd, uint16_t *d_
         _Pragma("omp barrier")
         weight_grad_rows(first, count, n_x, kpad, d_t, lda, x_packed, dw_x);
         if (h)
-            weight_grad_rows(first, count, n_h, kpad, d_t, lda, h_packed, dw_h);
+            weight_grad_rows(first, count, n_h, kpad, shared ? d_t : d_h_t, lda, h_packed, dw_h);
     )
 }
 #else
@@ -427,7 +433,8 @@ void bf16_tile_product_rows(long m, long n, long k, const uint16_t *a, long lda,
 }
 void bf16_weight_grads(long k, long m, const uint16_t *d, long ldd, uint16_t *d_t, long n_x,
                        const void *x, long ldx, int x_f32, uint16_t *x_packed, float *dw_x,
-                       long n_h, const uint16_t *h, long ldh, uint16_t *h_packed, float *dw_h)
+                       const uint16_t *d_h, long ldd_h, uint16_t *d_h_t, long n_h,
+                       const uint16_t *h, long ldh, uint16_t *h_packed, float *dw_h)
 {
 }
 #endif
