@@ -179,6 +179,9 @@ def mkl_products() -> bool:
     library built, and torch's CPU library carrying MKL and exporting its packed GEMM, whose
     addresses are handed to C once."""
     lib = library()
+    ready = _mkl_ready.get(lib)  # asked at every fused call: the answer is kept
+    if ready is not None:
+        return ready
     if lib is None or not torch.backends.mkl.is_available():
         return False
     if lib not in _mkl_ready:
