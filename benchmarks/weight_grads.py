@@ -62,8 +62,11 @@ def alone(rounds: int) -> None:
         d = torch.randn(rows, gates).bfloat16()
         x, h = torch.randn(rows, n).bfloat16(), torch.randn(rows, n).bfloat16()
         cases = {
-            "tiles": lambda: common.tile_weight_grads(d, x, h),
-            "oneDNN": lambda: (torch.mm(d.t(), x).float(), torch.mm(d.t(), h).float()),
+            "tiles": lambda d=d, x=x, h=h: common.tile_weight_grads(d, x, h),
+            "oneDNN": lambda d=d, x=x, h=h: (
+                torch.mm(d.t(), x).float(),
+                torch.mm(d.t(), h).float(),
+            ),
         }
         times = {name: [] for name in cases}
         for _ in range(2):
