@@ -9,7 +9,8 @@
  * caller checks (common.py, tiles_run).
  *
  * bf16_pack_tiles rounds a float32 weight to bfloat16 in the tiles' pair layout, from the
- * weight or from a transposed view of it, for every product on tiles.
+ * weight or from a transposed view of it, for every product on tiles;
+ * bf16_tile_product_rows_f32 rounds float32 rows of a (a layer's input) 16 at a time.
  *
  * bf16_weight_grads: dW = sum over the steps of da_t^T x_t, one product over all T x B rows.
  * oneDNN's bfloat16 call for it ran at 250 to 550 GFLOP/s on this machine, a third of a
@@ -212,8 +213,9 @@ static int vector_packing(void)
  * same took 0.6 to 1.6 ms for a (1152, 384) weight, packed twice a training step; its twin
  * is rnnkit/kernels/common.py's tile_weight on torch. A weight or its transposed view runs
  * in vector blocks, other strides element by element: 16 against 51 us for a (128, 128)
- * weight, packed three times a training step, and 54 against 600 us for (1152, 384). Vector rounding reads a denormal float (below
- * 1.2e-38) as zero, as the fused paths' products do anyway. n a multiple of 16, k of 32. */
+ * weight, packed three times a training step, and 54 against 600 us for (1152, 384).
+ * Vector rounding reads a denormal float (below 1.2e-38) as zero, as the fused paths'
+ * products do anyway. n a multiple of 16, k of 32. */
 void bf16_pack_tiles(long n, long k, const float *src, long row_stride, long col_stride,
                      uint16_t *packed)
 {
