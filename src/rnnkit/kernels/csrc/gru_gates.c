@@ -25,7 +25,7 @@ void gru_forward_##suffix(long batch, long hidden, real *gates, const real *rec,
                           const uint8_t *mask, real *h_n, real *h_next, real *out,            \
                           uint16_t *h_next_bf16)                                              \
 {                                                                                             \
-    _Pragma("omp parallel for if (SPLIT_STEP(batch, hidden))")                               \
+    SPLIT_FOR(SPLIT_STEP(batch, hidden),                                                      \
     for (long b = 0; b < batch; b++) {                                                        \
         real *a = gates + b * 3 * hidden, *hn = h_n + b * hidden;                             \
         const real *rb = rec ? rec + b * 3 * hidden : NULL;                                   \
@@ -57,7 +57,7 @@ void gru_forward_##suffix(long batch, long hidden, real *gates, const real *rec,
             uint16_t *hb = h_next_bf16 + b * hidden;                                          \
             _Pragma("omp simd") for (long j = 0; j < hidden; j++) hb[j] = to_bf16((float)hx[j]); \
         }                                                                                     \
-    }                                                                                         \
+    })                                                                                        \
 }                                                                                             \
                                                                                               \
 /* Backward through one step. On entry dh + rec (or rec_bf16) is the gradient reaching the   \
@@ -74,7 +74,7 @@ void gru_backward_##suffix(long batch, long hidden, const real *gates, const rea
                            real *d_hh, uint16_t *d_ih_bf16, uint16_t *d_hh_bf16,              \
                            double *d_bias_ih, double *d_bias_hn)                              \
 {                                                                                             \
-    _Pragma("omp parallel for if (SPLIT_STEP(batch, hidden))")                               \
+    SPLIT_FOR(SPLIT_STEP(batch, hidden),                                                      \
     for (long b = 0; b < batch; b++) {                                                        \
         real *di = d_ih + b * 3 * hidden, *dr = d_hh + b * 3 * hidden;                        \
         real *dhb = dh + b * hidden;                                                          \
@@ -118,12 +118,12 @@ void gru_backward_##suffix(long batch, long hidden, const real *gates, const rea
                 hb[k] = to_bf16((float)dr[k]);                                                \
             }                                                                                 \
         }                                                                                     \
-    }                                                                                         \
+    })                                                                                        \
     if (d_bias_ih == NULL)                                                                    \
         return;                                                                               \
     /* Bias sums over the batch (rows of padded steps are zero): split over units, so that  \
      * threads never add into the same sum. */                                              \
-    _Pragma("omp parallel for if (SPLIT_STEP(batch, hidden))")                               \
+    SPLIT_FOR(SPLIT_STEP(batch, hidden),                                                      \
     for (long k0 = 0; k0 < 3 * hidden; k0 += 64) {                                           \
         const long k1 = k0 + 64 < 3 * hidden ? k0 + 64 : 3 * hidden;                          \
         for (long b = 0; b < batch; b++) {                                                    \
@@ -132,7 +132,7 @@ void gru_backward_##suffix(long batch, long hidden, const real *gates, const rea
             for (long k = k0 > 2 * hidden ? k0 : 2 * hidden; k < k1; k++)                     \
                 d_bias_hn[k - 2 * hidden] += (double)dr[k];                                   \
         }                                                                                     \
-    }                                                                                         \
+    })                                                                                        \
 }
 
 DEFINE_GRU_STEPS(float, f32)

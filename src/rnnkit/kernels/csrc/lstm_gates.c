@@ -32,7 +32,7 @@ void lstm_forward_##suffix(long batch, long hidden, real *gates, const real *rec
                            const uint8_t *mask, real *c_new, real *h_next, real *c_next,      \
                            real *out, uint16_t *h_next_bf16)                                  \
 {                                                                                             \
-    _Pragma("omp parallel for if (SPLIT_STEP(batch, hidden))")                               \
+    SPLIT_FOR(SPLIT_STEP(batch, hidden),                                                      \
     for (long b = 0; b < batch; b++) {                                                        \
         real *a = gates + b * 4 * hidden;                                                     \
         const real *cp = c_prev + b * hidden, *hp = h_prev + b * hidden;                      \
@@ -70,7 +70,7 @@ void lstm_forward_##suffix(long batch, long hidden, real *gates, const real *rec
             uint16_t *hb = h_next_bf16 + b * hidden;                                          \
             _Pragma("omp simd") for (long j = 0; j < hidden; j++) hb[j] = to_bf16((float)hn[j]); \
         }                                                                                     \
-    }                                                                                         \
+    })                                                                                        \
 }                                                                                             \
                                                                                               \
 /* Backward through one step. On entry dh + rec (or rec_bf16) and dc are the gradients       \
@@ -87,7 +87,7 @@ void lstm_backward_##suffix(long batch, long hidden, const real *gates, const re
                             real *d_gates, uint16_t *d_gates_bf16, double *dp_i,              \
                             double *dp_f, double *dp_o, double *d_bias)                       \
 {                                                                                             \
-    _Pragma("omp parallel for if (SPLIT_STEP(batch, hidden))")                               \
+    SPLIT_FOR(SPLIT_STEP(batch, hidden),                                                      \
     for (long b = 0; b < batch; b++) {                                                        \
         real *da = d_gates + b * 4 * hidden;                                                  \
         real *dhb = dh + b * hidden, *dcb = dc + b * hidden;                                  \
@@ -130,22 +130,22 @@ void lstm_backward_##suffix(long batch, long hidden, const real *gates, const re
             uint16_t *db = d_gates_bf16 + b * 4 * hidden;                                     \
             _Pragma("omp simd") for (long k = 0; k < 4 * hidden; k++) db[k] = to_bf16((float)da[k]); \
         }                                                                                     \
-    }                                                                                         \
+    })                                                                                        \
     if (d_bias) {                                                                             \
-        _Pragma("omp parallel for if (SPLIT_STEP(batch, hidden))")                           \
+        SPLIT_FOR(SPLIT_STEP(batch, hidden),                                                  \
         for (long k0 = 0; k0 < 4 * hidden; k0 += 64) {                                       \
             const long k1 = k0 + 64 < 4 * hidden ? k0 + 64 : 4 * hidden;                      \
             for (long b = 0; b < batch; b++) {                                                \
                 const real *da = d_gates + b * 4 * hidden;                                    \
                 _Pragma("omp simd") for (long k = k0; k < k1; k++) d_bias[k] += (double)da[k]; \
             }                                                                                 \
-        }                                                                                     \
+        })                                                                                    \
     }                                                                                         \
     if (p_i == NULL)                                                                          \
         return;                                                                               \
     /* Peephole sums over the batch (rows of padded steps are zero): split over units, so   \
      * that threads never add into the same sum. */                                         \
-    _Pragma("omp parallel for if (SPLIT_STEP(batch, hidden))")                               \
+    SPLIT_FOR(SPLIT_STEP(batch, hidden),                                                      \
     for (long j0 = 0; j0 < hidden; j0 += 64) {                                                \
         const long j1 = j0 + 64 < hidden ? j0 + 64 : hidden;                                  \
         for (long b = 0; b < batch; b++) {                                                    \
@@ -158,7 +158,7 @@ void lstm_backward_##suffix(long batch, long hidden, const real *gates, const re
                 dp_o[j] += (double)(da[3 * hidden + j] * cn[j]);                              \
             }                                                                                 \
         }                                                                                     \
-    }                                                                                         \
+    })                                                                                        \
 }
 
 DEFINE_LSTM_STEPS(float, f32)

@@ -25,7 +25,7 @@ void rnn_forward_##suffix(long batch, long hidden, int relu, real *pre, const re
                           const uint16_t *rec_bf16, const real *h_prev, const uint8_t *mask,  \
                           real *h_next, real *out, uint16_t *h_next_bf16)                     \
 {                                                                                             \
-    _Pragma("omp parallel for if (SPLIT_STEP(batch, hidden))")                               \
+    SPLIT_FOR(SPLIT_STEP(batch, hidden),                                                      \
     for (long b = 0; b < batch; b++) {                                                        \
         real *a = pre + b * hidden;                                                           \
         const real *rb = rec ? rec + b * hidden : NULL;                                       \
@@ -48,7 +48,7 @@ void rnn_forward_##suffix(long batch, long hidden, int relu, real *pre, const re
             uint16_t *hb = h_next_bf16 + b * hidden;                                          \
             _Pragma("omp simd") for (long j = 0; j < hidden; j++) hb[j] = to_bf16((float)hx[j]); \
         }                                                                                     \
-    }                                                                                         \
+    })                                                                                        \
 }                                                                                             \
                                                                                               \
 /* Backward through one step. On entry dh + rec (or rec_bf16) is the gradient reaching the   \
@@ -63,7 +63,7 @@ void rnn_backward_##suffix(long batch, long hidden, int relu, const real *h_new,
                            const uint16_t *rec_bf16, real *dh, real *da, uint16_t *da_bf16,   \
                            double *d_bias)                                                    \
 {                                                                                             \
-    _Pragma("omp parallel for if (SPLIT_STEP(batch, hidden))")                               \
+    SPLIT_FOR(SPLIT_STEP(batch, hidden),                                                      \
     for (long b = 0; b < batch; b++) {                                                        \
         real *d = da + b * hidden, *dhb = dh + b * hidden;                                    \
         const real *rb = rec ? rec + b * hidden : NULL;                                       \
@@ -92,19 +92,19 @@ void rnn_backward_##suffix(long batch, long hidden, int relu, const real *h_new,
             uint16_t *db = da_bf16 + b * hidden;                                              \
             _Pragma("omp simd") for (long j = 0; j < hidden; j++) db[j] = to_bf16((float)d[j]); \
         }                                                                                     \
-    }                                                                                         \
+    })                                                                                        \
     if (d_bias == NULL)                                                                       \
         return;                                                                               \
     /* Sums over the batch (rows of padded steps are zero): split over units, so that       \
      * threads never add into the same sum. */                                              \
-    _Pragma("omp parallel for if (SPLIT_STEP(batch, hidden))")                               \
+    SPLIT_FOR(SPLIT_STEP(batch, hidden),                                                      \
     for (long j0 = 0; j0 < hidden; j0 += 64) {                                                \
         const long j1 = j0 + 64 < hidden ? j0 + 64 : hidden;                                  \
         for (long b = 0; b < batch; b++) {                                                    \
             const real *d = da + b * hidden;                                                  \
             _Pragma("omp simd") for (long j = j0; j < j1; j++) d_bias[j] += (double)d[j];     \
         }                                                                                     \
-    }                                                                                         \
+    })                                                                                        \
 }
 
 DEFINE_RNN_STEPS(float, f32)
