@@ -150,16 +150,18 @@ static void gru_forward_rows(long steps, long batch, long first, long count, lon
                              const uint8_t *mask, float *h_n_seq, float *out)
 {
     const long row = batch * hidden, at = first * hidden; /* step stride, this thread's start */
+    float *own = own_scratch(count * 3 * hidden, rec + 3 * at);
     for (long k = 0; k < steps; k++) {
         const long t = visited(k, steps, reverse);
         const long after = carried_to(k, steps, reverse);
-        bf16_tile_product(count, 3 * hidden, hidden, h_in + t * row + at, hidden, w_hh,
-                          rec + 3 * at, 3 * hidden);
-        gru_forward_f32(count, hidden, gates + 3 * (t * row + at), rec + 3 * at, NULL, b_hn,
+        bf16_tile_product(count, 3 * hidden, hidden, h_in + t * row + at, hidden, w_hh, own,
+                          3 * hidden);
+        gru_forward_f32(count, hidden, gates + 3 * (t * row + at), own, NULL, b_hn,
                         h_prev_seq + t * row + at, mask ? mask + t * batch + first : NULL,
                         h_n_seq + t * row + at, h_prev_seq + after * row + at,
                         out + t * row + at, h_in + after * row + at);
     }
+    release_scratch(own, rec + 3 * at);
 }
 
 void gru_forward_tiles(long steps, long batch, long hidden, int reverse, float *gates,
@@ -183,18 +185,20 @@ static void gru_backward_rows(long steps, long batch, long first, long count, lo
                               double *d_bias_ih, double *d_bias_hn)
 {
     const long row = batch * hidden, at = first * hidden;
+    float *own = own_scratch(count * hidden, rec + at);
     for (long k = 0; k < steps; k++) {
         const long t = visited(steps - 1 - k, steps, reverse);
         gru_backward_f32(count, hidden, gates + 3 * (t * row + at), h_n_seq + t * row + at,
                          h_prev_seq + t * row + at, mask ? mask + t * batch + first : NULL,
-                         d_out + t * row + at, k ? rec + at : NULL, NULL, dh + at,
+                         d_out + t * row + at, k ? own : NULL, NULL, dh + at,
                          d_ih_row + 3 * at, d_hh_row + 3 * at, d_ih_low + 3 * (t * row + at),
                          d_hh_low + 3 * (t * row + at), d_bias_ih, d_bias_hn);
         bf16_tile_product(count, hidden, 3 * hidden, d_hh_low + 3 * (t * row + at), 3 * hidden,
-                          w_hh_t, rec + at, hidden);
+                          w_hh_t, own, hidden);
     }
-    for (long j = at; j < at + count * hidden; j++)
-        dh[j] += rec[j];
+    for (long j = 0; j < count * hidden; j++)
+        dh[at + j] += own[j];
+    release_scratch(own, rec + at);
 }
 
 void gru_backward_tiles(long steps, long batch, long hidden, int reverse, const float *gates,

@@ -177,17 +177,19 @@ static void lstm_forward_rows(long steps, long batch, long first, long count, lo
                               const float *p_o, const uint8_t *mask, float *out)
 {
     const long row = batch * hidden, at = first * hidden; /* step stride, this thread's start */
+    float *own = own_scratch(count * 4 * hidden, rec + 4 * at);
     for (long k = 0; k < steps; k++) {
         const long t = visited(k, steps, reverse);
         const long after = carried_to(k, steps, reverse);
-        bf16_tile_product(count, 4 * hidden, hidden, h_in + t * row + at, hidden, w_hh,
-                          rec + 4 * at, 4 * hidden);
-        lstm_forward_f32(count, hidden, gates + 4 * (t * row + at), rec + 4 * at, NULL,
+        bf16_tile_product(count, 4 * hidden, hidden, h_in + t * row + at, hidden, w_hh, own,
+                          4 * hidden);
+        lstm_forward_f32(count, hidden, gates + 4 * (t * row + at), own, NULL,
                          h_prev_seq + t * row + at, c_prev_seq + t * row + at, p_i, p_f, p_o,
                          mask ? mask + t * batch + first : NULL, c_new_seq + t * row + at,
                          h_prev_seq + after * row + at, c_prev_seq + after * row + at,
                          out + t * row + at, h_in + after * row + at);
     }
+    release_scratch(own, rec + 4 * at);
 }
 
 void lstm_forward_tiles(long steps, long batch, long hidden, int reverse, float *gates,
@@ -214,18 +216,20 @@ static void lstm_backward_rows(long steps, long batch, long first, long count, l
                                double *dp_o, double *d_bias)
 {
     const long row = batch * hidden, at = first * hidden;
+    float *own = own_scratch(count * hidden, rec + at);
     for (long k = 0; k < steps; k++) {
         const long t = visited(steps - 1 - k, steps, reverse);
         lstm_backward_f32(count, hidden, gates + 4 * (t * row + at), c_prev_seq + t * row + at,
                           c_new_seq + t * row + at, p_i, p_f, p_o,
                           mask ? mask + t * batch + first : NULL, d_out + t * row + at,
-                          k ? rec + at : NULL, NULL, dh + at, dc + at, d_row + 4 * at,
+                          k ? own : NULL, NULL, dh + at, dc + at, d_row + 4 * at,
                           d_low + 4 * (t * row + at), dp_i, dp_f, dp_o, d_bias);
         bf16_tile_product(count, hidden, 4 * hidden, d_low + 4 * (t * row + at), 4 * hidden,
-                          w_hh_t, rec + at, hidden);
+                          w_hh_t, own, hidden);
     }
-    for (long j = at; j < at + count * hidden; j++)
-        dh[j] += rec[j];
+    for (long j = 0; j < count * hidden; j++)
+        dh[at + j] += own[j];
+    release_scratch(own, rec + at);
 }
 
 void lstm_backward_tiles(long steps, long batch, long hidden, int reverse, const float *gates,

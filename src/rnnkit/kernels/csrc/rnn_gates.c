@@ -122,16 +122,17 @@ static void rnn_forward_rows(long steps, long batch, long first, long count, lon
                              float *out)
 {
     const long row = batch * hidden, at = first * hidden; /* step stride, this thread's start */
+    float *own = own_scratch(count * hidden, rec + at);
     for (long k = 0; k < steps; k++) {
         const long t = visited(k, steps, reverse);
         const long after = carried_to(k, steps, reverse);
-        bf16_tile_product(count, hidden, hidden, h_in + t * row + at, hidden, w_hh, rec + at,
-                          hidden);
-        rnn_forward_f32(count, hidden, relu, pre + t * row + at, rec + at, NULL,
+        bf16_tile_product(count, hidden, hidden, h_in + t * row + at, hidden, w_hh, own, hidden);
+        rnn_forward_f32(count, hidden, relu, pre + t * row + at, own, NULL,
                         h_prev_seq + t * row + at, mask ? mask + t * batch + first : NULL,
                         h_prev_seq + after * row + at, out + t * row + at,
                         h_in + after * row + at);
     }
+    release_scratch(own, rec + at);
 }
 
 void rnn_forward_tiles(long steps, long batch, long hidden, int relu, int reverse, float *pre,
@@ -152,17 +153,19 @@ static void rnn_backward_rows(long steps, long batch, long first, long count, lo
                               float *d_row, uint16_t *d_low, double *d_bias)
 {
     const long row = batch * hidden, at = first * hidden;
+    float *own = own_scratch(count * hidden, rec + at);
     for (long k = 0; k < steps; k++) {
         const long t = visited(steps - 1 - k, steps, reverse);
         rnn_backward_f32(count, hidden, relu, h_new + t * row + at,
                          mask ? mask + t * batch + first : NULL, d_out + t * row + at,
-                         k ? rec + at : NULL, NULL, dh + at, d_row + at, d_low + t * row + at,
+                         k ? own : NULL, NULL, dh + at, d_row + at, d_low + t * row + at,
                          d_bias);
-        bf16_tile_product(count, hidden, hidden, d_low + t * row + at, hidden, w_hh_t, rec + at,
+        bf16_tile_product(count, hidden, hidden, d_low + t * row + at, hidden, w_hh_t, own,
                           hidden);
     }
-    for (long j = at; j < at + count * hidden; j++)
-        dh[j] += rec[j];
+    for (long j = 0; j < count * hidden; j++)
+        dh[at + j] += own[j];
+    release_scratch(own, rec + at);
 }
 
 void rnn_backward_tiles(long steps, long batch, long hidden, int relu, int reverse,
