@@ -348,11 +348,13 @@ def tile_weight_grads(d: Tensor, x: Tensor, h: Tensor | None = None, d_h: Tensor
             arguments += [None, 0, None, 0, None, 0, None, None]
             continue
         n = source.shape[1]  # (TB, N)
-        # (GH, TB+) with the row stride padded; then the source in pairs of rows
-        scratch.append(torch.empty(gates, padded + 32, dtype=torch.bfloat16))
-        scratch.append(torch.empty(n * padded, dtype=torch.bfloat16))
+        d_t = None  # d transposed, (GH, TB+) with the row stride padded; C reuses x's for h
+        if source is x or d_source is not d:
+            scratch.append(torch.empty(gates, padded + 32, dtype=torch.bfloat16))
+            d_t = scratch[-1].data_ptr()
+        scratch.append(torch.empty(n * padded, dtype=torch.bfloat16))  # in pairs of rows
         grads.append(torch.empty(gates, n))  # (GH, N)
-        arguments += [d_source.data_ptr(), d_source.stride(0), scratch[-2].data_ptr(), n]
+        arguments += [d_source.data_ptr(), d_source.stride(0), d_t, n]
         arguments += [source.data_ptr(), source.stride(0), scratch[-1].data_ptr()]
         arguments.append(grads[-1].data_ptr())
     arguments.insert(6, int(x.dtype == torch.float32))  # after x's (..., rows, ld): x_f32
