@@ -136,15 +136,19 @@ VECTOR_ISA static void transpose_columns(long k, long first, long end, const uin
         }
 }
 
+/* The permute that interleaves two runs of 16 elements held in one vector (the first run,
+ * then the second) into pairs: out[2j + i] = in[16 i + j]. */
+static const uint16_t PAIR_ORDER[32] __attribute__((aligned(64))) = {
+    0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
+    8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31,
+};
+
 /* packed[nb][kb][r][2j + i] = src[32 kb + 2r + i][16 nb + j], zero past row k: x (k x n,
  * row stride ld) in the layout of bf16_tile_product's w, for w = x^T (n x kpad). */
 VECTOR_ISA static void pack_pairs(long k, long n, const uint16_t *src, long ld,
                                   uint16_t *packed, long kpad, long kb_first, long kb_end)
 {
-    uint16_t order[32]; /* out[2j + i] = shift[16 i + j] */
-    for (int c = 0; c < 32; c++)
-        order[c] = (uint16_t)(c % 2 ? 16 + c / 2 : c / 2);
-    const __m512i pairs = _mm512_loadu_si512(order);
+    const __m512i pairs = _mm512_load_si512(PAIR_ORDER);
     const long blocks_k = kpad / 32;
     __m512i rows[32];
     for (long kb = kb_first; kb < kb_end; kb++)
@@ -185,10 +189,7 @@ pack_rows_block(const float *in, long row_stride, uint16_t *out)
 VECTOR_ISA __attribute__((target("avx512bf16"))) static void
 pack_columns_block(const float *in, long col_stride, long count, uint16_t *out)
 {
-    uint16_t order[32]; /* out[2j + i] = both[16 i + j] */
-    for (int c = 0; c < 32; c++)
-        order[c] = (uint16_t)(c % 2 ? 16 + c / 2 : c / 2);
-    const __m512i pairs = _mm512_loadu_si512(order);
+    const __m512i pairs = _mm512_load_si512(PAIR_ORDER);
     for (int r = 0; r < 16; r++) {
         const float *even = in + 2 * r * col_stride, *odd = even + col_stride;
         const __m512 low = 2 * r < count ? _mm512_loadu_ps(even) : _mm512_setzero_ps();
