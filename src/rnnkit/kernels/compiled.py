@@ -96,11 +96,11 @@ def _build(cc: str, flags: tuple) -> Path:
 # Elman RNN's nonlinearity switch (1 for relu) as an int.
 _ADDRESS = ctypes.c_void_p
 SIGNATURES = {
-    "lstm_forward": [_ADDRESS] * 14,
+    "lstm_forward": [_ADDRESS] * 15,
     "lstm_backward": [_ADDRESS] * 18,
-    "gru_forward": [_ADDRESS] * 10,
+    "gru_forward": [_ADDRESS] * 11,
     "gru_backward": [_ADDRESS] * 14,
-    "rnn_forward": [ctypes.c_int] + [_ADDRESS] * 8,
+    "rnn_forward": [ctypes.c_int] + [_ADDRESS] * 9,
     "rnn_backward": [ctypes.c_int] + [_ADDRESS] * 9,
 }
 
@@ -147,15 +147,15 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         getattr(lib, name).argtypes, getattr(lib, name).restype = dropout, None
     lib.mkl_products_use.argtypes, lib.mkl_products_use.restype = [_ADDRESS] * 3, None
     lib.mkl_packed_bytes.argtypes, lib.mkl_packed_bytes.restype = [size] * 3, size
-    lib.lstm_forward_mkl.argtypes = flags + [_ADDRESS] * 12
+    lib.lstm_forward_mkl.argtypes = flags + [_ADDRESS] * 13
     lib.lstm_forward_mkl.restype = None
     lib.lstm_backward_mkl.argtypes = flags + [_ADDRESS] * 18
     lib.lstm_backward_mkl.restype = None
-    lib.gru_forward_mkl.argtypes, lib.gru_forward_mkl.restype = flags + [_ADDRESS] * 9, None
+    lib.gru_forward_mkl.argtypes, lib.gru_forward_mkl.restype = flags + [_ADDRESS] * 10, None
     lib.gru_backward_mkl.argtypes = flags + [_ADDRESS] * 13
     lib.gru_backward_mkl.restype = None
     flags = [size] * 3 + [ctypes.c_int] * 2  # steps, batch, hidden, relu, reverse
-    lib.rnn_forward_mkl.argtypes, lib.rnn_forward_mkl.restype = flags + [_ADDRESS] * 7, None
+    lib.rnn_forward_mkl.argtypes, lib.rnn_forward_mkl.restype = flags + [_ADDRESS] * 8, None
     lib.rnn_backward_mkl.argtypes, lib.rnn_backward_mkl.restype = flags + [_ADDRESS] * 9, None
     lib.denormals_off.argtypes, lib.denormals_off.restype = [], ctypes.c_uint
     lib.denormals_restore.argtypes, lib.denormals_restore.restype = [ctypes.c_uint], None

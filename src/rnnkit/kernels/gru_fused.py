@@ -80,7 +80,8 @@ class GRUFused(torch.autograd.Function):
         if bias_ih is not None:  # b_hr and b_hz join the projection; r multiplies b_hn
             b_hn = bias_hh[2 * hidden :].contiguous()  # (H,)
             bias = bias_ih + torch.cat([bias_hh[: 2 * hidden], torch.zeros_like(b_hn)])
-        gates = mixed_linear(x_flat, weight_ih, low_precision, bias)  # (TB, 3H), then activations
+        in_c = mkl_loop(x, low_precision, LOOPS_IN_C)  # the C loop adds the bias at each step
+        gates = mixed_linear(x_flat, weight_ih, low_precision, None if in_c else bias)  # (TB, 3H)
         gates = gates.view(steps, batch, 3 * hidden)
         h_prev_seq = x.new_empty(steps + 1, batch, hidden)  # (T+1, B, H): row T is final
         h_n_seq = x.new_empty(steps, batch, hidden)  # (T, B, H) W_hn h_{t-1} + b_hn
@@ -93,11 +94,11 @@ class GRUFused(torch.autograd.Function):
         if h_in is not h_prev_seq:  # the bfloat16 copy the products read
             h_in[first] = h0
         packed = tile_weight(weight_hh, batch, low_precision)
-        if mkl_loop(x, low_precision, LOOPS_IN_C):  # the loop in C, the products in MKL
+        if in_c:  # the loop in C, the products in MKL
             packed = mkl_scratch(batch, 3 * hidden, hidden)
             scratch = torch.empty(batch, 3 * hidden)  # (B, 3H) W_hh h_{t-1}
-            arrays = (gates, weight_hh.detach().contiguous(), packed, scratch, b_hn, h_prev_seq)
-            arrays += (mask, h_n_seq, output)
+            arrays = (gates, bias, weight_hh.detach().contiguous(), packed, scratch, b_hn)
+            arrays += (h_prev_seq, mask, h_n_seq, output)
             loop = library().gru_forward_mkl
             loop(steps, batch, hidden, reverse, *addresses(arrays))
         elif packed is None or not LOOPS_IN_C:
@@ -175,8 +176,8 @@ def _forward_steps(weight_hh, reverse, low_precision, gates, b_hn, h_prev_seq, h
     for k, t in enumerate(order):
         after = order[k + 1] if k + 1 < steps else steps  # where the carried state goes
         recurrent = product(h_rows[t])  # (B, 3H) W_hh h_{t-1}
-        step_c(
-            batch, hidden, gate_at(t), *product_args(recurrent), b_hn_at(), h_at(t),
+        step_c(  # the bias is in gates already (NULL after the product)
+            batch, hidden, gate_at(t), *product_args(recurrent), None, b_hn_at(), h_at(t),
             mask_at(t), h_n_at(t), h_at(after), out_at(t), h_low_at(after),
         )  # fmt: skip
 

@@ -140,7 +140,8 @@ class LSTMFused(torch.autograd.Function):
         steps, batch, hidden = x.shape[0], x.shape[1], h0.shape[1]
         bias = None if bias_ih is None else bias_ih + bias_hh
         x_flat = x.reshape(steps * batch, -1)  # (TB, I)
-        gates = mixed_linear(x_flat, weight_ih, low_precision, bias)  # (TB, 4H), then activations
+        in_c = mkl_loop(x, low_precision, LOOPS_IN_C)  # the C loop adds the bias at each step
+        gates = mixed_linear(x_flat, weight_ih, low_precision, None if in_c else bias)  # (TB, 4H)
         gates = gates.view(steps, batch, -1)
         h_prev_seq = x.new_empty(steps + 1, batch, hidden)  # (T+1, B, H): row T is final
         c_prev_seq, c_new_seq = torch.empty_like(h_prev_seq), torch.empty_like(h_prev_seq)
@@ -154,10 +155,10 @@ class LSTMFused(torch.autograd.Function):
         if h_in is not h_prev_seq:  # the bfloat16 copy the products read
             h_in[first] = h0
         packed = tile_weight(weight_hh, batch, low_precision)
-        if mkl_loop(x, low_precision, LOOPS_IN_C):  # the loop in C, the products in MKL
+        if in_c:  # the loop in C, the products in MKL
             packed = mkl_scratch(batch, 4 * hidden, hidden)
             scratch = torch.empty(batch, 4 * hidden)  # (B, 4H) W_hh h_{t-1}
-            arrays = (gates, weight_hh.detach().contiguous(), packed, scratch, h_prev_seq)
+            arrays = (gates, bias, weight_hh.detach().contiguous(), packed, scratch, h_prev_seq)
             arrays += (c_prev_seq, c_new_seq, *peepholes, mask, output)
             loop = library().lstm_forward_mkl
             loop(steps, batch, hidden, reverse, *addresses(arrays))
@@ -235,8 +236,8 @@ def _forward_steps(weight_hh, reverse, low_precision, peepholes, gates, h_prev_s
     for k, t in enumerate(order):
         after = order[k + 1] if k + 1 < steps else steps  # where the carried state goes
         recurrent = product(h_rows[t])  # (B, 4H) W_hh h_{t-1}
-        step_c(
-            batch, hidden, gate_at(t), *product_args(recurrent), h_at(t), c_at(t),
+        step_c(  # the bias is in gates already (NULL after the product)
+            batch, hidden, gate_at(t), *product_args(recurrent), None, h_at(t), c_at(t),
             *peephole_at, mask_at(t), c_new_at(t), h_at(after), c_at(after), out_at(t),
             h_low_at(after),
         )  # fmt: skip

@@ -78,8 +78,9 @@ class RNNFused(torch.autograd.Function):
         steps, batch, hidden = x.shape[0], x.shape[1], h0.shape[1]
         x_flat = x.reshape(steps * batch, -1)  # (TB, I)
         bias = None if bias_ih is None else bias_ih + bias_hh
-        h_new_seq = mixed_linear(x_flat, weight_ih, low_precision, bias)  # (TB, H), f(a_t) after
-        h_new_seq = h_new_seq.view(steps, batch, hidden)
+        in_c = mkl_loop(x, low_precision, LOOPS_IN_C)  # the C loop adds the bias at each step
+        h_new_seq = mixed_linear(x_flat, weight_ih, low_precision, None if in_c else bias)
+        h_new_seq = h_new_seq.view(steps, batch, hidden)  # (T, B, H), f(a_t) after
         h_prev_seq = x.new_empty(steps + 1, batch, hidden)  # (T+1, B, H): row T is final
         # The rows the products read: h itself, or its bfloat16 copy written by C.
         h_in = torch.empty_like(h_prev_seq, dtype=torch.bfloat16) if low_precision else h_prev_seq
@@ -90,11 +91,11 @@ class RNNFused(torch.autograd.Function):
         if h_in is not h_prev_seq:  # the bfloat16 copy the products read
             h_in[first] = h0
         relu, packed = RELU[nonlinearity], tile_weight(weight_hh, batch, low_precision)
-        if mkl_loop(x, low_precision, LOOPS_IN_C):  # the loop in C, the products in MKL
+        if in_c:  # the loop in C, the products in MKL
             packed = mkl_scratch(batch, hidden, hidden)
             scratch = torch.empty(batch, hidden)  # (B, H) W_hh h_{t-1}
-            arrays = (h_new_seq, weight_hh.detach().contiguous(), packed, scratch, h_prev_seq)
-            arrays += (mask, output)
+            arrays = (h_new_seq, bias, weight_hh.detach().contiguous(), packed, scratch)
+            arrays += (h_prev_seq, mask, output)
             loop = library().rnn_forward_mkl
             loop(steps, batch, hidden, relu, reverse, *addresses(arrays))
         elif packed is None or not LOOPS_IN_C:
@@ -161,9 +162,9 @@ def _forward_steps(weight_hh, relu, reverse, low_precision, h_new_seq, h_prev_se
     for k, t in enumerate(order):
         after = order[k + 1] if k + 1 < steps else steps  # where the carried state goes
         recurrent = product(h_rows[t])  # (B, H) W_hh h_{t-1}
-        step_c(
-            batch, hidden, relu, pre_at(t), *product_args(recurrent), h_at(t), mask_at(t),
-            h_at(after), out_at(t), h_low_at(after),
+        step_c(  # the bias is in pre already (NULL after the product)
+            batch, hidden, relu, pre_at(t), *product_args(recurrent), None, h_at(t),
+            mask_at(t), h_at(after), out_at(t), h_low_at(after),
         )  # fmt: skip
 
 

@@ -166,6 +166,14 @@ static inline uint16_t to_bf16(float x) /* round to nearest even */
 /* Element k of the recurrent product: rec (same dtype), or rec_bf16 where low. */
 #define PRODUCT_AT(real, low, rec, rec_bf16, k) ((low) ? (real)from_bf16((rec_bf16)[k]) : (rec)[k])
 
+/* row += bias over n numbers, where the caller folded the bias into the step instead of the
+ * input projection (float32 with MKL: addmm's broadcast copy of the bias was a pass over the
+ * whole (T, B, GH) projection). */
+#define ADD_BIAS(row, bias, n)                                                                \
+    if (bias) {                                                                               \
+        _Pragma("omp simd") for (long k = 0; k < (n); k++)(row)[k] += (bias)[k];              \
+    }
+
 /* Runs the statements once with flag = 1 where cond holds, once with flag = 0 where not,
  * flag a compile-time constant in each: the compiler then builds one loop per case. An
  * argument tested inside an `omp simd` loop instead becomes masked work on every element,

@@ -14,16 +14,16 @@
 
 #define DEFINE_GRU_STEPS(real, suffix)                                                        \
                                                                                               \
-/* Forward. gates holds (x_r, x_z, x_n) = W_ih x_t + b_ih plus (b_hr, b_hz, 0) on entry, rec  \
- * (or rec_bf16) W_hh h_{t-1} (no bias); b_hn is (H,) or NULL. On return gates holds the     \
- * activations (r, z, n) and h_n the row W_hn h_{t-1} + b_hn; h_next the carried state (the  \
- * old one at a padded step), h_next_bf16 its bfloat16 copy; out the output (zero at a       \
- * padded step).                                                                             \
+/* Forward. gates holds (x_r, x_z, x_n) = W_ih x_t + b_ih plus (b_hr, b_hz, 0) on entry (or   \
+ * W_ih x_t, with those biases in bias: (3H,) or NULL), rec (or rec_bf16) W_hh h_{t-1} (no    \
+ * bias); b_hn is (H,) or NULL. On return gates holds the activations (r, z, n) and h_n       \
+ * the row W_hn h_{t-1} + b_hn; h_next the carried state (the old one at a padded step),      \
+ * h_next_bf16 its bfloat16 copy; out the output (zero at a padded step).                     \
  */                                                                                           \
 void gru_forward_##suffix(long batch, long hidden, real *gates, const real *rec,              \
-                          const uint16_t *rec_bf16, const real *b_hn, const real *h_prev,     \
-                          const uint8_t *mask, real *h_n, real *h_next, real *out,            \
-                          uint16_t *h_next_bf16)                                              \
+                          const uint16_t *rec_bf16, const real *bias, const real *b_hn,       \
+                          const real *h_prev, const uint8_t *mask, real *h_n, real *h_next,   \
+                          real *out, uint16_t *h_next_bf16)                                   \
 {                                                                                             \
     SPLIT_FOR(SPLIT_STEP(batch, hidden),                                                      \
     for (long b = 0; b < batch; b++) {                                                        \
@@ -33,6 +33,7 @@ void gru_forward_##suffix(long batch, long hidden, real *gates, const real *rec,
         const real *hp = h_prev + b * hidden;                                                 \
         real *hx = h_next + b * hidden, *y = out + b * hidden;                                \
         const int real_step = mask == NULL || mask[b];                                        \
+        ADD_BIAS(a, bias, 3 * hidden)                                                         \
         SPECIALISE(low, rb == NULL,                                                           \
         SPECIALISE(bias_n, b_hn != NULL,                                                      \
         _Pragma("omp simd")                                                                   \
@@ -156,7 +157,7 @@ static void gru_forward_rows(long steps, long batch, long first, long count, lon
         const long after = carried_to(k, steps, reverse);
         bf16_tile_product(count, 3 * hidden, hidden, h_in + t * row + at, hidden, w_hh, own,
                           3 * hidden);
-        gru_forward_f32(count, hidden, gates + 3 * (t * row + at), own, NULL, b_hn,
+        gru_forward_f32(count, hidden, gates + 3 * (t * row + at), own, NULL, NULL, b_hn,
                         h_prev_seq + t * row + at, mask ? mask + t * batch + first : NULL,
                         h_n_seq + t * row + at, h_prev_seq + after * row + at,
                         out + t * row + at, h_in + after * row + at);

@@ -21,16 +21,17 @@
 
 #define DEFINE_LSTM_STEPS(real, suffix)                                                       \
                                                                                               \
-/* Forward. gates holds W_ih x_t + b on entry, rec (or rec_bf16) W_hh h_{t-1}; on return     \
- * gates holds the activations (i, f, g, o). c_new receives c_t before masking; h_next,     \
- * c_next the carried state (the old one at a padded step), h_next_bf16 a bfloat16 copy of  \
- * h_next; out the output row (zero at a padded step).                                      \
+/* Forward. gates holds W_ih x_t + b on entry (or W_ih x_t, with b in bias: (4H,) or NULL),   \
+ * rec (or rec_bf16) W_hh h_{t-1}; on return gates holds the activations (i, f, g, o).        \
+ * c_new receives c_t before masking; h_next, c_next the carried state (the old one at a      \
+ * padded step), h_next_bf16 a bfloat16 copy of h_next; out the output row (zero at a         \
+ * padded step).                                                                              \
  */                                                                                           \
 void lstm_forward_##suffix(long batch, long hidden, real *gates, const real *rec,             \
-                           const uint16_t *rec_bf16, const real *h_prev, const real *c_prev,  \
-                           const real *p_i, const real *p_f, const real *p_o,                 \
-                           const uint8_t *mask, real *c_new, real *h_next, real *c_next,      \
-                           real *out, uint16_t *h_next_bf16)                                  \
+                           const uint16_t *rec_bf16, const real *bias, const real *h_prev,    \
+                           const real *c_prev, const real *p_i, const real *p_f,              \
+                           const real *p_o, const uint8_t *mask, real *c_new, real *h_next,   \
+                           real *c_next, real *out, uint16_t *h_next_bf16)                    \
 {                                                                                             \
     SPLIT_FOR(SPLIT_STEP(batch, hidden),                                                      \
     for (long b = 0; b < batch; b++) {                                                        \
@@ -39,6 +40,7 @@ void lstm_forward_##suffix(long batch, long hidden, real *gates, const real *rec
         real *cn = c_new + b * hidden, *hn = h_next + b * hidden;                             \
         real *cx = c_next + b * hidden, *y = out + b * hidden;                                \
         const int real_step = mask == NULL || mask[b];                                        \
+        ADD_BIAS(a, bias, 4 * hidden)                                                         \
         ADD_PRODUCT(real, a, rec ? rec + b * 4 * hidden : NULL,                               \
                     rec_bf16 ? rec_bf16 + b * 4 * hidden : NULL, 4 * hidden)                  \
         SPECIALISE(peephole, p_i != NULL,                                                     \
@@ -183,7 +185,7 @@ static void lstm_forward_rows(long steps, long batch, long first, long count, lo
         const long after = carried_to(k, steps, reverse);
         bf16_tile_product(count, 4 * hidden, hidden, h_in + t * row + at, hidden, w_hh, own,
                           4 * hidden);
-        lstm_forward_f32(count, hidden, gates + 4 * (t * row + at), own, NULL,
+        lstm_forward_f32(count, hidden, gates + 4 * (t * row + at), own, NULL, NULL,
                          h_prev_seq + t * row + at, c_prev_seq + t * row + at, p_i, p_f, p_o,
                          mask ? mask + t * batch + first : NULL, c_new_seq + t * row + at,
                          h_prev_seq + after * row + at, c_prev_seq + after * row + at,

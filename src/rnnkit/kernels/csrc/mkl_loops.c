@@ -53,9 +53,9 @@ static void product(long m, long n, long k, const float *a, const float *packed,
 }
 
 void lstm_forward_f32(long batch, long hidden, float *gates, const float *rec,
-                      const uint16_t *rec_bf16, const float *h_prev, const float *c_prev,
-                      const float *p_i, const float *p_f, const float *p_o, const uint8_t *mask,
-                      float *c_new, float *h_next, float *c_next, float *out,
+                      const uint16_t *rec_bf16, const float *bias, const float *h_prev,
+                      const float *c_prev, const float *p_i, const float *p_f, const float *p_o,
+                      const uint8_t *mask, float *c_new, float *h_next, float *c_next, float *out,
                       uint16_t *h_next_bf16);
 void lstm_backward_f32(long batch, long hidden, const float *gates, const float *c_prev,
                        const float *c_new, const float *p_i, const float *p_f, const float *p_o,
@@ -64,11 +64,13 @@ void lstm_backward_f32(long batch, long hidden, const float *gates, const float 
                        uint16_t *d_gates_bf16, double *dp_i, double *dp_f, double *dp_o,
                        double *d_bias);
 
-/* The arrays are those of lstm_fused.py's loops, whole: gates (T, B, 4H), h and c before each
- * step (T + 1, B, H; row T final), c_t and the output (T, B, H), the mask (T, B) or NULL;
- * w_hh (4H, H); packed mkl_packed_bytes(B, 4H, H) bytes of scratch; rec (B, 4H) scratch. */
+/* The arrays are those of lstm_fused.py's loops, whole: gates (T, B, 4H) W_ih x_t, the bias
+ * b_ih + b_hh (4H) or NULL, h and c before each step (T + 1, B, H; row T final), c_t and the
+ * output (T, B, H), the mask (T, B) or NULL; w_hh (4H, H); packed mkl_packed_bytes(B, 4H, H)
+ * bytes of scratch; rec (B, 4H) scratch. */
 void lstm_forward_mkl(long steps, long batch, long hidden, int reverse, float *gates,
-                      const float *w_hh, float *packed, float *rec, float *h_prev_seq,
+                      const float *bias, const float *w_hh, float *packed, float *rec,
+                      float *h_prev_seq,
                       float *c_prev_seq, float *c_new_seq, const float *p_i, const float *p_f,
                       const float *p_o, const uint8_t *mask, float *out)
 {
@@ -78,10 +80,10 @@ void lstm_forward_mkl(long steps, long batch, long hidden, int reverse, float *g
         const long t = visited(k, steps, reverse);
         const long after = carried_to(k, steps, reverse);
         product(batch, 4 * hidden, hidden, h_prev_seq + t * row, packed, rec);
-        lstm_forward_f32(batch, hidden, gates + 4 * t * row, rec, NULL, h_prev_seq + t * row,
-                         c_prev_seq + t * row, p_i, p_f, p_o, mask ? mask + t * batch : NULL,
-                         c_new_seq + t * row, h_prev_seq + after * row,
-                         c_prev_seq + after * row, out + t * row, NULL);
+        lstm_forward_f32(batch, hidden, gates + 4 * t * row, rec, NULL, bias,
+                         h_prev_seq + t * row, c_prev_seq + t * row, p_i, p_f, p_o,
+                         mask ? mask + t * batch : NULL, c_new_seq + t * row,
+                         h_prev_seq + after * row, c_prev_seq + after * row, out + t * row, NULL);
     }
 }
 
@@ -111,21 +113,23 @@ void lstm_backward_mkl(long steps, long batch, long hidden, int reverse, const f
 }
 
 void gru_forward_f32(long batch, long hidden, float *gates, const float *rec,
-                     const uint16_t *rec_bf16, const float *b_hn, const float *h_prev,
-                     const uint8_t *mask, float *h_n, float *h_next, float *out,
-                     uint16_t *h_next_bf16);
+                     const uint16_t *rec_bf16, const float *bias, const float *b_hn,
+                     const float *h_prev, const uint8_t *mask, float *h_n, float *h_next,
+                     float *out, uint16_t *h_next_bf16);
 void gru_backward_f32(long batch, long hidden, const float *gates, const float *h_n,
                       const float *h_prev, const uint8_t *mask, const float *d_out,
                       const float *rec, const uint16_t *rec_bf16, float *dh, float *d_ih,
                       float *d_hh, uint16_t *d_ih_bf16, uint16_t *d_hh_bf16, double *d_bias_ih,
                       double *d_bias_hn);
 
-/* gru_fused.py's loops: gates (T, B, 3H), h before each step (T + 1, B, H; row T final),
- * W_hn h_{t-1} + b_hn and the output (T, B, H), the mask (T, B) or NULL; w_hh (3H, H); packed
- * mkl_packed_bytes(B, 3H, H) bytes; rec (B, 3H) scratch. */
+/* gru_fused.py's loops: gates (T, B, 3H) W_ih x_t, the bias b_ih + (b_hr, b_hz, 0) (3H) or
+ * NULL, h before each step (T + 1, B, H; row T final), W_hn h_{t-1} + b_hn and the output
+ * (T, B, H), the mask (T, B) or NULL; w_hh (3H, H); packed mkl_packed_bytes(B, 3H, H) bytes;
+ * rec (B, 3H) scratch. */
 void gru_forward_mkl(long steps, long batch, long hidden, int reverse, float *gates,
-                     const float *w_hh, float *packed, float *rec, const float *b_hn,
-                     float *h_prev_seq, const uint8_t *mask, float *h_n_seq, float *out)
+                     const float *bias, const float *w_hh, float *packed, float *rec,
+                     const float *b_hn, float *h_prev_seq, const uint8_t *mask, float *h_n_seq,
+                     float *out)
 {
     const long row = batch * hidden;
     pack_weight(batch, 3 * hidden, hidden, 1, w_hh, packed);
@@ -133,8 +137,8 @@ void gru_forward_mkl(long steps, long batch, long hidden, int reverse, float *ga
         const long t = visited(k, steps, reverse);
         const long after = carried_to(k, steps, reverse);
         product(batch, 3 * hidden, hidden, h_prev_seq + t * row, packed, rec);
-        gru_forward_f32(batch, hidden, gates + 3 * t * row, rec, NULL, b_hn, h_prev_seq + t * row,
-                        mask ? mask + t * batch : NULL, h_n_seq + t * row,
+        gru_forward_f32(batch, hidden, gates + 3 * t * row, rec, NULL, bias, b_hn,
+                        h_prev_seq + t * row, mask ? mask + t * batch : NULL, h_n_seq + t * row,
                         h_prev_seq + after * row, out + t * row, NULL);
     }
 }
@@ -162,18 +166,19 @@ void gru_backward_mkl(long steps, long batch, long hidden, int reverse, const fl
 }
 
 void rnn_forward_f32(long batch, long hidden, int relu, float *pre, const float *rec,
-                     const uint16_t *rec_bf16, const float *h_prev, const uint8_t *mask,
-                     float *h_next, float *out, uint16_t *h_next_bf16);
+                     const uint16_t *rec_bf16, const float *bias, const float *h_prev,
+                     const uint8_t *mask, float *h_next, float *out, uint16_t *h_next_bf16);
 void rnn_backward_f32(long batch, long hidden, int relu, const float *h_new, const uint8_t *mask,
                       const float *d_out, const float *rec, const uint16_t *rec_bf16, float *dh,
                       float *da, uint16_t *da_bf16, double *d_bias);
 
-/* rnn_fused.py's loops: pre (T, B, H) W_ih x_t + b on entry and h_t = f(a_t) on return, h
- * before each step (T + 1, B, H; row T final), the output (T, B, H), the mask (T, B) or NULL;
- * w_hh (H, H); packed mkl_packed_bytes(B, H, H) bytes; rec (B, H) scratch. relu: 1 for relu. */
+/* rnn_fused.py's loops: pre (T, B, H) W_ih x_t on entry and h_t = f(a_t) on return, the bias
+ * b_ih + b_hh (H) or NULL, h before each step (T + 1, B, H; row T final), the output (T, B,
+ * H), the mask (T, B) or NULL; w_hh (H, H); packed mkl_packed_bytes(B, H, H) bytes; rec (B, H)
+ * scratch. relu: 1 for relu. */
 void rnn_forward_mkl(long steps, long batch, long hidden, int relu, int reverse, float *pre,
-                     const float *w_hh, float *packed, float *rec, float *h_prev_seq,
-                     const uint8_t *mask, float *out)
+                     const float *bias, const float *w_hh, float *packed, float *rec,
+                     float *h_prev_seq, const uint8_t *mask, float *out)
 {
     const long row = batch * hidden;
     pack_weight(batch, hidden, hidden, 1, w_hh, packed);
@@ -181,7 +186,7 @@ void rnn_forward_mkl(long steps, long batch, long hidden, int relu, int reverse,
         const long t = visited(k, steps, reverse);
         const long after = carried_to(k, steps, reverse);
         product(batch, hidden, hidden, h_prev_seq + t * row, packed, rec);
-        rnn_forward_f32(batch, hidden, relu, pre + t * row, rec, NULL, h_prev_seq + t * row,
+        rnn_forward_f32(batch, hidden, relu, pre + t * row, rec, NULL, bias, h_prev_seq + t * row,
                         mask ? mask + t * batch : NULL, h_prev_seq + after * row, out + t * row,
                         NULL);
     }

@@ -16,14 +16,15 @@
 
 #define DEFINE_RNN_STEPS(real, suffix)                                                        \
                                                                                               \
-/* Forward. pre holds W_xh x_t + b_xh + b_hh on entry, rec (or rec_bf16) W_hh h_{t-1}; on    \
- * return pre holds h_t = f(a_t) before masking. h_next receives the carried state (the old  \
- * one at a padded step), h_next_bf16 its bfloat16 copy, out the output (zero at a padded    \
- * step). relu: 1 for f = relu, 0 for tanh.                                                  \
+/* Forward. pre holds W_xh x_t + b_xh + b_hh on entry (or W_xh x_t, with the biases' sum in   \
+ * bias: (H,) or NULL), rec (or rec_bf16) W_hh h_{t-1}; on return pre holds h_t = f(a_t)      \
+ * before masking. h_next receives the carried state (the old one at a padded step),          \
+ * h_next_bf16 its bfloat16 copy, out the output (zero at a padded step). relu: 1 for         \
+ * f = relu, 0 for tanh.                                                                      \
  */                                                                                           \
 void rnn_forward_##suffix(long batch, long hidden, int relu, real *pre, const real *rec,      \
-                          const uint16_t *rec_bf16, const real *h_prev, const uint8_t *mask,  \
-                          real *h_next, real *out, uint16_t *h_next_bf16)                     \
+                          const uint16_t *rec_bf16, const real *bias, const real *h_prev,     \
+                          const uint8_t *mask, real *h_next, real *out, uint16_t *h_next_bf16)\
 {                                                                                             \
     SPLIT_FOR(SPLIT_STEP(batch, hidden),                                                      \
     for (long b = 0; b < batch; b++) {                                                        \
@@ -33,6 +34,7 @@ void rnn_forward_##suffix(long batch, long hidden, int relu, real *pre, const re
         const real *hp = h_prev + b * hidden;                                                 \
         real *hx = h_next + b * hidden, *y = out + b * hidden;                                \
         const int real_step = mask == NULL || mask[b];                                        \
+        ADD_BIAS(a, bias, hidden)                                                             \
         SPECIALISE(low, rb == NULL,                                                           \
         SPECIALISE(use_relu, relu,                                                            \
         _Pragma("omp simd")                                                                   \
@@ -127,7 +129,7 @@ static void rnn_forward_rows(long steps, long batch, long first, long count, lon
         const long t = visited(k, steps, reverse);
         const long after = carried_to(k, steps, reverse);
         bf16_tile_product(count, hidden, hidden, h_in + t * row + at, hidden, w_hh, own, hidden);
-        rnn_forward_f32(count, hidden, relu, pre + t * row + at, own, NULL,
+        rnn_forward_f32(count, hidden, relu, pre + t * row + at, own, NULL, NULL,
                         h_prev_seq + t * row + at, mask ? mask + t * batch + first : NULL,
                         h_prev_seq + after * row + at, out + t * row + at,
                         h_in + after * row + at);
