@@ -11,9 +11,12 @@
  */
 #include "gates.h"
 
-/* row += rec (same dtype) or row += rec_bf16, over n numbers. */
-#define ADD_PRODUCT(real, row, rec, rec_bf16, n)                                              \
-    if (rec) {                                                                                \
+/* row += rec (same dtype) or row += rec_bf16, over n numbers; plus bias where not NULL (in the
+ * same pass where rec is given). */
+#define ADD_PRODUCT(real, row, rec, rec_bf16, bias, n)                                        \
+    if ((rec) && (bias)) {                                                                    \
+        _Pragma("omp simd") for (long k = 0; k < (n); k++)(row)[k] += (rec)[k] + (bias)[k];   \
+    } else if (rec) {                                                                         \
         _Pragma("omp simd") for (long k = 0; k < (n); k++)(row)[k] += (rec)[k];               \
     } else if (rec_bf16) {                                                                    \
         _Pragma("omp simd") for (long k = 0; k < (n); k++)(row)[k] += (real)from_bf16((rec_bf16)[k]); \
@@ -40,9 +43,10 @@ void lstm_forward_##suffix(long batch, long hidden, real *gates, const real *rec
         real *cn = c_new + b * hidden, *hn = h_next + b * hidden;                             \
         real *cx = c_next + b * hidden, *y = out + b * hidden;                                \
         const int real_step = mask == NULL || mask[b];                                        \
-        ADD_BIAS(a, bias, 4 * hidden)                                                         \
+        if (!rec)                                                                             \
+            ADD_BIAS(a, bias, 4 * hidden)                                                     \
         ADD_PRODUCT(real, a, rec ? rec + b * 4 * hidden : NULL,                               \
-                    rec_bf16 ? rec_bf16 + b * 4 * hidden : NULL, 4 * hidden)                  \
+                    rec_bf16 ? rec_bf16 + b * 4 * hidden : NULL, bias, 4 * hidden)            \
         SPECIALISE(peephole, p_i != NULL,                                                     \
         _Pragma("omp simd")                                                                   \
         for (long j = 0; j < hidden; j++) {                                                   \
@@ -94,7 +98,7 @@ void lstm_backward_##suffix(long batch, long hidden, const real *gates, const re
         real *da = d_gates + b * 4 * hidden;                                                  \
         real *dhb = dh + b * hidden, *dcb = dc + b * hidden;                                  \
         ADD_PRODUCT(real, dhb, rec ? rec + b * hidden : NULL,                                 \
-                    rec_bf16 ? rec_bf16 + b * hidden : NULL, hidden)                          \
+                    rec_bf16 ? rec_bf16 + b * hidden : NULL, (const real *)NULL, hidden)      \
         if (mask != NULL && !mask[b]) {                                                       \
             memset(da, 0, sizeof(real) * 4 * hidden);                                         \
             if (d_gates_bf16)                                                                 \
