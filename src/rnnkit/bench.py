@@ -14,7 +14,8 @@ except memory, where it is rnnkit's peak over torch's):
 - streaming: microseconds per step at batch 1 of :class:`rnnkit.Stream`, fed a token
   (embedding table) or a vector, against torch.nn's cell stepped from Python under
   ``no_grad``, whose time is the better of torch's default threads and one thread;
-- length: training time per token from short to long sequences (flat = linear cost);
+- length: training time per token from short to long sequences (flat = linear cost), of
+  rnnkit's LSTM and peephole LSTM, and of torch.nn.LSTM for reference (not a target's);
 - memory: peak resident memory added by one training step (Linux's VmHWM after resetting
   it through /proc/self/clear_refs, minus VmRSS before; large blocks are returned to the
   system at free so that each case starts from the same baseline). It counts everything
@@ -42,6 +43,7 @@ from rnnkit import heap, peak_memory
 CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru", "peephole")
 GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3, "peephole": 4}
 TORCH_CELLS = {"rnn_tanh": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
+TORCH_LSTM = "lstm (torch.nn)"  # the length sweep's reference rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,8 +57,10 @@ class Plan:
     stream_seconds: float = 0.05  # length of one timing of a streaming case
     lengths: tuple = (32, 64, 128, 256, 512, 1024)  # sequence lengths of the length sweep
     # timings per length: its ratio is the largest of six medians over the smallest, which
-    # noise widens (with five repeats, seven runs within an hour gave 1.07x to 1.28x)
-    length_repeats: int = 9
+    # noise widens (with five repeats, seven runs within an hour gave 1.07x to 1.28x; with
+    # nine, eleven full runs in a day gave 1.15x to 1.32x, while the peephole LSTM's length
+    # 32 against 1024 alone, paired round by round over 10 to 20 rounds, gave 1.11x to 1.16x)
+    length_repeats: int = 15
     length_size: tuple = (32, 256)  # (B, H) of the length sweep
     memory_size: tuple = (64, 128, 256)  # (B, T, H) of the memory rows
 
@@ -258,10 +262,12 @@ def _repeated(step, seconds: float):
 
 
 def length_rows(plan: Plan) -> tuple[list[dict], str]:
+    """Time per token at each length, of rnnkit's LSTM and peephole LSTM and, for reference,
+    of torch.nn.LSTM (:data:`TORCH_LSTM`), each relative to its own cheapest length."""
     batch, hidden = plan.length_size
     rows, notes = [], []
-    for cell in ("lstm", "peephole"):
-        layer = make_layer(cell, hidden)
+    for cell in ("lstm", "peephole", TORCH_LSTM):
+        layer = nn.LSTM(hidden, hidden) if cell == TORCH_LSTM else make_layer(cell, hidden)
         # each timing covers the same tokens: the longest length once, a shorter one as many
         # times as fit (a single short call of a few ms is at the mercy of the scheduler)
         calls = {T: max(1, max(plan.lengths) // T) for T in plan.lengths}
@@ -323,7 +329,7 @@ def targets(result: dict) -> list[dict]:
     stream = result["streaming"]
     at_256 = [r["ratio_token"] for r in stream if r["cell"] == "lstm" and r["hidden"] == 256]
     by_token, by_vector = [r["ratio_token"] for r in stream], [r["ratio_vector"] for r in stream]
-    spreads = [r["relative"] for r in result["length"]]
+    spreads = [r["relative"] for r in result["length"] if r["cell"] in CELLS]  # not torch's
     checks = [
         ("1 LSTM/GRU/RNN training >= 0.95x torch.nn", standard, lambda v: min(v) >= 0.95),
         ("2a peephole training >= 0.8x torch.nn.LSTM", peephole, lambda v: min(v) >= 0.8),
