@@ -16,7 +16,8 @@ step costs one matrix product in torch and one call of C:
   W_hh. The weight gradients are one matmul each over all steps.
 
 In float32 the loops over time run in C with MKL's per-step products where torch carries
-MKL (``gru_forward_mkl``, ``gru_backward_mkl`` in ``csrc/mkl_loops.c``), as the LSTM's do.
+MKL (``gru_forward_mkl``, ``gru_backward_mkl`` in ``csrc/mkl_loops.c``), as the LSTM's do,
+and add the projection's biases at each step there.
 
 The C source is ``csrc/gru_gates.c``; :mod:`rnnkit.kernels.compiled` builds it. Where it
 cannot, or does not apply (see :func:`rnnkit.kernels.lstm_fused.applies`), :func:`fused_scan`

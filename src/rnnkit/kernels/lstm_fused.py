@@ -14,7 +14,10 @@ so that each step costs one matrix product in torch and one call of C:
 In float32 the two loops over time run in C too (``lstm_forward_mkl`` and
 ``lstm_backward_mkl`` in ``csrc/mkl_loops.c``), calling MKL's packed product for W_hh at each
 step, where torch carries MKL (:func:`mkl_loop`); the Python loops below, with torch's packed
-products, are their twin and the path elsewhere.
+products, are their twin and the path elsewhere. There the projection is a plain matmul and
+the C loop adds b_ih + b_hh to each row in the pass that adds W_hh h_{t-1}: folding the bias
+into the matmul (addmm) first copies it into every row of (T, B, 4H), a pass of its own
+(``benchmarks/bias_in_loop.py``).
 
 The C source is ``csrc/lstm_gates.c``; :mod:`rnnkit.kernels.compiled` builds it. Where it
 cannot (no compiler) or does not apply (not CPU, not float32/float64), :func:`fused_scan`

@@ -12,7 +12,8 @@ step costs one matrix product in torch and one call of C:
   da_t W_hh. The weight gradients are one matmul each over all steps.
 
 In float32 the loops over time run in C with MKL's per-step products where torch carries
-MKL (``rnn_forward_mkl``, ``rnn_backward_mkl`` in ``csrc/mkl_loops.c``), as the LSTM's do.
+MKL (``rnn_forward_mkl``, ``rnn_backward_mkl`` in ``csrc/mkl_loops.c``), as the LSTM's do,
+and add the projection's biases at each step there.
 
 The C source is ``csrc/rnn_gates.c``; :mod:`rnnkit.kernels.compiled` builds it. Where it
 cannot, or does not apply (see :func:`rnnkit.kernels.lstm_fused.applies`), :func:`fused_scan`
