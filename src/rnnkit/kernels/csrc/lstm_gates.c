@@ -11,15 +11,19 @@
  */
 #include "gates.h"
 
-/* row += rec (same dtype) or row += rec_bf16, over n numbers; plus bias where not NULL (in the
- * same pass where rec is given). */
+/* row += rec (same dtype) or row += rec_bf16, over n numbers, and += bias where not NULL (in
+ * the same pass as rec where both are given). */
 #define ADD_PRODUCT(real, row, rec, rec_bf16, bias, n)                                        \
     if ((rec) && (bias)) {                                                                    \
         _Pragma("omp simd") for (long k = 0; k < (n); k++)(row)[k] += (rec)[k] + (bias)[k];   \
-    } else if (rec) {                                                                         \
-        _Pragma("omp simd") for (long k = 0; k < (n); k++)(row)[k] += (rec)[k];               \
-    } else if (rec_bf16) {                                                                    \
-        _Pragma("omp simd") for (long k = 0; k < (n); k++)(row)[k] += (real)from_bf16((rec_bf16)[k]); \
+    } else {                                                                                  \
+        ADD_BIAS(row, bias, n)                                                                \
+        if (rec) {                                                                            \
+            _Pragma("omp simd") for (long k = 0; k < (n); k++)(row)[k] += (rec)[k];           \
+        } else if (rec_bf16) {                                                                \
+            _Pragma("omp simd") for (long k = 0; k < (n); k++)                                \
+                (row)[k] += (real)from_bf16((rec_bf16)[k]);                                   \
+        }                                                                                     \
     }
 
 #define DEFINE_LSTM_STEPS(real, suffix)                                                       \
@@ -43,8 +47,6 @@ void lstm_forward_##suffix(long batch, long hidden, real *gates, const real *rec
         real *cn = c_new + b * hidden, *hn = h_next + b * hidden;                             \
         real *cx = c_next + b * hidden, *y = out + b * hidden;                                \
         const int real_step = mask == NULL || mask[b];                                        \
-        if (!rec)                                                                             \
-            ADD_BIAS(a, bias, 4 * hidden)                                                     \
         ADD_PRODUCT(real, a, rec ? rec + b * 4 * hidden : NULL,                               \
                     rec_bf16 ? rec_bf16 + b * 4 * hidden : NULL, bias, 4 * hidden)            \
         SPECIALISE(peephole, p_i != NULL,                                                     \

@@ -70,9 +70,8 @@ void lstm_backward_f32(long batch, long hidden, const float *gates, const float 
  * bytes of scratch; rec (B, 4H) scratch. */
 void lstm_forward_mkl(long steps, long batch, long hidden, int reverse, float *gates,
                       const float *bias, const float *w_hh, float *packed, float *rec,
-                      float *h_prev_seq,
-                      float *c_prev_seq, float *c_new_seq, const float *p_i, const float *p_f,
-                      const float *p_o, const uint8_t *mask, float *out)
+                      float *h_prev_seq, float *c_prev_seq, float *c_new_seq, const float *p_i,
+                      const float *p_f, const float *p_o, const uint8_t *mask, float *out)
 {
     const long row = batch * hidden;
     pack_weight(batch, 4 * hidden, hidden, 1, w_hh, packed);
