@@ -237,6 +237,25 @@ def test_portable_flags_build_and_agree(monkeypatch, tmp_path):
     assert_all_close(ours, theirs, TOLERANCE[torch.float32])
 
 
+def test_a_build_without_tiles_declares_every_entry_point_and_agrees(monkeypatch, tmp_path):
+    """Built where the tile code cannot be (not x86-64, or a compiler without AMX; here
+    -DRNNKIT_NO_TILES), the library declares every entry point, reports no tiles, and the
+    fused paths run on it."""
+    monkeypatch.setenv("RNNKIT_CACHE", str(tmp_path))
+    compile_flags, link_flags = compiled.FLAG_SETS[1]
+    no_tiles = ([*compile_flags, "-DRNNKIT_NO_TILES"], link_flags)
+    monkeypatch.setattr(compiled, "FLAG_SETS", (no_tiles,))
+    monkeypatch.setattr(compiled, "_cache", {})
+    lib = compiled.library()
+    assert lib is not None and lib.bf16_tiles_ready() == 0
+    assert not common.tiles_run(32, 128, 128)
+    cell = make_cell(peephole=True, dtype=torch.float32)
+    x, state, mask = make_inputs(torch.float32, masked=True)
+    ours = run(fused_scan, cell, x, state, mask, False)
+    theirs = run(scan, cell, x, state, mask, False)
+    assert_all_close(ours, theirs, TOLERANCE[torch.float32])
+
+
 @pytest.mark.parametrize("with_lengths", [True, False])
 def test_auto_takes_the_fused_kernel_where_documented(with_lengths):
     """rnnkit.kernels.auto_kernel in float32 on the CPU: the plain LSTM runs torch's kernel

@@ -26,7 +26,16 @@
 
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 
-#if defined(__x86_64__) && (defined(__clang__) || __GNUC__ >= 11)
+/* The tile code needs x86-64 and a compiler that knows AMX (gcc 11, clang); elsewhere, or
+ * built with -DRNNKIT_NO_TILES (tests), the entry points below report no tiles and do
+ * nothing, and the Python side never calls them. */
+#if !defined(RNNKIT_NO_TILES) && defined(__x86_64__) && (defined(__clang__) || __GNUC__ >= 11)
+#define HAVE_TILES 1
+#else
+#define HAVE_TILES 0
+#endif
+
+#if HAVE_TILES
 #include <cpuid.h>
 #include <immintrin.h>
 #include <sys/syscall.h>
@@ -221,7 +230,7 @@ void bf16_pack_tiles(long n, long k, const float *src, long row_stride, long col
                      uint16_t *packed)
 {
     const long blocks_n = n / 16, blocks_k = k / 32;
-#if defined(__x86_64__) && (defined(__clang__) || __GNUC__ >= 11)
+#if HAVE_TILES
     const int rows = col_stride == 1, columns = row_stride == 1 && !rows;
     if ((rows || columns) && vector_packing()) {
 #pragma omp parallel for schedule(static) if (n * k >= (1L << 18) && !omp_in_parallel())
@@ -247,7 +256,7 @@ void bf16_pack_tiles(long n, long k, const float *src, long row_stride, long col
         }
 }
 
-#if defined(__x86_64__) && (defined(__clang__) || __GNUC__ >= 11)
+#if HAVE_TILES
 struct tile_config {
     uint8_t palette_id, start_row, reserved[14];
     uint16_t colsb[16];
@@ -432,6 +441,10 @@ void bf16_tile_product(long m, long n, long k, const uint16_t *a, long lda,
 }
 void bf16_tile_product_rows(long m, long n, long k, const uint16_t *a, long lda,
                             const uint16_t *packed, float *c, long ldc, const float *bias)
+{
+}
+void bf16_tile_product_rows_f32(long m, long n, long k, const float *a, long lda,
+                                const uint16_t *packed, float *c, long ldc, const float *bias)
 {
 }
 void bf16_weight_grads(long k, long m, const uint16_t *d, long ldd, uint16_t *d_t, long n_x,
