@@ -329,7 +329,7 @@ def targets(result: dict) -> list[dict]:
     stream = result["streaming"]
     at_256 = [r["ratio_token"] for r in stream if r["cell"] == "lstm" and r["hidden"] == 256]
     by_token, by_vector = [r["ratio_token"] for r in stream], [r["ratio_vector"] for r in stream]
-    spreads = [r["relative"] for r in result["length"] if r["cell"] in CELLS]  # not torch's
+    spreads = [r["relative"] for r in result["length"] if r["cell"] != TORCH_LSTM]
     checks = [
         ("1 LSTM/GRU/RNN training >= 0.95x torch.nn", standard, lambda v: min(v) >= 0.95),
         ("2a peephole training >= 0.8x torch.nn.LSTM", peephole, lambda v: min(v) >= 0.8),
