@@ -32,7 +32,7 @@ system:
 	  echo "chromium or espeak-ng could not be installed: the tests that need them will be skipped"
 
 demo: $(STAMP)
-	$(PY) -m rnnkit.demo
+	$(PY) -m rnnkit.tools.demo
 
 test: $(STAMP) system
 	$(PY) -m pytest

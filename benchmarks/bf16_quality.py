@@ -23,7 +23,7 @@ import tempfile
 import torch
 
 from rnnkit.tasks import charlm
-from rnnkit.train import Progress, Trainer
+from rnnkit.training.trainer import Progress, Trainer
 
 
 def final_val_loss(cell: str, precision: str, steps: int, run_dir: str) -> tuple[float, int]:

@@ -18,10 +18,11 @@ import argparse
 
 import torch
 
-from rnnkit import bench, heap
 from rnnkit.kernels.common import addresses, mkl_products
 from rnnkit.kernels.compiled import library
 from rnnkit.kernels.lstm_fused import mkl_scratch
+from rnnkit.tools import bench
+from rnnkit.training import heap
 
 SIZES = ((128, 64, 256), (32, 32, 256), (128, 64, 512))  # (T, B, H), input size = H
 

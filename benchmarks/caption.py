@@ -30,7 +30,7 @@ import torch
 from rnnkit.data import scenes
 from rnnkit.data.pairs import detokenize
 from rnnkit.tasks import caption as cap
-from rnnkit.train import Progress
+from rnnkit.training.trainer import Progress
 
 EXACT_BAR, BLEU_BAR = 0.80, 60.0
 KINDS = {

@@ -28,7 +28,7 @@ from torch import nn
 
 from rnnkit.data import Streams
 from rnnkit.tasks import charlm
-from rnnkit.train import Progress, Task, TrainConfig, Trainer, autocast
+from rnnkit.training.trainer import Progress, Task, TrainConfig, Trainer, autocast
 
 START, END = "<!-- charlm:start -->", "<!-- charlm:end -->"
 CLOCKS = {

@@ -26,7 +26,7 @@ import torch
 from charlm import plain_trainer, race  # benchmarks/, beside this script
 
 from rnnkit.tasks import charlm
-from rnnkit.train import Progress, Trainer
+from rnnkit.training.trainer import Progress, Trainer
 
 
 def variant_trainer(settings: dict, seconds: float, run_dir: str):

@@ -27,9 +27,9 @@ import time
 import torch
 from docs_section import write_section  # benchmarks/, beside this script
 
-from rnnkit import config as configuration
 from rnnkit.tasks import classify
-from rnnkit.train import Progress
+from rnnkit.training import config as configuration
+from rnnkit.training.trainer import Progress
 
 START, END = "<!-- classify:start -->", "<!-- classify:end -->"
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from rnnkit.tasks import forecast, tag
-from rnnkit.train import Progress
+from rnnkit.training.trainer import Progress
 
 # case -> settings of forecast.Config (minutes are set from the command line)
 FORECASTS = {

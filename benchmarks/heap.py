@@ -1,4 +1,4 @@
-"""A charlm training step with glibc keeping freed blocks (rnnkit.heap) against glibc's
+"""A charlm training step with glibc keeping freed blocks (rnnkit.training.heap) against glibc's
 defaults, in one process, in alternating blocks of steps so that load drift hits both.
 
     PYTHONPATH=src python benchmarks/heap.py                 # the charlm defaults
@@ -16,7 +16,7 @@ import time
 import torch
 from charlm_race import variant_trainer  # benchmarks/, beside this script
 
-from rnnkit import heap
+from rnnkit.training import heap
 
 
 def main() -> None:

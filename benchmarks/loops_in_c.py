@@ -19,8 +19,9 @@ import time
 import numpy
 import torch
 
-from rnnkit import bench, heap
 from rnnkit.kernels import gru_fused, lstm_fused, rnn_fused
+from rnnkit.tools import bench
+from rnnkit.training import heap
 
 SIZES = ((32, 100, 128), (64, 128, 256), (64, 128, 512))  # (B, T, H), input size = H
 CELLS = {"lstm": lstm_fused, "peephole": lstm_fused, "gru": gru_fused, "rnn_tanh": rnn_fused}

@@ -28,7 +28,7 @@ from docs_section import write_section  # benchmarks/, beside this script
 
 from rnnkit.data.ucr import load_sequences
 from rnnkit.tasks import seqclass
-from rnnkit.train import Progress
+from rnnkit.training.trainer import Progress
 
 START, END = "<!-- seqclass:start -->", "<!-- seqclass:end -->"
 

@@ -37,11 +37,11 @@ from pathlib import Path
 import torch
 from docs_section import write_section  # benchmarks/, beside this script
 
-from rnnkit import config as configuration
-from rnnkit.ctc import CharLMScorer
 from rnnkit.data import speech as corpus
+from rnnkit.models.ctc import CharLMScorer
 from rnnkit.tasks import charlm, speech
-from rnnkit.train import MODEL_FILE, Progress, Trainer
+from rnnkit.training import config as configuration
+from rnnkit.training.trainer import MODEL_FILE, Progress, Trainer
 
 START, END = "<!-- speech:start -->", "<!-- speech:end -->"
 WER_BAR = 0.05

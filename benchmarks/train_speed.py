@@ -21,7 +21,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnkit
-from rnnkit import heap
+from rnnkit.training import heap
 
 SIZES = [(32, 100, 128), (64, 128, 256), (64, 128, 512)]  # (batch, length, hidden)
 clock = time.perf_counter  # or time.process_time (--clock cpu)

@@ -28,7 +28,7 @@ import torch
 from rnnkit.data import numbers
 from rnnkit.data.pairs import detokenize
 from rnnkit.tasks import translate as tr
-from rnnkit.train import Progress
+from rnnkit.training.trainer import Progress
 
 BUCKETS = ((1, 3), (4, 6), (7, 9), (10, 12), (13, 99))  # source lengths in tokens
 BAR = 0.95

@@ -18,8 +18,9 @@ import time
 
 import torch
 
-from rnnkit import bench, heap
 from rnnkit.kernels import common
+from rnnkit.tools import bench
+from rnnkit.training import heap
 
 SIZES = ((32, 100, 128), (64, 128, 256), (64, 128, 512))  # (B, T, H), input size = H
 CELLS = ("rnn_tanh", "lstm", "gru", "peephole")

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from rnnkit import bench
+from rnnkit.tools import bench
 
 TINY = bench.Plan(
     sizes=((2, 3, 8),),

@@ -12,9 +12,9 @@ from rnnkit.data import images as folders
 from rnnkit.data import scenes
 from rnnkit.data.pairs import EOS, PAD, SOS
 from rnnkit.data.tables import TableError
+from rnnkit.models.vision import VGGEncoder, to_tensor
 from rnnkit.tasks import caption as cap
 from rnnkit.tasks.translate import search_for
-from rnnkit.vision import VGGEncoder, to_tensor
 
 TINY = dict(image_size=32, blocks=2, width=4, convs=1, feature_size=12, embedding=8, hidden=16)
 VOCAB = 9

@@ -8,7 +8,7 @@ import torch
 
 from rnnkit.data import Vocab
 from rnnkit.tasks import charlm
-from rnnkit.train import Progress
+from rnnkit.training.trainer import Progress
 
 SMALL_TEXT = "to be or not to be, that is the question. " * 40
 

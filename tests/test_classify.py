@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from rnnkit import cli, confusion
+from rnnkit import cli
 from rnnkit.data.tables import TableError
-from rnnkit.pooling import pool
-from rnnkit.tasks import classify, classify_data
+from rnnkit.models.pooling import pool
+from rnnkit.tasks import classify, classify_data, confusion
 
 POOLINGS = ["last", "mean", "max"]
 

@@ -6,9 +6,9 @@ from typing import Literal
 
 import pytest
 
-from rnnkit import config as configuration
 from rnnkit.cli import main
 from rnnkit.tasks import charlm
+from rnnkit.training import config as configuration
 
 
 @dataclasses.dataclass

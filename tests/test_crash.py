@@ -12,10 +12,10 @@ import time
 import pytest
 import torch
 
-from rnnkit import checkpoint
-from rnnkit.checkpoint import CheckpointError, load_tensors
 from rnnkit.tasks import charlm
-from rnnkit.train import Progress, Trainer
+from rnnkit.training import checkpoint
+from rnnkit.training.checkpoint import CheckpointError, load_tensors
+from rnnkit.training.trainer import Progress, Trainer
 
 TEXT = "the cat sat on the mat. the dog sat on the log. a cat and a dog met. " * 40
 FLAGS = dict(hidden=32, batch_size=8, window=16, steps=60, eval_every=20, checkpoint_every=7)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from rnnkit import ctc
 from rnnkit.data import Vocab
+from rnnkit.models import ctc
 from rnnkit.tasks import charlm
 
 

@@ -5,8 +5,8 @@ from typing import NamedTuple
 import pytest
 import torch
 
-from rnnkit import decode
-from rnnkit.seq2seq import Seq2Seq
+from rnnkit.models import decode
+from rnnkit.models.seq2seq import Seq2Seq
 
 SOS, EOS, PAD = 1, 2, 0
 

@@ -10,11 +10,11 @@ import sys
 import pytest
 import torch
 
-from rnnkit import distributed
-from rnnkit.checkpoint import CheckpointError, load_tensors
 from rnnkit.data import Window
 from rnnkit.tasks import charlm
-from rnnkit.train import Progress, Trainer
+from rnnkit.training import distributed
+from rnnkit.training.checkpoint import CheckpointError, load_tensors
+from rnnkit.training.trainer import Progress, Trainer
 
 TEXT = "the cat sat on the mat. the dog sat on the log. a cat and a dog met. " * 12
 
@@ -26,7 +26,7 @@ import io, json, sys
 import torch
 import torch.distributed as dist
 from rnnkit.tasks import charlm
-from rnnkit.train import Progress, Trainer
+from rnnkit.training.trainer import Progress, Trainer
 
 torch.set_num_threads(1)
 

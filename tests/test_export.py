@@ -11,15 +11,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rnnkit import config as configuration
 from rnnkit import export
-from rnnkit.checkpoint import MODEL_FILE, save_tensors
 from rnnkit.cli import main
 from rnnkit.data import Vocab
 from rnnkit.data.pairs import SOS, SPECIALS, TokenVocab
-from rnnkit.seq2seq import Seq2Seq
+from rnnkit.models.seq2seq import Seq2Seq
+from rnnkit.models.vision import Captioner, VGGEncoder
 from rnnkit.tasks import charlm, classify, forecast, seqclass, tag, translate
-from rnnkit.vision import Captioner, VGGEncoder
+from rnnkit.training import config as configuration
+from rnnkit.training.checkpoint import MODEL_FILE, save_tensors
 
 ort = pytest.importorskip("onnxruntime")
 

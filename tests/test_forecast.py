@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from rnnkit import metrics
 from rnnkit.data.series import SeriesError
 from rnnkit.tasks import forecast
-from rnnkit.train import Progress
+from rnnkit.tasks import forecast_metrics as metrics
+from rnnkit.training.trainer import Progress
 
 # --- metrics and baselines against values worked out by hand ---
 

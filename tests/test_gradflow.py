@@ -4,8 +4,8 @@ import json
 
 import torch
 
-from rnnkit import gradflow
 from rnnkit.cells import LSTMCell, RNNCell
+from rnnkit.tools import gradflow
 
 
 def test_scalar_linear_unit_gives_2_to_the_100_and_its_inverse_exactly():

@@ -1,4 +1,4 @@
-"""rnnkit.heap: with keep_freed_blocks a freed large tensor stays in the process for reuse;
+"""rnnkit.training.heap: with keep_freed_blocks a freed large tensor stays in the process for reuse;
 with glibc's defaults it goes back to the system. Each case runs in a fresh process, since
 the setting and the heap it shapes are the whole process's."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rnnkit import heap
+from rnnkit.training import heap
 
 pytestmark = pytest.mark.skipif(
     heap.libc() is None or not Path("/proc/self/status").exists(), reason="needs glibc on Linux"
@@ -19,7 +19,8 @@ MB = 1024 * 1024
 PROBE = """
 import json, sys
 import torch
-from rnnkit import heap, peak_memory
+from rnnkit.training import heap
+from rnnkit.tools import peak_memory
 
 def rss():
     return peak_memory._status_kb("VmRSS") * 1024

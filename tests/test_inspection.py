@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from rnnkit import inspection
 from rnnkit.tasks import charlm
+from rnnkit.tools import inspection
 
 SOURCE = 'def f(x):\n    return "a (b)"  # done\n\nprint(f([1, 2]))\n'
 

@@ -4,7 +4,7 @@ import json
 
 import torch
 
-from rnnkit import memory
+from rnnkit.tools import memory
 
 
 def generator(seed=0):

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from rnnkit.layers import make_layer
-from rnnkit.pretrain import IGNORE, pretrain, targets
+from rnnkit.tasks.classify_pretrain import IGNORE, pretrain, targets
 
 
 def test_targets_golden_values():

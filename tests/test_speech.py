@@ -10,7 +10,7 @@ import torch
 
 from rnnkit.data import audio
 from rnnkit.tasks import speech
-from rnnkit.train import Progress, Trainer
+from rnnkit.training.trainer import Progress, Trainer
 
 ESPEAK = shutil.which("espeak-ng")
 needs_espeak = pytest.mark.skipif(ESPEAK is None, reason="espeak-ng is not installed")

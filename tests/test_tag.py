@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from rnnkit.data.regimes import REGIMES, TagDataError, Tagged, generate_regimes, load_npz, save_npz
 from rnnkit.tasks import tag
-from rnnkit.train import Progress
+from rnnkit.training.trainer import Progress
 
 
 def tiny_config(tmp_path, **changes) -> tag.Config:

@@ -10,10 +10,10 @@ import signal
 import pytest
 import torch
 
-from rnnkit import checkpoint
-from rnnkit import train as training
 from rnnkit.tasks import charlm
-from rnnkit.train import NonFiniteLoss, Progress, TrainConfig, Trainer, lr_factor
+from rnnkit.training import checkpoint
+from rnnkit.training import trainer as training
+from rnnkit.training.trainer import NonFiniteLoss, Progress, TrainConfig, Trainer, lr_factor
 
 TEXT = "the cat sat on the mat. the dog sat on the log. a cat and a dog met. " * 12
 

@@ -6,9 +6,10 @@ import math
 import pytest
 import torch
 
-from rnnkit import cli, decode
+from rnnkit import cli
 from rnnkit.data.pairs import EOS, PAD, SOS, PairsError, make_batch, pad
-from rnnkit.seq2seq import Seq2Seq
+from rnnkit.models import decode
+from rnnkit.models.seq2seq import Seq2Seq
 from rnnkit.tasks import translate as tr
 
 ATTENTIONS = ("none", "bahdanau", "luong")

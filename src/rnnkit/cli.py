@@ -32,10 +32,10 @@ from pathlib import Path
 
 import torch
 
-from rnnkit import config as configuration
 from rnnkit.data import CorpusError
 from rnnkit.tasks import TASKS, load_task, task_of_run
-from rnnkit.train import NonFiniteLoss
+from rnnkit.training import config as configuration
+from rnnkit.training.trainer import NonFiniteLoss
 
 # What may change when a run is resumed: its limits and where it runs, not its model or data.
 RESUMABLE = {"steps", "epochs", "minutes", "eval_every", "checkpoint_every", "device"}
@@ -314,22 +314,22 @@ def run_export(args) -> int:
 
 def run_bench(args) -> int:
     if args.rest[:1] == ["memory"]:
-        from rnnkit import memory
+        from rnnkit.tools import memory
 
         return memory.main(args.rest[1:])
-    from rnnkit import bench
+    from rnnkit.tools import bench
 
     return bench.main(args.rest)
 
 
 def run_gradflow(args) -> int:
-    from rnnkit import gradflow
+    from rnnkit.tools import gradflow
 
     return gradflow.main(args.rest)
 
 
 def run_inspect(args) -> int:
-    from rnnkit import inspection
+    from rnnkit.tools import inspection
 
     path = inspection.report(Path(args.run), Path(args.text), Path(args.out), args.max_chars)
     print(f"wrote {path}")

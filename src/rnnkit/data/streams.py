@@ -39,7 +39,7 @@ class Window:
 
     def shard(self, rank: int, size: int) -> Window:
         """Process ``rank``'s block of the streams, one of ``size`` equal blocks (data-parallel
-        training, :mod:`rnnkit.distributed`): its own streams, so its own carried state."""
+        training, :mod:`rnnkit.training.distributed`): its own streams, so its own carried state."""
         B = self.inputs.shape[1]
         if B % size:
             raise ValueError(

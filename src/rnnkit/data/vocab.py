@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rnnkit.checkpoint import write_json
 from rnnkit.data.files import DataError, read_json
+from rnnkit.training.checkpoint import write_json
 
 UNKNOWN = "\ufffd"
 

@@ -133,9 +133,9 @@ def load_run(run_dir: Path, module) -> tuple[nn.Module, dict]:
     *_, model = module.load_run(run_dir, "cpu")
     files = {name: read_json(run_dir / name, object) for name in RUN_FILES[module.NAME]}
     if module.NAME == "caption" and model.encoder is not None:
-        from rnnkit.vision import MEAN, SPREAD
+        from rnnkit.models.vision import MEAN, SPREAD
 
-        # Images as rnnkit.vision.to_tensor reads them: RGB resized to a square (as
+        # Images as rnnkit.models.vision.to_tensor reads them: RGB resized to a square (as
         # rnnkit.data.images.load_image), (B, 3, side, side), (pixel / 255 - mean) / spread.
         files["pixels"] = {"side": model.encoder.image_size, "mean": MEAN, "spread": SPREAD}
     return model.float().eval(), files

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.cells import LSTMCell
-from rnnkit.pooling import pool
+from rnnkit.models.pooling import pool
 
 # --- the parts of a task's model ---------------------------------------------------------
 

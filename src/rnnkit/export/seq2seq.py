@@ -22,7 +22,7 @@ from rnnkit.export.write import OPSET, _require_onnx, quiet, write_onnx, write_t
 
 class LayerCall(nn.Module):
     """An exportable stack behind a layer's own call, ``(x, lengths=...) -> (output, final)``
-    from the zero state, so :meth:`rnnkit.seq2seq.Seq2Seq.start` runs unchanged."""
+    from the zero state, so :meth:`rnnkit.models.seq2seq.Seq2Seq.start` runs unchanged."""
 
     def __init__(self, rnn: nn.Module, recurrent: nn.Module):
         super().__init__()
@@ -61,7 +61,7 @@ class Start(nn.Module):
 
 class DecoderStep(nn.Module):
     """(tokens (B,), h_prev[, c_prev] (B, L, H)[, memory, keys, mask]) -> (logits (B, V),
-    h[, c][, attention weights (B, S)]): :meth:`rnnkit.seq2seq.Decoder.step`."""
+    h[, c][, attention weights (B, S)]): :meth:`rnnkit.models.seq2seq.Decoder.step`."""
 
     varargs = True
 
@@ -71,7 +71,7 @@ class DecoderStep(nn.Module):
         self.parts = 2 if isinstance(decoder.rnn.cells[0], LSTMCell) else 1
 
     def forward(self, tokens: Tensor, *state: Tensor):
-        from rnnkit.seq2seq import DecoderState
+        from rnnkit.models.seq2seq import DecoderState
 
         hidden, memory = tuple(state[: self.parts]), state[self.parts :]
         step_state = DecoderState(hidden, *(memory if self.attention else (None,) * 3))

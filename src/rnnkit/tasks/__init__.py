@@ -1,7 +1,7 @@
 """Tasks: each a module with a ``Config`` dataclass, a model, and ``train``.
 
 ``TASKS`` maps a task's command-line name to its module, imported only when used. A task
-module provides ``NAME``, ``Config`` (a :class:`rnnkit.train.TrainConfig` subclass) and
+module provides ``NAME``, ``Config`` (a :class:`rnnkit.training.trainer.TrainConfig` subclass) and
 ``train(config, resume)``; tasks that can be sampled or scored also provide ``sample`` and
 ``evaluate`` (see :mod:`rnnkit.cli`).
 """
@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-from rnnkit import config as configuration
-from rnnkit.checkpoint import MODEL_FILE
 from rnnkit.data.files import read_json
+from rnnkit.training import config as configuration
+from rnnkit.training.checkpoint import MODEL_FILE
 
 TASKS = {
     "charlm": "rnnkit.tasks.charlm",

@@ -1,14 +1,14 @@
 """Image captioning, one to many: an image (or its feature vector) in, a caption out.
 
-A convolutional encoder (:class:`rnnkit.vision.VGGEncoder`, trained jointly) or a
+A convolutional encoder (:class:`rnnkit.models.vision.VGGEncoder`, trained jointly) or a
 precomputed ``.npy`` row turns the image into a feature vector f; f sets the decoder's
 initial state, h_0 = tanh(W_h f + b_h) (and c_0 likewise for an LSTM), and with
 ``--feed-image`` is also the decoder's input at a step before <sos>, as Show and Tell feeds
 the image once at t = -1 (Vinyals et al. 2015, section 3.1). The decoder is the seq2seq one
-(:class:`rnnkit.seq2seq.Decoder`); with the CNN it also attends over the cells of the CNN's
-last maps (``--attention``, :class:`rnnkit.vision.Captioner`). Training uses teacher
+(:class:`rnnkit.models.seq2seq.Decoder`); with the CNN it also attends over the cells of the CNN's
+last maps (``--attention``, :class:`rnnkit.models.vision.Captioner`). Training uses teacher
 forcing; captions are written greedily, by beam search or by sampling with
-:mod:`rnnkit.decode`, through the translation task's ``search_for``.
+:mod:`rnnkit.models.decode`, through the translation task's ``search_for``.
 
 Data: generated scenes (:mod:`rnnkit.data.scenes`, whose test split holds things at places
 never seen in training), or a folder of images with ``captions.csv``
@@ -36,15 +36,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rnnkit import config as configuration
-from rnnkit.checkpoint import write_json
 from rnnkit.data import images as folders
 from rnnkit.data import scenes
 from rnnkit.data.pairs import EOS, PAD, SOS, TokenVocab, detokenize, pad, tokenize
+from rnnkit.models.vision import Captioner, VGGEncoder, plot_gallery, to_tensor
 from rnnkit.tasks import run_config
 from rnnkit.tasks.translate import search_for
-from rnnkit.train import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
-from rnnkit.vision import Captioner, VGGEncoder, plot_gallery, to_tensor
+from rnnkit.training import config as configuration
+from rnnkit.training.checkpoint import write_json
+from rnnkit.training.trainer import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
 NAME = "caption"
 Cell = Literal["lstm", "gru", "rnn", "peephole"]

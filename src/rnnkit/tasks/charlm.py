@@ -3,8 +3,8 @@
 Embedding (or one-hot, as the lecture draws it) -> stacked recurrent layers -> linear ->
 softmax over the next character. Trained on char-rnn style streams with the state carried
 from window to window (:mod:`rnnkit.data.streams`) by the shared trainer
-(:mod:`rnnkit.train`); sampled one character at a time, each new character costing one step
-of the network from the carried state.
+(:mod:`rnnkit.training.trainer`); sampled one character at a time, each new character
+costing one step of the network from the carried state.
 
 Shape letters: T time (window), B batch (streams), E input size, H hidden size, V vocabulary.
 """
@@ -23,12 +23,12 @@ import torch.nn.functional as F
 from torch import nn
 
 import rnnkit
-from rnnkit import config as configuration
 from rnnkit.data import Streams, Vocab, Window, eval_windows, load_corpus
 from rnnkit.kernels.dropout import Dropout
 from rnnkit.scan import map_state
 from rnnkit.tasks import default_run_dir, run_config
-from rnnkit.train import (
+from rnnkit.training import config as configuration
+from rnnkit.training.trainer import (
     MODEL_FILE,
     Task,
     TrainConfig,

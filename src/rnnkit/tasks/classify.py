@@ -3,7 +3,7 @@
 Tokens -> embedding, plus (``nb_features``, on by default) a linear projection of each
 token's and bigram's Naive-Bayes log-count ratios (:mod:`rnnkit.tasks.classify_features`)
 -> uni- or bidirectional recurrent layers -> pooling over the real steps
-(:mod:`rnnkit.pooling`) -> dropout -> linear -> softmax over the classes. Data is a CSV/TSV
+(:mod:`rnnkit.models.pooling`) -> dropout -> linear -> softmax over the classes. Data is a CSV/TSV
 table with a text and a label column (:mod:`rnnkit.tasks.classify_data`), split at random,
 once, by the seed into training, validation and test parts. A TF-IDF (words and bigrams) +
 logistic-regression baseline is fitted once on the same training part; every evaluation
@@ -30,14 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import rnnkit
-from rnnkit import config as configuration
-from rnnkit import confusion
 from rnnkit.data.files import read_json
 from rnnkit.data.pairs import UNK, TokenVocab, tokenize
-from rnnkit.pooling import pool
-from rnnkit.pretrain import pretrain
+from rnnkit.models.pooling import pool
 from rnnkit.tasks import classify_features as features
-from rnnkit.tasks import default_run_dir, run_config
+from rnnkit.tasks import confusion, default_run_dir, run_config
 from rnnkit.tasks.classify_data import (  # noqa: F401  (split_rows: the tests')
     MOVIE_REVIEWS,
     Examples,
@@ -48,7 +45,9 @@ from rnnkit.tasks.classify_data import (  # noqa: F401  (split_rows: the tests')
     split_rows,
     unlabelled_texts,
 )
-from rnnkit.train import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
+from rnnkit.tasks.classify_pretrain import pretrain
+from rnnkit.training import config as configuration
+from rnnkit.training.trainer import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
 NAME = "classify"
 
@@ -300,7 +299,8 @@ def fit_baseline(parts: dict[str, Examples]):
 
 def pretrain_model(model: TextClassifier, texts: list[str], vocab, config: Config) -> dict:
     """Dai & Le (2015)'s semi-supervised start: the embedding and recurrent layer first learn
-    to predict the neighbouring words of unlabelled texts (:mod:`rnnkit.pretrain`)."""
+    to predict the neighbouring words of unlabelled texts
+    (:mod:`rnnkit.tasks.classify_pretrain`)."""
     sequences = encode(texts, vocab, config)
     model.to(pick_device(config.device))
     result = pretrain(

@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rnnkit.checkpoint import load_tensors, save_tensors
 from rnnkit.data.pairs import SPECIALS
+from rnnkit.training.checkpoint import load_tensors, save_tensors
 
 FILE = "nb_ratios.safetensors"  # the whole training part's ratios, in the run directory
 SMOOTHING = 1.0  # Wang & Manning's alpha

@@ -14,9 +14,9 @@ mean-shift half of RevIN, Kim et al. 2022, with the training scaler's spread kep
 
 After training, the best model and two baselines forecast the same test windows (naive: the
 last value; seasonal naive: the last season, of a period given or detected), each scored by
-MAE, RMSE, MASE and sMAPE (:mod:`rnnkit.metrics`); the run holds ``test_metrics.json`` and
-``forecast.png``. ``rnnkit forecast RUN --data new.csv --horizon 12`` forecasts from the end
-of a file and writes a CSV.
+MAE, RMSE, MASE and sMAPE (:mod:`rnnkit.tasks.forecast_metrics`); the run holds
+``test_metrics.json`` and ``forecast.png``. ``rnnkit forecast RUN --data new.csv --horizon 12``
+forecasts from the end of a file and writes a CSV.
 
 Shape letters: W input window, H horizon, T time, B batch (windows), C input columns
 (targets first, then covariates), Ct target columns.
@@ -35,9 +35,6 @@ import torch.nn.functional as F
 from torch import nn
 
 import rnnkit
-from rnnkit import config as configuration
-from rnnkit import metrics
-from rnnkit.checkpoint import write_json
 from rnnkit.data.files import read_json
 from rnnkit.data.series import (
     Scaler,
@@ -51,8 +48,11 @@ from rnnkit.data.series import (
     write_forecast,
 )
 from rnnkit.scan import map_state
+from rnnkit.tasks import forecast_metrics as metrics
 from rnnkit.tasks import run_config
-from rnnkit.train import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
+from rnnkit.training import config as configuration
+from rnnkit.training.checkpoint import write_json
+from rnnkit.training.trainer import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
 NAME = "forecast"
 

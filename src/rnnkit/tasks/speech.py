@@ -6,7 +6,7 @@ wider steps: Sak et al. 2015, "Fast and Accurate Recurrent Neural Network Acoust
 for Speech Recognition", section 2.2) -> stacked uni- or bidirectional recurrent layers ->
 linear -> log-softmax over the characters and the CTC blank (index 0). Trained with torch's
 CTC loss (Graves et al. 2006) by the shared trainer; decoded by best path or prefix beam
-search, optionally with a character language model (:mod:`rnnkit.ctc`).
+search, optionally with a character language model (:mod:`rnnkit.models.ctc`).
 
 A unidirectional model also transcribes a stream: each chunk of samples becomes log-mel
 frames (:class:`rnnkit.data.audio.LogMelStream`), stacked steps, one step each of
@@ -34,15 +34,15 @@ import torch.nn.functional as F
 from torch import nn
 
 import rnnkit
-from rnnkit import config as configuration
-from rnnkit import ctc
-from rnnkit.checkpoint import write_json
 from rnnkit.data import audio
 from rnnkit.data import speech as corpus
 from rnnkit.data.corpus import CorpusError
 from rnnkit.data.files import read_json
+from rnnkit.models import ctc
 from rnnkit.tasks import default_run_dir, run_config
-from rnnkit.train import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
+from rnnkit.training import config as configuration
+from rnnkit.training.checkpoint import write_json
+from rnnkit.training.trainer import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
 NAME = "speech"
 BLANK = ""  # the CTC blank's entry in the label list; it is never written
@@ -411,7 +411,7 @@ def stream_file(model, features: Features, labels, path, chunk_ms: float, out) -
 class StreamingRecognizer:
     """Best-path transcription of audio pushed in chunks: log-mel frames as they complete,
     normalised with the training statistics, stacked into steps, one :class:`rnnkit.Stream`
-    step each, and labels carried across chunks by :class:`rnnkit.ctc.GreedyStream`."""
+    step each, and labels carried across chunks by :class:`rnnkit.models.ctc.GreedyStream`."""
 
     def __init__(self, model: SpeechRecognizer, features: Features, labels: list[str]):
         if model.rnn.bidirectional:

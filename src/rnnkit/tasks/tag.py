@@ -28,13 +28,13 @@ import torch.nn.functional as F
 from torch import nn
 
 import rnnkit
-from rnnkit import config as configuration
-from rnnkit.checkpoint import write_json
 from rnnkit.data.files import read_json
 from rnnkit.data.regimes import REGIMES, TagDataError, Tagged, load_tagged
 from rnnkit.data.series import Scaler
 from rnnkit.tasks import run_config
-from rnnkit.train import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
+from rnnkit.training import config as configuration
+from rnnkit.training.checkpoint import write_json
+from rnnkit.training.trainer import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
 NAME = "tag"
 DATA_SEED = 0  # seed of the generated regimes a run trains on; eval draws a fresh sample

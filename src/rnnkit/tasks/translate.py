@@ -1,9 +1,9 @@
 """Translation: an encoder-decoder with attention, trained with teacher forcing on pairs.
 
 The source sentence is read by the encoder, the decoder writes the target from <sos> to
-<eos> (:mod:`rnnkit.seq2seq`), one token per step; training feeds it the known previous
+<eos> (:mod:`rnnkit.models.seq2seq`), one token per step; training feeds it the known previous
 token (teacher forcing, ratio 1.0, or a ratio decaying over the run), and inference
-decodes greedily or with beam search (:mod:`rnnkit.decode`). Data: ``numbers-en-es``
+decodes greedily or with beam search (:mod:`rnnkit.models.decode`). Data: ``numbers-en-es``
 (:mod:`rnnkit.data.numbers`) or a TSV file of ``source<TAB>target`` pairs
 (:mod:`rnnkit.data.pairs`), split at random by source sentence, so the same source never
 sits on both sides of the split.
@@ -23,8 +23,6 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from rnnkit import config as configuration
-from rnnkit import decode
 from rnnkit.data import numbers
 from rnnkit.data.pairs import (
     EOS,
@@ -45,9 +43,11 @@ from rnnkit.data.pairs import (
     split_by_source,
     tokenize,
 )
-from rnnkit.seq2seq import Seq2Seq, plot_attention
+from rnnkit.models import decode
+from rnnkit.models.seq2seq import Seq2Seq, plot_attention
 from rnnkit.tasks import default_run_dir, run_config
-from rnnkit.train import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
+from rnnkit.training import config as configuration
+from rnnkit.training.trainer import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
 NAME = "translate"
 Cell = Literal["lstm", "gru", "rnn", "peephole"]

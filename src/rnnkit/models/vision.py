@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rnnkit.seq2seq import Decoder, DecoderState, batch_first_state, layer_state, state_parts
+from rnnkit.models.seq2seq import Decoder, DecoderState, batch_first_state, layer_state, state_parts
 
 MEAN, SPREAD = 0.5, 0.25  # pixels in [0, 1] are centred and scaled by these
 
@@ -182,7 +182,7 @@ class Captioner(nn.Module):
         return self.decoder(target_in, state, teacher_forcing_ratio)[0]
 
     def step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
-        """One decoder step in the form :mod:`rnnkit.decode` expects."""
+        """One decoder step in the form :mod:`rnnkit.models.decode` expects."""
         logits, state, _ = self.decoder.step(tokens, state)
         return logits, state
 

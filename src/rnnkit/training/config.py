@@ -18,8 +18,8 @@ import types
 import typing
 from pathlib import Path
 
-from rnnkit.checkpoint import atomic_write
 from rnnkit.data.files import read_json
+from rnnkit.training.checkpoint import atomic_write
 
 _FIELD_COMMENT = re.compile(r"^\s+(\w+)\s*:[^#]*#\s*(.+?)\s*$")
 

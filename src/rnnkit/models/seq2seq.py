@@ -180,7 +180,7 @@ class LuongAttention(nn.Module):
 
 
 class DecoderState(NamedTuple):
-    """What one decoder step needs; every tensor batch first (see :mod:`rnnkit.decode`)."""
+    """What one decoder step needs; every tensor batch first (see :mod:`rnnkit.models.decode`)."""
 
     hidden: tuple[Tensor, ...]  # the recurrent state, each part (B, L, H)
     memory: Tensor  # (B, S, M) encoder outputs, zero at padding
@@ -343,7 +343,7 @@ class Seq2Seq(nn.Module):
         return self.decoder(target_in, self.start(source, lengths), teacher_forcing_ratio)
 
     def step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
-        """One decoder step in the form :mod:`rnnkit.decode` expects."""
+        """One decoder step in the form :mod:`rnnkit.models.decode` expects."""
         logits, state, _ = self.decoder.step(tokens, state)
         return logits, state
 

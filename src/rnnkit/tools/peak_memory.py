@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from rnnkit import heap
+from rnnkit.training import heap
 
 SMALL = 64 * 1024  # the mmap and trim thresholds while measuring
 

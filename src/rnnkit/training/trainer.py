@@ -14,7 +14,7 @@ evaluation), ``loss.png``, ``model.safetensors`` (the best weights by validation
 carried state, and the step, as tensors plus JSON metadata; nothing is pickled). It is saved
 at each evaluation and every ``checkpoint_every`` steps. Every checkpoint is written to a
 temporary file and renamed over the old one, so a crash leaves either the old file or the
-new one, never half of one (:mod:`rnnkit.checkpoint`).
+new one, never half of one (:mod:`rnnkit.training.checkpoint`).
 
 Resuming is exact: a run killed at any moment (SIGKILL included) and resumed from its last
 checkpoint computes the same losses, bit for bit, as a run never stopped, when its limit is
@@ -23,7 +23,7 @@ the next step depends on: data position (the step), weights, optimiser, schedule
 state, the random state (dropout) and the carried hidden state; metric lines written after
 it are dropped on resume, so the resumed run writes each once.
 
-Under ``torchrun`` the same trainer runs in every process (:mod:`rnnkit.distributed`).
+Under ``torchrun`` the same trainer runs in every process (:mod:`rnnkit.training.distributed`).
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from rnnkit import distributed, heap
-from rnnkit.checkpoint import (  # noqa: F401  (MODEL_FILE and load_model are the tasks' too)
+from rnnkit.layers import detach_state
+from rnnkit.training import distributed, heap
+from rnnkit.training.checkpoint import (  # noqa: F401  (MODEL_FILE and load_model are the tasks' too)
     LAST_FILE,
     MODEL_FILE,
     CheckpointError,
@@ -61,7 +62,6 @@ from rnnkit.checkpoint import (  # noqa: F401  (MODEL_FILE and load_model are th
     restore_optimizer,
     save_tensors,
 )
-from rnnkit.layers import detach_state
 
 METRICS_FILE = "metrics.jsonl"
 # The trainer's own progress, saved in last.safetensors as JSON and restored as it was.
@@ -202,7 +202,7 @@ class Trainer:
         if self.world.rank == 0:
             check_writable(self.run_dir)
         self.bf16 = use_bf16(config.precision, self.device)
-        heap.keep_freed_blocks()  # each step reuses the last one's memory (rnnkit.heap)
+        heap.keep_freed_blocks()  # each step reuses the last one's memory (rnnkit.training.heap)
         self.model = task.model.to(self.device)
         distributed.broadcast_weights(self.world, self.model)
         if self.world.size > 1:  # each process draws its own dropout masks

@@ -38,7 +38,8 @@ import torch
 from torch import nn
 
 import rnnkit
-from rnnkit import heap, peak_memory
+from rnnkit.tools import peak_memory
+from rnnkit.training import heap
 
 CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru", "peephole")
 GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3, "peephole": 4}
