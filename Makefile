@@ -39,6 +39,7 @@ test: $(STAMP) system
 
 lint: $(STAMP)
 	.venv/bin/ruff check .
+	.venv/bin/lint-imports --no-cache
 	.venv/bin/ruff format --check .
 
 format: $(STAMP)

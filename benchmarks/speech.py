@@ -38,7 +38,6 @@ import torch
 from docs_section import write_section  # benchmarks/, beside this script
 
 from rnnkit.data import speech as corpus
-from rnnkit.models.ctc import CharLMScorer
 from rnnkit.tasks import charlm, speech
 from rnnkit.training import config as configuration
 from rnnkit.training.trainer import MODEL_FILE, Progress, Trainer
@@ -118,7 +117,7 @@ def score(model, part, labels, beam: int, lm=None, weight=0.0, bonus=0.0) -> dic
 
 def evaluate(root: Path, lm_run: Path, labels, parts, beam: int) -> dict:
     _, _, _, model = speech.load_run(root / "speech", "cpu")
-    lm = CharLMScorer.from_run(lm_run, labels)
+    lm = speech.lm_scorer(lm_run, labels)
     tuning = tuple(column[:GRID_UTTERANCES] for column in parts["val"])
     tried = {f"{w} {b}": score(model, tuning, labels, beam, lm, w, b) for w, b in FUSION_GRID}
     weight, bonus = map(float, min(tried, key=lambda k: (tried[k]["wer"], tried[k]["cer"])).split())

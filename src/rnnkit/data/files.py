@@ -1,4 +1,5 @@
-"""Reading the user's files: one family of errors, and text decoded with the place of a bad byte.
+"""Reading the user's files: one family of errors, and text decoded with the place of a bad byte;
+writing a run's files atomically.
 
 Every loader of :mod:`rnnkit.data` raises a subclass of :class:`DataError` (``CorpusError``,
 ``PairsError``, ``TableError``, ``SequenceError``, ``TagDataError``, ``ImageDataError``)
@@ -15,12 +16,19 @@ Text is read as bytes and decoded here, so that:
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
 from pathlib import Path
 
 
 class DataError(ValueError):
     """User data that cannot be used; the message names the file, the place and the problem."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or run file that cannot be written or trusted; the message names it."""
 
 
 def read_bytes(path: Path, error: type[DataError] = DataError) -> bytes:
@@ -69,3 +77,60 @@ def read_json(path: Path, kind: type = dict, error: type[DataError] = DataError)
     if not isinstance(value, kind):
         raise error(f"{path}: expected a JSON {kind.__name__}, found a {type(value).__name__}")
     return value
+
+
+# --- a run's files, written atomically ---
+
+
+def write_json(path: Path, value, **dumps) -> None:
+    """``value`` as JSON (``json.dumps`` options in ``dumps``) to ``path``, atomically, with a
+    final newline: a run's ``vocab.json``, ``labels.json``, ``test.json`` and the like."""
+    atomic_write(Path(path), (json.dumps(value, **dumps) + "\n").encode())
+
+
+def atomic_write(path: Path, *chunks: bytes | memoryview) -> None:
+    """Write ``chunks`` to a temporary file beside ``path``, flush it to disk, then rename.
+
+    A failed write (disk full, read-only directory) raises :class:`CheckpointError` and leaves
+    the previous file as it was.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        sync_directory(path.parent)
+    except OSError as err:
+        raise write_error(path, err) from err
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def sync_directory(directory: Path) -> None:
+    """Flush a rename to disk (POSIX: the directory entry is the directory's data)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # no directory handles here (Windows): the rename is all there is
+        return
+    try:
+        with contextlib.suppress(OSError):  # some file systems cannot sync a directory
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_error(path: Path, err: OSError) -> CheckpointError:
+    reason = {
+        errno.ENOSPC: "the disk is full",
+        errno.EDQUOT: "the disk quota is exceeded",
+        errno.EROFS: "the file system is read-only",
+        errno.EACCES: "permission denied: the run directory is read-only",
+        errno.EPERM: "permission denied: the run directory is read-only",
+    }.get(err.errno, err.strerror or str(err))
+    kept = f"the previous {path.name} is intact" if path.exists() else "nothing was written"
+    return CheckpointError(f"{path}: could not write ({reason}); {kept}")

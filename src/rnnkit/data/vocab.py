@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rnnkit.data.files import DataError, read_json
-from rnnkit.training.checkpoint import write_json
+from rnnkit.data.files import DataError, read_json, write_json
 
 UNKNOWN = "\ufffd"
 

@@ -28,7 +28,6 @@ including the blank.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import jiwer
 import numpy as np
@@ -188,13 +187,6 @@ class CharLMScorer:
         self.stream = rnnkit.Stream(model.rnn, embedding=_embedding(model), head=model.head)
         self.stream.state = map_state(lambda s: s.float(), state)
         self.cache = {(): (self.stream.state, torch.log_softmax(logits[-1, 0].float(), -1))}
-
-    @classmethod
-    def from_run(cls, run_dir: Path, labels: list[str]) -> CharLMScorer:
-        from rnnkit.tasks import charlm
-
-        _, vocab, model = charlm.load_run(Path(run_dir), "cpu")
-        return cls(model.float(), vocab, labels)
 
     def _entry(self, prefix: tuple):
         if prefix not in self.cache:

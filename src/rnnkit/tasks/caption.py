@@ -38,12 +38,12 @@ from torch import Tensor
 
 from rnnkit.data import images as folders
 from rnnkit.data import scenes
+from rnnkit.data.files import write_json
 from rnnkit.data.pairs import EOS, PAD, SOS, TokenVocab, detokenize, pad, tokenize
 from rnnkit.models.vision import Captioner, VGGEncoder, plot_gallery, to_tensor
 from rnnkit.tasks import run_config
 from rnnkit.tasks.translate import search_for
 from rnnkit.training import config as configuration
-from rnnkit.training.checkpoint import write_json
 from rnnkit.training.trainer import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
 NAME = "caption"

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import rnnkit
-from rnnkit.data.files import read_json
+from rnnkit.data.files import read_json, write_json
 from rnnkit.data.series import (
     Scaler,
     Series,
@@ -51,7 +51,6 @@ from rnnkit.scan import map_state
 from rnnkit.tasks import forecast_metrics as metrics
 from rnnkit.tasks import run_config
 from rnnkit.training import config as configuration
-from rnnkit.training.checkpoint import write_json
 from rnnkit.training.trainer import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
 NAME = "forecast"

@@ -24,12 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import rnnkit
-from rnnkit.data.files import read_json
+from rnnkit.data.files import read_json, write_json
 from rnnkit.data.ucr import ARCHIVE, SequenceError, Sequences, load_sequences
 from rnnkit.models.pooling import pool
 from rnnkit.tasks import confusion, default_run_dir, run_config
 from rnnkit.training import config as configuration
-from rnnkit.training.checkpoint import write_json
 from rnnkit.training.trainer import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
 NAME = "seqclass"

@@ -37,11 +37,10 @@ import rnnkit
 from rnnkit.data import audio
 from rnnkit.data import speech as corpus
 from rnnkit.data.corpus import CorpusError
-from rnnkit.data.files import read_json
+from rnnkit.data.files import read_json, write_json
 from rnnkit.models import ctc
-from rnnkit.tasks import default_run_dir, run_config
+from rnnkit.tasks import charlm, default_run_dir, run_config
 from rnnkit.training import config as configuration
-from rnnkit.training.checkpoint import write_json
 from rnnkit.training.trainer import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
 NAME = "speech"
@@ -323,6 +322,12 @@ def train(config: Config, resume: bool = False, progress=None) -> Trainer:
     return trainer
 
 
+def lm_scorer(lm_run: Path, labels: list[str]) -> ctc.CharLMScorer:
+    """The shallow-fusion scorer of a trained ``charlm`` run, for the CTC labels ``labels``."""
+    _, vocab, model = charlm.load_run(lm_run, "cpu")
+    return ctc.CharLMScorer(model.float(), vocab, labels)
+
+
 def test_report(model, series, texts, labels, config: Config) -> dict:
     """Error rates of best path, beam search, and (with ``config.lm``) beam search with the
     language model, on the given utterances."""
@@ -331,7 +336,7 @@ def test_report(model, series, texts, labels, config: Config) -> dict:
     beam, _ = transcript_scores(model, series, texts, labels, config.beam, prefix="beam_")
     result.update(greedy, **beam)
     if config.lm:
-        lm = ctc.CharLMScorer.from_run(Path(config.lm), labels)
+        lm = lm_scorer(Path(config.lm), labels)
         options = {"lm_weight": config.lm_weight, "length_bonus": config.length_bonus}
         fused, _ = transcript_scores(
             model, series, texts, labels, config.beam, lm, prefix="beam_lm_", **options
@@ -379,7 +384,7 @@ def transcribe(
     if stream:
         return [stream_file(model, features, labels, f, chunk_ms, out) for f in files]
     beam = beam or config.beam
-    scorer = ctc.CharLMScorer.from_run(Path(lm or config.lm), labels) if lm or config.lm else None
+    scorer = lm_scorer(Path(lm or config.lm), labels) if lm or config.lm else None
     options = {"lm_weight": config.lm_weight if lm_weight is None else lm_weight}
     options = {**options, "length_bonus": config.length_bonus} if scorer else {}
     texts = []

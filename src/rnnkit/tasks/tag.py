@@ -28,12 +28,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import rnnkit
-from rnnkit.data.files import read_json
+from rnnkit.data.files import read_json, write_json
 from rnnkit.data.regimes import REGIMES, TagDataError, Tagged, load_tagged
 from rnnkit.data.series import Scaler
 from rnnkit.tasks import run_config
 from rnnkit.training import config as configuration
-from rnnkit.training.checkpoint import write_json
 from rnnkit.training.trainer import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
 NAME = "tag"

@@ -14,7 +14,6 @@ directory that holds pickles (``torch.save`` files) is refused outright.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import os
@@ -26,70 +25,14 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
+from rnnkit.data.files import CheckpointError, atomic_write, write_error
+
 MODEL_FILE = "model.safetensors"
 LAST_FILE = "last.safetensors"
 DIGEST_KEY = "sha256"
 UNSEALED = "0" * 64  # the digest's place in the header, filled in once the bytes are known
 PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt"}
 PICKLE_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint or run file that cannot be written or trusted; the message names it."""
-
-
-def write_json(path: Path, value, **dumps) -> None:
-    """``value`` as JSON (``json.dumps`` options in ``dumps``) to ``path``, atomically, with a
-    final newline: a run's ``vocab.json``, ``labels.json``, ``test.json`` and the like."""
-    atomic_write(Path(path), (json.dumps(value, **dumps) + "\n").encode())
-
-
-def atomic_write(path: Path, *chunks: bytes | memoryview) -> None:
-    """Write ``chunks`` to a temporary file beside ``path``, flush it to disk, then rename.
-
-    A failed write (disk full, read-only directory) raises :class:`CheckpointError` and leaves
-    the previous file as it was.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        sync_directory(path.parent)
-    except OSError as err:
-        raise write_error(path, err) from err
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def sync_directory(directory: Path) -> None:
-    """Flush a rename to disk (POSIX: the directory entry is the directory's data)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # no directory handles here (Windows): the rename is all there is
-        return
-    try:
-        with contextlib.suppress(OSError):  # some file systems cannot sync a directory
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_error(path: Path, err: OSError) -> CheckpointError:
-    reason = {
-        errno.ENOSPC: "the disk is full",
-        errno.EDQUOT: "the disk quota is exceeded",
-        errno.EROFS: "the file system is read-only",
-        errno.EACCES: "permission denied: the run directory is read-only",
-        errno.EPERM: "permission denied: the run directory is read-only",
-    }.get(err.errno, err.strerror or str(err))
-    kept = f"the previous {path.name} is intact" if path.exists() else "nothing was written"
-    return CheckpointError(f"{path}: could not write ({reason}); {kept}")
 
 
 def check_writable(directory: Path) -> None:

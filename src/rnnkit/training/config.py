@@ -18,8 +18,7 @@ import types
 import typing
 from pathlib import Path
 
-from rnnkit.data.files import read_json
-from rnnkit.training.checkpoint import atomic_write
+from rnnkit.data.files import atomic_write, read_json
 
 _FIELD_COMMENT = re.compile(r"^\s+(\w+)\s*:[^#]*#\s*(.+?)\s*$")
 
