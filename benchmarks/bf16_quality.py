@@ -23,6 +23,7 @@ import tempfile
 import torch
 
 from rnnkit.tasks import charlm
+from rnnkit.training import heap
 from rnnkit.training.trainer import Progress, Trainer
 
 
@@ -56,6 +57,7 @@ def main() -> None:
     parser.add_argument("--cells", default="lstm,gru,rnn,peephole", help="comma-separated")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args()
+    heap.keep_freed_blocks()  # as rnnkit train does
     torch.set_num_threads(args.threads)
     start = datetime.datetime.now(datetime.UTC)
     print(f"start {start:%Y-%m-%d %H:%M} UTC, load average {os.getloadavg()[0]:.1f}")

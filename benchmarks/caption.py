@@ -30,6 +30,7 @@ import torch
 from rnnkit.data import scenes
 from rnnkit.data.pairs import detokenize
 from rnnkit.tasks import caption as cap
+from rnnkit.training import heap
 from rnnkit.training.trainer import Progress
 
 EXACT_BAR, BLEU_BAR = 0.80, 60.0
@@ -83,6 +84,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench-caption")
     parser.add_argument("--quick", action="store_true", help="0.2 minutes, 500 scenes")
     args = parser.parse_args()
+    heap.keep_freed_blocks()  # as rnnkit train does
     minutes = 0.2 if args.quick else args.minutes
     root = Path(args.out)
     print(

@@ -28,6 +28,7 @@ from torch import nn
 
 from rnnkit.data import Streams
 from rnnkit.tasks import charlm
+from rnnkit.training import heap
 from rnnkit.training.trainer import Progress, Task, TrainConfig, Trainer, autocast
 
 START, END = "<!-- charlm:start -->", "<!-- charlm:end -->"
@@ -184,6 +185,7 @@ def main() -> None:
         "wall-clock time on an idle machine when the machine is shared",
     )
     args = parser.parse_args()
+    heap.keep_freed_blocks()  # as rnnkit train does
     marks = [float(m) for m in args.marks.split(",") if m] or [
         args.seconds / 6,
         args.seconds / 3,

@@ -26,6 +26,7 @@ import torch
 from charlm import plain_trainer, race  # benchmarks/, beside this script
 
 from rnnkit.tasks import charlm
+from rnnkit.training import heap
 from rnnkit.training.trainer import Progress, Trainer
 
 
@@ -63,6 +64,7 @@ def main() -> None:
         help="leave the plain script out (to explore; a table compares with it side by side)",
     )
     args = parser.parse_args()
+    heap.keep_freed_blocks()  # as rnnkit train does
     torch.set_num_threads(args.threads)
     print(
         f"load average {os.getloadavg()[0]:.1f}, torch {torch.__version__}, "

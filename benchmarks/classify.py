@@ -29,6 +29,7 @@ from docs_section import write_section  # benchmarks/, beside this script
 
 from rnnkit.tasks import classify
 from rnnkit.training import config as configuration
+from rnnkit.training import heap
 from rnnkit.training.trainer import Progress
 
 START, END = "<!-- classify:start -->", "<!-- classify:end -->"
@@ -102,6 +103,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="config key=value")
     parser.add_argument("--write", default="", help="markdown file to write the section into")
     args = parser.parse_args()
+    heap.keep_freed_blocks()  # as rnnkit train does
     torch.set_num_threads(args.threads)
     load, settings = os.getloadavg()[0], parse_settings(args.set)
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

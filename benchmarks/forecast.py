@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from rnnkit.tasks import forecast, tag
+from rnnkit.training import heap
 from rnnkit.training.trainer import Progress
 
 # case -> settings of forecast.Config (minutes are set from the command line)
@@ -125,6 +126,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (shared machine)")
     parser.add_argument("--out", default="runs/bench-forecast", help="where the runs go")
     args = parser.parse_args()
+    heap.keep_freed_blocks()  # as rnnkit train does
     torch.set_num_threads(args.threads)
     minutes = 0.1 if args.quick else args.minutes
     root = Path(args.out)

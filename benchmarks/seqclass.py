@@ -28,6 +28,7 @@ from docs_section import write_section  # benchmarks/, beside this script
 
 from rnnkit.data.ucr import load_sequences
 from rnnkit.tasks import seqclass
+from rnnkit.training import heap
 from rnnkit.training.trainer import Progress
 
 START, END = "<!-- seqclass:start -->", "<!-- seqclass:end -->"
@@ -118,6 +119,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--write", default="", help="markdown file to write the section into")
     args = parser.parse_args()
+    heap.keep_freed_blocks()  # as rnnkit train does
     torch.set_num_threads(args.threads)
     load, seeds = os.getloadavg()[0], [int(s) for s in args.seeds.split(",")]
     rows = []

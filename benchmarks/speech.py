@@ -40,6 +40,7 @@ from docs_section import write_section  # benchmarks/, beside this script
 from rnnkit.data import speech as corpus
 from rnnkit.tasks import charlm, speech
 from rnnkit.training import config as configuration
+from rnnkit.training import heap
 from rnnkit.training.trainer import MODEL_FILE, Progress, Trainer
 
 START, END = "<!-- speech:start -->", "<!-- speech:end -->"
@@ -207,6 +208,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke test of a minute or two")
     parser.add_argument("--reuse", action="store_true", help="keep runs already in --out")
     args = parser.parse_args()
+    heap.keep_freed_blocks()  # as rnnkit train does
     if args.quick:
         args.minutes, args.lm_minutes, args.hours = 0.3, 0.1, 0.05
     root, load = Path(args.out), [os.getloadavg()[0]]

@@ -28,6 +28,7 @@ import torch
 from rnnkit.data import numbers
 from rnnkit.data.pairs import detokenize
 from rnnkit.tasks import translate as tr
+from rnnkit.training import heap
 from rnnkit.training.trainer import Progress
 
 BUCKETS = ((1, 3), (4, 6), (7, 9), (10, 12), (13, 99))  # source lengths in tokens
@@ -121,6 +122,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench-translate")
     parser.add_argument("--quick", action="store_true", help="0.2 minutes, 2,000 numbers")
     args = parser.parse_args()
+    heap.keep_freed_blocks()  # as rnnkit train does
     minutes, count = (0.2, 2000) if args.quick else (args.minutes, args.numbers)
     root = Path(args.out)
     print(

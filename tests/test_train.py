@@ -10,8 +10,9 @@ import signal
 import pytest
 import torch
 
+from rnnkit import cli
 from rnnkit.tasks import charlm
-from rnnkit.training import checkpoint
+from rnnkit.training import checkpoint, heap
 from rnnkit.training import trainer as training
 from rnnkit.training.trainer import NonFiniteLoss, Progress, TrainConfig, Trainer, lr_factor
 
@@ -325,3 +326,17 @@ def test_a_safetensors_file_without_a_digest_is_refused(tmp_path):
     save_file({"model.w": torch.ones(2)}, tmp_path / "model.safetensors")
     with pytest.raises(checkpoint.CheckpointError, match="no SHA-256"):
         checkpoint.load_tensors(tmp_path / "model.safetensors")
+
+
+def test_the_command_sets_the_allocator_and_a_trainer_does_not(tmp_path, monkeypatch):
+    """glibc's setting is process-wide: a Trainer inside a user's program leaves it alone;
+    ``rnnkit train``, whose process is its own, turns it on (rnnkit.training.heap)."""
+    calls = []
+    monkeypatch.setattr(heap, "keep_freed_blocks", lambda: calls.append("kept") or True)
+    config = tiny_config(tmp_path, steps=4)
+    tiny_trainer(config, []).fit()
+    assert calls == []
+    flags = f"--data {config.data} --hidden 16 --batch-size 4 --window 8 --steps 4 --eval-every 2"
+    flags += f" --precision fp32 --device cpu --out {tmp_path / 'command'}"
+    assert cli.main(["train", "charlm", *flags.split()]) == 0
+    assert calls == ["kept"]

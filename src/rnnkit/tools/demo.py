@@ -11,6 +11,7 @@ import sys
 import time
 
 from rnnkit.tasks import charlm, default_run_dir
+from rnnkit.training import heap
 
 PRIME = "def "
 
@@ -18,6 +19,7 @@ PRIME = "def "
 def main() -> int:
     start = time.monotonic()
     config = charlm.Config()  # the defaults: stdlib, three minutes
+    heap.keep_freed_blocks()  # as rnnkit train does: each step reuses the last one's memory
     print(
         f"training a {config.cell.upper()} of {config.hidden} units on '{config.data}' "
         f"for {config.minutes:g} minutes (run directory {default_run_dir(charlm.NAME)} or similar)"

@@ -9,7 +9,9 @@ page first: in ``rnnkit bench``'s length sweep that cost grows with the sequence
 a token at length 1024 cost 1.14x to 1.24x one at length 64 (docs/benchmarks.md).
 :func:`keep_freed_blocks` turns both off, as the caching allocators of tcmalloc, jemalloc and
 torch's own CUDA allocator do: the process keeps its peak memory and reuses it. It is a
-no-op where the C library is not glibc.
+no-op where the C library is not glibc. The setting is the whole process's, so only the
+command's entry points (``rnnkit train``, ``rnnkit bench``, ``make demo``) turn it on; a
+program that trains through :class:`rnnkit.training.trainer.Trainer` calls it if it wants it.
 """
 
 from __future__ import annotations

@@ -33,7 +33,6 @@ import json
 import math
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,7 +43,7 @@ import torch
 from torch import nn
 
 from rnnkit.layers import detach_state
-from rnnkit.training import distributed, heap
+from rnnkit.training import distributed
 from rnnkit.training.checkpoint import (  # noqa: F401  (MODEL_FILE and load_model are the tasks' too)
     LAST_FILE,
     MODEL_FILE,
@@ -62,6 +61,8 @@ from rnnkit.training.checkpoint import (  # noqa: F401  (MODEL_FILE and load_mod
     restore_optimizer,
     save_tensors,
 )
+from rnnkit.training.progress import Progress, clock
+from rnnkit.training.schedule import lr_factor, make_optimizer
 
 METRICS_FILE = "metrics.jsonl"
 # The trainer's own progress, saved in last.safetensors as JSON and restored as it was.
@@ -115,33 +116,6 @@ def autocast(device: torch.device, bf16: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
-def make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(
-            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-        )
-    return torch.optim.RMSprop(
-        params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
-
-
-def lr_factor(config: TrainConfig, step: int, progress: float, plateau_scale: float) -> float:
-    """Learning rate as a fraction of ``config.lr``: linear warm-up, then the schedule.
-
-    ``progress`` in [0, 1] is how far the run is towards its first stopping limit (steps,
-    epochs or minutes), so the cosine reaches ``min_lr`` when the run stops.
-    """
-    warm = min(1.0, (step + 1) / config.warmup) if config.warmup > 0 else 1.0
-    if config.schedule == "cosine":
-        cosine = 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-        return warm * (config.min_lr + (1.0 - config.min_lr) * cosine)
-    if config.schedule == "plateau":
-        return warm * plateau_scale
-    return warm
-
-
 # --- the training loop ---
 
 
@@ -162,32 +136,6 @@ class Task:
     loss_label: str = "loss"  # what the loss is, for loss.png's y axis
 
 
-class Progress:
-    """One status line, redrawn in place on a terminal, printed now and then otherwise."""
-
-    def __init__(self, stream=None):
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self.interval = 0.5 if self.tty else 30.0
-        self.shown = -math.inf
-
-    def show(self, text: str) -> None:
-        now = time.monotonic()
-        if now - self.shown >= self.interval:
-            self.shown = now
-            self.stream.write(f"\r{text}\033[K" if self.tty else text + "\n")
-            self.stream.flush()
-
-    def line(self, text: str) -> None:
-        self.stream.write(("\r\033[K" if self.tty else "") + text + "\n")
-        self.stream.flush()
-
-
-def clock(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
 class Trainer:
     """Runs a :class:`Task` under a :class:`TrainConfig`, writing everything into ``run_dir``."""
 
@@ -202,7 +150,6 @@ class Trainer:
         if self.world.rank == 0:
             check_writable(self.run_dir)
         self.bf16 = use_bf16(config.precision, self.device)
-        heap.keep_freed_blocks()  # each step reuses the last one's memory (rnnkit.training.heap)
         self.model = task.model.to(self.device)
         distributed.broadcast_weights(self.world, self.model)
         if self.world.size > 1:  # each process draws its own dropout masks
