@@ -44,7 +44,8 @@ NAME = "charlm"
 
 @dataclass
 class Config(TrainConfig):
-    """``rnnkit train charlm``; the defaults are what ``make demo`` trains."""
+    """``rnnkit train charlm``; the defaults are what ``make demo`` trains, chosen by the
+    races of ``benchmarks/charlm_race.py`` (docs/benchmarks.md)."""
 
     data: str = "stdlib"  # stdlib, shakespeare, hello, or a text file, directory or glob
     cell: Literal["lstm", "gru", "rnn", "peephole"] = "gru"  # recurrent cell
@@ -60,7 +61,7 @@ class Config(TrainConfig):
     val_chars: int = 200_000  # validation characters scored at each evaluation (0: all)
     lr: float = 8e-3  # peak learning rate
     warmup: int = 30  # steps of linear warm-up from 0 to lr
-    weight_decay: float = 0.1  # AdamW's decoupled weight decay (ten-minute race 7)
+    weight_decay: float = 0.1  # AdamW's decoupled weight decay: pulls every weight towards 0
     minutes: float = 3.0  # stop after this much training time (0: no limit)
     eval_every: int = 250  # evaluate on validation every this many steps
 
