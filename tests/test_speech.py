@@ -2,7 +2,6 @@ import io
 import json
 import shutil
 import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -151,9 +150,9 @@ def test_model_overfits_three_utterances_to_zero_errors(tmp_path):
         schedule="constant",  # zero errors by step 60 to 110 over seeds 0 to 3
     )
     task = speech.build_task(config, labels, parts)
-    start = time.process_time()
-    Trainer(config, task, tmp_path / "run", Progress(io.StringIO())).fit()
-    assert time.process_time() - start < 20  # CPU seconds: the machine may be shared
+    trainer = Trainer(config, task, tmp_path / "run", Progress(io.StringIO()))
+    trainer.fit()  # its CPU time: benchmarks/speech_overfit_time.py
+    assert trainer.step == 200
     task.model.eval()
     scores, found = speech.transcript_scores(task.model, series, texts, labels)
     assert found == texts
