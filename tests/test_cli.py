@@ -2,12 +2,13 @@
 
 import dataclasses
 import json
+from types import SimpleNamespace
 from typing import Literal
 
 import pytest
 
 from rnnkit.cli import main
-from rnnkit.tasks import charlm
+from rnnkit.tasks import charlm, load_task
 from rnnkit.training import config as configuration
 
 
@@ -139,3 +140,25 @@ def test_unknown_flag_and_bad_choice_are_rejected(capsys):
     with pytest.raises(SystemExit):
         main(["train", "charlm", "--cell", "transformer"])
     assert "invalid choice: 'transformer'" in capsys.readouterr().err
+
+
+def test_the_limits_a_user_gives_replace_the_tasks_default_limits(monkeypatch):
+    """classify stops after three epochs by default; --minutes 5 alone trains five minutes,
+    and a task's default --minutes gives way to --steps the same way."""
+    configs = []
+
+    class Stopped:
+        world, best, interrupted = SimpleNamespace(rank=0), 0.0, False
+
+    for task in ("classify", "charlm"):
+        module = load_task(task)
+        monkeypatch.setattr(
+            module, "train", lambda config, resume: configs.append(config) or Stopped
+        )
+    assert main(["train", "classify", "--minutes", "5"]) == 0
+    assert main(["train", "classify"]) == 0
+    assert main(["train", "charlm", "--steps", "7"]) == 0
+    given, default, steps = configs
+    assert (given.minutes, given.epochs, given.steps) == (5, 0, 0)
+    assert (default.minutes, default.epochs) == (0, 3)
+    assert (steps.minutes, steps.epochs, steps.steps) == (0, 0, 7)

@@ -36,7 +36,7 @@ from rnnkit.data import CorpusError
 from rnnkit.tasks import TASKS, load_task, task_of_run
 from rnnkit.training import config as configuration
 from rnnkit.training import heap
-from rnnkit.training.trainer import NonFiniteLoss
+from rnnkit.training.trainer import NonFiniteLoss, limits_given
 
 # What may change when a run is resumed: its limits and where it runs, not its model or data.
 RESUMABLE = {"steps", "epochs", "minutes", "eval_every", "checkpoint_every", "device"}
@@ -192,7 +192,7 @@ def resumed_config(module, run: str, flags: dict):
 def run_train(args) -> int:
     module = load_task(args.task)
     heap.keep_freed_blocks()  # the command's own process: each step reuses the last one's memory
-    flags = configuration.given(args, module.Config)
+    flags = limits_given(configuration.given(args, module.Config))
     if args.resume:
         config = resumed_config(module, args.resume, flags)
     else:

@@ -94,6 +94,17 @@ class TrainConfig:
     out: str = ""  # run directory (default: runs/<task>-<date>-<time>)
 
 
+LIMITS = ("steps", "epochs", "minutes")
+
+
+def limits_given(flags: dict) -> dict:
+    """``flags`` with the stopping limits the user gave replacing all of the task's default
+    ones: ``--minutes 5`` on a task whose default is three epochs trains five minutes."""
+    if not any(name in flags for name in LIMITS):
+        return flags
+    return {**dict.fromkeys(LIMITS, 0), **flags}
+
+
 def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for but torch sees no CUDA device")
