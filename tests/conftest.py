@@ -1,6 +1,8 @@
 """Fixtures shared by several test files: a trained run for the commands that read one, and
 torch on one thread."""
 
+import contextlib
+
 import pytest
 import torch
 
@@ -29,10 +31,28 @@ def charlm_run(tmp_path_factory):
     return out
 
 
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """torch on ``count`` threads inside the block, and on as many as before after it, even
+    when the block fails or sets its own count (``--threads`` of a command)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def one_thread():
     """One torch thread: the machines these run on are shared, and small models gain little."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def one_thread_for_module():
+    """``one_thread`` from the first test of a module that asks for it to the module's end:
+    for module-scoped fixtures that train, and for modules that ask for it in ``pytestmark``."""
+    with torch_threads(1):
+        yield

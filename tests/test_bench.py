@@ -6,7 +6,6 @@ import json
 import math
 
 import pytest
-import torch
 
 from rnnkit.tools import bench
 
@@ -24,13 +23,13 @@ SECTIONS = ("training", "bf16", "inference", "streaming", "length", "memory", "t
 
 
 @pytest.fixture(scope="module")
-def result(tmp_path_factory):
+def result(tmp_path_factory, one_thread_for_module):
+    """The JSON of a tiny ``rnnkit bench --quick --threads 1``; ``--threads`` sets torch's
+    count and leaves it, so the fixture puts the old count back after the module."""
     path = tmp_path_factory.mktemp("bench") / "bench.json"
-    threads = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(bench, "QUICK", TINY)
         assert bench.main(["--quick", "--json", str(path), "--threads", "1"]) == 0
-    torch.set_num_threads(threads)
     return json.loads(path.read_text())
 
 

@@ -4,7 +4,7 @@ inside numpy or torch (too few rows to split, one class, constant values, a wind
 than the series, ...)."""
 
 import numpy as np
-import torch
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +18,7 @@ SETTINGS = settings(
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread_for_module")  # conftest.py
 
 
 def prepared_or_named(prepare, config, path) -> bool:

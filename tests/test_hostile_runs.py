@@ -13,7 +13,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -120,9 +119,8 @@ def refused(argv, capsys, name) -> None:
 
 
 @pytest.fixture(scope="module", params=list(FLAGS))
-def trained(request, tmp_path_factory):
+def trained(request, tmp_path_factory, one_thread_for_module):
     """(task, run directory, its data, bad data) for one tiny trained run per task."""
-    torch.set_num_threads(1)
     task, folder = request.param, tmp_path_factory.mktemp(request.param)
     good = write_good(task, folder)
     run = folder / "run"
