@@ -1,5 +1,6 @@
 """Encoder-decoder translation: masking, teacher forcing, the bridge, and a tiny run end to end."""
 
+import io
 import json
 import math
 
@@ -12,6 +13,7 @@ from rnnkit.models import decode
 from rnnkit.models.seq2seq import Seq2Seq
 from rnnkit.tasks import translate as tr
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models, shared machines
 ATTENTIONS = ("none", "bahdanau", "luong")
 SOURCES = [[4, 5, 6, 7, 8], [9, 4], [6, 6, 6, 5], [7]]
 
@@ -134,6 +136,20 @@ def test_bad_model_settings_say_what_was_expected():
         Seq2Seq(9, 9, encoder_cell="lstn")
 
 
+def test_match_scores_on_answers_known_in_advance():
+    four = [["cuatro", "tres", "dos", "uno"], ["nueve", "ocho", "siete", "seis"]]
+    assert tr.match_scores(four, four, "word") == {"exact": 1.0, "bleu": pytest.approx(100.0)}
+    other = [["a", "b", "c", "d"], ["e", "f", "g", "h"]]
+    assert tr.match_scores(other, four, "word") == {"exact": 0.0, "bleu": 0.0}
+    half = tr.match_scores([four[0], four[1][:3] + ["cero"]], four, "word")
+    assert half["exact"] == 0.5 and 0 < half["bleu"] < 100
+    letters = [list("dos uno"), list("tres")]
+    assert tr.match_scores(letters, letters, "char") == {"exact": 1.0, "bleu": pytest.approx(100.0)}
+    # BLEU counts 1- to 4-grams: a corpus with no 4-gram scores 0 however right it is
+    short = [["dos", "uno"]]
+    assert tr.match_scores(short, short, "word") == {"exact": 1.0, "bleu": 0.0}
+
+
 NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 NUMEROS = ["cero", "uno", "dos", "tres", "cuatro", "cinco", "seis", "siete", "ocho", "nueve"]
 
@@ -176,10 +192,20 @@ def test_a_tiny_run_trains_translates_and_evaluates(tmp_path, capsys):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [10, 20] and 0 <= rows[-1]["val_exact"] <= 1
     out = tr.translate(run, ["three four", "Nine one"], beam=2, heatmap=str(tmp_path / "a.png"))
-    assert len(out) == 2 and all(isinstance(t, str) for t in out)
+    assert capsys.readouterr().out.splitlines() == out and len(out) == 2  # printed as made
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
     result = tr.evaluate(run, str(data), device="cpu")
-    assert result["pairs"] == 100 and 0 <= result["exact"] <= 1 and result["bleu"] >= 0
+    assert result["pairs"] == 100 and 0 <= result["exact"] <= 1 and 0 <= result["bleu"] <= 100
+    # eval scores what `rnnkit translate` says with the run's beam, one sentence at a time
+    pairs = [
+        (f"{NUMBERS[a]} {NUMBERS[b]}", f"{NUMEROS[b]} {NUMEROS[a]}")
+        for a in range(10)
+        for b in range(10)
+    ]
+    said = tr.translate(run, [s for s, _ in pairs], out=io.StringIO())
+    want = tr.match_scores([t.split() for t in said], [t.split() for _, t in pairs], "word")
+    assert result["beam"] == config.beam == 5
+    assert result["exact"] == want["exact"] and result["bleu"] == pytest.approx(want["bleu"])
     assert cli.main(["eval", str(run), "--data", str(data), "--device", "cpu"]) == 0
     assert "exact" in capsys.readouterr().out
 
