@@ -5,6 +5,7 @@ import json
 import pytest
 
 from rnnkit import cli
+from rnnkit.tools import memory
 
 
 def test_summary_prints_the_cost_table_and_training_memory(charlm_run, capsys):
@@ -34,6 +35,7 @@ def test_gradflow_and_bench_memory_keep_their_own_flags(tmp_path, capsys):
         cli.main(["gradflow", "--help"])
     assert exit_.value.code == 0 and "--scale" in capsys.readouterr().out
     js = tmp_path / "m.json"
+    copy_accuracy = memory.train_and_score("copy", "gru", 2, steps=2, hidden=4)  # seeded
     code = cli.main(
         [
             "bench",
@@ -54,7 +56,12 @@ def test_gradflow_and_bench_memory_keep_their_own_flags(tmp_path, capsys):
             str(js),
         ]
     )
-    assert code == 0 and json.loads(js.read_text())["results"]["copy"]["gru"]["2"] >= 0
+    assert code == 0 and (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
+    saved = json.loads(js.read_text())
+    # the flags reached `bench memory`: one cell, one task, one distance, 2 steps of 4 units
+    assert saved["steps"] == 2 and list(saved["results"]) == ["copy"]
+    assert saved["results"]["copy"] == {"gru": {"2": pytest.approx(copy_accuracy)}}
+    assert 0 <= copy_accuracy <= 1
 
 
 def test_summary_of_a_directory_that_is_no_run(tmp_path, capsys):
