@@ -1,12 +1,28 @@
-"""Fixtures shared by several test files: a trained run for the commands that read one, and
-torch on one thread."""
+"""What every test file shares: hypothesis's settings, a trained run for the commands that
+read one, and torch on one thread."""
 
 import contextlib
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 
 from rnnkit.tasks import charlm
+
+# Property tests deterministic and offline: derandomised (the same examples every run), no
+# example database, no deadline (the machines are shared). A test that wants more or fewer
+# examples says so with @settings(max_examples=N), which keeps the rest of this profile. The
+# function-scoped-fixture check is off because the tests that take tmp_path write their
+# files anew in every example.
+settings.register_profile(
+    "rnnkit",
+    max_examples=50,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+settings.load_profile("rnnkit")
 
 
 @pytest.fixture(scope="session")

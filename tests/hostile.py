@@ -1,19 +1,9 @@
-"""What the hostile-input tests share: hypothesis settings and how a loader's outcome is read."""
+"""What the hostile-input tests share: how a loader's outcome is read. (Their hypothesis
+settings are conftest.py's profile.)"""
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, settings
-
 from rnnkit.data import DataError
-
-# Deterministic and offline: derandomised, no example database.
-SETTINGS = settings(
-    max_examples=50,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
 
 
 def outcome(load, *args):

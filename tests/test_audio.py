@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.io import wavfile
 
@@ -210,13 +210,7 @@ def test_per_utterance_normalisation_survives_a_constant_band():
 
 # --- hostile files: a float wave in range, or an AudioError naming the file ---
 
-HOSTILE = settings(
-    max_examples=60,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+HOSTILE = settings(max_examples=60)  # conftest.py's profile, with more examples
 
 
 def a_wav(tmp_path, rate: int, samples: np.ndarray) -> bytes:

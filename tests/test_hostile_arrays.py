@@ -12,7 +12,7 @@ import zlib
 
 import numpy as np
 import pytest
-from hostile import SETTINGS, outcome  # tests/hostile.py
+from hostile import outcome  # tests/hostile.py
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -94,7 +94,6 @@ def near_valid_tags(draw):
     return arrays
 
 
-@SETTINGS
 @given(arrays=npz_of(["x", "y", "lengths"]) | near_valid_cases())
 def test_seqclass_npz_of_any_arrays_loads_clean_cases_or_names_the_file(tmp_path, arrays):
     path = tmp_path / "cases.npz"
@@ -110,7 +109,6 @@ def test_seqclass_npz_of_any_arrays_loads_clean_cases_or_names_the_file(tmp_path
         assert np.isfinite(case).all()
 
 
-@SETTINGS
 @given(arrays=npz_of(["inputs", "labels", "lengths"]) | near_valid_tags())
 def test_tag_npz_of_any_arrays_loads_clean_sequences_or_names_the_file(tmp_path, arrays):
     path = tmp_path / "tags.npz"
@@ -131,7 +129,6 @@ def good_npz() -> bytes:
     return buffer.getvalue()
 
 
-@SETTINGS
 @given(
     raw=st.one_of(
         st.binary(max_size=300),
@@ -229,7 +226,6 @@ DIMENSION = st.lists(VALUE, min_size=1, max_size=3).map(",".join)
 TS_CASE = st.tuples(st.lists(DIMENSION, max_size=3), st.sampled_from(["up", "down", "left", ""]))
 
 
-@SETTINGS
 @given(
     kind=st.sampled_from([".ts", ".arff", ".txt"]),
     body=st.one_of(
@@ -293,7 +289,6 @@ IMAGE_BYTES = st.one_of(
 
 
 @pytest.mark.filterwarnings("ignore:Corrupt EXIF data")  # Pillow warns, then reads on
-@SETTINGS
 @given(raw=IMAGE_BYTES)
 def test_an_image_of_any_bytes_is_read_whole_or_skipped_with_a_reason(tmp_path, raw):
     path = tmp_path / "image.png"

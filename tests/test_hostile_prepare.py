@@ -5,19 +5,13 @@ than the series, ...)."""
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rnnkit.data import DataError
 from rnnkit.tasks import charlm, classify, forecast, seqclass, tag, translate
 
-SETTINGS = settings(
-    max_examples=30,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+FEWER = settings(max_examples=30)  # fewer than conftest.py's 50: each prepares a task
 pytestmark = pytest.mark.usefixtures("one_thread_for_module")  # conftest.py
 
 
@@ -31,7 +25,7 @@ def prepared_or_named(prepare, config, path) -> bool:
     return True
 
 
-@SETTINGS
+@FEWER
 @given(n=st.integers(1, 8), t=st.integers(1, 5), classes=st.integers(1, 3), seed=st.integers(0, 9))
 def test_tag_prepares_any_few_sequences_or_names_the_file(tmp_path, n, t, classes, seed):
     rng = np.random.default_rng(seed)
@@ -43,7 +37,7 @@ def test_tag_prepares_any_few_sequences_or_names_the_file(tmp_path, n, t, classe
     prepared_or_named(tag.prepare, tag.Config(data=str(path)), path)
 
 
-@SETTINGS
+@FEWER
 @given(
     n=st.integers(1, 10),
     t=st.integers(1, 5),
@@ -61,7 +55,7 @@ def test_seqclass_prepares_any_few_cases_or_names_the_file(tmp_path, n, t, class
     prepared_or_named(seqclass.prepare, seqclass.Config(data=str(path)), path)
 
 
-@SETTINGS
+@FEWER
 @given(
     rows=st.integers(1, 40),
     window=st.integers(1, 12),
@@ -78,7 +72,7 @@ def test_forecast_prepares_any_short_or_flat_series_or_names_the_file(
         assert np.isfinite(forecast.prepare(config).scaled).all()
 
 
-@SETTINGS
+@FEWER
 @given(rows=st.integers(1, 30), classes=st.integers(1, 3), blank=st.booleans())
 def test_classify_prepares_any_few_rows_or_names_the_file(tmp_path, rows, classes, blank):
     path = tmp_path / "c.csv"
@@ -87,7 +81,7 @@ def test_classify_prepares_any_few_rows_or_names_the_file(tmp_path, rows, classe
     prepared_or_named(classify.prepare, classify.Config(data=str(path), min_count=1), path)
 
 
-@SETTINGS
+@FEWER
 @given(pairs=st.integers(1, 30), repeated=st.booleans())
 def test_translate_prepares_any_few_pairs_or_names_the_file(tmp_path, pairs, repeated):
     path = tmp_path / "p.tsv"
@@ -95,7 +89,7 @@ def test_translate_prepares_any_few_pairs_or_names_the_file(tmp_path, pairs, rep
     prepared_or_named(translate.prepare, translate.Config(data=str(path)), path)
 
 
-@SETTINGS
+@FEWER
 @given(lines=st.integers(1, 60), window=st.integers(1, 20), batch=st.integers(1, 8))
 def test_charlm_prepares_any_short_corpus_or_names_the_file(tmp_path, lines, window, batch):
     path = tmp_path / "c.txt"

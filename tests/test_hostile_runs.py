@@ -13,7 +13,7 @@ import shutil
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -194,13 +194,7 @@ def test_using_a_run_on_a_bad_file_fails_cleanly_and_leaves_the_run(trained, cap
 
 
 @pytest.mark.parametrize("trained", ["charlm", "translate", "forecast"], indirect=True)
-@settings(
-    max_examples=10,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+@settings(max_examples=10)  # each example is a whole `rnnkit eval`
 @given(
     raw=st.one_of(
         st.binary(max_size=120),

@@ -13,7 +13,7 @@ from datetime import date, timedelta
 
 import numpy as np
 import pytest
-from hostile import SETTINGS, first_bad_line, outcome  # tests/hostile.py
+from hostile import first_bad_line, outcome  # tests/hostile.py
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -39,7 +39,6 @@ def zipped(raw: bytes, path) -> None:
 # --- any bytes, under any of the names a table may have ---
 
 
-@SETTINGS
 @given(
     raw=st.binary(max_size=300) | st.text(max_size=200).map(str.encode),
     name=st.sampled_from(["t.csv", "t.tsv", "t.txt", "t.csv.gz", "t.tsv.bz2", "t.csv.xz", "t.zip"]),
@@ -78,7 +77,6 @@ CELL = st.one_of(
 ROW = st.lists(CELL, min_size=1, max_size=3)  # a row of the wrong width is likely
 
 
-@SETTINGS
 @given(rows=st.lists(ROW, max_size=6), asked=st.sampled_from(["x", "y", "z"]))
 def test_numbers_are_read_or_the_first_bad_cell_is_named(tmp_path, rows, asked):
     path = tmp_path / "t.csv"
@@ -123,7 +121,6 @@ DATE = st.one_of(
 BAD_DATES = {"", "yesterday", "2001-02-30", "2001-13-01", "31/12/2001"}
 
 
-@SETTINGS
 @given(dates=st.lists(DATE, min_size=1, max_size=7))
 def test_a_series_has_increasing_dates_or_names_the_first_bad_line(tmp_path, dates):
     path = tmp_path / "s.csv"
@@ -172,7 +169,6 @@ def test_series_problems_name_file_line_and_column(tmp_path, body, problem):
 # --- captions.csv and labelled texts ---
 
 
-@SETTINGS
 @given(raw=st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
 def test_captions_csv_of_any_bytes_loads_or_names_it(tmp_path, raw):
     (tmp_path / "captions.csv").write_bytes(raw)
@@ -185,7 +181,6 @@ def test_captions_csv_of_any_bytes_loads_or_names_it(tmp_path, raw):
     assert all(text.strip() for refs in references for text in refs)
 
 
-@SETTINGS
 @given(rows=st.lists(st.tuples(st.sampled_from(["a.png", "", " "]), st.sampled_from(["x", ""]))))
 def test_an_empty_image_or_caption_names_its_line(tmp_path, rows):
     body = "".join(f"{image},{text}\n" for image, text in rows)
@@ -215,7 +210,6 @@ def test_labelled_texts_with_missing_columns_or_labels_are_named(tmp_path):
         classify.read_labelled(classify.Config(), str(path))
 
 
-@SETTINGS
 @given(exponent=st.integers(-300, 300), columns=st.integers(1, 3))
 def test_the_scaler_of_huge_or_tiny_values_is_finite_and_standardises(exponent, columns):
     """1e300 squared overflows and 1e-300 squared underflows; the std must not."""

@@ -9,7 +9,7 @@ problem on a line, that line. Any other exception (``UnicodeDecodeError``, ``Key
 import json
 
 import pytest
-from hostile import SETTINGS, first_bad_line, outcome  # tests/hostile.py
+from hostile import first_bad_line, outcome  # tests/hostile.py
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -37,7 +37,6 @@ CONTENT = st.one_of(st.binary(max_size=200), spliced())
 # --- text corpora ---
 
 
-@SETTINGS
 @given(raw=CONTENT)
 def test_corpus_of_any_bytes_loads_or_names_file_and_line(tmp_path, raw):
     path = tmp_path / "corpus.txt"
@@ -98,7 +97,6 @@ TSV_LINE = st.one_of(
 )
 
 
-@SETTINGS
 @given(lines=st.lists(TSV_LINE, max_size=8))
 def test_pairs_keep_good_lines_and_name_every_bad_one(tmp_path, lines):
     path = tmp_path / "pairs.tsv"
@@ -122,7 +120,6 @@ def test_pairs_keep_good_lines_and_name_every_bad_one(tmp_path, lines):
     assert all(s.startswith(f"{path}:") for s in skipped)
 
 
-@SETTINGS
 @given(raw=CONTENT)
 def test_pairs_of_any_bytes_load_or_name_file_and_line(tmp_path, raw):
     path = tmp_path / "pairs.tsv"
@@ -157,7 +154,6 @@ VOCAB_JSON = st.one_of(
 )
 
 
-@SETTINGS
 @given(text=VOCAB_JSON, cut=st.integers(0, 3))
 def test_a_damaged_vocab_json_is_a_data_error_naming_it(tmp_path, text, cut):
     path = tmp_path / "vocab.json"
@@ -182,7 +178,6 @@ def test_a_good_vocab_json_still_loads(tmp_path):
 # --- texts to label (rnnkit classify RUN --file texts.txt) ---
 
 
-@SETTINGS
 @given(raw=CONTENT)
 def test_texts_to_classify_load_or_name_file_and_line(tmp_path, raw):
     path = tmp_path / "texts.txt"

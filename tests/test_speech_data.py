@@ -9,7 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.io import wavfile
 
@@ -259,8 +259,7 @@ def test_every_accent_and_variant_is_heard_and_unknown_voices_are_refused():
         speech.synthesise(program, dataclasses.replace(u, accent="xx-nowhere"))
 
 
-@settings(max_examples=60, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@settings(max_examples=60)  # conftest.py's profile, with more examples
 @given(
     text=st.lists(
         st.sampled_from(["path", "transcript", "a.wav", "b.wav", ",", '"', "\n", "\r\n", " ",
