@@ -20,12 +20,9 @@ Kernels (``kernel=``): ``"loop"`` is autograd over the Python loop in :mod:`rnnk
 (the readable reference); ``"bptt"`` is the hand-written backpropagation through time of
 :mod:`rnnkit.kernels`; ``"fused"`` is that BPTT with the gate math of each step in one pass
 of C (:mod:`rnnkit.kernels.lstm_fused`, ``gru_fused``, ``rnn_fused``); ``"torch"`` runs
-torch's fused kernel (standard cells only). ``"auto"`` (:func:`rnnkit.kernels.auto_kernel`)
-picks ``"fused"`` for the peephole LSTM and, on the CPU, wherever it measured faster than
-torch's kernel: every cell with lengths (torch's packed path is several times slower than
-its dense one), the GRU and the Elman RNN, the LSTM in training from hidden 256, and the bf16
-LSTM where its products run on AMX tiles; ``"torch"`` for the other cases, among them the
-float32 LSTM's inference (no graph recorded: ``torch.no_grad`` or no tensor needing grad).
+torch's fused kernel (standard cells only). ``"auto"`` picks ``"fused"`` or ``"torch"`` by
+the cell, lengths, precision, batch and whether the call records a graph, as measured on the
+CPU; the choices and their timings are :func:`rnnkit.kernels.auto_kernel`'s.
 
 Precision: ``"fp32"`` computes in the layer's dtype. ``"bf16"`` (float32 layers) keeps
 float32 weights, outputs and states and runs the matrix products in bfloat16: on
@@ -43,6 +40,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from rnnkit import convert
 from rnnkit import scan as reference
 from rnnkit.cells import GRUCell, LSTMCell, RNNCell, State
 from rnnkit.kernels import auto_kernel, bptt_scan, fused_scan, torch_fused
@@ -57,6 +55,22 @@ def detach_state(state):
     if state is None:
         return None
     return reference.map_state(lambda s: s.detach(), state)
+
+
+def _check_options(num_layers, dropout, kernel: str, precision: str) -> None:
+    """What the layer's own arguments must be (the cell checks its sizes)."""
+    if not isinstance(num_layers, int) or isinstance(num_layers, bool) or num_layers < 1:
+        raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
+    if not 0.0 <= float(dropout) < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "bf16" and kernel in ("loop", "bptt"):
+        raise ValueError(
+            f"precision='bf16' needs kernel fused/torch/auto; {kernel!r} is a float reference"
+        )
 
 
 class RecurrentLayer(nn.Module):
@@ -80,45 +94,35 @@ class RecurrentLayer(nn.Module):
         **cell_options,
     ):
         super().__init__()
-        if not isinstance(num_layers, int) or isinstance(num_layers, bool) or num_layers < 1:
-            raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        if kernel not in KERNELS:
-            raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        if precision == "bf16" and kernel in ("loop", "bptt"):
-            raise ValueError(
-                f"precision='bf16' needs kernel fused/torch/auto; {kernel!r} is a float reference"
-            )
+        _check_options(num_layers, dropout, kernel, precision)
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
         self.bidirectional, self.learn_init, self.kernel = bidirectional, learn_init, kernel
         self.precision = precision
         self.num_directions = 2 if bidirectional else 1
-        self.cells = nn.ModuleList(
-            self.cell_type(
-                input_size if layer == 0 else hidden_size * self.num_directions,
-                hidden_size,
-                bias,
-                **cell_options,
-            )
-            for layer in range(num_layers)
-            for _ in range(self.num_directions)
-        )
+        self.cells = self._stack_cells(cell_options)
         if kernel == "torch" and not torch_fused.supports(self.cells[0]):
             raise ValueError(f"kernel='torch' has no fused kernel for {self.cells[0]!r}")
-        self.initial_state = nn.ParameterList()
-        if learn_init:
-            # A learnable s_0, shared by every sequence of the batch; starts at zero.
-            parts = len(self._zero_state(1, torch.device("cpu"), torch.float32))
-            for _ in range(parts):
-                self.initial_state.append(
-                    nn.Parameter(torch.zeros(len(self.cells), 1, hidden_size))
-                )
+        self.initial_state = self._learned_state() if learn_init else nn.ParameterList()
+
+    def _stack_cells(self, cell_options: dict) -> nn.ModuleList:
+        """One cell per layer and direction, ``cells[layer * D + direction]``; layer 0 reads
+        the input, each layer above the D directions' outputs of the one below."""
+        D, H = self.num_directions, self.hidden_size
+        return nn.ModuleList(
+            self.cell_type(self.input_size if layer == 0 else D * H, H, self.bias, **cell_options)
+            for layer in range(self.num_layers)
+            for _ in range(D)
+        )
 
     # -- state ---------------------------------------------------------------------------
+
+    def _learned_state(self) -> nn.ParameterList:
+        """A learnable s_0, shared by every sequence of the batch; starts at zero. One
+        (L*D, 1, H) parameter per part of the state: h, or h and c."""
+        parts = len(self._zero_state(1, torch.device("cpu"), torch.float32))
+        shape = (len(self.cells), 1, self.hidden_size)
+        return nn.ParameterList(nn.Parameter(torch.zeros(shape)) for _ in range(parts))
 
     def _zero_state(self, batch, device, dtype) -> tuple[Tensor, ...]:
         """The zero state as a tuple of (L*D, B, H) tensors (one for h, two for (h, c))."""
@@ -238,15 +242,7 @@ class RecurrentLayer(nn.Module):
         grad = self.kernel != "auto" or self._records_graph(x)  # only auto asks
         kernel = self._kernel_name(lengths, x.shape[1], grad)
         if kernel == "torch":
-            state = self._pack_state(parts)
-            with torch.autocast(x.device.type, torch.bfloat16, self.precision == "bf16"):
-                output, final = torch_fused.fused_stack(
-                    self.cells, x, state, lengths, self.num_layers, self.dropout, self.training
-                )
-            final = final if isinstance(final, tuple) else (final,)
-            if self.precision == "bf16":  # float32 out, as the layer's weights
-                output, final = output.to(x.dtype), tuple(f.to(x.dtype) for f in final)
-            return output, final
+            return self._run_torch(x, parts, lengths)
         scan = {"loop": reference.scan, "bptt": bptt_scan}.get(kernel)
         if kernel == "fused":
             scan = functools.partial(fused_scan, low_precision=self._low_precision(x))
@@ -254,6 +250,22 @@ class RecurrentLayer(nn.Module):
         if lengths is not None:
             steps = torch.arange(x.shape[0], device=x.device)
             mask = steps.unsqueeze(1) < lengths.to(x.device).unsqueeze(0)  # (T, B)
+        return self._run_stack(scan, x, parts, mask)
+
+    def _run_torch(self, x, parts, lengths):
+        """The whole stack in torch's fused kernel (``kernel="torch"``)."""
+        state = self._pack_state(parts)
+        with torch.autocast(x.device.type, torch.bfloat16, self.precision == "bf16"):
+            output, final = torch_fused.fused_stack(
+                self.cells, x, state, lengths, self.num_layers, self.dropout, self.training
+            )
+        final = final if isinstance(final, tuple) else (final,)
+        if self.precision == "bf16":  # float32 out, as the layer's weights
+            output, final = output.to(x.dtype), tuple(f.to(x.dtype) for f in final)
+        return output, final
+
+    def _run_stack(self, scan, x, parts, mask):
+        """Layer by layer, each direction's cell by ``scan`` over the layer's input."""
         finals, layer_input = [], x
         for layer in range(self.num_layers):
             outputs = []
@@ -273,64 +285,23 @@ class RecurrentLayer(nn.Module):
         )
         return layer_input, final
 
-    # -- conversion with torch.nn --------------------------------------------------------
+    # -- conversion with torch.nn (rnnkit.convert) ---------------------------------------
 
     @classmethod
     def from_torch(cls, module: nn.RNNBase, **options):
         """A layer with the same sizes and a copy of ``module``'s weights."""
-        if type(module) is not cls.torch_type:
-            raise TypeError(
-                f"{cls.__name__}.from_torch expects {cls.torch_type.__name__}, "
-                f"got {type(module).__name__}"
-            )
-        if getattr(module, "proj_size", 0):
-            raise ValueError("LSTM with proj_size > 0 has no rnnkit equivalent yet")
-        layer = cls(
-            module.input_size,
-            module.hidden_size,
-            num_layers=module.num_layers,
-            bias=module.bias,
-            batch_first=module.batch_first,
-            dropout=module.dropout,
-            bidirectional=module.bidirectional,
-            **cls._torch_options(module),
-            **options,
-        )
-        layer._copy_weights(module, to_torch=False)
-        return layer.to(module.weight_ih_l0.device, module.weight_ih_l0.dtype)
+        return convert.from_torch(cls, module, **options)
 
     def to_torch(self) -> nn.RNNBase:
         """The torch.nn layer computing the same function, with a copy of the weights."""
-        module = self.torch_type(
-            self.input_size,
-            self.hidden_size,
-            num_layers=self.num_layers,
-            bias=self.bias,
-            batch_first=self.batch_first,
-            dropout=self.dropout,
-            bidirectional=self.bidirectional,
-            **self._torch_kwargs(),
-        )
-        module = module.to(self.cells[0].weight_ih.device, self.cells[0].weight_ih.dtype)
-        self._copy_weights(module, to_torch=True)
-        return module
+        return convert.to_torch(self)
 
     @staticmethod
-    def _torch_options(module) -> dict:
+    def _torch_options(module) -> dict:  # the cell's options, from a torch.nn module
         return {}
 
-    def _torch_kwargs(self) -> dict:
+    def _torch_kwargs(self) -> dict:  # the cell's options, for its torch.nn module
         return {}
-
-    def _copy_weights(self, module, to_torch: bool) -> None:
-        names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if self.bias else [])
-        with torch.no_grad():
-            for k, cell in enumerate(self.cells):
-                layer, direction = divmod(k, self.num_directions)
-                suffix = f"_l{layer}" + ("_reverse" if direction else "")
-                for name in names:
-                    ours, theirs = getattr(cell, name), getattr(module, name + suffix)
-                    (theirs if to_torch else ours).copy_(ours if to_torch else theirs)
 
     def extra_repr(self) -> str:
         return (
@@ -407,14 +378,6 @@ class LSTM(RecurrentLayer):
             **options,
         )
         self.peephole = peephole
-
-    def to_torch(self) -> nn.LSTM:
-        if self.peephole:
-            raise ValueError(
-                "torch.nn.LSTM has no peephole connections; this layer cannot "
-                "be converted without changing what it computes"
-            )
-        return super().to_torch()
 
 
 class GRU(RecurrentLayer):
