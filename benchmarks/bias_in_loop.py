@@ -21,7 +21,7 @@ import torch
 from rnnkit.kernels.common import addresses, mkl_products
 from rnnkit.kernels.compiled import library
 from rnnkit.kernels.lstm_fused import mkl_scratch
-from rnnkit.tools import bench
+from rnnkit.tools import timing
 from rnnkit.training import heap
 
 SIZES = ((128, 64, 256), (32, 32, 256), (128, 64, 512))  # (T, B, H), input size = H
@@ -67,8 +67,8 @@ def main() -> None:
     for steps, batch, hidden in SIZES:
         calls = max(1, 16384 // (steps * batch))  # each timing covers at least 16k tokens
         functions = cases(steps, batch, hidden)
-        functions = {name: bench._times(f, calls) for name, f in functions.items()}
-        ms = {k: v / calls * 1e3 for k, v in bench.side_by_side(functions, args.rounds).items()}
+        functions = {name: timing.times(f, calls) for name, f in functions.items()}
+        ms = {k: v / calls * 1e3 for k, v in timing.side_by_side(functions, args.rounds).items()}
         before, after = ms["addmm"] + ms["loop"], ms["mm"] + ms["loop + bias"]
         print(
             f"| {steps} | {batch} | {hidden} | {ms['addmm']:.2f} | {ms['mm']:.2f} | "

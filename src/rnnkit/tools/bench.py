@@ -21,6 +21,9 @@ except memory, where it is rnnkit's peak over torch's):
   system at free so that each case starts from the same baseline). It counts everything
   the step touches: activations, gradients and temporaries.
 
+The timing of cases side by side is :mod:`rnnkit.tools.timing`'s; the targets the numbers are
+held against, and the tables, are :mod:`rnnkit.tools.bench_report`'s.
+
 Shape letters: B batch, T length, H hidden size (= input size), G gate blocks.
 """
 
@@ -29,7 +32,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -39,12 +41,13 @@ from torch import nn
 
 import rnnkit
 from rnnkit.tools import peak_memory
+from rnnkit.tools.bench_report import COLUMNS, TORCH_LSTM, table, targets
+from rnnkit.tools.timing import one_thread, repeated, side_by_side, times
 from rnnkit.training import heap
 
 CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru", "peephole")
 GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3, "peephole": 4}
 TORCH_CELLS = {"rnn_tanh": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
-TORCH_LSTM = "lstm (torch.nn)"  # the length sweep's reference rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +82,7 @@ QUICK = Plan(
 )
 
 
-# --- models and timing -----------------------------------------------------------------------
+# --- models and steps ------------------------------------------------------------------------
 
 
 def make_layer(cell: str, hidden: int, **options):
@@ -92,19 +95,6 @@ def make_layer(cell: str, hidden: int, **options):
 def torch_peer(cell: str, layer) -> nn.Module:
     """torch.nn's same-size layer: a copy of ``layer``, or a fresh LSTM for the peephole."""
     return nn.LSTM(layer.input_size, layer.hidden_size) if cell == "peephole" else layer.to_torch()
-
-
-def side_by_side(functions: dict, repeats: int) -> dict:
-    """Median seconds per call of each function, run in turn so that load drift hits all."""
-    for function in functions.values():
-        function()  # warm-up: first-call costs, caches, lazy builds
-    times = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, function in functions.items():
-            start = time.perf_counter()
-            function()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def training_step(module, x):
@@ -214,8 +204,8 @@ def _streaming_row(cell: str, hidden: int, plan: Plan) -> dict:
 
     steps = {"token": lambda: by_token.step(7), "vector": lambda: by_vector.step(x)}
     steps["torch"] = torch_step
-    loops = {name: _repeated(step, plan.stream_seconds) for name, step in steps.items()}
-    loops["torch 1 thread"] = (_one_thread(loops["torch"][0]), loops["torch"][1])
+    loops = {name: repeated(step, plan.stream_seconds) for name, step in steps.items()}
+    loops["torch 1 thread"] = (one_thread(loops["torch"][0]), loops["torch"][1])
     seconds = side_by_side({name: run for name, (run, _) in loops.items()}, plan.repeats)
     micro = {name: seconds[name] / loops[name][1] * 1e6 for name in loops}
     best_torch = min(micro["torch"], micro["torch 1 thread"])
@@ -224,42 +214,6 @@ def _streaming_row(cell: str, hidden: int, plan: Plan) -> dict:
     row.update(torch_default_threads_us=micro["torch"], torch_one_thread_us=micro["torch 1 thread"])
     row.update(ratio_token=best_torch / micro["token"], ratio_vector=best_torch / micro["vector"])
     return row
-
-
-def _one_thread(loop):
-    """``loop`` with torch on one thread (at batch 1 often faster than several)."""
-
-    def run():
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            loop()
-        finally:
-            torch.set_num_threads(threads)
-
-    return run
-
-
-def _times(step, count: int):
-    """A function running ``step`` ``count`` times."""
-
-    def run():
-        for _ in range(count):
-            step()
-
-    return run
-
-
-def _repeated(step, seconds: float):
-    """A function running ``step`` n times, n chosen so that one call lasts about ``seconds``."""
-    for _ in range(5):
-        step()
-    start, n = time.perf_counter(), 0
-    while time.perf_counter() - start < seconds / 10 or n < 3:
-        step()
-        n += 1
-    count = max(3, round(n * 10))
-    return _times(step, count), count
 
 
 def length_rows(plan: Plan) -> tuple[list[dict], str]:
@@ -273,7 +227,7 @@ def length_rows(plan: Plan) -> tuple[list[dict], str]:
         # times as fit (a single short call of a few ms is at the mercy of the scheduler)
         calls = {T: max(1, max(plan.lengths) // T) for T in plan.lengths}
         steps = {
-            T: _times(training_step(layer, torch.randn(T, batch, hidden)), calls[T])
+            T: times(training_step(layer, torch.randn(T, batch, hidden)), calls[T])
             for T in plan.lengths
         }
         try:
@@ -317,65 +271,7 @@ def _memory_rows(plan: Plan) -> tuple[list[dict], str]:
     return rows, "; ".join(notes)
 
 
-# --- targets, tables and the command ---------------------------------------------------------
-
-
-def targets(result: dict) -> list[dict]:
-    """The issue's targets 1-5 against this run's numbers (speed only for target 3)."""
-    train = result["training"]
-    standard = [r["ratio"] for r in train if r["cell"] != "peephole"]
-    peephole = [r["ratio"] for r in train if r["cell"] == "peephole" and r["peer"] == "torch.nn"]
-    loop = [r["ratio"] for r in train if r["peer"] == "python loop"]
-    bf16 = [r["ratio"] for r in result["bf16"]]
-    stream = result["streaming"]
-    at_256 = [r["ratio_token"] for r in stream if r["cell"] == "lstm" and r["hidden"] == 256]
-    by_token, by_vector = [r["ratio_token"] for r in stream], [r["ratio_vector"] for r in stream]
-    spreads = [r["relative"] for r in result["length"] if r["cell"] != TORCH_LSTM]
-    checks = [
-        ("1 LSTM/GRU/RNN training >= 0.95x torch.nn", standard, lambda v: min(v) >= 0.95),
-        ("2a peephole training >= 0.8x torch.nn.LSTM", peephole, lambda v: min(v) >= 0.8),
-        ("2b peephole training >= 2.5x Python loop", loop, lambda v: min(v) >= 2.5),
-        ("3 bf16 training >= 1.8x fp32 (speed only)", bf16, lambda v: min(v) >= 1.8),
-        ("4a streaming LSTM H=256 >= 6x torch.nn.LSTMCell", at_256, lambda v: min(v) >= 6),
-        ("4b streaming by token faster at every size", by_token, lambda v: min(v) > 1),
-        ("4c streaming by vector faster at every size", by_vector, lambda v: min(v) > 1),
-        ("5 time per token flat within 15%", spreads, lambda v: max(v) <= 1.15),
-    ]
-    rows = []
-    for name, values, passes in checks:
-        if not values:
-            rows.append({"target": name, "met": None, "worst": None})
-            continue
-        worst = max(values) if name.startswith("5") else min(values)
-        rows.append({"target": name, "met": bool(passes(values)), "worst": worst})
-    return rows
-
-
-SIZE = "cell batch length hidden"
-COLUMNS = {
-    "training": f"{SIZE} peer tokens_per_s peer_tokens_per_s ratio gflops peer_gflops",
-    "bf16": f"{SIZE} peer tokens_per_s peer_tokens_per_s ratio gflops",
-    "inference": f"{SIZE} peer tokens_per_s peer_tokens_per_s ratio",
-    "streaming": "cell hidden token_us vector_us torch_us torch_default_threads_us "
-    "torch_one_thread_us ratio_token ratio_vector",
-    "length": "cell batch hidden length us_per_token relative",
-    "memory": f"{SIZE} peak_mb torch_peak_mb memory_ratio",
-    "targets": "target met worst",
-}
-
-
-def table(rows: list[dict], columns: str) -> str:
-    """A Markdown table, numbers to 3 significant digits (whole numbers above 1000)."""
-
-    def cell(value) -> str:
-        if isinstance(value, float):
-            return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.3g}"
-        return "-" if value is None else str(value)
-
-    columns = columns.split()
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
+# --- the command ------------------------------------------------------------------------------
 
 
 def run(plan: Plan, out=None) -> dict:
