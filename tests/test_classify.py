@@ -1,6 +1,7 @@
 """Text classification: pooling over real steps only, splits, bad inputs, and the commands."""
 
 import csv
+import dataclasses
 import gzip
 import importlib.util
 import json
@@ -73,10 +74,10 @@ def test_word_dropout_replaces_real_tokens_only_and_repeats_with_its_seed():
 # --- data, splits and bad inputs ---
 
 
-def write_csv(path, rows, header=("review", "sentiment")):
+def write_csv(path, rows, header=("review", "sentiment"), delimiter=","):
     opener = gzip.open if str(path).endswith(".gz") else open
     with opener(path, "wt", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f)
+        writer = csv.writer(f, delimiter=delimiter)
         writer.writerow(header)
         writer.writerows(rows)
     return path
@@ -227,3 +228,35 @@ def test_pretraining_reads_training_and_plot_texts_never_validation_or_test(tmp_
     assert set(seen) == set(parts["train"].texts) | {text for _, text in plots}
     assert not set(seen) & (set(parts["val"].texts) | set(parts["test"].texts))
     assert (tmp_path / "run" / "test.json").exists()
+
+
+def test_a_headerless_file_with_a_mark_and_labels_1_and_minus_1(tmp_path):
+    """label,text rows with no header line and a byte-order mark: the label is the column
+    of few values, the text the other, and the first row is data."""
+    rows = [("1" if label == "pos" else "-1", text) for text, label in toy_rows()]
+    path = tmp_path / "reviews.csv"
+    path.write_text("\ufeff" + "".join(f'{label},"{text}"\n' for label, text in rows))
+    config = toy_config(path, text_column="text", label_column="label")
+    classes, parts = classify.prepare(config)
+    assert classes == ["-1", "1"]
+    assert sum(len(p.texts) for p in parts.values()) == len(rows)  # the first row is kept
+    first = [p for p in parts.values() if 1 in p.lines][0]
+    assert first.texts[first.lines.index(1)] == rows[0][1]
+    by_position = classify.prepare(dataclasses.replace(config, text_column="2", label_column="1"))
+    assert by_position == (classes, parts)
+    with pytest.raises(TableError, match=r"reviews\.csv: no column 'text'"):
+        classify.prepare(dataclasses.replace(config, header="yes"))
+
+
+def test_a_test_file_of_ones_own_replaces_the_test_fraction(tmp_path):
+    train = write_csv(tmp_path / "train.csv", toy_rows())
+    test = write_csv(tmp_path / "test.tsv", toy_rows(n=10, seed=3), delimiter="\t")
+    config = toy_config(train, test=str(test), test_fraction=0.0, val_fraction=0.2)
+    classes, parts = classify.prepare(config)
+    assert (len(parts["train"].texts), len(parts["val"].texts)) == (48, 12)
+    assert parts["test"].texts == [text for text, _ in toy_rows(n=10, seed=3)]
+    assert parts["test"].lines == list(range(2, 12))
+    with pytest.raises(
+        TableError, match=r"train\.csv: 60 rows .*\(a test file of your own: --test"
+    ):
+        classify.prepare(toy_config(train, test_fraction=0.0))

@@ -71,3 +71,41 @@ def test_damaged_compressed_file_is_a_clear_error(tmp_path):
     path.write_bytes(b"not gzip at all")
     with pytest.raises(TableError, match=r"t\.csv\.gz: cannot be read"):
         read_table(path)
+
+
+REVIEW = "a long review " * 40  # 560 characters: longer than any column name
+
+
+def test_a_first_line_that_is_a_record_is_told_from_a_header(tmp_path):
+    headless = write(tmp_path / "h.csv", f"\ufeff1,{REVIEW}\n-1,bad\n1,good\n")
+    table = read_table(headless, header=None)
+    assert table.header == ["1", "2"] and table.column("1") == ["1", "-1", "1"]
+    assert table.lines == [1, 2, 3] and table.column("2")[0] == REVIEW  # the mark is dropped
+    labels = read_table(write(tmp_path / "l.csv", "pos,fine\nneg,poor\npos,ok\n"), header=None)
+    assert labels.column("1") == ["pos", "neg", "pos"]  # 'pos' recurs below: a record
+    headed = read_table(write(tmp_path / "t.csv", ROWS), header=None)
+    assert headed.header == ["text", "label", "score"] and len(headed) == 3
+    assert read_table(headless, header=True).header == ["1", REVIEW.strip()]  # as asked
+
+
+def test_columns_by_position_and_a_missing_column_cut_short(tmp_path):
+    table = read_table(write(tmp_path / "h.csv", f"1,{REVIEW}\n-1,bad\n"))  # taken as a header
+    assert table.column("1") == ["-1"] and table.column("2") == ["bad"]
+    with pytest.raises(TableError, match=r"no column 'text'; the first line has 2 fields") as err:
+        table.column("text")
+    assert len(str(err.value)) < 400 and "--header no" in str(err.value)
+
+
+def test_json_lines_are_a_table_keyed_by_the_first_object(tmp_path):
+    path = write(
+        tmp_path / "r.jsonl.gz",
+        '{"text": "good", "label": 1}\n\n{"label": -1, "text": "bad"}\n',
+        gzip.open,
+    )
+    table = read_table(path)
+    assert table.header == ["text", "label"] and table.column("label") == ["1", "-1"]
+    assert table.lines == [1, 3]
+    with pytest.raises(TableError, match=r"r\.jsonl, line 2: expected a JSON object"):
+        read_table(write(tmp_path / "r.jsonl", '{"text": "a"}\n["text"]\n'))
+    with pytest.raises(TableError, match=r"s\.ndjson, line 1: not valid JSON"):
+        read_table(write(tmp_path / "s.ndjson", "{text: a}\n"))

