@@ -6,7 +6,9 @@ wider steps: Sak et al. 2015, "Fast and Accurate Recurrent Neural Network Acoust
 for Speech Recognition", section 2.2) -> stacked uni- or bidirectional recurrent layers ->
 linear -> log-softmax over the characters and the CTC blank (index 0). Trained with torch's
 CTC loss (Graves et al. 2006) by the shared trainer; decoded by best path or prefix beam
-search, optionally with a character language model (:mod:`rnnkit.models.ctc`).
+search, optionally with a character language model (:mod:`rnnkit.models.ctc`). Reading the
+corpus into features, their normalisation and the batches are
+:mod:`rnnkit.tasks.speech_features`'s.
 
 A unidirectional model also transcribes a stream: each chunk of samples becomes log-mel
 frames (:class:`rnnkit.data.audio.LogMelStream`), stacked steps, one step each of
@@ -19,10 +21,7 @@ H hidden size, D directions, V labels (characters and the blank).
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,11 +34,10 @@ from torch import nn
 
 import rnnkit
 from rnnkit.data import audio
-from rnnkit.data import speech as corpus
-from rnnkit.data.corpus import CorpusError
 from rnnkit.data.files import read_json, write_json
 from rnnkit.models import ctc
 from rnnkit.tasks import charlm, default_run_dir, run_config
+from rnnkit.tasks.speech_features import Features, bucketed_batch, load_part, pad, read_parts, say
 from rnnkit.training import config as configuration
 from rnnkit.training.trainer import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
@@ -76,70 +74,7 @@ class Config(TrainConfig):
     precision: Literal["auto", "fp32", "bf16"] = "fp32"  # fp32: CTC wants float32 scores
 
 
-# --- data ---
-
-
-def say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-def digits_dir(config: Config) -> Path:
-    """Where the synthesised digits corpus of these settings is cached."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return cache / "rnnkit" / "speech" / f"digits-{config.hours:g}h-seed{config.seed}"
-
-
-def read_parts(config: Config, logmel: audio.LogMel) -> dict[str, tuple[list, list[str]]]:
-    """(log-mel features (T_i, F), transcripts) of the train, val and (when there is one)
-    test parts, before normalisation; unreadable and silent files are skipped with a note."""
-    source = Path(digits_dir(config) if config.data == "digits" else config.data)
-    if config.data == "digits" and not (source / "test.csv").exists():
-        say(f"synthesising {config.hours:g} h of digit strings into {source} (once)")
-        corpus.generate(source, hours=config.hours, seed=config.seed, kind="digits")
-    if source.is_dir():
-        files = {p: source / f"{p}.csv" for p in ("train", "val", "test")}
-        missing = [str(f) for p, f in files.items() if p != "test" and not f.exists()]
-        if missing:
-            raise CorpusError(f"{source}: a speech data directory needs {missing}")
-        return {p: load_part(f, logmel, p) for p, f in files.items() if f.exists()}
-    features, texts = load_part(source, logmel, "data")
-    order = np.random.default_rng(config.seed).permutation(len(texts)).tolist()
-    held = max(1, round(len(texts) * config.val_fraction))
-    if held >= len(texts):
-        raise CorpusError(f"{source}: {len(texts)} utterances are too few to hold some out")
-    part = {"train": order[held:], "val": order[:held]}
-    return {p: ([features[i] for i in rows], [texts[i] for i in rows]) for p, rows in part.items()}
-
-
-def load_part(manifest: Path, logmel: audio.LogMel, part: str) -> tuple[list, list[str]]:
-    """Features and transcripts of a manifest's usable files (cached beside it)."""
-    found = corpus.load_features(manifest, logmel)
-    if found.warning():
-        say(f"{part}: {found.warning()}")
-    return found.features, found.transcripts
-
-
-@dataclass
-class Features:
-    """How audio becomes the model's input: the log-mel settings and the training part's
-    per-band mean and deviation (saved in the run as features.json)."""
-
-    logmel: audio.LogMel
-    mean: np.ndarray
-    std: np.ndarray
-
-    def __call__(self, wave: np.ndarray) -> np.ndarray:
-        return audio.normalise(self.logmel(wave), self.mean, self.std)  # (T, F)
-
-    def save(self, path: Path) -> None:
-        row = {"logmel": dataclasses.asdict(self.logmel), "mean": self.mean.tolist()}
-        write_json(path, {**row, "std": self.std.tolist()})
-
-    @classmethod
-    def load(cls, path: Path) -> Features:
-        row = json.loads(Path(path).read_text())
-        mean, std = (np.asarray(row[k], np.float32) for k in ("mean", "std"))
-        return cls(audio.LogMel(**row["logmel"]), mean, std)
+# --- labels and parts (reading, normalising, batching: speech_features.py) ---
 
 
 def encode(text: str, labels: list[str]) -> torch.Tensor:
@@ -160,27 +95,6 @@ def prepare(config: Config):
         for part, (fs, ts) in raw.items()
     }
     return features, labels, parts
-
-
-def pad(series: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(T_i, F) tensors -> (T, B, F) padded with zeros, and (B,) lengths."""
-    return nn.utils.rnn.pad_sequence(series), torch.tensor([len(s) for s in series])
-
-
-def bucketed_batch(step: int, lengths: list[int], batch_size: int, seed: int) -> list[int]:
-    """The utterances of training step ``step``: a seeded shuffle per epoch, cut into groups
-    of 20 batches, each group sorted by length before it is cut into batches (little padding,
-    batches still mixed), the batches of a group in a seeded order."""
-    per_epoch = math.ceil(len(lengths) / batch_size)
-    epoch, k = divmod(step, per_epoch)
-    rng = np.random.default_rng([seed, epoch])
-    order, group = rng.permutation(len(lengths)), 20 * batch_size
-    batches = []
-    for start in range(0, len(order), group):
-        chunk = sorted(order[start : start + group].tolist(), key=lambda i: lengths[i])
-        cut = [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-        batches += [cut[j] for j in rng.permutation(len(cut))]
-    return batches[k]
 
 
 # --- model ---
