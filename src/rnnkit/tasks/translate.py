@@ -6,7 +6,7 @@ token (teacher forcing, ratio 1.0, or a ratio decaying over the run), and infere
 decodes greedily or with beam search (:mod:`rnnkit.models.decode`). Data: ``numbers-en-es``
 (:mod:`rnnkit.data.numbers`) or a TSV file of ``source<TAB>target`` pairs
 (:mod:`rnnkit.data.pairs`), split at random by source sentence, so the same source never
-sits on both sides of the split.
+sits on both sides of the split (:mod:`rnnkit.tasks.translate_data`).
 
 Shape letters: B batch, S source length, T target length, V target vocabulary.
 """
@@ -23,29 +23,24 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from rnnkit.data import numbers
 from rnnkit.data.pairs import (
     EOS,
     PAD,
     SOS,
     UNK,
     Batch,
-    Splits,
     TokenVocab,
-    bad_lines_summary,
     bucket_batches,
     detokenize,
-    drop_long,
     make_batch,
     pad,
     padding_report,
-    read_pairs,
-    split_by_source,
     tokenize,
 )
 from rnnkit.models import decode
 from rnnkit.models.seq2seq import Seq2Seq, plot_attention
 from rnnkit.tasks import default_run_dir, run_config
+from rnnkit.tasks.translate_data import Data, encode_pairs, held_out_pairs, prepare, say, tokenized
 from rnnkit.training import config as configuration
 from rnnkit.training.trainer import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
@@ -91,70 +86,7 @@ class Config(TrainConfig):
     eval_every: int = 500  # evaluate on validation every this many steps
 
 
-# --- data ---
-
-
-@dataclass
-class Data:
-    """Text pairs of each split, tokenised and encoded with the training vocabularies."""
-
-    source_vocab: TokenVocab
-    target_vocab: TokenVocab
-    train: list[tuple[list[int], list[int]]]  # (source ids, target ids), no <sos>/<eos>
-    val: list[tuple[list[int], list[int]]]
-
-
-def say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-def text_splits(config: Config) -> Splits:
-    if config.data == numbers.NAME:
-        return numbers.make_splits(
-            config.numbers, config.val_fraction, config.test_fraction, config.seed
-        )
-    pairs, bad = read_pairs(config.data)
-    if bad:
-        say(bad_lines_summary(bad))
-    parts = split_by_source(
-        pairs, config.val_fraction, config.test_fraction, config.seed, config.data
-    )
-    return Splits(*parts)
-
-
-def tokenized(config: Config, pairs) -> list[tuple[list[str], list[str]]]:
-    def tok(text):
-        return tokenize(text, config.tokens, config.lowercase)
-
-    return [(tok(s), tok(t)) for s, t in pairs]
-
-
-def encode_pairs(pairs, source_vocab: TokenVocab, target_vocab: TokenVocab):
-    return [(source_vocab.encode(s) or [UNK], target_vocab.encode(t)) for s, t in pairs]
-
-
-def prepare(config: Config, vocabs: tuple[TokenVocab, TokenVocab] | None = None) -> Data:
-    """Splits, vocabularies of the training split, length filter, ids; report what was dropped."""
-    splits = text_splits(config)
-    train, dropped = drop_long(tokenized(config, splits.train), config.max_length)
-    if dropped:
-        say(f"dropped {dropped} training pairs longer than {config.max_length} tokens")
-    if not train:
-        raise ValueError(f"no training pair is at most {config.max_length} tokens long")
-    source_vocab, target_vocab = vocabs or (
-        TokenVocab.build([s for s, _ in train], config.min_freq),
-        TokenVocab.build([t for _, t in train], config.min_freq),
-    )
-    val = tokenized(config, splits.val)
-    return Data(
-        source_vocab,
-        target_vocab,
-        encode_pairs(train, source_vocab, target_vocab),
-        encode_pairs(val, source_vocab, target_vocab),
-    )
-
-
-# --- model, loss, evaluation ---
+# --- model, loss, evaluation (the data: translate_data.py) ---
 
 
 # the Config fields that are Seq2Seq's arguments
@@ -393,19 +325,6 @@ def save_heatmap(model: Seq2Seq, vocabs, source: list[int], output: list[int], p
     weights = attention_weights(model, source, output)
     words = [source_vocab.tokens[i] for i in source]
     plot_attention(weights, words, target_vocab.decode(output) + ["<eos>"], str(path))
-
-
-def held_out_pairs(config: Config, data: str):
-    """numbers-en-es: the run's own held-out test numbers; otherwise every good line of a TSV."""
-    if data == numbers.NAME:
-        test = numbers.split_numbers(
-            config.numbers, config.val_fraction, config.test_fraction, config.seed
-        )[2]
-        return [numbers.pair(n) for n in test]
-    pairs, bad = read_pairs(data)
-    if bad:
-        say(bad_lines_summary(bad))
-    return pairs
 
 
 def evaluate(run_dir: Path, data: str, device: str = "auto") -> dict:
