@@ -141,8 +141,8 @@ def load_run(run_dir: Path, module) -> tuple[nn.Module, dict]:
     return model.float().eval(), files
 
 
-# export_run calls export_model by this package's name: tests/test_export.py replaces
-# rnnkit.export.export_model to make one export fail.
+# export_run calls export_model by this package's name (in write_models): tests/test_export.py
+# replaces rnnkit.export.export_model to make one export fail.
 def export_run(run_dir, fmt: str = "onnx", step: bool = False, out=None) -> list[Path]:
     """Write a run's whole-sequence model (and with ``step`` its one-step model), each with
     a JSON sidecar, into ``out`` (default RUN/export); return the paths written. A translate
@@ -156,6 +156,28 @@ def export_run(run_dir, fmt: str = "onnx", step: bool = False, out=None) -> list
     run_dir = Path(run_dir)
     module = task_of_run(run_dir)
     task = module.NAME
+    check_exportable(run_dir, task, fmt, step)
+    model, files = load_run(run_dir, module)
+    names, parts = planned(task, model, step)
+    suffix = ".onnx" if fmt == "onnx" else ".pt"
+    out = export_dir(run_dir, out, suffix)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
+        paths = [Path(tmp) / f"{name}{suffix}" for name in names]
+        sidecars = write_models(task, model, parts, fmt, names, paths)
+        for name, sidecar in zip(names, sidecars, strict=True):
+            sidecar.update(task=task, run=str(run_dir), **files)
+            text = json.dumps(sidecar, indent=1, ensure_ascii=False) + "\n"
+            (Path(tmp) / f"{name}.json").write_text(text)
+        written = [f"{name}{end}" for name in names for end in (suffix, ".json")]
+        out.mkdir(exist_ok=True)
+        for name in written:
+            shutil.move(Path(tmp) / name, out / name)
+    return [out / name for name in written]
+
+
+def check_exportable(run_dir: Path, task: str, fmt: str, step: bool) -> None:
+    """Refuse, before the model is read, what cannot be exported: an unknown format or task,
+    a translate or caption run without ``step``, a classify run reading Naive-Bayes ratios."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     if task not in RUN_FILES:
@@ -170,15 +192,21 @@ def export_run(run_dir, fmt: str = "onnx", step: bool = False, out=None) -> list
             "(nb_features), which the exported graph has no input for yet; train with "
             "--no-nb-features to export"
         )
-    model, files = load_run(run_dir, module)
-    suffix = ".onnx" if fmt == "onnx" else ".pt"
+
+
+def planned(task: str, model: nn.Module, step: bool) -> tuple[tuple[str, ...], Parts | None]:
+    """The names of the models to write and, but for translate and caption, the parts of the
+    model they are built from (checked for a one-step model with ``step``)."""
     if task in SEQ2SEQ:
-        names = ("encoder", "step")
-    else:
-        parts = parts_of(task, model)
-        if step:
-            check_step(parts)
-        names = ("model", "step") if step else ("model",)
+        return ("encoder", "step"), None
+    parts = parts_of(task, model)
+    if step:
+        check_step(parts)
+    return (("model", "step") if step else ("model",)), parts
+
+
+def export_dir(run_dir: Path, out, suffix: str) -> Path:
+    """``out``, or RUN/export; its parent made. Never the run directory for a TorchScript file."""
     out = Path(out) if out else run_dir / "export"
     if suffix == ".pt" and out.resolve() == run_dir.resolve():
         raise ValueError(
@@ -186,21 +214,14 @@ def export_run(run_dir, fmt: str = "onnx", step: bool = False, out=None) -> list
             "refuse the run; write it elsewhere (the default is RUN/export)"
         )
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
-        paths = [Path(tmp) / f"{name}{suffix}" for name in names]
-        if task in SEQ2SEQ:
-            sidecars = export_seq2seq(task, model, fmt, *paths)
-        else:
-            sidecars = [
-                export_model(parts, fmt, name == "step", path)
-                for name, path in zip(names, paths, strict=True)
-            ]
-        for name, sidecar in zip(names, sidecars, strict=True):
-            sidecar.update(task=task, run=str(run_dir), **files)
-            text = json.dumps(sidecar, indent=1, ensure_ascii=False) + "\n"
-            (Path(tmp) / f"{name}.json").write_text(text)
-        written = [f"{name}{end}" for name in names for end in (suffix, ".json")]
-        out.mkdir(exist_ok=True)
-        for name in written:
-            shutil.move(Path(tmp) / name, out / name)
-    return [out / name for name in written]
+    return out
+
+
+def write_models(task: str, model, parts, fmt: str, names, paths) -> list[dict]:
+    """Each named model written to its path; return their sidecars' descriptions."""
+    if task in SEQ2SEQ:
+        return export_seq2seq(task, model, fmt, *paths)
+    return [
+        export_model(parts, fmt, name == "step", path)
+        for name, path in zip(names, paths, strict=True)
+    ]
