@@ -137,28 +137,47 @@ def prefix_beam_search(
         tried = [v for v in np.flatnonzero(frame >= prune).tolist() if v != blank]
         following: dict[tuple, list[float]] = {}  # prefix -> [log p_b, log p_nb]
         for prefix, (p_b, p_nb) in beams.items():
-            total = _add(p_b, p_nb)
-            stay = following.setdefault(prefix, [NEG_INF, NEG_INF])
-            stay[0] = _add(stay[0], total + frame[blank])
-            if fusion and tried:
-                lm_next = lm.next_log_probs(prefix)  # (V,)
-            for label in tried:
-                extended = prefix + (label,)
-                if extended not in bonus:
-                    fused = lm_weight * lm_next[label] if fusion else 0.0
-                    bonus[extended] = bonus[prefix] + fused + length_bonus
-                grown = following.setdefault(extended, [NEG_INF, NEG_INF])
-                if prefix and label == prefix[-1]:
-                    stay[1] = _add(stay[1], p_nb + frame[label])  # a repeat merges
-                    grown[1] = _add(grown[1], p_b + frame[label])  # only after a blank
-                else:
-                    grown[1] = _add(grown[1], total + frame[label])
-        ranked = sorted(following.items(), key=lambda kv: -(_add(*kv[1]) + bonus[kv[0]]))
-        # A prefix no path can reach (a repeat without the blank between) is dropped.
-        beams = {prefix: tuple(p) for prefix, p in ranked[:beam] if _add(*p) > NEG_INF}
+            _extend(following, prefix, p_b, p_nb, frame, tried, blank)
+            lm_next = lm.next_log_probs(prefix) if fusion and tried else None  # (V,)
+            _add_bonuses(bonus, prefix, tried, lm_next, lm_weight, length_bonus)
+        beams = _best(following, bonus, beam)
     ends = {p: lm_weight * lm.end_log_prob(p) if fusion else 0.0 for p in beams}
     final = [(list(p), _add(*s) + bonus[p] + ends[p]) for p, s in beams.items()]
     return sorted(final, key=lambda item: -item[1])
+
+
+def _extend(following: dict, prefix: tuple, p_b: float, p_nb: float, frame, tried, blank: int):
+    """Add to ``following`` the paths of ``prefix`` one frame on: kept by a blank or by its
+    last label repeated (which merges), or grown by a label of ``tried``."""
+    total = _add(p_b, p_nb)
+    stay = following.setdefault(prefix, [NEG_INF, NEG_INF])
+    stay[0] = _add(stay[0], total + frame[blank])
+    for label in tried:
+        grown = following.setdefault(prefix + (label,), [NEG_INF, NEG_INF])
+        if prefix and label == prefix[-1]:
+            stay[1] = _add(stay[1], p_nb + frame[label])  # a repeat merges
+            grown[1] = _add(grown[1], p_b + frame[label])  # only after a blank
+        else:
+            grown[1] = _add(grown[1], total + frame[label])
+
+
+def _add_bonuses(bonus: dict, prefix: tuple, tried, lm_next, lm_weight, length_bonus) -> None:
+    """The bonus of each extension of ``prefix`` not scored yet: the prefix's, plus
+    ``lm_weight`` times the language model's log-probability of the label (``lm_next``;
+    None without a language model), plus ``length_bonus``."""
+    for label in tried:
+        extended = prefix + (label,)
+        if extended not in bonus:
+            fused = lm_weight * lm_next[label] if lm_next is not None else 0.0
+            bonus[extended] = bonus[prefix] + fused + length_bonus
+
+
+def _best(following: dict, bonus: dict, beam: int) -> dict:
+    """The ``beam`` prefixes of highest score (their paths' and their bonus), each with its
+    (log p_b, log p_nb)."""
+    ranked = sorted(following.items(), key=lambda kv: -(_add(*kv[1]) + bonus[kv[0]]))
+    # A prefix no path can reach (a repeat without the blank between) is dropped.
+    return {prefix: tuple(p) for prefix, p in ranked[:beam] if _add(*p) > NEG_INF}
 
 
 def beam_decode(log_probs, beam: int = 8, blank: int = 0, **options) -> list[int]:
