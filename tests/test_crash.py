@@ -12,6 +12,7 @@ import time
 import pytest
 import torch
 
+from rnnkit.data import files
 from rnnkit.tasks import charlm
 from rnnkit.training import checkpoint
 from rnnkit.training.checkpoint import CheckpointError, load_tensors
@@ -123,7 +124,8 @@ def test_a_full_disk_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path,
     trainer = tiny_trainer(tmp_path, steps=12)
     run = tmp_path / "run"
     full: list = []
-    monkeypatch.setattr(checkpoint, "open", failing_open(errno.ENOSPC, full), raising=False)
+    for module in (checkpoint, files):  # metrics lines, and every file written atomically
+        monkeypatch.setattr(module, "open", failing_open(errno.ENOSPC, full), raising=False)
     real_loss = trainer.task.loss
 
     def loss_then_fill(model, batch, carry):
@@ -150,7 +152,8 @@ def test_a_full_disk_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path,
 def test_a_read_only_file_system_is_reported_before_training(tmp_path, monkeypatch):
     tiny_trainer(tmp_path).fit()
     before = (tmp_path / "run" / "last.safetensors").read_bytes()
-    monkeypatch.setattr(checkpoint, "open", failing_open(errno.EROFS, [True]), raising=False)
+    for module in (checkpoint, files):
+        monkeypatch.setattr(module, "open", failing_open(errno.EROFS, [True]), raising=False)
     with pytest.raises(CheckpointError, match=r"not writable \(Read-only file system\)"):
         tiny_trainer(tmp_path, steps=12)
     monkeypatch.undo()
