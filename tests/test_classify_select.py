@@ -1,0 +1,70 @@
+"""Choosing the model a classify run keeps, on validation probabilities."""
+
+import numpy as np
+import pytest
+
+from rnnkit.tasks import classify_select as select
+
+LABELS = [0, 1, 1, 0, 1]
+
+
+def onehot(predicted, classes=2):
+    """Confident probabilities of the predicted classes: (N, K)."""
+    return np.eye(classes)[predicted] * 0.8 + 0.1
+
+
+def test_the_ensemble_is_the_mean_of_the_three_models():
+    rnn, tfidf, nblr = onehot([0, 0, 1]), onehot([1, 0, 1]), onehot([1, 1, 1])
+    probs = select.candidates(rnn, {"tfidf": tfidf, "nblr": nblr})
+    assert list(probs) == ["rnn", "tfidf", "nblr", "ensemble"]
+    np.testing.assert_allclose(probs["ensemble"], (rnn + tfidf + nblr) / 3)
+    assert probs["ensemble"].shape == (3, 2)
+    assert list(select.candidates(rnn, {})) == ["rnn"]  # no baselines: no ensemble
+
+
+def test_a_baseline_is_kept_when_the_rnn_is_worse_on_validation():
+    probs = {
+        "rnn": onehot([1, 1, 1, 1, 1]),  # 3 of 5
+        "tfidf": onehot([0, 1, 1, 0, 0]),  # 4 of 5
+        "nblr": onehot([0, 1, 1, 0, 1]),  # 5 of 5
+        "ensemble": onehot([0, 1, 1, 1, 0]),  # 3 of 5
+    }
+    model, why = select.choose(probs, LABELS)
+    assert model == "nblr"
+    assert "nblr 1.0000" in why and "rnn 0.6000" in why
+
+
+def test_the_rnn_is_kept_when_it_is_better_on_validation():
+    probs = {
+        "rnn": onehot([0, 1, 1, 0, 1]),  # 5 of 5
+        "tfidf": onehot([0, 1, 1, 0, 0]),
+        "nblr": onehot([1, 1, 1, 0, 0]),
+        "ensemble": onehot([0, 1, 1, 0, 0]),
+    }
+    assert select.choose(probs, LABELS)[0] == "rnn"
+
+
+def test_a_tie_goes_by_the_order_of_preference_and_says_so():
+    probs = {name: onehot([0, 1, 1, 0, 1]) for name in select.CANDIDATES}
+    model, why = select.choose(probs, LABELS)
+    assert model == select.PREFERENCE[0] == "ensemble"
+    assert "tied with nblr, tfidf, rnn" in why
+    assert select.choose({k: probs[k] for k in ("rnn", "tfidf")}, LABELS)[0] == "tfidf"
+
+
+def test_a_model_asked_for_is_kept_whatever_validation_says():
+    probs = {"rnn": onehot([1, 1, 1, 1, 1]), "tfidf": onehot([0, 1, 1, 0, 1])}
+    model, why = select.choose(probs, LABELS, "rnn")
+    assert model == "rnn" and "--model rnn" in why
+    with pytest.raises(ValueError, match="needs the baselines"):
+        select.choose({"rnn": probs["rnn"]}, LABELS, "nblr")
+    with pytest.raises(ValueError, match="--model is one of"):
+        select.choose(probs, LABELS, "svm")
+
+
+def test_report_names_every_candidate():
+    probs = {"rnn": onehot([0, 1, 1, 0, 0]), "tfidf": onehot([0, 1, 1, 0, 1])}
+    scores = select.report(probs, LABELS, 2, "test_")
+    assert scores["test_rnn_accuracy"] == pytest.approx(0.8)
+    assert scores["test_tfidf_accuracy"] == pytest.approx(1.0)
+    assert set(scores) == {f"test_{n}_{m}" for n in probs for m in ("accuracy", "macro_f1")}
