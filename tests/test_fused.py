@@ -27,7 +27,7 @@ import torch
 
 import rnnkit
 from rnnkit.cells import LSTMCell
-from rnnkit.kernels import common, compiled, fused_scan, lstm_fused, torch_fused
+from rnnkit.kernels import common, compiled, fused_scan, hardware, lstm_fused, torch_fused
 from rnnkit.kernels.lstm_fused import LSTMFused, applies
 from rnnkit.scan import scan
 
@@ -112,7 +112,8 @@ def test_fused_equals_scan_on_a_step_split_over_threads():
 
 
 needs_mkl = pytest.mark.skipif(
-    not common.mkl_products(), reason="MKL's packed GEMM is not reachable from C here"
+    not hardware.mkl_products(),
+    reason="MKL's packed GEMM is not reachable from C here, or RNNKIT_HARDWARE=generic",
 )
 
 
@@ -121,8 +122,9 @@ needs_mkl = pytest.mark.skipif(
     reason="torch without MKL, or not Linux's libtorch_cpu.so",
 )
 def test_mkl_reaches_the_c_loops_here():
-    """The tests below compare the float32 loops in C only if they run: here they must."""
-    assert common.mkl_products()
+    """The tests below compare the float32 loops in C only if they run: here they must,
+    unless RNNKIT_HARDWARE=generic switches them off."""
+    assert hardware.mkl_products() is not hardware.generic()
 
 
 @needs_mkl
@@ -168,9 +170,9 @@ def test_the_float32_loops_run_in_c(monkeypatch):
     x, state, mask = make_inputs(torch.float32, masked=True)
     run(fused_scan, cell, x, state, mask, False)
     assert called == []
-    monkeypatch.setattr(common, "MKL_FUNCTIONS", ("no_such_function",) * 3)
-    monkeypatch.setattr(common, "_mkl_ready", {})
-    assert not common.mkl_products()
+    monkeypatch.setattr(hardware, "MKL_FUNCTIONS", ("no_such_function",) * 3)
+    monkeypatch.setattr(hardware, "_mkl_ready", {})
+    assert not hardware.mkl_products()
     run(fused_scan, cell, x, state, mask, False)  # (the spies leave the buffers unfilled)
     assert called == ["forward", "backward"]
 
@@ -374,7 +376,8 @@ def test_precision_checks(kwargs, call, error, message):
 
 def test_bf16_per_step_products_packed_plain_and_float32(monkeypatch):
     """At B x H = 8192 the per-step products run in bfloat16 (below, in float32): oneDNN's
-    packed product against plain bfloat16 torch.mm, its slow twin, and both near float32."""
+    packed product (where the CPU has native bfloat16) against torch.mm of the rounded
+    operands, its slow twin, and both near float32."""
     torch.manual_seed(2)
     batch, hidden = 64, 128
     assert lstm_fused.bf16_steps(batch, hidden, True)
@@ -402,10 +405,13 @@ def subnormal_count(tensor) -> int:
 
 @pytest.mark.skipif(compiled.library() is None, reason="no C library: nothing to flush")
 @pytest.mark.parametrize("cell_name", ["peephole", "gru", "rnn"])
-def test_fused_paths_flush_denormals_and_give_the_setting_back(cell_name):
+def test_fused_paths_flush_denormals_and_give_the_setting_back(one_thread, cell_name):
     """A loss scaled to 1e-37 drives some gradients below float32's smallest normal number
     (1.2e-38): autograd over the loop keeps them as denormals (slow to compute with), the
-    fused paths flush them to zero, and afterwards this thread computes denormals again."""
+    fused paths flush them to zero, and afterwards this thread computes denormals again.
+
+    On one thread: the flush is the calling thread's, and MKL may share even a (24, 24) @
+    (24, 8) product with a worker thread that keeps denormals (it does on an AMD EPYC)."""
     torch.manual_seed(0)
     layer = rnnkit.layers.make_layer(cell_name, 3, 8, kernel="fused")
     loop = rnnkit.layers.make_layer(cell_name, 3, 8, kernel="loop")

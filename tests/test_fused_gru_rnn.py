@@ -29,7 +29,7 @@ import torch
 
 import rnnkit
 from rnnkit.cells import GRUCell, RNNCell
-from rnnkit.kernels import common, compiled, fused_scan, gru_fused, lstm_fused, rnn_fused
+from rnnkit.kernels import common, compiled, fused_scan, gru_fused, hardware, lstm_fused, rnn_fused
 from rnnkit.kernels.gru_fused import GRUFused
 from rnnkit.kernels.lstm_fused import applies
 from rnnkit.kernels.rnn_fused import RNNFused
@@ -241,8 +241,9 @@ def test_bf16_is_close_to_float32_but_not_equal(kind, with_lengths):
 @pytest.mark.parametrize("batch,hidden", [(64, 128), (16, 32)])
 def test_bf16_per_step_products_tiles_packed_plain_and_float32(kind, monkeypatch, batch, hidden):
     """The per-step products of mixed precision: on AMX tiles where the CPU has them (whole
-    tiles, any size), else through oneDNN in bfloat16 from B x H = 8192 and MKL in float32
-    below; each against plain torch.mm, their slow twin, and all near float32."""
+    tiles, any size), else in bfloat16 from B x H = 8192 (through oneDNN where the CPU has
+    native bfloat16) and MKL in float32 below; each against plain torch.mm, their slow twin,
+    and all near float32."""
     exact, mixed = bf16_pair(kind, hidden, bidirectional=True)
     x = torch.randn(3, batch, I, requires_grad=True)
     h0 = torch.randn(2, batch, hidden, requires_grad=True)
@@ -252,7 +253,8 @@ def test_bf16_per_step_products_tiles_packed_plain_and_float32(kind, monkeypatch
         monkeypatch.setattr(common, "TILES", bool(tiles))
         monkeypatch.setattr(lstm_fused, "PACKED", bool(packed))
         results.append(layer_results(layer, x, h0, lengths))
-    # Two roundings to bfloat16 of the same sums agree to 1e-2; relu's values reach tens,
+    # Sums of the same bfloat16 terms, in float32 or rounded to bfloat16 (oneDNN's), agree
+    # to 1e-2; relu's values reach tens,
     # where a bfloat16 step is an eighth or more, and its gradients to 2e-2.
     bound = 2e-2 if kind.nonlinearity == "relu" else 1e-2
     for tiles, packed, plain, float32 in zip(*results, strict=True):
@@ -281,7 +283,7 @@ def test_tile_product_equals_a_bfloat16_matmul(batch, n, k, transposed):
     weight = torch.randn(k, n).t() if transposed else torch.randn(n, k)  # (N, K)
     product = common.tile_product(weight, batch, True)
     if product is None:
-        pytest.skip("no AMX-BF16 tiles here: oneDNN and MKL run the per-step products")
+        pytest.skip("no AMX-BF16 tiles here, or RNNKIT_HARDWARE=generic: no tile product")
     row = torch.randn(batch, k).bfloat16()
     result = product(row)
     assert result.shape == (batch, n) and result.dtype == torch.float32
@@ -296,7 +298,7 @@ def test_tile_product_splits_its_rows_over_the_threads_without_changing_a_bit():
     weight, rows = torch.randn(96, 64), torch.randn(1024, 64).bfloat16()
     product = common.tile_product(weight, rows.shape[0], True)
     if product is None:
-        pytest.skip("no AMX-BF16 tiles here")
+        pytest.skip("no AMX-BF16 tiles here, or RNNKIT_HARDWARE=generic")
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -334,7 +336,7 @@ def test_loops_in_c_equal_the_python_loops_on_tiles(kind, monkeypatch):
     same tile products and the same step code are their twin, equal to rounding."""
     _, mixed = bf16_pair(kind, 32, num_layers=2, bidirectional=True)
     if common.tile_weight(mixed.cells[0].weight_hh, 16, True) is None:
-        pytest.skip("no AMX-BF16 tiles here: the loops run in Python")
+        pytest.skip("no AMX-BF16 tiles here, or RNNKIT_HARDWARE=generic: Python loops")
     x = torch.randn(5, 16, I, requires_grad=True)
     h0 = torch.randn(4, 16, 32, requires_grad=True)
     lengths = torch.randint(1, 6, (16,))
@@ -346,7 +348,10 @@ def test_loops_in_c_equal_the_python_loops_on_tiles(kind, monkeypatch):
         torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-6)
 
 
-@pytest.mark.skipif(not common.mkl_products(), reason="MKL is not reachable from C here")
+@pytest.mark.skipif(
+    not hardware.mkl_products(),
+    reason="MKL is not reachable from C here, or RNNKIT_HARDWARE=generic",
+)
 @pytest.mark.parametrize("masked", [True, False])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("bias", [True, False])
@@ -388,7 +393,7 @@ def test_tiles_packed_in_c_equal_the_torch_packing(monkeypatch, shape, transpose
     """common.tile_weight rounds and packs float32 weights in one pass of C (a transposed
     view read in place); torch's permuted copy is its twin: the same bits."""
     if not common.tiles_run(16, 16, 32):
-        pytest.skip("no AMX-BF16 tiles here: nothing is packed")
+        pytest.skip("no AMX-BF16 tiles here, or RNNKIT_HARDWARE=generic: nothing is packed")
     torch.manual_seed(0)
     n, k = shape
     weight = torch.randn(k, n).t() if transposed else torch.randn(n, k)

@@ -4,12 +4,14 @@
   tile products and the same step code are their twin: outputs, final states and every
   gradient equal to rounding, with masks, in both directions, with and without peepholes
   and bias;
-- the tile products against oneDNN's and plain bfloat16 torch.mm (tiles off), and all of
+- the tile products against oneDNN's and plain torch.mm of the rounded operands (tiles
+  off), and all of
   them within 3e-2 relative error of float32 (the bound of tests/test_fused.py, which says
   why), and not bit-identical to it;
 - sizes that are not whole tiles run the Python loops, still near float32.
 
-Tile tests are skipped where the CPU has no AMX-BF16 (or no compiler).
+Tile tests are skipped where the CPU has no AMX-BF16 (or no compiler), and under
+RNNKIT_HARDWARE=generic.
 
 Shape letters: T time, B batch, I input size, H hidden size.
 """
@@ -20,7 +22,7 @@ import pytest
 import torch
 
 import rnnkit
-from rnnkit.kernels import common, lstm_fused
+from rnnkit.kernels import common, hardware, lstm_fused
 
 T, B, I, H = 5, 16, 3, 32
 BF16_RELATIVE = 3e-2
@@ -31,7 +33,8 @@ def tiles_here() -> bool:
 
 
 needs_tiles = pytest.mark.skipif(
-    not tiles_here(), reason="no AMX-BF16 tiles here: the LSTM's loops run in Python"
+    not tiles_here(),
+    reason="no AMX-BF16 tiles here, or RNNKIT_HARDWARE=generic: the LSTM's loops run in Python",
 )
 
 
@@ -103,8 +106,8 @@ def test_the_c_loops_run_on_tiles(monkeypatch):
 @needs_tiles
 @pytest.mark.parametrize("peephole", [True, False])
 def test_tiles_onednn_plain_and_float32(monkeypatch, peephole):
-    """Tile products against oneDNN's (B x H = 8192) and plain bfloat16 torch.mm, all near
-    float32, and bfloat16 did round."""
+    """Tile products against oneDNN's (B x H = 8192, where the CPU has native bfloat16) and
+    plain torch.mm of the rounded operands, all near float32, and bfloat16 did round."""
     batch, hidden = 64, 128
     exact, mixed = bf16_pair(hidden, bidirectional=True, peephole=peephole)
     x, state, lengths = make_inputs(batch, hidden, 2)
@@ -139,10 +142,12 @@ def test_bf16_is_close_to_float32_but_not_equal(batch, hidden, peephole):
 def test_auto_takes_the_tiles_for_the_plain_lstm_in_bf16_where_they_run():
     """rnnkit.kernels.auto_kernel: the fused path where the products run on tiles (faster
     than torch's oneDNN kernel there), torch's kernel where they do not (a batch that is
-    not whole tiles of 16, or no AMX-BF16); the peephole LSTM, which torch has not, and any
-    cell with lengths run fused."""
+    not whole tiles of 16, or no AMX-BF16) if the CPU has native bfloat16, else the fused
+    path (oneDNN builds no bfloat16 LSTM there); the peephole LSTM, which torch has not, and
+    any cell with lengths run fused."""
+    off_tiles = "torch" if hardware.native_bf16("cpu") else "fused"
     plain = rnnkit.LSTM(I, H, precision="bf16")
-    assert plain._kernel_name(None, B) == ("fused" if tiles_here() else "torch")
-    assert plain._kernel_name(None, B + 1) == "torch"
+    assert plain._kernel_name(None, B) == ("fused" if tiles_here() else off_tiles)
+    assert plain._kernel_name(None, B + 1) == off_tiles
     assert rnnkit.LSTM(I, H, precision="bf16", peephole=True)._kernel_name(None, 7) == "fused"
     assert plain._kernel_name(torch.tensor([T] * 7), 7) == "fused"

@@ -9,11 +9,11 @@ starts the sums, and the weight gradients of mixed precision.
   padded row stride), one source or two, one d or two (the GRU's), rows with a stride wider
   than they are; and from a float32 x the same sums as from its bfloat16 copy;
 - the fused layers' weight gradients under bf16 go through it in one call (the LSTM's and
-  the RNN's two weights share one d), and agree with oneDNN's bfloat16 product (their
-  twin), which rounds its result to bfloat16;
-- what does not fit whole tiles (an input size of 3) takes oneDNN.
+  the RNN's two weights share one d), and agree with their twin, torch.mm of the same
+  bfloat16-rounded operands (``common.mixed_mm``);
+- what does not fit whole tiles (an input size of 3) takes the twin.
 
-Skipped where the CPU has no AMX-BF16 (or no compiler).
+Skipped where the CPU has no AMX-BF16 (or no compiler), and under RNNKIT_HARDWARE=generic.
 
 Shape letters: K the summed index (steps x batch), M the gate rows, N the source columns.
 """
@@ -28,7 +28,7 @@ from rnnkit.kernels import common
 
 needs_tiles = pytest.mark.skipif(
     common.tile_weight(torch.zeros(32, 32), 16, True) is None,
-    reason="no AMX-BF16 tiles here: the weight gradients run in oneDNN",
+    reason="no AMX-BF16 tiles here, or RNNKIT_HARDWARE=generic: no weight gradients on tiles",
 )
 
 
@@ -117,7 +117,7 @@ def weight_grads(layer, x):
 @needs_tiles
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru", "peephole"])
 @pytest.mark.parametrize("input_size", [32, 3])
-def test_fused_layers_take_the_tiles_and_agree_with_onednn(monkeypatch, cell, input_size):
+def test_fused_layers_take_the_tiles_and_agree_with_their_twin(monkeypatch, cell, input_size):
     layer = make_layer(cell, input_size, 32)
     x = torch.randn(7, 16, input_size, generator=torch.Generator().manual_seed(7))
     calls = []
@@ -125,16 +125,17 @@ def test_fused_layers_take_the_tiles_and_agree_with_onednn(monkeypatch, cell, in
     monkeypatch.setattr(common, "tile_weight_grads", lambda *a: calls.append(a) or tiles(*a))
     on_tiles = weight_grads(layer, x)
     sources = [sum(s is not None for s in args[1:3]) for args in calls]
-    if input_size == 3:  # W_ih's gradient takes oneDNN, W_hh's the tiles
+    if input_size == 3:  # W_ih's gradient takes the twin, W_hh's the tiles
         assert sources == [1]
     else:  # one call; the LSTM's and the RNN's one d for both, the GRU's two
         assert sources == [2]
         assert (len(calls[0]) > 3 and calls[0][3] is not None) == (cell == "gru")
     monkeypatch.setattr(common, "weight_grads_on_tiles", lambda *a: False)
     calls.clear()
-    in_onednn = weight_grads(layer, x)
+    in_twin = weight_grads(layer, x)
     assert not calls
-    for tile, onednn in zip(on_tiles, in_onednn, strict=True):
-        assert tile.shape == onednn.shape
-        # oneDNN rounds its float32 sums to bfloat16 (8 bits): 2^-8 relative
-        torch.testing.assert_close(tile, onednn, rtol=8e-3, atol=8e-3 * onednn.abs().max().item())
+    for tile, twin in zip(on_tiles, in_twin, strict=True):
+        assert tile.shape == twin.shape
+        # The same float32 sums in another order; the bound is the one of the earlier twin,
+        # oneDNN's product, which rounded them to bfloat16 (2^-8 relative).
+        torch.testing.assert_close(tile, twin, rtol=8e-3, atol=8e-3 * twin.abs().max().item())

@@ -11,7 +11,12 @@ compares the two.
 (:mod:`rnnkit.kernels.lstm_fused`, :mod:`~rnnkit.kernels.gru_fused` and
 :mod:`~rnnkit.kernels.rnn_fused`, built by :mod:`rnnkit.kernels.compiled`), and optionally
 bfloat16 matrix products; wherever the C code cannot be built, it is :func:`bptt_scan`.
-``tests/test_fused.py``, ``test_gru_fused.py`` and ``test_rnn_fused.py`` compare them.
+``tests/test_fused.py`` (the LSTM) and ``tests/test_fused_gru_rnn.py`` (the GRU and the
+Elman RNN) compare them.
+
+:func:`auto_kernel` picks the kernel a layer runs; what the machine offers (AMX tiles, MKL's
+packed products, native bfloat16) is asked of :mod:`rnnkit.kernels.hardware`, whose
+``RNNKIT_HARDWARE=generic`` switches all of it off.
 
 Shape letters: T time, B batch, I input size, H hidden size.
 """
@@ -25,6 +30,7 @@ from rnnkit.kernels import gru_fused, lstm_fused, rnn_fused
 from rnnkit.kernels.common import check_sequence, tiles_run
 from rnnkit.kernels.gru_bptt import GRUBPTT
 from rnnkit.kernels.gru_fused import GRUFused
+from rnnkit.kernels.hardware import native_bf16
 from rnnkit.kernels.lstm_bptt import LSTMBPTT
 from rnnkit.kernels.lstm_fused import LSTMFused
 from rnnkit.kernels.rnn_bptt import RNNBPTT
@@ -78,9 +84,10 @@ def auto_kernel(cell, lengths: bool, bf16: bool, batch: int, grad: bool = True) 
     """The kernel a layer's ``kernel="auto"`` runs: ``"fused"`` or ``"torch"``; ``grad``
     says whether the call records a graph for backward (False: inference).
 
-    Measured with ``benchmarks/train_speed.py`` (training steps at (B, T, H) = (32, 100,
-    128), (64, 128, 256), (64, 128, 512), one thread on CPU time and two on wall time,
-    2026-11-26, docs/benchmarks.md):
+    Measured on an Intel CPU with AMX tiles, with ``benchmarks/train_speed.py`` (training
+    steps at (B, T, H) = (32, 100, 128), (64, 128, 256), (64, 128, 512), one thread on CPU
+    time and two on wall time, 2026-11-26, docs/benchmarks.md); other CPUs may rank them
+    otherwise:
     - the peephole LSTM has no torch kernel;
     - with lengths, torch's packed path is several times slower than its dense one, and
       the fused path is 3-8x faster than it for every cell;
@@ -93,7 +100,9 @@ def auto_kernel(cell, lengths: bool, bf16: bool, batch: int, grad: bool = True) 
     - the plain LSTM in bf16: fused where its products run on AMX tiles with the loops in C
       (0.94-1.13x of torch's oneDNN kernel on one thread, 1.2-1.4x on two, where the tiles
       split the batch over the threads); elsewhere torch's oneDNN kernel, far faster than
-      the fused path's per-step oneDNN calls from Python;
+      the fused path's per-step oneDNN calls from Python, but only where the CPU has native
+      bfloat16 (:func:`rnnkit.kernels.hardware.native_bf16`): without it oneDNN builds no
+      bfloat16 LSTM (an AVX2 CPU refuses), and the fused path runs;
     - inference in float32 (``rnnkit bench``'s inference steps, three runs, 2026-11-27, with
       the loops over time in C): the plain LSTM runs torch's kernel at every size (the fused
       forward 0.79-0.88x of it at hidden 128, 0.88-0.97x at 256, 0.93-1.03x at 512: it writes
@@ -109,5 +118,6 @@ def auto_kernel(cell, lengths: bool, bf16: bool, batch: int, grad: bool = True) 
     if lengths or isinstance(cell, GRUCell | RNNCell):
         return "fused"
     if bf16:
-        return "fused" if tiles_run(batch, 4 * cell.hidden_size, cell.hidden_size) else "torch"
+        on_tiles = tiles_run(batch, 4 * cell.hidden_size, cell.hidden_size)
+        return "torch" if native_bf16("cpu") and not on_tiles else "fused"
     return "fused" if grad and cell.hidden_size >= 256 else "torch"

@@ -21,15 +21,15 @@ Shape letters: T time, B batch, I input size, H hidden size, G number of gate bl
 
 from __future__ import annotations
 
-import ctypes
 import functools
-from pathlib import Path
 
 import torch
 from torch import Tensor
 from torch.nn import functional
 
 from rnnkit.kernels.compiled import library
+from rnnkit.kernels.hardware import amx_tiles
+from rnnkit.kernels.hardware import mkl_products as mkl_products  # benchmarks import it here
 
 
 def check_sequence(cell, x: Tensor, h0: Tensor, mask: Tensor | None) -> None:
@@ -105,20 +105,13 @@ def linear_grads(needs, x, h_prev_seq, weight_ih, dgates_ih, dgates_hh):
 # Run the per-step products of mixed precision on AMX tiles where they can; False sends them
 # to oneDNN and MKL (rnnkit.kernels.lstm_fused.recurrent_product), their slow twin (tests).
 TILES = True
-_tiles_ready: dict = {}
 
 
 def tiles_run(batch: int, n: int, k: int) -> bool:
-    """Whether (B, K) @ (K, N) products in bfloat16 run on AMX tiles here: the C library
-    built, a CPU with AMX-BF16, and whole tiles (B and N multiples of 16, K of 32)."""
-    if not (TILES and batch % 16 == 0 and n % 16 == 0 and k % 32 == 0):
-        return False
-    lib = library()
-    if lib is None:
-        return False
-    if lib not in _tiles_ready:
-        _tiles_ready[lib] = bool(lib.bf16_tiles_ready())
-    return _tiles_ready[lib]
+    """Whether (B, K) @ (K, N) products in bfloat16 run on AMX tiles here: the tiles switched
+    on (:data:`TILES`, :func:`rnnkit.kernels.hardware.amx_tiles`) and whole tiles (B and N
+    multiples of 16, K of 32)."""
+    return TILES and batch % 16 == 0 and n % 16 == 0 and k % 32 == 0 and amx_tiles()
 
 
 # Round and pack float32 weights for the tiles in one pass of C; False packs them with torch's
@@ -169,53 +162,36 @@ def tile_product(weight: Tensor, batch: int, low_precision: bool, bias: Tensor |
     return product
 
 
-# MKL's packed GEMM, called from the C loops over time in float32 (csrc/mkl_loops.c).
-MKL_FUNCTIONS = ("cblas_sgemm_pack_get_size", "cblas_sgemm_pack", "cblas_sgemm_compute")
-_mkl_ready: dict = {}
-
-
-def mkl_products() -> bool:
-    """Whether the float32 loops over time can run in C with MKL's per-step products: the C
-    library built, and torch's CPU library carrying MKL and exporting its packed GEMM, whose
-    addresses are handed to C once."""
-    lib = library()
-    ready = _mkl_ready.get(lib)  # asked at every fused call: the answer is kept
-    if ready is not None:
-        return ready
-    if lib is None or not torch.backends.mkl.is_available():
-        return False
-    if lib not in _mkl_ready:
-        try:
-            torch_cpu = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
-            functions = [ctypes.cast(torch_cpu[name], ctypes.c_void_p) for name in MKL_FUNCTIONS]
-        except (OSError, AttributeError):  # another platform's name, or no such symbols
-            _mkl_ready[lib] = False
-        else:
-            lib.mkl_products_use(*(f.value for f in functions))
-            _mkl_ready[lib] = True
-    return _mkl_ready[lib]
-
-
 # -- the fused paths' plumbing: dtypes of the C code, addresses for it, mixed precision -----
 
 SUFFIX = {torch.float32: "f32", torch.float64: "f64"}  # dtype -> the C entry points' suffix
 
 
+def rounded(t: Tensor) -> Tensor:
+    """``t`` rounded to bfloat16 and widened back to float32: an operand of the products of
+    mixed precision off the tiles. The product of two such terms is exact in float32 (8 + 8
+    significant bits of its 24), so float32 sums of them are the tiles' sums."""
+    return t.bfloat16().float()
+
+
 def mixed_mm(a: Tensor, b: Tensor, low_precision: bool) -> Tensor:
-    """a @ b, with bfloat16 operands and a float32 result under mixed precision."""
+    """a @ b; under mixed precision float32 sums of the bfloat16-rounded terms, as on the
+    tiles. torch.mm of two bfloat16 tensors would round its sums to bfloat16, and where the
+    CPU has no native bfloat16 it ran 15-40x slower than this (an AMD EPYC, Zen 3)."""
     if low_precision:
-        return torch.mm(a.bfloat16(), b.bfloat16()).float()
+        return torch.mm(rounded(a), rounded(b))
     return a @ b
 
 
 def mixed_linear(a: Tensor, weight: Tensor, low_precision: bool, bias: Tensor | None = None):
     """a @ weight.T + bias over all steps, float32 out: on AMX tiles under mixed precision
-    where they run (no bfloat16 result to widen again, a pass over (TB, GH) saved, the bias
-    starting the sums), else :func:`mixed_mm` (float: one addmm).
+    where they run (the bias starting the sums), else one addmm, of the bfloat16-rounded
+    operands under mixed precision (:func:`mixed_mm`'s sums).
 
     An input size that is not a multiple of 32 (a one-hot alphabet of 84 characters, say) is
-    padded with zero columns in both operands, which changes no sum: widening mixed_mm's
-    bfloat16 (TB, GH) result alone cost a charlm step 10 ms of 90."""
+    padded with zero columns in both operands, which changes no sum, to stay on the tiles:
+    off them, widening the bfloat16 result of the earlier twin alone cost a charlm step
+    10 ms of 90 (on an Intel CPU with AMX)."""
     pad = -a.shape[1] % 32
     if pad and low_precision and tiles_run(a.shape[0], weight.shape[0], a.shape[1] + pad):
         a = functional.pad(a.bfloat16(), (0, pad))
@@ -224,10 +200,9 @@ def mixed_linear(a: Tensor, weight: Tensor, low_precision: bool, bias: Tensor | 
     if product is not None:  # float32 rows are rounded in C, block by block
         single = a.dtype == torch.float32 and a.stride(1) == 1
         return product(a if single else a.bfloat16().contiguous())
-    if bias is not None and not low_precision:
-        return torch.addmm(bias, a, weight.t())
-    result = mixed_mm(a, weight.t(), low_precision)
-    return result if bias is None else result.add_(bias)
+    if low_precision:
+        a, weight = rounded(a), rounded(weight)
+    return functional.linear(a, weight, bias)
 
 
 def addresses(tensors) -> tuple:
@@ -336,9 +311,9 @@ def weight_grads_on_tiles(d: Tensor, x: Tensor, h: Tensor | None = None, d_h=Non
 
 def tile_weight_grads(d: Tensor, x: Tensor, h: Tensor | None = None, d_h: Tensor | None = None):
     """[d^T @ x] or [d^T @ x, d_h^T @ h] (d_h defaults to d), float32 (GH, N): the weight
-    gradients summed over all steps, on AMX tiles in one call of C (``csrc/tiles.c``), where
-    oneDNN's bfloat16 product also rounds its result to bfloat16. Each d is transposed once;
-    each source is packed in the tiles' pairs of rows, a float32 x rounded on the way."""
+    gradients summed over all steps, on AMX tiles in one call of C (``csrc/tiles.c``); the
+    same sums as :func:`mixed_mm`, its twin. Each d is transposed once; each source is
+    packed in the tiles' pairs of rows, a float32 x rounded on the way."""
     rows, gates = d.shape  # (TB, GH)
     padded = -(-rows // 32) * 32  # the summed index, zeros past TB
     d_h = d if d_h is None else d_h

@@ -28,10 +28,11 @@ copies of their operands and accumulate in float32. The per-step products run on
 AMX tiles where they can (:func:`rnnkit.kernels.common.tile_product`: AMX-BF16, B a
 multiple of 16, H of 32 forward and of 16 backward), and the loops over time then run in C too
 (``lstm_forward_tiles``, ``lstm_backward_tiles`` in ``csrc/lstm_gates.c``; the Python loops
-below are their twin, :data:`LOOPS_IN_C`); elsewhere they run in oneDNN from B x H = 8192 on
-(see :func:`bf16_steps`) and in float32 below. The gate pre-activations, the cell state,
-the gate math and the bias and peephole sums stay float32, and the weight gradients are
-returned in float32 for the float32 master weights.
+below are their twin, :data:`LOOPS_IN_C`); elsewhere they run in bfloat16 from B x H = 8192
+on (see :func:`bf16_steps`; in oneDNN where the CPU has native bfloat16, else as float32 sums
+of the rounded operands, :func:`recurrent_product`) and in float32 below. The gate
+pre-activations, the cell state, the gate math and the bias and peephole sums stay float32,
+and the weight gradients are returned in float32 for the float32 master weights.
 
 Shape letters: T time, B batch, I input size, H hidden size.
 """
@@ -52,8 +53,8 @@ from rnnkit.kernels.common import (
     bias_grads,
     check_sequence,
     mixed_linear,
-    mkl_products,
     product_args,
+    rounded,
     row_address,
     tile_product,
     tile_weight,
@@ -61,6 +62,7 @@ from rnnkit.kernels.common import (
     without_autocast,
 )
 from rnnkit.kernels.compiled import library
+from rnnkit.kernels.hardware import mkl_products, native_bf16
 from rnnkit.kernels.lstm_bptt import LSTMBPTT
 
 # With the products on tiles, or in float32 with MKL's packed products, run the loops over
@@ -88,26 +90,39 @@ def recurrent_product(weight: Tensor, batch: int, low_precision: bool):
     MKL and oneDNN re-pack the weight matrix on every plain matmul; for a (B, H) row that
     costs as much as the product itself, so the packed forms (the ones torch's own
     inference compiler uses) are about 1.3x faster in float32 and 2x in bfloat16 here.
-    Under mixed precision ``row`` and the result are bfloat16.
+    Under mixed precision ``row`` is bfloat16: see :func:`_bf16_product`.
     """
+    if low_precision:
+        return _bf16_product(weight, batch)
     try:
-        if PACKED and low_precision:
-            packed = torch.ops.mkldnn._reorder_linear_weight(weight.bfloat16(), batch)
-            return lambda row: torch.ops.mkldnn._linear_pointwise(row, packed, None, "none", [], "")
         if PACKED and weight.dtype == torch.float32 and torch.backends.mkl.is_available():
             weight = weight.contiguous()
             packed = torch.ops.mkl._mkl_reorder_linear_weight(weight, batch)
             return lambda row: torch.ops.mkl._mkl_linear(row, packed, weight, None, batch)
-    except (AttributeError, RuntimeError):  # a torch built without them
+    except (AttributeError, RuntimeError):  # a torch built without it
         pass
-    weight_t = weight.t().bfloat16() if low_precision else weight.t()
+    weight_t = weight.t()
     return lambda row: torch.mm(row, weight_t)
+
+
+def _bf16_product(weight: Tensor, batch: int):
+    """:func:`recurrent_product` of a bfloat16 row: oneDNN's packed product, a bfloat16
+    result, where the CPU has native bfloat16; elsewhere (oneDNN has no packed bfloat16
+    product on AVX2) and as its twin the float32 sums of :func:`~rnnkit.kernels.common.mixed_mm`."""
+    if PACKED and native_bf16("cpu"):
+        try:
+            packed = torch.ops.mkldnn._reorder_linear_weight(weight.bfloat16(), batch)
+            return lambda row: torch.ops.mkldnn._linear_pointwise(row, packed, None, "none", [], "")
+        except (AttributeError, RuntimeError):  # a torch built without it
+            pass
+    weight_t = rounded(weight.t())  # (K, N)
+    return lambda row: torch.mm(row.float(), weight_t)
 
 
 def mkl_loop(x: Tensor, low_precision: bool, loops_in_c: bool) -> bool:
     """Whether the loops over time run in C with MKL's products (``csrc/mkl_loops.c``):
     float32 without mixed precision, the packed products and the calling module's C loops
-    switched on, and MKL reachable from C (:func:`rnnkit.kernels.common.mkl_products`)."""
+    switched on, and MKL reachable from C (:func:`rnnkit.kernels.hardware.mkl_products`)."""
     if low_precision or x.dtype != torch.float32 or not (PACKED and loops_in_c):
         return False
     return mkl_products()
@@ -125,8 +140,8 @@ def _mkl_packed_bytes(lib, batch: int, n: int, k: int) -> int:
 
 def bf16_steps(batch: int, hidden: int, low_precision: bool) -> bool:
     """Whether the per-step products run in bfloat16 under mixed precision: only from
-    B x H = 8192 on. Below that oneDNN's fixed cost per call (about 30 us here) outweighs
-    its speed, and MKL's packed float32 product of a small row is faster."""
+    B x H = 8192 on. Below that oneDNN's fixed cost per call (about 30 us on an Intel CPU
+    with AMX) outweighs its speed, and MKL's packed float32 product of a small row is faster."""
     return low_precision and batch * hidden >= 8192
 
 
