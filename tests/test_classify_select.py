@@ -15,11 +15,23 @@ def onehot(predicted, classes=2):
 
 def test_the_ensemble_is_the_mean_of_the_three_models():
     rnn, tfidf, nblr = onehot([0, 0, 1]), onehot([1, 0, 1]), onehot([1, 1, 1])
-    probs = select.candidates(rnn, {"tfidf": tfidf, "nblr": nblr})
+    probs = select.candidates(rnn, {"tfidf": tfidf, "nblr": nblr}, ["rnn", "tfidf", "nblr"])
     assert list(probs) == ["rnn", "tfidf", "nblr", "ensemble"]
     np.testing.assert_allclose(probs["ensemble"], (rnn + tfidf + nblr) / 3)
     assert probs["ensemble"].shape == (3, 2)
-    assert list(select.candidates(rnn, {})) == ["rnn"]  # no baselines: no ensemble
+    two = select.candidates(rnn, {"tfidf": tfidf, "nblr": nblr}, ["tfidf", "nblr"])
+    np.testing.assert_allclose(two["ensemble"], (tfidf + nblr) / 2)
+    assert list(select.candidates(rnn, {}, [])) == ["rnn"]  # no baselines: no ensemble
+
+
+def test_the_rnn_joins_the_ensemble_only_as_accurate_as_the_weaker_baseline():
+    tfidf, nblr = onehot([0, 1, 1, 0, 0]), onehot([1, 1, 1, 1, 1])  # 4 and 3 of 5
+    probs = {"tfidf": tfidf, "nblr": nblr}
+    worse = {"rnn": onehot([0, 0, 1, 1, 1]), **probs}  # 3 of 5: as good as nblr
+    assert select.ensemble_members(worse, LABELS) == ["rnn", "tfidf", "nblr"]
+    worst = {"rnn": onehot([1, 0, 1, 1, 1]), **probs}  # 2 of 5
+    assert select.ensemble_members(worst, LABELS) == ["tfidf", "nblr"]
+    assert select.ensemble_members({"rnn": tfidf}, LABELS) == []
 
 
 def test_a_baseline_is_kept_when_the_rnn_is_worse_on_validation():

@@ -250,11 +250,13 @@ def pretrain_model(model: TextClassifier, texts: list[str], vocab, config: Confi
 
 
 def choose_model(run_dir: Path, config: Config, val: Examples) -> dict:
-    """Choose among the best recurrent weights, the baselines and the ensemble on the
+    """Choose among the best recurrent weights, the baselines and their ensemble on the
     validation part; write the choice to selection.json and print it."""
-    _, probs = scored(run_dir, val.texts)
+    alone = models_alone(run_dir, val.texts)
+    members = select.ensemble_members(alone, val.labels)
+    probs = select.candidates(alone.pop("rnn"), alone, members)
     model, why = select.choose(probs, val.labels, config.model)
-    choice = {"model": model, "reason": why}
+    choice = {"model": model, "reason": why, "ensemble": members}
     write_json(run_dir / SELECTION, choice, indent=2)
     print(f"model kept: {model}, {why}", file=sys.stderr)
     return choice
@@ -295,23 +297,33 @@ def load_run(run_dir: Path, device: str = "cpu"):
     return config, vocab, classes, ratios, model.to(pick_device(device)).eval()
 
 
-def kept_model(run_dir: Path) -> str:
-    """The model a run keeps: selection.json's, or the recurrent model in a run without one."""
+def selection(run_dir: Path) -> dict:
+    """The model a run keeps and the ensemble's members: selection.json's, or the recurrent
+    model in a run without one."""
     path = Path(run_dir) / SELECTION
-    return read_json(path)["model"] if path.exists() else "rnn"
+    return read_json(path) if path.exists() else {"model": "rnn", "ensemble": []}
+
+
+def kept_model(run_dir: Path) -> str:
+    return selection(run_dir)["model"]
+
+
+def models_alone(run_dir: Path, texts: list[str], device="cpu") -> dict[str, np.ndarray]:
+    """(N, K) probabilities of ``texts`` by the recurrent model and each saved baseline."""
+    config, vocab, classes, ratios, model = load_run(run_dir, device)
+    probs = {"rnn": probabilities(model, *inputs(texts, vocab, config, ratios))}
+    for kind in linear.KINDS:
+        path = Path(run_dir) / linear.file_name(kind)
+        if config.baseline and path.exists():
+            probs[kind] = linear.LinearBaseline.load(path).probabilities(texts)
+    return probs
 
 
 def scored(run_dir: Path, texts: list[str], device="cpu") -> tuple[list[str], dict]:
     """The class names and every candidate's (N, K) probabilities of ``texts``."""
-    config, vocab, classes, ratios, model = load_run(run_dir, device)
-    rnn = probabilities(model, *inputs(texts, vocab, config, ratios))
-    baselines = {}
-    for kind in linear.KINDS:
-        path = Path(run_dir) / linear.file_name(kind)
-        if config.baseline and path.exists():
-            baselines[kind] = linear.LinearBaseline.load(path).probabilities(texts)
-    probs = select.candidates(rnn, baselines)
-    return classes, probs
+    classes = read_json(Path(run_dir) / "classes.json", list)
+    alone = models_alone(run_dir, texts, device)
+    return classes, select.candidates(alone.pop("rnn"), alone, selection(run_dir)["ensemble"])
 
 
 def classify(run_dir: Path, text: str = "", file: str = "", out: str = "", device="cpu") -> None:

@@ -3,10 +3,13 @@ of their probabilities, chosen on the validation part (never the test part).
 
 The candidates are the recurrent model (``rnn``), TF-IDF + logistic regression (``tfidf``)
 and NB-LR (``nblr``) of :mod:`rnnkit.tasks.classify_linear`, and ``ensemble``: the mean of
-the three models' class probabilities, as Mesnil et al. 2014 ("Ensemble of generative and
+the models' class probabilities, as Mesnil et al. 2014 ("Ensemble of generative and
 discriminative techniques for sentiment analysis of movie reviews") combined a recurrent
-model with NBSVM. Departure: equal weights, where they tuned the weights on validation; with
-a few hundred validation texts, weights fitted to them would be fitted to their noise.
+model with NBSVM. Departures: equal weights, where they tuned the weights on validation (with
+a few hundred validation texts, weights fitted to them would be fitted to their noise); and
+the recurrent model joins the two baselines only when its validation accuracy is at least
+the weaker baseline's, so that a model that learned little (a few hundred long documents)
+does not dilute two that learned more.
 
 ``auto`` keeps the candidate of highest validation accuracy; on a tie the first of
 :data:`PREFERENCE` (the ensemble, then the baselines, whose accuracy varies less between
@@ -26,12 +29,24 @@ PREFERENCE = ("ensemble", "nblr", "tfidf", "rnn")  # the order that breaks a tie
 MODELS = ("auto", *CANDIDATES)  # --model
 
 
-def candidates(rnn: np.ndarray, baselines: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def ensemble_members(probs: dict[str, np.ndarray], labels) -> list[str]:
+    """The models the ensemble averages, from their validation probabilities: the baselines,
+    and the recurrent model if it is at least as accurate as the weaker of them."""
+    baselines = [name for name in probs if name != "rnn"]
+    if not baselines:
+        return []
+    weakest = min(accuracy_of(probs[name], labels) for name in baselines)
+    return (["rnn"] if accuracy_of(probs["rnn"], labels) >= weakest else []) + baselines
+
+
+def candidates(rnn: np.ndarray, baselines: dict[str, np.ndarray], members) -> dict:
     """(N, K) probabilities of each candidate from those of the recurrent model and of the
-    baselines (the ensemble only when there are baselines)."""
+    baselines; the ensemble, the mean of ``members`` (of them all when none is at hand),
+    only when there are baselines."""
     probs = {"rnn": rnn, **baselines}
     if baselines:
-        probs["ensemble"] = np.mean([probs[name] for name in probs], axis=0)  # (N, K)
+        averaged = [name for name in members if name in probs] or list(probs)
+        probs["ensemble"] = np.mean([probs[name] for name in averaged], axis=0)  # (N, K)
     return probs
 
 
