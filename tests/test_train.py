@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from rnnkit import cli
+from rnnkit.kernels import hardware
 from rnnkit.tasks import charlm
 from rnnkit.training import checkpoint, heap
 from rnnkit.training import trainer as training
@@ -340,3 +341,20 @@ def test_the_command_sets_the_allocator_and_a_trainer_does_not(tmp_path, monkeyp
     flags += f" --precision fp32 --device cpu --out {tmp_path / 'command'}"
     assert cli.main(["train", "charlm", *flags.split()]) == 0
     assert calls == ["kept"]
+
+
+def test_a_run_says_its_precision_and_why(tmp_path, monkeypatch):
+    """The precision of a run is the user's --precision, or the hardware's answer for auto,
+    and the first line of the run says which (rnnkit.kernels.hardware)."""
+    monkeypatch.setattr(hardware, "default_precision", lambda device: ("fp32", "fp32: no bf16"))
+    for precision, said in (("fp32", "precision fp32 (--precision fp32)"),
+                            ("auto", "precision fp32: no bf16")):  # fmt: skip
+        config = tiny_config(tmp_path / precision, precision=precision, steps=1)
+        vocab, streams, val_ids = charlm.prepare(config)
+        stream = io.StringIO()
+        trainer = Trainer(config, charlm.build_task(config, vocab, streams, val_ids), config.out,
+                          Progress(stream))  # fmt: skip
+        assert stream.getvalue().splitlines()[0] == said and trainer.bf16 is False
+    monkeypatch.setattr(hardware, "default_precision", lambda device: ("bf16", "bf16: native"))
+    assert training.precision_of("auto", torch.device("cpu")) == (True, "bf16: native")
+    assert training.precision_of("fp32", torch.device("cpu"))[0] is False

@@ -42,6 +42,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from rnnkit.kernels import hardware
 from rnnkit.layers import detach_state
 from rnnkit.training import distributed
 from rnnkit.training.checkpoint import (  # noqa: F401  (MODEL_FILE and load_model are the tasks' too)
@@ -113,14 +114,19 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def use_bf16(precision: str, device: torch.device) -> bool:
-    """bf16 autocast where it is native (AVX512-BF16/AMX CPUs, Ampere+ GPUs); it is 2-3x
-    faster there for the LSTM kernels, and emulated (slower) elsewhere."""
+def precision_of(precision: str, device: torch.device) -> tuple[bool, str]:
+    """(bf16 or not, one line saying why): the user's ``--precision``, or for ``auto`` the
+    hardware's answer (:func:`rnnkit.kernels.hardware.default_precision`: bf16 where it is
+    native, 2-3x faster there, and float32 where it would be emulated)."""
     if precision != "auto":
-        return precision == "bf16"
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        return precision == "bf16", f"{precision} (--precision {precision})"
+    chosen, why = hardware.default_precision(device)
+    return chosen == "bf16", why
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """Whether a run of ``--precision precision`` computes in bf16 on ``device``."""
+    return precision_of(precision, device)[0]
 
 
 def autocast(device: torch.device, bf16: bool):
@@ -160,7 +166,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.world.rank == 0:
             check_writable(self.run_dir)
-        self.bf16 = use_bf16(config.precision, self.device)
+        self.bf16, precision = precision_of(config.precision, self.device)
         self.model = task.model.to(self.device)
         distributed.broadcast_weights(self.world, self.model)
         if self.world.size > 1:  # each process draws its own dropout masks
@@ -168,6 +174,7 @@ class Trainer:
         self.optimizer = make_optimizer(config, self.model.parameters())
         quiet = self.world.rank > 0  # rank 0 speaks for every process
         self.progress = Progress(open(os.devnull, "w")) if quiet else progress or Progress()
+        self.progress.line(f"precision {precision}")
         self.step, self.tokens, self.elapsed, self.carry = 0, 0, 0.0, None
         self.best, self.plateau_scale, self.bad_evals = math.inf, 1.0, 0
         self.recent: list[float] = []  # training losses since the last evaluation
