@@ -71,9 +71,10 @@ class Config(TrainConfig):
 
     Picked by validation loss on the reviews from a short sweep (learning rate, weight decay,
     dropout, min_count, embedding size, pooling, label smoothing; one seed); the ratio
-    inputs then by validation loss and accuracy on three seeds (docs/benchmarks.md)."""
+    inputs then by validation loss and accuracy on three seeds (docs/benchmarks.md). The
+    named sets of ``data`` are in :mod:`rnnkit.data.textsets`; files may be compressed."""
 
-    data: str = MOVIE_REVIEWS  # CSV/TSV (may be .gz/.bz2/.xz/.zip) or rotten_tomatoes
+    data: str = MOVIE_REVIEWS  # CSV/TSV, or a set: rotten_tomatoes, debates...
     text_column: str = "text"  # name or 1-based position of the column holding the text
     label_column: str = "label"  # name or 1-based position of the column holding the label
     header: Literal["auto", "yes", "no"] = "auto"  # is the first line column names? (auto: tell)
@@ -96,8 +97,8 @@ class Config(TrainConfig):
     batch_size: int = 64  # texts per training step
     val_fraction: float = 0.1  # share of the rows for validation
     test_fraction: float = 0.1  # share of the rows for the final test (without --test)
-    baseline: bool = True  # also fit TF-IDF + LR and NB-LR on the same split, to choose among
-    model: Literal["auto", "rnn", "tfidf", "nblr", "ensemble"] = "auto"  # kept; auto: best on val
+    baseline: bool = True  # also fit TF-IDF + LR and NB-LR on the same split, as candidates
+    model: Literal["auto", "rnn", "tfidf", "nblr", "ensemble"] = "auto"  # kept (auto: best on val)
     lr: float = 4e-3  # peak learning rate
     weight_decay: float = 0.0  # decoupled weight decay (0.01 learned slower on the reviews)
     epochs: float = 3.0  # passes over the training part (validation loss rises after ~2)
