@@ -1,11 +1,6 @@
 """The hand-written BPTT of rnnkit.kernels against autograd: gradcheck of every Function, and
 equality with its slow twin rnnkit.scan.scan (outputs, final states and every gradient).
 
-And what rnnkit.kernels.hardware answers, with torch's CPU probes replaced: native bfloat16
-from AMX or AVX512-BF16 (or a torch without the probes), the default precision and its
-reason, the bf16 LSTM's kernel that follows, and RNNKIT_HARDWARE=generic switching every
-hardware path off.
-
 Shape letters: T time, B batch, I input size, H hidden size.
 """
 
@@ -14,9 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import rnnkit
 from rnnkit.cells import GRUCell, LSTMCell, RNNCell
-from rnnkit.kernels import GRUBPTT, LSTMBPTT, RNNBPTT, bptt_scan, common, hardware
+from rnnkit.kernels import GRUBPTT, LSTMBPTT, RNNBPTT, bptt_scan
 from rnnkit.scan import scan
 
 T, B, I, H = 4, 3, 3, 2
@@ -181,89 +175,3 @@ def test_rejects_bad_inputs():
         bptt_scan(cell, x, state, torch.ones(T, B))
     with pytest.raises(TypeError, match="no BPTT"):
         bptt_scan(torch.nn.Linear(I, H), x, state)
-
-
-# -- what the hardware offers ---------------------------------------------------------------
-
-PROBES = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-
-
-@pytest.fixture
-def cpu(monkeypatch):
-    """``cpu(*features)``: torch's probes answer yes to those of PROBES only, for this test."""
-    monkeypatch.delenv("RNNKIT_HARDWARE", raising=False)
-
-    def having(*features):
-        for probe in PROBES:
-            monkeypatch.setattr(torch.cpu, probe, lambda p=probe: p in features, raising=False)
-        hardware._cpu_has.cache_clear()
-
-    yield having
-    hardware._cpu_has.cache_clear()  # the real probes' answers, once monkeypatch undoes
-
-
-@pytest.mark.parametrize(
-    "features,precision,reason",
-    [
-        (PROBES, "bf16", "bf16: this CPU has AMX-BF16 tiles"),
-        (PROBES[1:], "bf16", "bf16: this CPU has AVX512-BF16"),
-        ((), "fp32", "fp32: no native bfloat16 on this CPU (no AVX512-BF16 or AMX)"),
-    ],
-)
-def test_native_bf16_and_the_default_precision_follow_the_cpu(cpu, features, precision, reason):
-    cpu(*features)
-    assert hardware.native_bf16("cpu") == (precision == "bf16")
-    assert hardware.default_precision(torch.device("cpu")) == (precision, reason)
-    meta = ("fp32", "fp32: no native bfloat16 on this meta device")
-    assert hardware.default_precision("meta") == meta
-
-
-def test_a_torch_without_the_probes_has_no_native_bf16(cpu, monkeypatch):
-    cpu(*PROBES)
-    for probe in PROBES:
-        monkeypatch.delattr(torch.cpu, probe)
-    hardware._cpu_has.cache_clear()
-    assert not hardware.native_bf16("cpu")
-
-
-@pytest.mark.parametrize(
-    "supported,expected",
-    [(True, ("bf16", "bf16: this GPU has native bfloat16")),
-     (False, ("fp32", "fp32: no native bfloat16 on this GPU"))],
-)  # fmt: skip
-def test_the_gpu_asks_torch_cuda(cpu, monkeypatch, supported, expected):
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: supported)
-    assert hardware.default_precision("cuda") == expected
-
-
-@pytest.mark.parametrize("native", [True, False])
-def test_the_plain_bf16_lstm_runs_torchs_kernel_only_with_native_bf16(cpu, monkeypatch, native):
-    """oneDNN builds no bfloat16 LSTM without native bfloat16: off the tiles the fused path
-    runs then. The float32 LSTM's choice does not depend on it."""
-    cpu(*(PROBES[1:] if native else ()))
-    monkeypatch.setattr(common, "TILES", False)
-    assert rnnkit.LSTM(3, 6, precision="bf16")._kernel_name(None, 16) == (
-        "torch" if native else "fused"
-    )
-    assert rnnkit.LSTM(3, 6)._kernel_name(None, 16) == "torch"
-    assert rnnkit.LSTM(3, 6, precision="bf16", peephole=True)._kernel_name(None, 16) == "fused"
-
-
-def test_generic_switches_every_hardware_path_off(cpu, monkeypatch):
-    cpu(*PROBES)
-    monkeypatch.setenv("RNNKIT_HARDWARE", "generic")
-    assert hardware.generic()
-    assert not (hardware.native_bf16("cpu") or hardware.amx_tiles() or hardware.mkl_products())
-    assert not common.tiles_run(16, 16, 32)
-    assert common.tile_product(torch.zeros(32, 32), 16, True) is None
-    reason = "fp32: RNNKIT_HARDWARE=generic switches native bfloat16 off"
-    assert hardware.default_precision("cpu") == ("fp32", reason)
-    assert rnnkit.LSTM(3, 32, precision="bf16")._kernel_name(None, 16) == "fused"
-    monkeypatch.setenv("RNNKIT_HARDWARE", "native")
-    assert hardware.native_bf16("cpu") and not hardware.generic()
-
-
-def test_an_unknown_hardware_mode_is_refused(monkeypatch):
-    monkeypatch.setenv("RNNKIT_HARDWARE", "generc")
-    with pytest.raises(ValueError, match="RNNKIT_HARDWARE must be one of .* got 'generc'"):
-        hardware.generic()

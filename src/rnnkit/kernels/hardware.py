@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import platform
 from pathlib import Path
 
 import torch
@@ -23,6 +24,15 @@ import torch
 from rnnkit.kernels.compiled import library
 
 MODES = ("native", "generic")
+# The CPU features that decide which paths are fast, as the kernel spells them in
+# /proc/cpuinfo's flags (x86-64) or Features (ARM64, where NEON is "asimd").
+FEATURES = {
+    "AMX": ("amx_tile",),
+    "AVX512-BF16": ("avx512_bf16",),
+    "AVX-512": ("avx512f",),
+    "AVX2": ("avx2",),
+    "NEON": ("asimd", "neon"),
+}
 
 
 def generic() -> bool:
@@ -73,6 +83,40 @@ def default_precision(device: torch.device | str) -> tuple[str, str]:
         return "fp32", "fp32: RNNKIT_HARDWARE=generic switches native bfloat16 off"
     missing = " (no AVX512-BF16 or AMX)" if device.type == "cpu" else ""
     return "fp32", f"fp32: no native bfloat16 on this {where}{missing}"
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
+
+
+def _field(lines: list[str], *names: str) -> str | None:
+    """The value of the first line of ``lines`` whose key is one of ``names``."""
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip() in names:
+            return value.strip()
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what the platform says."""
+    name = _field(_cpuinfo(), "model name", "Model name", "Hardware")
+    return name or platform.processor() or platform.machine() or "unknown CPU"
+
+
+def cpu_features() -> dict[str, bool]:
+    """Which of :data:`FEATURES` the CPU has, by /proc/cpuinfo's flags where it exists; else
+    NEON on an ARM64 platform and nothing else (there is no flag list to read)."""
+    lines = _cpuinfo()
+    flags = _field(lines, "flags", "Features")
+    if flags is None:
+        arm = platform.machine().lower() in ("arm64", "aarch64")
+        return {name: name == "NEON" and arm for name in FEATURES}
+    present = set(flags.split())
+    return {name: any(f in present for f in spelled) for name, spelled in FEATURES.items()}
 
 
 _tiles_ready: dict = {}  # library -> its answer, asked once
