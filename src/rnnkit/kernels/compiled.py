@@ -105,61 +105,68 @@ SIGNATURES = {
 }
 
 
+_SIZE = ctypes.c_long
+# Leading arguments of the loops over time: (steps, batch, hidden, reverse), and for the
+# Elman RNN (steps, batch, hidden, relu, reverse).
+_LOOP = [_SIZE] * 3 + [ctypes.c_int]
+_RNN_LOOP = [_SIZE] * 3 + [ctypes.c_int] * 2
+
+
+def _set(function, argtypes: list, restype=None) -> None:
+    function.argtypes, function.restype = argtypes, restype
+
+
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
-    """Argument types of every entry point, in float32 and float64: sizes as long; and of
-    the bfloat16 tile product (m, n, k, a, lda, packed, c, ldc) of ``rnn_gates.c`` and the
-    loops over time on tiles of the RNN, the GRU and the LSTM."""
-    for name, arguments in SIGNATURES.items():
+    """Argument types of every entry point: the gate steps, the tiles, the MKL loops and the
+    dropout mask (sizes as long)."""
+    for name, arguments in SIGNATURES.items():  # the gate steps, in float32 and float64
         for suffix in ("f32", "f64"):
-            function = getattr(lib, f"{name}_{suffix}")
-            function.argtypes = [ctypes.c_long, ctypes.c_long, *arguments]
-            function.restype = None
-    size = ctypes.c_long
-    lib.bf16_tiles_ready.argtypes, lib.bf16_tiles_ready.restype = [], ctypes.c_int
-    lib.bf16_tile_threads.argtypes, lib.bf16_tile_threads.restype = [size], ctypes.c_int
-    lib.bf16_tile_product.argtypes = [size] * 3 + [_ADDRESS, size, _ADDRESS, _ADDRESS, size]
-    lib.bf16_tile_product.restype = None
-    lib.bf16_tile_product_rows.argtypes = lib.bf16_tile_product.argtypes + [_ADDRESS]  # bias
-    lib.bf16_tile_product_rows.restype = None
-    lib.bf16_pack_tiles.argtypes = [size] * 2 + [_ADDRESS] + [size] * 2 + [_ADDRESS]
-    lib.bf16_pack_tiles.restype = None
-    # tiles.c: k, m, then for x (d, ldd, d_t, n, rows, ld, x_f32, packed, out) and for h
-    # the same without x_f32
+            _set(getattr(lib, f"{name}_{suffix}"), [_SIZE, _SIZE, *arguments])
+    _declare_tiles(lib)
+    _declare_mkl_loops(lib)
+    dropout = [_SIZE, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_float, _ADDRESS, _ADDRESS]
+    for name in ("dropout_f32", "dropout_bf16"):  # n, seed, threshold, scale, x, out
+        _set(getattr(lib, name), dropout)
+    _set(lib.denormals_off, [], ctypes.c_uint)
+    _set(lib.denormals_restore, [ctypes.c_uint])
+    return lib
+
+
+def _declare_tiles(lib: ctypes.CDLL) -> None:
+    """tiles.c: the bfloat16 tile product (m, n, k, a, lda, packed, c, ldc), its packing, the
+    weight gradients of mixed precision, and the loops over time on tiles."""
+    size = _SIZE
+    _set(lib.bf16_tiles_ready, [], ctypes.c_int)
+    _set(lib.bf16_tile_threads, [size], ctypes.c_int)
+    product = [size] * 3 + [_ADDRESS, size, _ADDRESS, _ADDRESS, size]
+    _set(lib.bf16_tile_product, product)
+    _set(lib.bf16_tile_product_rows, product + [_ADDRESS])  # bias
+    _set(lib.bf16_tile_product_rows_f32, product + [_ADDRESS])
+    _set(lib.bf16_pack_tiles, [size] * 2 + [_ADDRESS] + [size] * 2 + [_ADDRESS])
+    # k, m, then for x (d, ldd, d_t, n, rows, ld, x_f32, packed, out) and for h the same
+    # without x_f32
     h_source = [_ADDRESS, size, _ADDRESS, size, _ADDRESS, size, _ADDRESS, _ADDRESS]
     x_source = h_source[:6] + [ctypes.c_int] + h_source[6:]
-    lib.bf16_weight_grads.argtypes = [size] * 2 + x_source + h_source
-    lib.bf16_weight_grads.restype = None
-    lib.bf16_tile_product_rows_f32.argtypes = lib.bf16_tile_product_rows.argtypes
-    lib.bf16_tile_product_rows_f32.restype = None
-    flags = [size] * 3 + [ctypes.c_int] * 2  # steps, batch, hidden, relu, reverse
-    lib.rnn_forward_tiles.argtypes, lib.rnn_forward_tiles.restype = flags + [_ADDRESS] * 7, None
-    lib.rnn_backward_tiles.argtypes, lib.rnn_backward_tiles.restype = flags + [_ADDRESS] * 9, None
-    flags = [size] * 3 + [ctypes.c_int]  # steps, batch, hidden, reverse
-    lib.gru_forward_tiles.argtypes, lib.gru_forward_tiles.restype = flags + [_ADDRESS] * 9, None
-    lib.gru_backward_tiles.argtypes = flags + [_ADDRESS] * 14
-    lib.gru_backward_tiles.restype = None
-    lib.lstm_forward_tiles.argtypes = flags + [_ADDRESS] * 12
-    lib.lstm_forward_tiles.restype = None
-    lib.lstm_backward_tiles.argtypes = flags + [_ADDRESS] * 18
-    lib.lstm_backward_tiles.restype = None
-    dropout = [size, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_float, _ADDRESS, _ADDRESS]
-    for name in ("dropout_f32", "dropout_bf16"):  # n, seed, threshold, scale, x, out
-        getattr(lib, name).argtypes, getattr(lib, name).restype = dropout, None
-    lib.mkl_products_use.argtypes, lib.mkl_products_use.restype = [_ADDRESS] * 3, None
-    lib.mkl_packed_bytes.argtypes, lib.mkl_packed_bytes.restype = [size] * 3, size
-    lib.lstm_forward_mkl.argtypes = flags + [_ADDRESS] * 13
-    lib.lstm_forward_mkl.restype = None
-    lib.lstm_backward_mkl.argtypes = flags + [_ADDRESS] * 18
-    lib.lstm_backward_mkl.restype = None
-    lib.gru_forward_mkl.argtypes, lib.gru_forward_mkl.restype = flags + [_ADDRESS] * 10, None
-    lib.gru_backward_mkl.argtypes = flags + [_ADDRESS] * 13
-    lib.gru_backward_mkl.restype = None
-    flags = [size] * 3 + [ctypes.c_int] * 2  # steps, batch, hidden, relu, reverse
-    lib.rnn_forward_mkl.argtypes, lib.rnn_forward_mkl.restype = flags + [_ADDRESS] * 8, None
-    lib.rnn_backward_mkl.argtypes, lib.rnn_backward_mkl.restype = flags + [_ADDRESS] * 9, None
-    lib.denormals_off.argtypes, lib.denormals_off.restype = [], ctypes.c_uint
-    lib.denormals_restore.argtypes, lib.denormals_restore.restype = [ctypes.c_uint], None
-    return lib
+    _set(lib.bf16_weight_grads, [size] * 2 + x_source + h_source)
+    _set(lib.rnn_forward_tiles, _RNN_LOOP + [_ADDRESS] * 7)
+    _set(lib.rnn_backward_tiles, _RNN_LOOP + [_ADDRESS] * 9)
+    _set(lib.gru_forward_tiles, _LOOP + [_ADDRESS] * 9)
+    _set(lib.gru_backward_tiles, _LOOP + [_ADDRESS] * 14)
+    _set(lib.lstm_forward_tiles, _LOOP + [_ADDRESS] * 12)
+    _set(lib.lstm_backward_tiles, _LOOP + [_ADDRESS] * 18)
+
+
+def _declare_mkl_loops(lib: ctypes.CDLL) -> None:
+    """mkl_loops.c: the float32 loops over time with MKL's packed products, whose addresses
+    are handed over once (:func:`rnnkit.kernels.hardware.mkl_products`)."""
+    _set(lib.mkl_products_use, [_ADDRESS] * 3)
+    _set(lib.mkl_packed_bytes, [_SIZE] * 3, _SIZE)
+    _set(lib.lstm_forward_mkl, _LOOP + [_ADDRESS] * 13)
+    _set(lib.lstm_backward_mkl, _LOOP + [_ADDRESS] * 18)
+    _set(lib.gru_forward_mkl, _LOOP + [_ADDRESS] * 10)
+    _set(lib.gru_backward_mkl, _LOOP + [_ADDRESS] * 13)
+    _set(lib.rnn_forward_mkl, _RNN_LOOP + [_ADDRESS] * 8)
+    _set(lib.rnn_backward_mkl, _RNN_LOOP + [_ADDRESS] * 9)
 
 
 def library() -> ctypes.CDLL | None:
