@@ -43,7 +43,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from rnnkit import convert
 from rnnkit import scan as reference
 from rnnkit.cells import GRUCell, LSTMCell, RNNCell, State
-from rnnkit.kernels import auto_kernel, bptt_scan, fused_scan, torch_fused
+from rnnkit.kernels import autotune, bptt_scan, fused_scan, torch_fused
 from rnnkit.kernels.dropout import dropout
 
 KERNELS = ("auto", "loop", "bptt", "torch", "fused")
@@ -220,10 +220,8 @@ class RecurrentLayer(nn.Module):
         return output, self._pack_state(final)
 
     def _kernel_name(self, lengths, batch: int, grad: bool = True) -> str:
-        if self.kernel != "auto":
-            return self.kernel
-        bf16 = self.precision == "bf16"
-        return auto_kernel(self.cells[0], lengths is not None, bf16, batch, grad)
+        """The kernel this call runs: the one named, or auto's (:mod:`rnnkit.kernels.autotune`)."""
+        return autotune.kernel_for(self, lengths is not None, batch, grad)
 
     def _records_graph(self, x: Tensor) -> bool:
         """Whether this call builds a graph for backward (False: inference)."""
