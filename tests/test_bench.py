@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from rnnkit.kernels import autotune, hardware
 from rnnkit.tools import bench
 
 TINY = bench.Plan(
@@ -40,6 +41,9 @@ def positive_finite(value) -> bool:
 def test_json_has_every_section_and_the_run_description(result):
     for key in (*SECTIONS, "command", "date", "torch", "threads", "plan", "notes"):
         assert key in result
+    assert result["cpu"] == hardware.cpu_model()
+    assert result["cpu_features"] == hardware.cpu_features()
+    assert result["autotune"] == "by rule (RNNKIT_AUTOTUNE=0)"  # as conftest.py sets it
     assert result["command"].startswith("rnnkit bench --quick --json ")
     assert result["threads"] == 1
     assert result["plan"]["sizes"] == [[2, 3, 8]]
@@ -56,6 +60,37 @@ def test_training_rows_compare_every_cell_with_its_peers(result):
         for key in ("tokens_per_s", "peer_tokens_per_s", "ratio", "gflops", "peer_gflops"):
             assert positive_finite(row[key]), (key, row)
         assert row["ratio"] == pytest.approx(row["tokens_per_s"] / row["peer_tokens_per_s"])
+
+
+def test_speed_rows_name_the_kernel_auto_ran(result):
+    for section in ("training", "bf16", "inference"):
+        for row in result[section]:
+            assert row["kernel"] in ("fused", "torch"), (section, row)
+    peephole = [row["kernel"] for row in result["training"] if row["cell"] == "peephole"]
+    assert set(peephole) == {"fused"}
+
+
+def test_tune_times_the_candidates_and_fills_the_cache(tmp_path, monkeypatch, one_thread):
+    monkeypatch.setenv("RNNKIT_AUTOTUNE", "1")
+    monkeypatch.setenv("RNNKIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(bench, "QUICK", TINY)
+    monkeypatch.setattr(autotune, "TUNER", autotune.Tuner())
+    path = tmp_path / "tune.json"
+    assert bench.main(["--quick", "--tune", "--json", str(path)]) == 0
+    rows = json.loads(path.read_text())["tune"]
+    cases = {(row["cell"], row["mode"], row["precision"]) for row in rows}
+    assert cases == {(c, m, p) for c in bench.CELLS for m, p in bench.TUNED_CASES}
+    for row in rows:
+        timed = {key.removesuffix("_ms") for key in row if key.endswith("_ms")}
+        assert timed in ({"fused", "torch"}, set()), row
+        if timed:
+            assert all(positive_finite(row[f"{k}_ms"]) for k in timed)
+            assert row["kernel"] == min(timed, key=lambda k: row[f"{k}_ms"])
+    assert {r["kernel"] for r in rows if r["cell"] == "peephole"} == {"fused"}
+    (cache,) = tmp_path.glob("autotune-*.json")
+    assert len(json.loads(cache.read_text())["choices"]) == sum(
+        len({k for k in row if k.endswith("_ms")}) > 0 for row in rows
+    )
 
 
 def test_speed_sections_have_positive_finite_ratios(result):

@@ -1,4 +1,8 @@
-"""``rnnkit bench [--quick] [--json PATH]``: rnnkit against torch.nn on this machine.
+"""``rnnkit bench [--quick] [--tune] [--json PATH]``: rnnkit against torch.nn on this machine.
+
+``--tune`` instead times ``kernel="auto"``'s candidates for the bench's cases (training and
+inference in float32, training in bf16) and prints their times and the choice, which it
+writes to the autotuner's cache, so later runs start with the choices made.
 
 One process; every case runs side by side with its peer (alternating, so a change in the
 machine's load hits both alike) and reports the median of the repeats. Printed as
@@ -16,6 +20,9 @@ except memory, where it is rnnkit's peak over torch's):
   ``no_grad``, whose time is the better of torch's default threads and one thread;
 - length: training time per token from short to long sequences (flat = linear cost), of
   rnnkit's LSTM and peephole LSTM, and of torch.nn.LSTM for reference (not a target's);
+- kernel: each rnnkit case of the speed sections names the kernel ``kernel="auto"`` ran
+  (:mod:`rnnkit.kernels.autotune`), and the run starts with the CPU's model and the features
+  that decide it (AMX, AVX512-BF16, AVX-512, AVX2, NEON);
 - memory: peak resident memory added by one training step (Linux's VmHWM after resetting
   it through /proc/self/clear_refs, minus VmRSS before; large blocks are returned to the
   system at free so that each case starts from the same baseline). It counts everything
@@ -40,6 +47,7 @@ import torch
 from torch import nn
 
 import rnnkit
+from rnnkit.kernels import autotune, hardware
 from rnnkit.tools import peak_memory
 from rnnkit.tools.bench_report import COLUMNS, TORCH_LSTM, table, targets
 from rnnkit.tools.timing import one_thread, repeated, side_by_side, times
@@ -121,7 +129,8 @@ def inference_step(module, x):
 
 
 def speed_rows(plan: Plan, steps_of, passes: int = 3) -> tuple[list[dict], str]:
-    """For every size and cell, time ``steps_of(cell, hidden, x)``: {name: step}, ours first.
+    """For every size and cell, time ``steps_of(cell, hidden, x)``: (our layer, {name: step},
+    ours first).
 
     ``passes`` is 3 for training (forward, input and weight gradients), 1 for inference.
     A case that cannot run becomes a note.
@@ -131,7 +140,9 @@ def speed_rows(plan: Plan, steps_of, passes: int = 3) -> tuple[list[dict], str]:
         x = torch.randn(length, batch, hidden)  # (T, B, H)
         for cell in CELLS:
             try:
-                seconds = side_by_side(steps_of(cell, hidden, x), plan.repeats)
+                layer, steps = steps_of(cell, hidden, x)
+                seconds = side_by_side(steps, plan.repeats)
+                kernel = layer._kernel_name(None, batch, grad=passes == 3)  # as auto chose
             except Exception as error:  # one failing case must not end the run
                 notes.append(f"{cell} H={hidden}: {type(error).__name__}: {error}")
                 continue
@@ -139,6 +150,7 @@ def speed_rows(plan: Plan, steps_of, passes: int = 3) -> tuple[list[dict], str]:
             flop = passes * 2 * batch * length * GATES[cell] * hidden * 2 * hidden  # I = H
             for peer in peers:
                 rows.append(dict(cell=cell, batch=batch, length=length, hidden=hidden, peer=peer))
+                rows[-1]["kernel"] = kernel
                 rows[-1].update(
                     tokens_per_s=batch * length / seconds[ours],
                     peer_tokens_per_s=batch * length / seconds[peer],
@@ -149,25 +161,25 @@ def speed_rows(plan: Plan, steps_of, passes: int = 3) -> tuple[list[dict], str]:
     return rows, "; ".join(notes)
 
 
-def training_steps(cell: str, hidden: int, x) -> dict:
+def training_steps(cell: str, hidden: int, x) -> tuple:
     ours = make_layer(cell, hidden)
     steps = {"rnnkit": training_step(ours, x), "torch.nn": training_step(torch_peer(cell, ours), x)}
     if cell == "peephole":
         steps["python loop"] = training_step(make_layer(cell, hidden, kernel="loop"), x)
-    return steps
+    return ours, steps
 
 
-def bf16_steps(cell: str, hidden: int, x) -> dict:
+def bf16_steps(cell: str, hidden: int, x) -> tuple:
     low = make_layer(cell, hidden, precision="bf16")
-    return {
+    return low, {
         "bf16": training_step(low, x),
         "rnnkit fp32": training_step(make_layer(cell, hidden), x),
     }
 
 
-def inference_steps(cell: str, hidden: int, x) -> dict:
+def inference_steps(cell: str, hidden: int, x) -> tuple:
     ours = make_layer(cell, hidden).eval()
-    return {
+    return ours, {
         "rnnkit": inference_step(ours, x),
         "torch.nn": inference_step(torch_peer(cell, ours), x),
     }
@@ -271,6 +283,41 @@ def _memory_rows(plan: Plan) -> tuple[list[dict], str]:
     return rows, "; ".join(notes)
 
 
+# --- kernel="auto"'s choices ------------------------------------------------------------------
+
+
+def machine() -> tuple[dict, str]:
+    """The CPU's model and the features that decide the kernels, as JSON and as one line."""
+    features = hardware.cpu_features()
+    tuned = "timed on this machine" if autotune.enabled() else "by rule (RNNKIT_AUTOTUNE=0)"
+    described = {"cpu": hardware.cpu_model(), "cpu_features": features, "autotune": tuned}
+    listed = ", ".join(f"{name} {'yes' if has else 'no'}" for name, has in features.items())
+    return described, f"CPU: {described['cpu']} ({listed}); kernel='auto' {tuned}"
+
+
+TUNED_CASES = (("train", "fp32"), ("infer", "fp32"), ("train", "bf16"))  # (mode, precision)
+
+
+def tune_rows(plan: Plan) -> tuple[list[dict], str]:
+    """Time auto's candidates for every cell at the plan's (B, H), anew, and remember the
+    choices in the autotuner's cache; a row per case with each candidate's milliseconds."""
+    rows = []
+    for batch, _, hidden in plan.sizes:
+        for cell in CELLS:
+            for mode, precision in TUNED_CASES:
+                layer = make_layer(cell, hidden, precision=precision).train(mode == "train")
+                options = autotune.candidates(layer.cells[0], precision == "bf16")
+                row = dict(cell=cell, precision=precision, mode=mode, batch=batch, hidden=hidden)
+                if len(options) == 1:
+                    rows.append(dict(row, kernel=options[0]))
+                    continue
+                tuner = autotune.TUNER
+                chosen = tuner.choose(layer, False, batch, mode == "train", options, force=True)
+                times = {f"{k}_ms": s * 1e3 for k, s in chosen["seconds"].items()}
+                rows.append(dict(row, **times, kernel=chosen["kernel"]))
+    return rows, ""
+
+
 # --- the command ------------------------------------------------------------------------------
 
 
@@ -307,6 +354,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="one size, fewer repeats (~1 min)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    tune = "time kernel=auto's candidates at the bench's sizes, cache the choices, print them"
+    parser.add_argument("--tune", action="store_true", help=tune + " (and nothing else)")
     args = parser.parse_args(argv)
     if args.threads:  # one thread is steadier on a machine shared with other jobs
         torch.set_num_threads(args.threads)
@@ -316,14 +365,21 @@ def main(argv=None) -> int:
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     print(f"rnnkit bench {' '.join(argv)}  ({started}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads)")  # fmt: skip
+    described, line = machine()
+    print(line)
     result = {
         "command": " ".join(["rnnkit bench", *argv]),
         "date": started,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        **described,
         "plan": dataclasses.asdict(plan),
-        **run(plan),
     }
+    if args.tune:
+        result["tune"], _ = tune_rows(plan)
+        print("\n### kernel='auto' candidates\n\n" + table(result["tune"], COLUMNS["tune"]))
+    else:
+        result.update(run(plan))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
     return 0

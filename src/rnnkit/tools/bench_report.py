@@ -39,14 +39,15 @@ def targets(result: dict) -> list[dict]:
 
 SIZE = "cell batch length hidden"
 COLUMNS = {
-    "training": f"{SIZE} peer tokens_per_s peer_tokens_per_s ratio gflops peer_gflops",
-    "bf16": f"{SIZE} peer tokens_per_s peer_tokens_per_s ratio gflops",
-    "inference": f"{SIZE} peer tokens_per_s peer_tokens_per_s ratio",
+    "training": f"{SIZE} kernel peer tokens_per_s peer_tokens_per_s ratio gflops peer_gflops",
+    "bf16": f"{SIZE} kernel peer tokens_per_s peer_tokens_per_s ratio gflops",
+    "inference": f"{SIZE} kernel peer tokens_per_s peer_tokens_per_s ratio",
     "streaming": "cell hidden token_us vector_us torch_us torch_default_threads_us "
     "torch_one_thread_us ratio_token ratio_vector",
     "length": "cell batch hidden length us_per_token relative",
     "memory": f"{SIZE} peak_mb torch_peak_mb memory_ratio",
     "targets": "target met worst",
+    "tune": "cell precision mode batch hidden fused_ms torch_ms kernel",
 }
 
 
