@@ -358,3 +358,28 @@ def test_a_run_says_its_precision_and_why(tmp_path, monkeypatch):
     monkeypatch.setattr(hardware, "default_precision", lambda device: ("bf16", "bf16: native"))
     assert training.precision_of("auto", torch.device("cpu")) == (True, "bf16: native")
     assert training.precision_of("fp32", torch.device("cpu"))[0] is False
+
+
+def test_a_minutes_run_evaluates_by_the_clock_and_its_final_evaluation_fits_the_limit(tmp_path):
+    """A run too slow to reach --eval-every still evaluates about ten times in --minutes, and
+    stops early enough for its last evaluation to end within the limit (a clock that
+    advances one second a reading: one second a step, one an evaluation)."""
+    config = tiny_config(tmp_path, steps=0, minutes=1.0, eval_every=1000)
+    trainer = tiny_trainer(config, [])
+    readings = iter(range(10**6))
+    trainer.clock = lambda: float(next(readings))
+    assert trainer.fit() == "done"
+    elapsed = [r["elapsed"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")]
+    assert 9 <= len(elapsed) <= 11 and elapsed[-1] == 60.0  # the limit, not past it
+    gaps = [b - a for a, b in zip([0.0, *elapsed[:-1]], elapsed, strict=True)]
+    assert max(gaps) <= 8  # a tenth of the limit (6 s), the step and the evaluation
+
+
+def test_the_rate_counts_training_steps_from_the_second_on(tmp_path):
+    trainer = tiny_trainer(tiny_config(tmp_path, steps=3), [])
+    readings = iter([0.0, 10.0, 10.0, 10.5, 11.0, 11.5])  # a slow first step, then 0.5 s
+    trainer.clock = lambda: next(readings)
+    loss = trainer.train_step()
+    assert "| ? tok/s |" in trainer.status(loss)
+    trainer.train_step(), trainer.train_step()
+    assert f"| {4 * 8 / 0.5 / 1000:.1f}k tok/s |" in trainer.status(loss)  # 4 x 8 tokens a step

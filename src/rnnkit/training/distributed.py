@@ -107,14 +107,16 @@ def average_gradients(
     return mean_loss, round(mean_tokens * world.size) if sharded else tokens
 
 
-def agree(world: World, elapsed: float, interrupted: bool) -> tuple[float, bool]:
-    """The longest elapsed time and whether any process was interrupted, on every process:
-    the schedule (which may depend on time) and the decision to stop must be the same."""
+def agree(world: World, elapsed: float, interrupted: bool, reserve: float = 0.0):
+    """(the longest elapsed time, whether any process was interrupted, the longest time held
+    back for the final evaluation) on every process: the schedule (which may depend on
+    time) and the decisions to evaluate and to stop must be the same."""
     if world.size == 1:
-        return elapsed, interrupted
-    both = torch.tensor([elapsed, float(interrupted)], dtype=torch.float64, device=_device())
-    dist.all_reduce(both, op=dist.ReduceOp.MAX)
-    return both[0].item(), bool(both[1].item())
+        return elapsed, interrupted, reserve
+    values = torch.tensor([elapsed, float(interrupted), reserve], dtype=torch.float64,
+                          device=_device())  # fmt: skip
+    dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    return values[0].item(), bool(values[1].item()), values[2].item()
 
 
 def share_from_main(world: World, value: float) -> float:

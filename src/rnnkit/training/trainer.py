@@ -37,12 +37,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
-from rnnkit.kernels import hardware
 from rnnkit.layers import detach_state
 from rnnkit.training import distributed
 from rnnkit.training.checkpoint import (  # noqa: F401  (MODEL_FILE and load_model are the tasks' too)
@@ -62,78 +61,21 @@ from rnnkit.training.checkpoint import (  # noqa: F401  (MODEL_FILE and load_mod
     restore_optimizer,
     save_tensors,
 )
+from rnnkit.training.options import (  # noqa: F401  (the tasks' too)
+    TrainConfig,
+    autocast,
+    limits_given,
+    pick_device,
+    precision_of,
+    use_bf16,
+)
 from rnnkit.training.progress import Progress, clock
 from rnnkit.training.schedule import lr_factor, make_optimizer
 
 METRICS_FILE = "metrics.jsonl"
+EVALS_PER_RUN = 10  # under --minutes, evaluate at least this often whatever the step rate
 # The trainer's own progress, saved in last.safetensors as JSON and restored as it was.
 PROGRESS = ("step", "tokens", "elapsed", "best", "plateau_scale", "bad_evals", "recent")
-
-
-@dataclass
-class TrainConfig:
-    """Settings shared by every task; a task's config extends this with its own defaults."""
-
-    optimizer: Literal["adamw", "sgd", "rmsprop"] = "adamw"  # update rule
-    lr: float = 3e-3  # peak learning rate
-    weight_decay: float = 0.01  # decoupled weight decay (AdamW), L2 penalty (SGD, RMSprop)
-    momentum: float = 0.9  # momentum of SGD and RMSprop
-    clip: float = 1.0  # clip the global gradient norm to this (0 turns clipping off)
-    schedule: Literal["cosine", "plateau", "constant"] = "cosine"  # learning-rate schedule
-    warmup: int = 50  # steps of linear warm-up from 0 to lr
-    min_lr: float = 0.05  # cosine ends at this fraction of lr
-    patience: int = 2  # plateau: evaluations without improvement before lr is cut
-    factor: float = 0.5  # plateau: multiply lr by this at each cut
-    steps: int = 0  # stop after this many steps (0: no limit)
-    epochs: float = 0.0  # stop after this many passes over the training data (0: no limit)
-    minutes: float = 0.0  # stop after this much training time (0: no limit)
-    eval_every: int = 200  # evaluate on validation every this many steps
-    checkpoint_every: int = 0  # also save last.safetensors every this many steps (0: at evals)
-    seed: int = 1  # seed for initialisation, dropout and sampling order
-    device: Literal["auto", "cpu", "cuda"] = "auto"  # where to train (auto: cuda if available)
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # bf16 or fp32 (auto: bf16 if native)
-    out: str = ""  # run directory (default: runs/<task>-<date>-<time>)
-
-
-LIMITS = ("steps", "epochs", "minutes")
-
-
-def limits_given(flags: dict) -> dict:
-    """``flags`` with the stopping limits the user gave replacing all of the task's default
-    ones: ``--minutes 5`` on a task whose default is three epochs trains five minutes."""
-    if not any(name in flags for name in LIMITS):
-        return flags
-    return {**dict.fromkeys(LIMITS, 0), **flags}
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but torch sees no CUDA device")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
-def precision_of(precision: str, device: torch.device) -> tuple[bool, str]:
-    """(bf16 or not, one line saying why): the user's ``--precision``, or for ``auto`` the
-    hardware's answer (:func:`rnnkit.kernels.hardware.default_precision`: bf16 where it is
-    native, 2-3x faster there, and float32 where it would be emulated)."""
-    if precision != "auto":
-        return precision == "bf16", f"{precision} (--precision {precision})"
-    chosen, why = hardware.default_precision(device)
-    return chosen == "bf16", why
-
-
-def use_bf16(precision: str, device: torch.device) -> bool:
-    """Whether a run of ``--precision precision`` computes in bf16 on ``device``."""
-    return precision_of(precision, device)[0]
-
-
-def autocast(device: torch.device, bf16: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
-
-
-# --- the training loop ---
 
 
 class NonFiniteLoss(RuntimeError):
@@ -176,6 +118,9 @@ class Trainer:
         self.progress = Progress(open(os.devnull, "w")) if quiet else progress or Progress()
         self.progress.line(f"precision {precision}")
         self.step, self.tokens, self.elapsed, self.carry = 0, 0, 0.0, None
+        self.reserve = 0.0  # seconds of the last evaluation, kept back for the final one
+        self.time_slot: int | None = None  # the share of --minutes the clock was in
+        self.rate = [0, 0.0, 0]  # tokens and seconds of this process's steps, steps counted
         self.best, self.plateau_scale, self.bad_evals = math.inf, 1.0, 0
         self.recent: list[float] = []  # training losses since the last evaluation
         self.interrupted = False
@@ -187,8 +132,8 @@ class Trainer:
             done.append(self.step / c.steps)
         if c.epochs:
             done.append(self.step / (c.epochs * self.task.steps_per_epoch))
-        if c.minutes:
-            done.append(self.elapsed / (60.0 * c.minutes))
+        if c.minutes:  # the final evaluation must fit in the limit too
+            done.append((self.elapsed + self.reserve) / (60.0 * c.minutes))
         return max(done)
 
     def train_step(self) -> float:
@@ -218,7 +163,9 @@ class Trainer:
         self.optimizer.step()
         self.carry = None if carry is None else detach_state(carry)
         self.step, self.tokens = self.step + 1, self.tokens + tokens
-        self.elapsed += self.clock() - start
+        seconds = self.clock() - start
+        self.elapsed += seconds
+        self._count_rate(tokens, seconds)
         self.recent.append(value)
         return value
 
@@ -245,7 +192,8 @@ class Trainer:
         metrics["val_loss"] = distributed.share_from_main(self.world, metrics["val_loss"])
         train_loss = sum(self.recent) / len(self.recent) if self.recent else None
         self.recent = []
-        self.elapsed += self.clock() - start
+        self.reserve = self.clock() - start
+        self.elapsed += self.reserve
         row = {
             "step": self.step,
             "tokens": self.tokens,
@@ -335,12 +283,21 @@ class Trainer:
         if self.world.rank == 0:
             keep_metrics_until(self.run_dir / METRICS_FILE, self.step)
 
+    def _count_rate(self, tokens: int, seconds: float) -> None:
+        """The rate the status line shows: this process's training steps only, from its
+        second step on (the first one also loads and warms up the kernels)."""
+        tokens_so_far, seconds_so_far, steps = self.rate
+        if steps:
+            tokens_so_far, seconds_so_far = tokens_so_far + tokens, seconds_so_far + seconds
+        self.rate = [tokens_so_far, seconds_so_far, steps + 1]
+
     def status(self, loss: float) -> str:
-        rate = self.tokens / max(self.elapsed, 1e-9)
+        rate = self.rate[0] / self.rate[1] if self.rate[1] > 0 else math.nan
         done = self.fraction_done()
         left = self.elapsed * (1 - done) / done if done > 0 else math.inf
         return (
-            f"step {self.step} | loss {loss:.3f} | {rate / 1000:.1f}k tok/s | "
+            f"step {self.step} | loss {loss:.3f} | "
+            f"{'?' if math.isnan(rate) else f'{rate / 1000:.1f}k'} tok/s | "
             f"{clock(self.elapsed)} elapsed, {clock(left) if left < 1e7 else '?'} left"
         )
 
@@ -362,10 +319,21 @@ class Trainer:
         finally:
             signal.signal(signal.SIGINT, previous)
 
+    def evaluation_due_by_time(self) -> bool:
+        """Under --minutes, whether the clock entered a new tenth of the limit since the last
+        call: a slow run evaluates ten times even if it never reaches --eval-every steps.
+        Read from the clock all processes agreed on, so they all decide alike."""
+        if not self.config.minutes:
+            return False
+        slot = int(self.elapsed * EVALS_PER_RUN / (60.0 * self.config.minutes))
+        due = self.time_slot is not None and slot > self.time_slot
+        self.time_slot = slot
+        return due
+
     def should_stop(self) -> bool:
         """A limit is reached or Ctrl-C was pressed (on any process: all stop together)."""
-        self.elapsed, self.interrupted = distributed.agree(
-            self.world, self.elapsed, self.interrupted
+        self.elapsed, self.interrupted, self.reserve = distributed.agree(
+            self.world, self.elapsed, self.interrupted, self.reserve
         )
         return self.interrupted or self.fraction_done() >= 1.0
 
@@ -374,9 +342,10 @@ class Trainer:
         every = self.config.checkpoint_every
         with self._ctrl_c_saves():
             while not self.should_stop():
+                by_time = self.evaluation_due_by_time()
                 loss = self.train_step()
                 self.progress.show(self.status(loss))
-                if self.step % self.config.eval_every == 0:
+                if by_time or self.step % self.config.eval_every == 0:
                     self.progress.line(self._eval_text(self.evaluate()))
                 elif every and self.step % every == 0:
                     self.save_last()
