@@ -3,6 +3,7 @@ of pyproject.toml, and the sizes a reader can finish (STYLE.md)."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -55,3 +56,19 @@ def test_each_level_imports_only_the_levels_below_it():
     )
     assert result.returncode == 0, result.stdout[-3000:]
     assert "2 kept, 0 broken" in result.stdout
+
+
+def functions(path: Path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            yield node.name, node.end_lineno - node.lineno + 1
+
+
+def test_files_and_functions_are_a_size_a_reader_can_finish():
+    """STYLE.md: files under about 400 lines, functions of 10 to 15 (none of 50 or more)."""
+    sources = sorted(SOURCE.rglob("*.py"))
+    assert len(sources) > 50  # the walk found the package
+    long_files = [(p.name, n) for p in sources if (n := len(p.read_text().splitlines())) > 400]
+    assert long_files == []
+    long_functions = [(p.name, f, n) for p in sources for f, n in functions(p) if n >= 50]
+    assert long_functions == []
