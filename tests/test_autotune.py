@@ -173,3 +173,18 @@ def test_torchs_bf16_lstm_without_native_bf16_is_refused_at_call(monkeypatch):
     with pytest.raises(ValueError, match="native bfloat16.*kernel='fused' or 'auto'"):
         layer(torch.randn(T, B, I))
     rnnkit.GRU(I, H, kernel="torch", precision="bf16")(torch.randn(T, B, I))  # autocast runs it
+
+
+def test_large_layers_are_timed_on_shorter_sequences():
+    assert autotune._steps(rnnkit.LSTM(I, H), B, grad=True) == autotune.STEPS
+    big = rnnkit.LSTM(1024, 1024, num_layers=2)
+    assert autotune._steps(big, 128, grad=True) == 4
+    assert autotune._steps(big, 16, grad=False) > autotune._steps(big, 16, grad=True)
+
+
+def test_measure_runs_lengths_batch_first_and_inference():
+    layer = rnnkit.GRU(I, H, batch_first=True, num_layers=2, bidirectional=True).eval()
+    with torch.no_grad():
+        seconds = autotune.measure(layer, ("fused", "torch"), B, True, False)
+    assert set(seconds) == {"fused", "torch"} and all(s > 0 for s in seconds.values())
+    assert all(p.grad is None for p in layer.parameters())

@@ -46,9 +46,11 @@ from rnnkit.kernels.compiled import cache_dir, library
 from rnnkit.kernels.hardware import amx_tiles, cpu_model, generic, mkl_products, native_bf16
 
 STEPS = 16  # length of the timed sequences: the ranking shows at a few steps already
-BUDGET = 0.4  # seconds of timed rounds per case, after one warm-up round
-ROUNDS = 5  # timed rounds at most; the median is kept
-WORK = 2e9  # multiply-adds of one timed call at most: longer sequences are cut shorter
+BUDGET = 0.6  # seconds of timed rounds per case, after one warm-up round
+ROUNDS = 5  # timed rounds at most (at least one); the median is kept
+# multiply-adds of one timed call (forward and backward) at most: larger layers are timed
+# on sequences cut shorter, down to 4 steps (at 50 G multiply-adds/s, a call of 80 ms)
+WORK = 4e9
 
 
 def enabled() -> bool:
@@ -200,12 +202,12 @@ def measure(layer, kernels, batch: int, lengths: bool, grad: bool) -> dict[str, 
     sequence of ``batch`` (with backward where ``grad``), timed in turn after a warm-up. The
     copies have their own parameters, and torch's random state is put back, so the user's
     model, its gradients and its random stream are as they were."""
-    steps = _steps(layer, batch)
+    steps = _steps(layer, batch, grad)
     with torch.random.fork_rng(devices=[]), torch.set_grad_enabled(grad):
         runs = _runnable({k: _call(_copy(layer, k), batch, steps, lengths, grad) for k in kernels})
         times = {kernel: [_seconds(run)] for kernel, run in runs.items()}
         first_round = sum(t[0] for t in times.values())
-        for _ in range(min(ROUNDS - 1, int(BUDGET / max(first_round, 1e-9)) - 1)):
+        for _ in range(min(ROUNDS, int(BUDGET / max(first_round, 1e-9))) - 1):
             for kernel, run in runs.items():
                 times[kernel].append(_seconds(run))
     return {kernel: statistics.median(t) for kernel, t in times.items()}
@@ -225,13 +227,13 @@ def _runnable(runs: dict) -> dict:
     return {kernel: run for kernel, run in runs.items() if kernel not in errors}
 
 
-def _steps(layer, batch: int) -> int:
+def _steps(layer, batch: int, grad: bool) -> int:
     """Steps of the timed sequence: :data:`STEPS`, fewer where one call would exceed
-    :data:`WORK` multiply-adds (the products dominate there, and their ranking shows in few)."""
-    cell = layer.cells[0]
-    gates = cell.weight_hh.shape[0]
+    :data:`WORK` multiply-adds (the products dominate there, and their ranking shows in few);
+    backward's two products per step count with forward's one."""
+    gates = layer.cells[0].weight_hh.shape[0]
     per_step = batch * gates * (layer.input_size + layer.hidden_size) * len(layer.cells)
-    return max(2, min(STEPS, int(WORK / (3 * per_step))))
+    return max(4, min(STEPS, int(WORK / ((3 if grad else 1) * per_step))))
 
 
 def _copy(layer, kernel: str):
