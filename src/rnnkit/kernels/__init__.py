@@ -14,9 +14,11 @@ bfloat16 matrix products; wherever the C code cannot be built, it is :func:`bptt
 ``tests/test_fused.py`` (the LSTM) and ``tests/test_fused_gru_rnn.py`` (the GRU and the
 Elman RNN) compare them.
 
-:func:`auto_kernel` picks the kernel a layer runs; what the machine offers (AMX tiles, MKL's
-packed products, native bfloat16) is asked of :mod:`rnnkit.kernels.hardware`, whose
-``RNNKIT_HARDWARE=generic`` switches all of it off.
+A layer's ``kernel="auto"`` runs the faster of its candidates as timed on the machine at
+hand (:mod:`rnnkit.kernels.autotune`); :func:`auto_kernel` is the fixed rule it falls back on
+where tuning is off. What the machine offers (AMX tiles, MKL's packed products, native
+bfloat16) is asked of :mod:`rnnkit.kernels.hardware`, whose ``RNNKIT_HARDWARE=generic``
+switches all of it off.
 
 Shape letters: T time, B batch, I input size, H hidden size.
 """
@@ -81,12 +83,15 @@ def fused_scan(cell, x: Tensor, state: State, mask: Tensor | None = None, revers
 
 
 def auto_kernel(cell, lengths: bool, bf16: bool, batch: int, grad: bool = True) -> str:
-    """The kernel a layer's ``kernel="auto"`` runs: ``"fused"`` or ``"torch"``; ``grad``
-    says whether the call records a graph for backward (False: inference).
+    """The kernel a layer's ``kernel="auto"`` runs where the autotuner does not time them
+    (``RNNKIT_AUTOTUNE=0``, or while torch.compile traces): ``"fused"`` or ``"torch"``;
+    ``grad`` says whether the call records a graph for backward (False: inference).
 
-    Measured on an Intel CPU with AMX tiles, with ``benchmarks/train_speed.py`` (training
-    steps at (B, T, H) = (32, 100, 128), (64, 128, 256), (64, 128, 512), one thread on CPU
-    time and two on wall time, 2026-11-26, docs/benchmarks.md); other CPUs may rank them
+    Written from timings on an Intel CPU with AMX tiles (on an AMD EPYC the plain LSTM's
+    fused training ran at about half torch's speed, issue #22), with
+    ``benchmarks/train_speed.py`` (training steps at (B, T, H) = (32, 100, 128),
+    (64, 128, 256), (64, 128, 512), one thread on CPU time and two on wall time,
+    2026-11-26, docs/benchmarks.md); other CPUs may rank them
     otherwise:
     - the peephole LSTM has no torch kernel;
     - with lengths, torch's packed path is several times slower than its dense one, and
