@@ -279,13 +279,15 @@ def kept_run(tmp_path, name, **extra):
     return run, json.loads((run / "test.json").read_text())
 
 
-def test_a_baseline_is_kept_when_the_rnn_is_worse_and_classify_uses_it(tmp_path, capsys):
+def test_the_baselines_are_kept_when_the_rnn_is_worse_and_classify_uses_them(tmp_path, capsys):
     run, result = kept_run(tmp_path, "auto")
     val = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert val["val_accuracy"] < val["val_nblr_accuracy"] == 1.0  # the untrained rnn is worse
     assert (
-        result["model"] in ("nblr", "ensemble") and "validation accuracy" in result["model_reason"]
+        result["model"] in ("tfidf", "nblr", "ensemble") and "validation" in result["model_reason"]
     )
+    members = json.loads((run / "selection.json").read_text())["ensemble"]
+    assert members == ["tfidf", "nblr"]  # the rnn, below both on validation, is left out
     assert result["test_accuracy"] == result[f"test_{result['model']}_accuracy"] == 1.0
     assert result["test_rnn_accuracy"] < 1.0  # reported beside
     _, probs = classify.scored(run, ["a superb and moving film", "dull and flat"])

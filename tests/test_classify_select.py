@@ -56,12 +56,21 @@ def test_the_rnn_is_kept_when_it_is_better_on_validation():
     assert select.choose(probs, LABELS)[0] == "rnn"
 
 
-def test_a_tie_goes_by_the_order_of_preference_and_says_so():
-    probs = {name: onehot([0, 1, 1, 0, 1]) for name in select.CANDIDATES}
-    model, why = select.choose(probs, LABELS)
-    assert model == select.PREFERENCE[0] == "ensemble"
-    assert "tied with nblr, tfidf, rnn" in why
-    assert select.choose({k: probs[k] for k in ("rnn", "tfidf")}, LABELS)[0] == "tfidf"
+def test_the_ensemble_is_kept_unless_beaten_by_more_than_its_standard_error():
+    labels = [0, 1] * 50  # 100 texts
+    right = lambda n: onehot(labels[:n] + [1 - y for y in labels[n:]])  # noqa: E731
+    probs = {"rnn": right(70), "tfidf": right(84), "nblr": right(80), "ensemble": right(80)}
+    assert select.standard_error(0.8, 100) == pytest.approx(0.04)
+    model, why = select.choose(probs, labels)  # 84 against 80: within 0.04
+    assert model == "ensemble" and "standard error 0.0400" in why
+    probs["tfidf"] = right(85)  # 85 against 80: above it
+    assert select.choose(probs, labels)[0] == "tfidf"
+
+
+def test_without_baselines_a_tie_goes_by_the_order_of_preference():
+    probs = {name: onehot([0, 1, 1, 0, 1]) for name in ("rnn", "tfidf")}
+    assert select.choose(probs, LABELS)[0] == "tfidf"
+    assert select.choose({"rnn": probs["rnn"]}, LABELS)[0] == "rnn"
 
 
 def test_a_model_asked_for_is_kept_whatever_validation_says():
