@@ -103,8 +103,8 @@ def section(rows: list[str], command: str, when: str, load: float, cpu: str) -> 
             "macro-F1. *default*: the model the run keeps (`model=auto`: chosen on the "
             "validation part among the recurrent model, TF-IDF + LR, NB-LR and their "
             "*ensemble*, the mean of their probabilities; *kept* says which); *rnn*: the "
-            "recurrent model alone (its best weights by validation loss); *target*: the default's accuracy at least "
-            "the better of TF-IDF + LR and NB-LR minus 0.5 points.",
+            "recurrent model alone (its best weights by validation loss); *target*: the "
+            "default's accuracy at least the better of TF-IDF + LR and NB-LR minus 0.5 points.",
             "",
             "| set | seed | test texts | kept | default | rnn | TF-IDF + LR | NB-LR | ensemble "
             "| target | s |",
