@@ -85,6 +85,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="0.2 minutes, 500 scenes")
     args = parser.parse_args()
     heap.keep_freed_blocks()  # as rnnkit train does
+    torch.set_num_threads(args.threads)  # as rnnkit train does with --threads
     minutes = 0.2 if args.quick else args.minutes
     root = Path(args.out)
     print(

@@ -123,6 +123,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="0.2 minutes, 2,000 numbers")
     args = parser.parse_args()
     heap.keep_freed_blocks()  # as rnnkit train does
+    torch.set_num_threads(args.threads)  # as rnnkit train does with --threads
     minutes, count = (0.2, 2000) if args.quick else (args.minutes, args.numbers)
     root = Path(args.out)
     print(

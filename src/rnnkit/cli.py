@@ -197,6 +197,8 @@ def run_train(args) -> int:
         config = resumed_config(module, args.resume, flags)
     else:
         config = configuration.from_dict(module.Config, flags)
+    if getattr(config, "threads", 0):  # process-wide, so the command's to set
+        torch.set_num_threads(config.threads)
     trainer = module.train(config, resume=bool(args.resume))
     unit = " nats/char" if args.task == "charlm" else ""
     if trainer.world.rank == 0:  # under torchrun, one process reports for all

@@ -295,8 +295,6 @@ def train(config: Config, resume: bool = False, progress=None) -> Trainer:
     """Train (or with ``resume``, continue) the run in ``config.out``; score its test split."""
     run_dir = Path(config.out or Path("runs") / f"{NAME}-{time.strftime('%Y%m%d-%H%M%S')}")
     config.out = str(run_dir)
-    if config.threads:
-        torch.set_num_threads(config.threads)
     train_set, val_set, test_set = splits(config)
     if config.features:
         config.feature_size = int(train_set.features.shape[1])

@@ -213,8 +213,6 @@ def train(config: Config, resume: bool = False, progress=None) -> Trainer:
     """Train (or with ``resume``, continue) the run in ``config.out``; score its test part."""
     run_dir = Path(config.out or default_run_dir(NAME))
     config.out = str(run_dir)
-    if config.threads:
-        torch.set_num_threads(config.threads)
     features, labels, parts = prepare(config)
     if resume:
         labels = read_json(run_dir / "labels.json", list)

@@ -226,8 +226,6 @@ def train(config: Config, resume: bool = False, progress=None) -> Trainer:
     """Train (or with ``resume``, continue) the run in ``config.out``; return the trainer."""
     run_dir = Path(config.out or default_run_dir(NAME))
     config.out = str(run_dir)
-    if config.threads:
-        torch.set_num_threads(config.threads)
     vocabs = load_vocabs(run_dir) if resume else None
     data = prepare(config, vocabs)
     lengths = [(len(s), len(t) + 1) for s, t in data.train]  # targets with <eos> (or <sos>)
