@@ -138,16 +138,25 @@ def test_bad_model_settings_say_what_was_expected():
 
 def test_match_scores_on_answers_known_in_advance():
     four = [["cuatro", "tres", "dos", "uno"], ["nueve", "ocho", "siete", "seis"]]
-    assert tr.match_scores(four, four, "word") == {"exact": 1.0, "bleu": pytest.approx(100.0)}
+    perfect = {"exact": 1.0, "bleu": pytest.approx(100.0), "chrf": pytest.approx(100.0)}
+    assert tr.match_scores(four, four, "word") == perfect
     other = [["a", "b", "c", "d"], ["e", "f", "g", "h"]]
-    assert tr.match_scores(other, four, "word") == {"exact": 0.0, "bleu": 0.0}
+    disjoint = tr.match_scores(other, four, "word")
+    assert disjoint["exact"] == disjoint["bleu"] == 0.0 and disjoint["chrf"] < 10
     half = tr.match_scores([four[0], four[1][:3] + ["cero"]], four, "word")
-    assert half["exact"] == 0.5 and 0 < half["bleu"] < 100
+    assert half["exact"] == 0.5 and 0 < half["bleu"] < 100 and 0 < half["chrf"] < 100
     letters = [list("dos uno"), list("tres")]
-    assert tr.match_scores(letters, letters, "char") == {"exact": 1.0, "bleu": pytest.approx(100.0)}
-    # BLEU counts 1- to 4-grams: a corpus with no 4-gram scores 0 however right it is
+    assert tr.match_scores(letters, letters, "char") == perfect
+    # BLEU counts 1- to 4-grams: a corpus with no 4-gram scores 0 however right it is; chrF
+    # (character n-grams) does not
     short = [["dos", "uno"]]
-    assert tr.match_scores(short, short, "word") == {"exact": 1.0, "bleu": 0.0}
+    assert tr.match_scores(short, short, "word") == {**perfect, "bleu": 0.0}
+
+
+def test_one_token_share_finds_an_output_of_commas():
+    assert tr.one_token_share([[","] * 15, [",", ",", "jesús"]]) == (17 / 18, ",")
+    assert tr.one_token_share([["dos", "uno"], ["tres"]])[0] == pytest.approx(1 / 3)
+    assert tr.one_token_share([[], []]) == (0.0, "")
 
 
 NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -186,6 +195,10 @@ def test_a_tiny_run_trains_translates_and_evaluates(tmp_path, capsys):
     tr.train(config)
     err = capsys.readouterr().err
     assert f"{data}:51: no tab" in err and f"{data}:52: empty source" in err
+    test = json.loads((run / "test.json").read_text())
+    assert test["pairs"] == 10 and test["beam"] == 5 and 0 <= test["chrf"] <= 100
+    assert test["copy_source_exact"] == 0 and f"test: BLEU {test['bleu']:.1f}" in err
+    assert 0 < test["one_token_share"] <= 1
     assert "training pairs; padding in length-bucketed batches" in err
     saved = json.loads((run / "config.json").read_text())
     assert saved["task"] == "translate" and saved["attention"] == "luong"

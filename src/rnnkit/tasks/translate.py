@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from rnnkit.data.files import write_json
 from rnnkit.data.pairs import (
     EOS,
     PAD,
@@ -78,6 +80,7 @@ class Config(TrainConfig):
     length_penalty: float = 1.0  # beam search ranks by log p / length ** this
     max_output: int = 0  # decoding stops after this many tokens (0: 2 x source + 10)
     val_pairs: int = 1000  # validation pairs decoded greedily at each evaluation (0: all)
+    test_pairs: int = 1000  # test pairs decoded with --beam for test.json (0: all)
     precision: Literal["auto", "fp32", "bf16"] = "fp32"  # fp32: exact masking comparisons
     threads: int = 0  # CPU threads for torch (0: torch's default; 1 is fastest on a busy machine)
     lr: float = 3e-3  # peak learning rate
@@ -170,7 +173,7 @@ def translate_ids(
 
 
 def match_scores(hypotheses: list[list[str]], references: list[list[str]], level: str) -> dict:
-    """Exact match (whole token sequence) and corpus BLEU (sacrebleu, on joined text)."""
+    """Exact match (whole token sequence), corpus BLEU and chrF (sacrebleu, on joined text)."""
     import sacrebleu
 
     exact = sum(h == r for h, r in zip(hypotheses, references, strict=True))
@@ -179,7 +182,39 @@ def match_scores(hypotheses: list[list[str]], references: list[list[str]], level
     bleu = sacrebleu.corpus_bleu(
         hyp_text, [ref_text], tokenize="char" if level == "char" else "13a"
     )
-    return {"exact": exact / max(len(references), 1), "bleu": bleu.score}
+    chrf = sacrebleu.corpus_chrf(hyp_text, [ref_text])
+    return {"exact": exact / max(len(references), 1), "bleu": bleu.score, "chrf": chrf.score}
+
+
+def one_token_share(hypotheses: list[list[str]]) -> tuple[float, str]:
+    """The share of all output tokens taken by the commonest one, and that token: near 1 when
+    a model has learned only to repeat one token (",,,,,,")."""
+    counts = Counter(token for h in hypotheses for token in h)
+    if not counts:
+        return 0.0, ""
+    token, count = counts.most_common(1)[0]
+    return count / sum(counts.values()), token
+
+
+def test_report(model, data: Data, config: Config) -> dict:
+    """The best model's scores on the test split (--beam), and beside them the classical floor
+    of translation: the source sentence copied as it is; a warning when the output is mostly
+    one token."""
+    pairs = data.test[: config.test_pairs] if config.test_pairs else data.test
+    encoded = encode_pairs(pairs, data.source_vocab, data.target_vocab)
+    result = {"pairs": len(pairs), "beam": config.beam, **score_pairs(model, encoded)}
+    search = search_for(config.beam, config.length_penalty)
+    ids = translate_ids(model, [s for s, _ in encoded], search, config.max_output)
+    hypotheses = [data.target_vocab.decode(h) for h in ids]
+    result.update(match_scores(hypotheses, [t for _, t in pairs], config.tokens))
+    copied = match_scores([s for s, _ in pairs], [t for _, t in pairs], config.tokens)
+    result.update({f"copy_source_{k}": v for k, v in copied.items()})
+    share, token = one_token_share(hypotheses)
+    result["one_token_share"] = share
+    if share > 0.5:
+        say(f"warning: {share:.0%} of the test output is the token {token!r}: the model has "
+            "not learned to translate yet (train longer, or with more data)")  # fmt: skip
+    return result
 
 
 def decoded_scores(model, pairs, target_vocab: TokenVocab, config: Config, beam: int) -> dict:
@@ -239,7 +274,13 @@ def train(config: Config, resume: bool = False, progress=None) -> Trainer:
         configuration.save(config, run_dir / "config.json", task=NAME)
         data.source_vocab.save(run_dir / "source_vocab.json")
         data.target_vocab.save(run_dir / "target_vocab.json")
-    trainer.fit()
+    if trainer.fit() == "done" and trainer.world.rank == 0 and data.test:
+        load_model(trainer.model, run_dir / MODEL_FILE)
+        result = test_report(trainer.model.eval(), data, config)
+        write_json(run_dir / "test.json", result, indent=2)
+        say(f"test: BLEU {result['bleu']:.1f}, chrF {result['chrf']:.1f} "
+            f"(the source copied: BLEU {result['copy_source_bleu']:.1f}, "
+            f"chrF {result['copy_source_chrf']:.1f})")  # fmt: skip
     return trainer
 
 

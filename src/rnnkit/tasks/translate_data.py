@@ -37,6 +37,7 @@ class Data:
     target_vocab: TokenVocab
     train: list[tuple[list[int], list[int]]]  # (source ids, target ids), no <sos>/<eos>
     val: list[tuple[list[int], list[int]]]
+    test: list[tuple[list[str], list[str]]]  # (source tokens, target tokens): test.json's
 
 
 def say(text: str) -> None:
@@ -86,6 +87,7 @@ def prepare(config: Config, vocabs: tuple[TokenVocab, TokenVocab] | None = None)
         target_vocab,
         encode_pairs(train, source_vocab, target_vocab),
         encode_pairs(val, source_vocab, target_vocab),
+        tokenized(config, splits.test),
     )
 
 
