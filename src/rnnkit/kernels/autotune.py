@@ -29,11 +29,11 @@ Shape letters: T time, B batch, I input size, H hidden size.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import importlib.metadata
 import json
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -47,7 +47,12 @@ from rnnkit.kernels.hardware import amx_tiles, cpu_model, generic, mkl_products,
 
 STEPS = 16  # length of the timed sequences: the ranking shows at a few steps already
 BUDGET = 0.6  # seconds of timed rounds per case, after one warm-up round
-ROUNDS = 5  # timed rounds at most (at least one); the median is kept
+# timed rounds at most (at least one). The fastest round of each kernel is kept, not the
+# median: on a machine shared with other jobs the noise only ever adds time (preempted
+# threads, OpenMP barriers waiting for them), so the minimum is the steadiest estimate of
+# what the kernel costs, as Python's timeit advises; the median of five still followed
+# the load there (a GRU case flipped between runs on a loaded EPYC).
+ROUNDS = 5
 # multiply-adds of one timed call (forward and backward) at most: larger layers are timed
 # on sequences cut shorter, down to 4 steps (at 50 G multiply-adds/s, a call of 80 ms)
 WORK = 4e9
@@ -125,13 +130,19 @@ def case_key(layer, lengths: bool, batch: int, grad: bool) -> str:
 
 
 def machine() -> dict:
-    """What the choices depend on besides the case: a change here starts a new cache file."""
+    """What the choices depend on besides the case: a change here starts a new cache file.
+    Asked once per hardware mode (``RNNKIT_HARDWARE``), not at every call."""
+    return _machine(generic())
+
+
+@functools.cache
+def _machine(generic_mode: bool) -> dict:
     try:
         version = importlib.metadata.version("rnnkit")
     except importlib.metadata.PackageNotFoundError:
         version = "unknown"
     hardware = {
-        "generic": generic(),
+        "generic": generic_mode,
         "native_bf16": native_bf16("cpu"),
         "amx_tiles": amx_tiles(),
         "mkl_products": mkl_products(),
@@ -143,6 +154,19 @@ def machine() -> dict:
 def cache_file(identity: dict) -> Path:
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     return cache_dir() / f"autotune-{digest}.json"
+
+
+_places: dict = {}  # (hardware mode, cache variables) -> (machine, its cache file)
+
+
+def place() -> tuple[dict, Path]:
+    """This machine's identity and cache file, worked out once per hardware mode and cache
+    directory (each call of a layer asks)."""
+    where = (generic(), *(os.environ.get(name) for name in ("RNNKIT_CACHE", "XDG_CACHE_HOME")))
+    if where not in _places:
+        identity = machine()
+        _places[where] = identity, cache_file(identity)
+    return _places[where]
 
 
 def read_choices(path: Path, identity: dict) -> dict:
@@ -183,8 +207,7 @@ class Tuner:
     def choose(self, layer, lengths, batch, grad, options, force: bool = False) -> dict:
         """``{"kernel": the choice, "seconds": each candidate's time}`` for this case: as
         remembered, else (or with ``force``) timed now and remembered."""
-        identity = machine()
-        path = cache_file(identity)
+        identity, path = place()
         if path not in self.memo:
             self.memo[path] = read_choices(path, identity)
         key = case_key(layer, lengths, batch, grad)
@@ -198,7 +221,7 @@ class Tuner:
 
 
 def measure(layer, kernels, batch: int, lengths: bool, grad: bool) -> dict[str, float]:
-    """Median seconds of one call of a copy of ``layer`` under each kernel, on a short random
+    """Fewest seconds of one call of a copy of ``layer`` under each kernel, on a short random
     sequence of ``batch`` (with backward where ``grad``), timed in turn after a warm-up. The
     copies have their own parameters, and torch's random state is put back, so the user's
     model, its gradients and its random stream are as they were."""
@@ -210,7 +233,7 @@ def measure(layer, kernels, batch: int, lengths: bool, grad: bool) -> dict[str, 
         for _ in range(min(ROUNDS, int(BUDGET / max(first_round, 1e-9))) - 1):
             for kernel, run in runs.items():
                 times[kernel].append(_seconds(run))
-    return {kernel: statistics.median(t) for kernel, t in times.items()}
+    return {kernel: min(t) for kernel, t in times.items()}
 
 
 def _runnable(runs: dict) -> dict:
