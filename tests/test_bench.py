@@ -9,6 +9,7 @@ import pytest
 
 from rnnkit.kernels import autotune, hardware
 from rnnkit.tools import bench
+from rnnkit.tools.bench_report import TORCH_LSTM
 
 TINY = bench.Plan(
     sizes=((2, 3, 8),),
@@ -66,6 +67,9 @@ def test_speed_rows_name_the_kernel_auto_ran(result):
     for section in ("training", "bf16", "inference"):
         for row in result[section]:
             assert row["kernel"] in ("fused", "torch"), (section, row)
+    for row in result["length"] + result["memory"]:
+        expected = (None,) if row["cell"] == TORCH_LSTM else ("fused", "torch")
+        assert row["kernel"] in expected, row
     peephole = [row["kernel"] for row in result["training"] if row["cell"] == "peephole"]
     assert set(peephole) == {"fused"}
 

@@ -249,8 +249,9 @@ def length_rows(plan: Plan) -> tuple[list[dict], str]:
             continue
         per_token = {T: seconds[T] / (batch * T * calls[T]) for T in plan.lengths}
         best = min(per_token.values())
+        kernel = None if cell == TORCH_LSTM else layer._kernel_name(None, batch)
         for T in plan.lengths:
-            row = dict(cell=cell, batch=batch, hidden=hidden, length=T)
+            row = dict(cell=cell, batch=batch, hidden=hidden, length=T, kernel=kernel)
             rows.append(dict(row, us_per_token=per_token[T] * 1e6, relative=per_token[T] / best))
     return rows, "; ".join(notes)
 
@@ -278,6 +279,7 @@ def _memory_rows(plan: Plan) -> tuple[list[dict], str]:
             notes.append(f"{cell}: {type(error).__name__}: {error}")
             continue
         row = dict(cell=cell, batch=batch, length=length, hidden=hidden)
+        row["kernel"] = ours._kernel_name(None, batch)
         row.update(peak_mb=peak["rnnkit"] / 2**20, torch_peak_mb=peak["torch.nn"] / 2**20)
         rows.append(dict(row, memory_ratio=peak["rnnkit"] / max(peak["torch.nn"], 1)))
     return rows, "; ".join(notes)

@@ -44,8 +44,8 @@ COLUMNS = {
     "inference": f"{SIZE} kernel peer tokens_per_s peer_tokens_per_s ratio",
     "streaming": "cell hidden token_us vector_us torch_us torch_default_threads_us "
     "torch_one_thread_us ratio_token ratio_vector",
-    "length": "cell batch hidden length us_per_token relative",
-    "memory": f"{SIZE} peak_mb torch_peak_mb memory_ratio",
+    "length": "cell kernel batch hidden length us_per_token relative",
+    "memory": f"{SIZE} kernel peak_mb torch_peak_mb memory_ratio",
     "targets": "target met worst",
     "tune": "cell precision mode batch hidden fused_ms torch_ms kernel",
 }
