@@ -207,7 +207,7 @@ def test_baselines_in_the_run_are_last_value_and_last_season(tmp_path):
     config = tiny_config(tmp_path, period=3)
     prepared = forecast.prepare(config)
     model = forecast.Forecaster(1, 1, config).eval()
-    made = forecast.test_forecasts(model, prepared, config)
+    made = forecast.test_forecasts(model, prepared, config, forecast.fit_ets(prepared))
     origin, values = prepared.origins["test"][0], prepared.series.values[:, 0]
     assert made["naive"][0, :, 0].tolist() == [values[origin - 1]] * 4
     season = values[origin - 3 : origin]

@@ -13,9 +13,13 @@ With ``relative`` the window is read relative to its last value and the forecast
 back to it, so the network sees the same numbers at any level of a trending series (the
 mean-shift half of RevIN, Kim et al. 2022, with the training scaler's spread kept).
 
-After training, the best model and two baselines forecast the same test windows (naive: the
-last value; seasonal naive: the last season, of a period given or detected), each scored by
-MAE, RMSE, MASE and sMAPE (:mod:`rnnkit.tasks.forecast_metrics`); the run holds
+After training, the best model and three baselines forecast the same test windows (naive: the
+last value; seasonal naive: the last season, of a period given or detected; exponential
+smoothing of the form of lowest AIC, fitted on the training part,
+:mod:`rnnkit.tasks.forecast_ets`), each scored by MAE, RMSE, MASE and sMAPE
+(:mod:`rnnkit.tasks.forecast_metrics`). The run keeps the recurrent model, the smoothing or
+their mean, whichever forecasts the validation part best (``--model``), and saves the
+smoothing's form and parameters in ``ets.json`` with the choice; it holds
 ``test_metrics.json`` and ``forecast.png``. ``rnnkit forecast RUN --data new.csv --horizon 12``
 forecasts from the end of a file and writes a CSV.
 
@@ -45,9 +49,11 @@ from rnnkit.data.series import (
     write_forecast,
 )
 from rnnkit.scan import map_state
+from rnnkit.tasks import forecast_ets as ets
 from rnnkit.tasks import forecast_metrics as metrics
 from rnnkit.tasks import run_config
 from rnnkit.tasks.forecast_data import Prepared, batch_at, prepare, windows
+from rnnkit.tasks.forecast_plot import plot_forecast
 from rnnkit.training import config as configuration
 from rnnkit.training.trainer import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
@@ -78,6 +84,7 @@ class Config(TrainConfig):
     warmup: int = 20  # steps of linear warm-up from 0 to lr
     minutes: float = 1.0  # stop after this much training time (0: no limit)
     eval_every: int = 100  # evaluate on validation every this many steps
+    model: Literal["auto", "rnn", "ets", "ensemble"] = "auto"  # kept (auto: best on validation)
 
 
 class Forecaster(nn.Module):
@@ -220,24 +227,60 @@ def save_series_state(run_dir: Path, prepared: Prepared) -> None:
 
 
 @torch.no_grad()
-def test_forecasts(model: Forecaster, prepared: Prepared, config: Config) -> dict:
-    """Model, naive and seasonal naive forecasts of every test window, in the series'
-    units, each (K, H, Ct); and the actual values."""
+def model_forecasts(model: Forecaster, prepared: Prepared, config: Config, part: str):
+    """The recurrent model's forecasts of a part's windows, in the series' units, (K, H, Ct)."""
+    inputs, _ = windows(prepared, prepared.origins[part], config)
+    predicted = forecast(model, inputs.to(model.head.weight.device), config.horizon).cpu()
+    targets = list(range(prepared.targets))
+    return prepared.scaler.inverse(predicted.numpy().transpose(1, 0, 2), targets)
+
+
+def actual_values(prepared: Prepared, part: str, horizon: int) -> np.ndarray:
+    """The values each window of a part forecasts, (K, H, Ct)."""
+    origins = prepared.origins[part]
+    return prepared.series.values[origins[:, None] + np.arange(horizon), : prepared.targets]
+
+
+def fit_ets(prepared: Prepared) -> list[dict]:
+    """One exponential smoothing per target column, fitted on the training part."""
+    train = prepared.series.values[: prepared.bounds[0]]
+    return [ets.fit(train[:, c], prepared.period) for c in range(prepared.targets)]
+
+
+def ets_forecasts(specs: list[dict], prepared: Prepared, part: str, horizon: int):
+    values = prepared.series.values[:, : prepared.targets]
+    return ets.forecasts(specs, values, prepared.origins[part], horizon)  # (K, H, Ct)
+
+
+def choose(model: Forecaster, prepared: Prepared, config: Config, specs: list[dict]) -> dict:
+    """Validation MAE of the recurrent model, the smoothing and their mean; the one kept."""
+    rnn = model_forecasts(model, prepared, config, "val")
+    smoothed = ets_forecasts(specs, prepared, "val", config.horizon)
+    actual = actual_values(prepared, "val", config.horizon)
+    candidates = {"rnn": rnn, "ets": smoothed, "ensemble": (rnn + smoothed) / 2}
+    val_mae = {name: metrics.mae(actual, f) for name, f in candidates.items()}
+    kept, reason = ets.choose(val_mae, config.model)
+    return {"kept": kept, "reason": reason, "validation_mae": val_mae}
+
+
+def test_forecasts(model: Forecaster, prepared: Prepared, config: Config, specs: list[dict]):
+    """Model, smoothing, their mean, naive and seasonal naive forecasts of every test window,
+    in the series' units, each (K, H, Ct); and the actual values."""
     origins = prepared.origins["test"]
-    inputs, _ = windows(prepared, origins, config)
     if origins.min() < prepared.period:
         raise SeriesError(
             f"{prepared.series.name}: seasonal naive needs a full season ({prepared.period} "
             f"rows) before the first test window, which starts at row {origins.min() + 1}"
         )
-    predicted = forecast(model, inputs.to(model.head.weight.device), config.horizon).cpu()
-    targets = list(range(prepared.targets))
-    raw = prepared.series.values[:, targets]  # (N, Ct)
-    steps = np.arange(config.horizon)
+    raw = prepared.series.values[:, : prepared.targets]  # (N, Ct)
     history = raw[origins[:, None] + np.arange(-prepared.period, 0)].transpose(0, 2, 1)
+    rnn = model_forecasts(model, prepared, config, "test")
+    smoothed = ets_forecasts(specs, prepared, "test", config.horizon)
     return {
-        "actual": raw[origins[:, None] + steps],  # (K, H, Ct)
-        "model": prepared.scaler.inverse(predicted.numpy().transpose(1, 0, 2), targets),
+        "actual": actual_values(prepared, "test", config.horizon),
+        "model": rnn,
+        "ets": smoothed,
+        "ensemble": (rnn + smoothed) / 2,
         "naive": metrics.naive(history, config.horizon).transpose(0, 2, 1),
         "seasonal_naive": metrics.seasonal_naive(
             history, config.horizon, prepared.period
@@ -251,12 +294,19 @@ def score_forecasts(forecasts: dict, prepared: Prepared) -> dict:
 
 
 def test(run_dir: Path, prepared: Prepared) -> dict:
-    """Score the best model of a run and the baselines on the test windows; draw a plot."""
+    """Fit the smoothing, choose on validation, save both in ``ets.json``; score the best
+    model of a run, the smoothing and the baselines on the test windows; draw a plot."""
     config, _, model = load_run(run_dir, "cpu")
-    forecasts = test_forecasts(model, prepared, config)
+    specs = fit_ets(prepared)
+    choice = {**choose(model, prepared, config, specs), "ets": [ets.describe(s) for s in specs]}
+    write_json(run_dir / "ets.json", {"kept": choice["kept"], "columns": specs}, indent=2)
+    forecasts = test_forecasts(model, prepared, config, specs)
     plot_forecast(run_dir / "forecast.png", prepared, forecasts, config)
+    scores = score_forecasts(forecasts, prepared)
     return {
-        **score_forecasts(forecasts, prepared),
+        **scores,
+        "kept": scores[KEPT_SCORES[choice["kept"]]],
+        "choice": choice,
         "period": prepared.period,
         "windows": len(prepared.origins["test"]),
         "horizon": config.horizon,
@@ -264,29 +314,7 @@ def test(run_dir: Path, prepared: Prepared) -> dict:
     }
 
 
-def plot_forecast(path: Path, prepared: Prepared, forecasts: dict, config: Config) -> None:
-    """The last test window: history, actual values, and each forecast, first target."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    origin, H = int(prepared.origins["test"][-1]), config.horizon
-    start = max(0, origin - max(config.input_window, 3 * H))
-    dates = prepared.series.dates
-    x = dates if dates else list(range(len(prepared.series)))
-    fig, ax = plt.subplots(figsize=(9, 4))
-    values = prepared.series.values[:, 0]
-    ax.plot(x[start:origin], values[start:origin], color="black", label="history")
-    after = slice(origin - 1, origin + H)  # from the last known value, so the lines join
-    ax.plot(x[after], values[after], color="black", ls=":", label="actual")
-    for name, style in (("model", "-"), ("naive", "--"), ("seasonal_naive", "-.")):
-        ax.plot(x[origin : origin + H], forecasts[name][-1, :, 0], ls=style, label=name)
-    ax.set(title=f"{prepared.series.name}: {prepared.series.columns[0]}, last test window")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+KEPT_SCORES = {"rnn": "model", "ets": "ets", "ensemble": "ensemble"}  # kept -> its scores
 
 
 # --- using a trained run ---
@@ -308,7 +336,8 @@ def evaluate(run_dir: Path, data: str, device: str = "cpu") -> dict:
     config, state, model = load_run(run_dir, device)
     prepared = prepare(config, data, Scaler.from_dict(state["scaler"]))
     prepared.period = state["period"]
-    scores = score_forecasts(test_forecasts(model, prepared, config), prepared)
+    specs = read_json(Path(run_dir) / "ets.json")["columns"]
+    scores = score_forecasts(test_forecasts(model, prepared, config, specs), prepared)
     flat = {f"{name}_{k}": v for name, m in scores.items() for k, v in m.items()}
     return {**flat, "windows": len(prepared.origins["test"])}
 
@@ -316,11 +345,29 @@ def evaluate(run_dir: Path, data: str, device: str = "cpu") -> dict:
 @torch.no_grad()
 def predict(run_dir: Path, data: str, horizon: int = 0, out: str = "", device: str = "cpu"):
     """Forecast ``horizon`` steps (default: the trained one) after the last row of ``data``
-    and write them as CSV to ``out`` (default ``forecast.csv`` in the run); return the path
-    and the rows written."""
+    with the forecaster the run kept, and write them as CSV to ``out`` (default
+    ``forecast.csv`` in the run); return the path and the rows written. The smoothing is
+    re-filtered over the whole of ``data`` with the run's parameters."""
     config, state, model = load_run(run_dir, device)
-    series = load_series(data, config.date)
-    series = series.select(state["columns"])
+    series = load_series(data, config.date).select(state["columns"])
+    horizon = horizon or config.horizon
+    saved = read_json(Path(run_dir) / "ets.json")
+    values = series.values[:, : state["targets"]]
+    if saved["kept"] != "rnn":
+        smoothed = ets.forecasts(saved["columns"], values, [len(series)], horizon)[0]  # (H, Ct)
+    if saved["kept"] == "ets":
+        predicted = smoothed
+    else:
+        predicted = rnn_predict(model, series, state, config, horizon, data)
+        if saved["kept"] == "ensemble":
+            predicted = (predicted + smoothed) / 2
+    labels = future_dates(series.dates, horizon) if series.dates else None
+    path = Path(out or Path(run_dir) / "forecast.csv")
+    return path, write_forecast(path, series, predicted, labels)
+
+
+def rnn_predict(model: Forecaster, series, state: dict, config: Config, horizon: int, data):
+    """The recurrent model's (horizon, Ct) forecast after the last row of ``series``."""
     if len(series) < config.input_window:
         raise SeriesError(
             f"{data}: {len(series)} rows, too few for one window: the run reads the last "
@@ -330,8 +377,4 @@ def predict(run_dir: Path, data: str, horizon: int = 0, out: str = "", device: s
     window = torch.tensor(scaler.transform(series.values[-config.input_window :]))
     window = window.float()[:, None].to(model.head.weight.device)  # (W, 1, C)
     targets = list(range(state["targets"]))
-    horizon = horizon or config.horizon
-    predicted = scaler.inverse(forecast(model, window, horizon)[:, 0].cpu().numpy(), targets)
-    labels = future_dates(series.dates, horizon) if series.dates else None
-    rows = write_forecast(out or Path(run_dir) / "forecast.csv", series, predicted, labels)
-    return Path(out or Path(run_dir) / "forecast.csv"), rows
+    return scaler.inverse(forecast(model, window, horizon)[:, 0].cpu().numpy(), targets)

@@ -143,9 +143,12 @@ def table(result: dict) -> str:
         f"{result['series']}, seasonal period {result['period']}",
         f"{'':16}{'MAE':>10}{'RMSE':>10}{'MASE':>8}{'sMAPE %':>9}",
     ]
-    for name in ("model", "naive", "seasonal_naive"):
+    for name in ("model", "ets", "ensemble", "naive", "seasonal_naive"):
         m = result[name]
         lines.append(f"{name:16}{m['mae']:10.4g}{m['rmse']:10.4g}{m['mase']:8.3f}{m['smape']:9.3f}")
+    choice = result["choice"]
+    lines.append(f"ets: {'; '.join(choice['ets'])}")
+    lines.append(f"kept: {choice['kept']} ({choice['reason']})")
     return "\n".join(lines)
 
 
