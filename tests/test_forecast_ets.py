@@ -125,3 +125,13 @@ def test_the_run_names_the_kept_model_and_predicts_with_the_saved_smoothing(tmp_
     assert written == pytest.approx(expected, rel=1e-4)
     scores = forecast.evaluate(run, config.data)
     assert scores["ets_mae"] == pytest.approx(result["ets"]["mae"], rel=1e-6)
+
+
+def test_a_run_without_ets_json_keeps_its_recurrent_model(tmp_path):
+    config = tiny_config(tmp_path, model="ets")
+    forecast.train(config, progress=Progress(io.StringIO()))
+    run = tmp_path / "run"
+    (run / "ets.json").unlink()
+    path, rows = forecast.predict(run, config.data)
+    assert len(rows) == config.horizon
+    assert forecast.evaluate(run, config.data)["ets_mae"] > 0

@@ -336,10 +336,18 @@ def evaluate(run_dir: Path, data: str, device: str = "cpu") -> dict:
     config, state, model = load_run(run_dir, device)
     prepared = prepare(config, data, Scaler.from_dict(state["scaler"]))
     prepared.period = state["period"]
-    specs = read_json(Path(run_dir) / "ets.json")["columns"]
+    saved = saved_ets(run_dir)
+    specs = saved["columns"] if saved["columns"] else fit_ets(prepared)
     scores = score_forecasts(test_forecasts(model, prepared, config, specs), prepared)
     flat = {f"{name}_{k}": v for name, m in scores.items() for k, v in m.items()}
     return {**flat, "windows": len(prepared.origins["test"])}
+
+
+def saved_ets(run_dir: Path) -> dict:
+    """The run's ``ets.json``: the forecaster kept and the smoothing of each target column;
+    a run from before the smoothing has none and keeps its recurrent model."""
+    path = Path(run_dir) / "ets.json"
+    return read_json(path) if path.exists() else {"kept": "rnn", "columns": []}
 
 
 @torch.no_grad()
@@ -351,7 +359,7 @@ def predict(run_dir: Path, data: str, horizon: int = 0, out: str = "", device: s
     config, state, model = load_run(run_dir, device)
     series = load_series(data, config.date).select(state["columns"])
     horizon = horizon or config.horizon
-    saved = read_json(Path(run_dir) / "ets.json")
+    saved = saved_ets(run_dir)
     values = series.values[:, : state["targets"]]
     if saved["kept"] != "rnn":
         smoothed = ets.forecasts(saved["columns"], values, [len(series)], horizon)[0]  # (H, Ct)
