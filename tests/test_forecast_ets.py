@@ -23,7 +23,7 @@ def seasonal(rows: int = 120, noise: float = 0.05) -> np.ndarray:
     return (10 + 0.1 * t) * (1 + 0.2 * np.sin(2 * np.pi * t / 12)) + noise * rng.normal(size=rows)
 
 
-@pytest.mark.parametrize("index", range(6))
+@pytest.mark.parametrize("index", range(9))
 def test_recursions_equal_statsmodels_with_the_same_parameters(index):
     from statsmodels.tsa.holtwinters import ExponentialSmoothing
 
@@ -46,7 +46,9 @@ def test_recursions_equal_statsmodels_with_the_same_parameters(index):
     )
     fixed = dict(smoothing_level=spec["alpha"])
     if form["trend"]:
-        fixed.update(smoothing_trend=spec["beta"], damping_trend=spec["phi"])
+        fixed["smoothing_trend"] = spec["beta"]
+    if form["damped"]:
+        fixed["damping_trend"] = spec["phi"]
     if form["seasonal"]:
         fixed["smoothing_seasonal"] = spec["gamma"]
     with warnings.catch_warnings():
@@ -64,7 +66,11 @@ def test_forms_skip_a_multiplicative_season_below_zero_and_a_short_series():
     assert {f["seasonal"] for f in ets.forms(y, 12)} == {None, "add", "mul"}
     assert {f["seasonal"] for f in ets.forms(y - 20, 12)} == {None, "add"}
     assert {f["seasonal"] for f in ets.forms(y[:20], 12)} == {None}
-    assert {f["trend"] for f in ets.forms(y, 1)} == {None, "add"}
+    assert [(f["trend"], f["damped"]) for f in ets.forms(y, 1)] == [
+        (None, False),
+        ("add", False),
+        ("add", True),
+    ]
 
 
 def test_ets_beats_naive_and_seasonal_naive_on_a_clean_seasonal_series():

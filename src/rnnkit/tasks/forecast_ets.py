@@ -2,8 +2,8 @@
 between it and the recurrent model.
 
 :func:`fit` fits statsmodels' Holt-Winters ``ExponentialSmoothing`` on the training part in a
-few forms (no trend or an additive damped trend; no season, an additive one, or, for a
-positive series, a multiplicative one) and keeps the form of lowest AIC (Hyndman &
+few forms (no trend, an additive trend or a damped one; no season, an additive one, or,
+for a positive series, a multiplicative one) and keeps the form of lowest AIC (Hyndman &
 Athanasopoulos, "Forecasting: Principles and Practice", sections 8.3, 8.6 and 7.5). The form,
 smoothing parameters and initial states are plain numbers, saved as JSON.
 
@@ -28,14 +28,16 @@ KEPT = ("rnn", "ets", "ensemble")  # the forecasters a run may keep
 
 
 def forms(train: np.ndarray, period: int) -> list[dict]:
-    """The candidate forms: damped trend or none, times no, additive or multiplicative season
-    (a season only with two full ones in the training part; multiplicative only if positive)."""
+    """The candidate forms: no, additive or damped trend, times no, additive or multiplicative
+    season (a season only with two full ones in the training part; multiplicative only if
+    positive)."""
     seasons = [None]
     if period > 1 and len(train) >= 2 * period:
         seasons += ["add", "mul"] if np.min(train) > 0 else ["add"]
+    trends = [(None, False), ("add", False), ("add", True)]  # (trend, damped)
     return [
-        {"trend": trend, "damped": trend is not None, "seasonal": season}
-        for trend in (None, "add")
+        {"trend": trend, "damped": damped, "seasonal": season}
+        for trend, damped in trends
         for season in seasons
     ]
 
@@ -147,6 +149,6 @@ def choose(val_mae: dict, wanted: str = "auto") -> tuple[str, str]:
 
 def describe(spec: dict) -> str:
     """'damped trend, mul season 12' and the like."""
-    trend = "damped trend" if spec["trend"] else "no trend"
+    trend = ("damped trend" if spec["damped"] else "trend") if spec["trend"] else "no trend"
     season = f"{spec['seasonal']} season {spec['period']}" if spec["seasonal"] else "no season"
     return f"{trend}, {season}"
