@@ -8,12 +8,12 @@ import warnings
 
 import numpy as np
 import pytest
+from test_forecast import series_csv, tiny_config  # tests/test_forecast.py
 
 from rnnkit.tasks import forecast
 from rnnkit.tasks import forecast_ets as ets
 from rnnkit.tasks import forecast_metrics as metrics
 from rnnkit.training.trainer import Progress
-from tests.test_forecast import series_csv, tiny_config
 
 
 def seasonal(rows: int = 120, noise: float = 0.05) -> np.ndarray:
