@@ -15,10 +15,10 @@ bfloat16 matrix products; wherever the C code cannot be built, it is :func:`bptt
 Elman RNN) compare them.
 
 A layer's ``kernel="auto"`` runs the faster of its candidates as timed on the machine at
-hand (:mod:`rnnkit.kernels.autotune`); :func:`auto_kernel` is the fixed rule it falls back on
-where tuning is off. What the machine offers (AMX tiles, MKL's packed products, native
-bfloat16) is asked of :mod:`rnnkit.kernels.hardware`, whose ``RNNKIT_HARDWARE=generic``
-switches all of it off.
+hand (:mod:`rnnkit.kernels.autotune`, which also holds :func:`auto_kernel`, the fixed rule
+it falls back on where tuning is off). What the machine offers (AMX tiles, MKL's packed
+products, native bfloat16) is asked of :mod:`rnnkit.kernels.hardware`, whose
+``RNNKIT_HARDWARE=generic`` switches all of it off.
 
 Shape letters: T time, B batch, I input size, H hidden size.
 """
@@ -29,10 +29,10 @@ from torch import Tensor
 
 from rnnkit.cells import GRUCell, LSTMCell, RNNCell, State
 from rnnkit.kernels import gru_fused, lstm_fused, rnn_fused
-from rnnkit.kernels.common import check_sequence, tiles_run
+from rnnkit.kernels.autotune import auto_kernel
+from rnnkit.kernels.common import check_sequence
 from rnnkit.kernels.gru_bptt import GRUBPTT
 from rnnkit.kernels.gru_fused import GRUFused
-from rnnkit.kernels.hardware import native_bf16
 from rnnkit.kernels.lstm_bptt import LSTMBPTT
 from rnnkit.kernels.lstm_fused import LSTMFused
 from rnnkit.kernels.rnn_bptt import RNNBPTT
@@ -80,49 +80,3 @@ def fused_scan(cell, x: Tensor, state: State, mask: Tensor | None = None, revers
         if isinstance(cell, cell_type):
             return module.fused_scan(cell, x, state, mask, reverse, low_precision=low_precision)
     return bptt_scan(cell, x, state, mask, reverse)  # says which cells it runs
-
-
-def auto_kernel(cell, lengths: bool, bf16: bool, batch: int, grad: bool = True) -> str:
-    """The kernel a layer's ``kernel="auto"`` runs where the autotuner does not time them
-    (``RNNKIT_AUTOTUNE=0``, or while torch.compile traces): ``"fused"`` or ``"torch"``;
-    ``grad`` says whether the call records a graph for backward (False: inference).
-
-    Written from timings on an Intel CPU with AMX tiles (on an AMD EPYC the plain LSTM's
-    fused training ran at about half torch's speed, issue #22), with
-    ``benchmarks/train_speed.py`` (training steps at (B, T, H) = (32, 100, 128),
-    (64, 128, 256), (64, 128, 512), one thread on CPU time and two on wall time,
-    2026-11-26, docs/benchmarks.md); other CPUs may rank them
-    otherwise:
-    - the peephole LSTM has no torch kernel;
-    - with lengths, torch's packed path is several times slower than its dense one, and
-      the fused path is 3-8x faster than it for every cell;
-    - the GRU and the Elman RNN: the fused path is faster than torch's kernel at every size,
-      in float32 (1.15-1.3x on one thread, 1.2-1.6x on two) and in bf16, where torch has no
-      bfloat16 kernel for them and autocast casts op by op (1.4-4x);
-    - the plain LSTM in float32: fused from hidden 256 (1.2x of torch's kernel on one
-      thread, 1.3-1.4x on two); below, torch's kernel (fused 0.98x on one thread, 0.8x on
-      two);
-    - the plain LSTM in bf16: fused where its products run on AMX tiles with the loops in C
-      (0.94-1.13x of torch's oneDNN kernel on one thread, 1.2-1.4x on two, where the tiles
-      split the batch over the threads); elsewhere torch's oneDNN kernel, far faster than
-      the fused path's per-step oneDNN calls from Python, but only where the CPU has native
-      bfloat16 (:func:`rnnkit.kernels.hardware.native_bf16`): without it oneDNN builds no
-      bfloat16 LSTM (an AVX2 CPU refuses), and the fused path runs;
-    - inference in float32 (``rnnkit bench``'s inference steps, three runs, 2026-11-27, with
-      the loops over time in C): the plain LSTM runs torch's kernel at every size (the fused
-      forward 0.79-0.88x of it at hidden 128, 0.88-0.97x at 256, 0.93-1.03x at 512: it writes
-      the states and activations that backward would read); the GRU and the RNN stay fused
-      (1.29-1.52x and 1.25-1.49x).
-    The fused path runs in C on the CPU only: elsewhere (CUDA) torch's kernels keep every
-    case they can run.
-    """
-    if isinstance(cell, LSTMCell) and cell.peephole:
-        return "fused"
-    if cell.weight_hh.device.type != "cpu":
-        return "torch"
-    if lengths or isinstance(cell, GRUCell | RNNCell):
-        return "fused"
-    if bf16:
-        on_tiles = tiles_run(batch, 4 * cell.hidden_size, cell.hidden_size)
-        return "torch" if native_bf16("cpu") and not on_tiles else "fused"
-    return "fused" if grad and cell.hidden_size >= 256 else "torch"

@@ -18,7 +18,7 @@ A case is what changes the ranking: the cell (nonlinearity and peephole included
 not, training (a graph recorded) or inference, lengths or not, the batch, input and hidden
 sizes rounded up to powers of two, layers, directions, torch's threads, device and dtype.
 
-``RNNKIT_AUTOTUNE=0`` turns the timing off: :func:`rnnkit.kernels.auto_kernel`'s rule, written
+``RNNKIT_AUTOTUNE=0`` turns the timing off: :func:`auto_kernel`, a rule written
 from one machine's timings, decides, deterministically (the tests run so). A kernel the
 user names (``"loop"``, ``"bptt"``, ``"fused"``, ``"torch"``) always runs, after a check that
 this machine can run it.
@@ -40,8 +40,9 @@ from pathlib import Path
 
 import torch
 
-from rnnkit.cells import GRUCell, LSTMCell
-from rnnkit.kernels import auto_kernel, torch_fused
+from rnnkit.cells import GRUCell, LSTMCell, RNNCell
+from rnnkit.kernels import torch_fused
+from rnnkit.kernels.common import tiles_run
 from rnnkit.kernels.compiled import cache_dir, library
 from rnnkit.kernels.hardware import amx_tiles, cpu_model, generic, mkl_products, native_bf16
 
@@ -110,6 +111,52 @@ def kernel_for(layer, lengths: bool, batch: int, grad: bool) -> str:
     if not enabled() or torch.compiler.is_compiling():
         return auto_kernel(layer.cells[0], lengths, bf16, batch, grad)
     return TUNER.choose(layer, lengths, batch, grad, options)["kernel"]
+
+
+def auto_kernel(cell, lengths: bool, bf16: bool, batch: int, grad: bool = True) -> str:
+    """The kernel a layer's ``kernel="auto"`` runs where the autotuner does not time them
+    (``RNNKIT_AUTOTUNE=0``, or while torch.compile traces): ``"fused"`` or ``"torch"``;
+    ``grad`` says whether the call records a graph for backward (False: inference).
+
+    Written from timings on an Intel CPU with AMX tiles (on an AMD EPYC the plain LSTM's
+    fused training ran at about half torch's speed, issue #22), with
+    ``benchmarks/train_speed.py`` (training steps at (B, T, H) = (32, 100, 128),
+    (64, 128, 256), (64, 128, 512), one thread on CPU time and two on wall time,
+    2026-11-26, docs/benchmarks.md); other CPUs may rank them
+    otherwise:
+    - the peephole LSTM has no torch kernel;
+    - with lengths, torch's packed path is several times slower than its dense one, and
+      the fused path is 3-8x faster than it for every cell;
+    - the GRU and the Elman RNN: the fused path is faster than torch's kernel at every size,
+      in float32 (1.15-1.3x on one thread, 1.2-1.6x on two) and in bf16, where torch has no
+      bfloat16 kernel for them and autocast casts op by op (1.4-4x);
+    - the plain LSTM in float32: fused from hidden 256 (1.2x of torch's kernel on one
+      thread, 1.3-1.4x on two); below, torch's kernel (fused 0.98x on one thread, 0.8x on
+      two);
+    - the plain LSTM in bf16: fused where its products run on AMX tiles with the loops in C
+      (0.94-1.13x of torch's oneDNN kernel on one thread, 1.2-1.4x on two, where the tiles
+      split the batch over the threads); elsewhere torch's oneDNN kernel, far faster than
+      the fused path's per-step oneDNN calls from Python, but only where the CPU has native
+      bfloat16 (:func:`rnnkit.kernels.hardware.native_bf16`): without it oneDNN builds no
+      bfloat16 LSTM (an AVX2 CPU refuses), and the fused path runs;
+    - inference in float32 (``rnnkit bench``'s inference steps, three runs, 2026-11-27, with
+      the loops over time in C): the plain LSTM runs torch's kernel at every size (the fused
+      forward 0.79-0.88x of it at hidden 128, 0.88-0.97x at 256, 0.93-1.03x at 512: it writes
+      the states and activations that backward would read); the GRU and the RNN stay fused
+      (1.29-1.52x and 1.25-1.49x).
+    The fused path runs in C on the CPU only: elsewhere (CUDA) torch's kernels keep every
+    case they can run.
+    """
+    if isinstance(cell, LSTMCell) and cell.peephole:
+        return "fused"
+    if cell.weight_hh.device.type != "cpu":
+        return "torch"
+    if lengths or isinstance(cell, GRUCell | RNNCell):
+        return "fused"
+    if bf16:
+        on_tiles = tiles_run(batch, 4 * cell.hidden_size, cell.hidden_size)
+        return "torch" if native_bf16("cpu") and not on_tiles else "fused"
+    return "fused" if grad and cell.hidden_size >= 256 else "torch"
 
 
 def bucket(n: int) -> int:
