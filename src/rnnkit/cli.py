@@ -193,10 +193,8 @@ def run_train(args) -> int:
     module = load_task(args.task)
     heap.keep_freed_blocks()  # the command's own process: each step reuses the last one's memory
     flags = limits_given(configuration.given(args, module.Config))
-    if args.resume:
-        config = resumed_config(module, args.resume, flags)
-    else:
-        config = configuration.from_dict(module.Config, flags)
+    resumed = args.resume and resumed_config(module, args.resume, flags)
+    config = resumed or configuration.from_dict(module.Config, flags)
     if getattr(config, "threads", 0):  # process-wide, so the command's to set
         torch.set_num_threads(config.threads)
     trainer = module.train(config, resume=bool(args.resume))
