@@ -21,8 +21,8 @@ Kernels (``kernel=``): ``"loop"`` is autograd over the Python loop in :mod:`rnnk
 :mod:`rnnkit.kernels`; ``"fused"`` is that BPTT with the gate math of each step in one pass
 of C (:mod:`rnnkit.kernels.lstm_fused`, ``gru_fused``, ``rnn_fused``); ``"torch"`` runs
 torch's fused kernel (standard cells only). ``"auto"`` picks ``"fused"`` or ``"torch"`` by
-the cell, lengths, precision, batch and whether the call records a graph, as measured on the
-CPU; the choices and their timings are :func:`rnnkit.kernels.auto_kernel`'s.
+timing both on the machine at hand the first time a case is met (cell, sizes, lengths,
+precision, whether the call records a graph), :mod:`rnnkit.kernels.autotune`.
 
 Precision: ``"fp32"`` computes in the layer's dtype. ``"bf16"`` (float32 layers) keeps
 float32 weights, outputs and states and runs the matrix products in bfloat16: on
