@@ -361,18 +361,31 @@ def test_a_run_says_its_precision_and_why(tmp_path, monkeypatch):
 
 
 def test_a_minutes_run_evaluates_by_the_clock_and_its_final_evaluation_fits_the_limit(tmp_path):
-    """A run too slow to reach --eval-every still evaluates about ten times in --minutes, and
-    stops early enough for its last evaluation to end within the limit (a clock that
-    advances one second a reading: one second a step, one an evaluation)."""
-    config = tiny_config(tmp_path, steps=0, minutes=1.0, eval_every=1000)
-    trainer = tiny_trainer(config, [])
-    readings = iter(range(10**6))
-    trainer.clock = lambda: float(next(readings))
-    assert trainer.fit() == "done"
-    elapsed = [r["elapsed"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")]
-    assert 9 <= len(elapsed) <= 11 and elapsed[-1] == 60.0  # the limit, not past it
-    gaps = [b - a for a, b in zip([0.0, *elapsed[:-1]], elapsed, strict=True)]
-    assert max(gaps) <= 8  # a tenth of the limit (6 s), the step and the evaluation
+    """A run too slow to reach --eval-every still evaluates several times in --minutes, every
+    tenth of the limit or ten evaluations' time, whichever is longer, and stops early enough
+    for its last evaluation to end within the limit (a clock that advances one second a
+    reading: a step takes one second, an evaluation ``cost`` seconds)."""
+    # (minutes, cost, evaluations, seconds apart): a tenth of 120 s; ten evaluations of 2 s
+    for minutes, cost, count, gap in ((2.0, 1, 10, 12), (1.0, 2, 3, 20)):
+        config = tiny_config(tmp_path / str(cost), steps=0, minutes=minutes, eval_every=1000)
+        trainer = tiny_trainer(config, [])
+        readings = iter(range(10**6))
+        trainer.clock = lambda readings=readings: float(next(readings))
+        evaluate = trainer.task.evaluate
+
+        def slow_evaluation(model, evaluate=evaluate, readings=readings, cost=cost):
+            for _ in range(cost - 1):
+                next(readings)
+            return evaluate(model)
+
+        trainer.task.evaluate = slow_evaluation
+        assert trainer.fit() == "done"
+        run = tmp_path / str(cost) / "run"
+        elapsed = [r["elapsed"] for r in read_metrics(run / "metrics.jsonl")]
+        assert count - 1 <= len(elapsed) <= count + 1, elapsed
+        assert 60 * minutes - 1 <= elapsed[-1] <= 60 * minutes  # the limit, not past it
+        gaps = [b - a for a, b in zip(elapsed[:-2], elapsed[1:-1], strict=True)]
+        assert all(gap <= g <= gap + 1 + cost for g in gaps), gaps
 
 
 def test_the_rate_counts_training_steps_from_the_second_on(tmp_path):

@@ -73,7 +73,8 @@ from rnnkit.training.progress import Progress, clock
 from rnnkit.training.schedule import lr_factor, make_optimizer
 
 METRICS_FILE = "metrics.jsonl"
-EVALS_PER_RUN = 10  # under --minutes, evaluate at least this often whatever the step rate
+EVALS_PER_RUN = 10  # under --minutes, evaluate up to this often whatever the step rate...
+EVAL_SHARE = 0.1  # ... as long as evaluations take at most this share of the time
 # The trainer's own progress, saved in last.safetensors as JSON and restored as it was.
 PROGRESS = ("step", "tokens", "elapsed", "best", "plateau_scale", "bad_evals", "recent")
 
@@ -119,7 +120,7 @@ class Trainer:
         self.progress.line(f"precision {precision}")
         self.step, self.tokens, self.elapsed, self.carry = 0, 0, 0.0, None
         self.reserve = 0.0  # seconds of the last evaluation, kept back for the final one
-        self.time_slot: int | None = None  # the share of --minutes the clock was in
+        self.time_evaluated: float | None = None  # the clock at the last evaluation by time
         self.rate = [0, 0.0, 0]  # tokens and seconds of this process's steps, steps counted
         self.best, self.plateau_scale, self.bad_evals = math.inf, 1.0, 0
         self.recent: list[float] = []  # training losses since the last evaluation
@@ -320,14 +321,18 @@ class Trainer:
             signal.signal(signal.SIGINT, previous)
 
     def evaluation_due_by_time(self) -> bool:
-        """Under --minutes, whether the clock entered a new tenth of the limit since the last
-        call: a slow run evaluates ten times even if it never reaches --eval-every steps.
+        """Under --minutes, whether a tenth of the limit has passed since the last evaluation
+        by time (or ten evaluations' time, if longer): a slow run evaluates several times even
+        if it never reaches --eval-every steps, and evaluating takes at most a tenth of it.
         Read from the clock all processes agreed on, so they all decide alike."""
         if not self.config.minutes:
             return False
-        slot = int(self.elapsed * EVALS_PER_RUN / (60.0 * self.config.minutes))
-        due = self.time_slot is not None and slot > self.time_slot
-        self.time_slot = slot
+        interval = max(60.0 * self.config.minutes / EVALS_PER_RUN, self.reserve / EVAL_SHARE)
+        if self.time_evaluated is None:
+            self.time_evaluated = self.elapsed
+        due = self.elapsed - self.time_evaluated >= interval
+        if due:
+            self.time_evaluated = self.elapsed
         return due
 
     def should_stop(self) -> bool:
