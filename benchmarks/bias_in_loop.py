@@ -18,7 +18,7 @@ import argparse
 
 import torch
 
-from rnnkit.kernels.common import addresses, mkl_products
+from rnnkit.kernels.common import mkl_products
 from rnnkit.kernels.compiled import library
 from rnnkit.kernels.lstm_fused import mkl_scratch
 from rnnkit.tools import timing
@@ -39,11 +39,13 @@ def cases(steps: int, batch: int, hidden: int) -> dict:
     packed, scratch = mkl_scratch(batch, 4 * hidden, hidden), torch.empty(batch, 4 * hidden)
 
     def loop(b):
-        arrays = (gates, b, weight_hh, packed, scratch, h_prev_seq, c_prev_seq, c_new_seq)
-        arrays += (None, None, None, None, output)
-
-        def run():  # holds the arrays: C gets only their addresses
-            library().lstm_forward_mkl(steps, batch, hidden, 0, *addresses(arrays))
+        def run():
+            library().lstm_forward_mkl(
+                steps=steps, batch=batch, hidden=hidden, reverse=0, gates=gates, bias=b,
+                w_hh=weight_hh, packed=packed, rec=scratch, h_prev_seq=h_prev_seq,
+                c_prev_seq=c_prev_seq, c_new_seq=c_new_seq, p_i=None, p_f=None, p_o=None,
+                mask=None, out=output,
+            )  # fmt: skip
 
         return run
 

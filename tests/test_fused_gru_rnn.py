@@ -3,9 +3,9 @@ fallback, and bf16; one set of tests for the three kinds: the GRU, the RNN with 
 the RNN with relu (``rnnkit.kernels.gru_fused`` and ``rnnkit.kernels.rnn_fused``).
 
 - fused_scan equals rnnkit.scan.scan: outputs, final states and every gradient (inputs,
-  weights, biases, h0), in float64 (1e-10) and float32 (1e-5, plus 1e-6 relative: relu's
-  unbounded values reach tens), with and without masks and bias, in both directions;
-  gradcheck of each Function in float64;
+  weights, biases, h0), in float32 (1e-5, plus 1e-6 relative: relu's unbounded values
+  reach tens), with and without masks and bias, in both directions; float64 runs the Python
+  BPTT (the C code is float32 only) and equals scan to 1e-10;
 - stacked and bidirectional layers with lengths equal the Python loop;
 - a step large enough to be split over OpenMP threads, and plain torch.mm in place of the
   packed-weight per-step products (MKL; in bf16 AMX tiles or oneDNN), give the same answers;
@@ -30,9 +30,7 @@ import torch
 import rnnkit
 from rnnkit.cells import GRUCell, RNNCell
 from rnnkit.kernels import common, compiled, fused_scan, gru_fused, hardware, lstm_fused, rnn_fused
-from rnnkit.kernels.gru_fused import GRUFused
 from rnnkit.kernels.lstm_fused import applies
-from rnnkit.kernels.rnn_fused import RNNFused
 from rnnkit.scan import scan
 
 T, B, I, H = 5, 4, 3, 6
@@ -68,17 +66,11 @@ class Kind:
             return rnnkit.GRU(I, hidden, **options)
         return rnnkit.RNN(I, hidden, nonlinearity=self.nonlinearity, **options)
 
-    def apply(self, x, w_ih, w_hh, b_ih, b_hh, h0, mask, reverse):
-        if self.nonlinearity is None:
-            return GRUFused.apply(x, w_ih, w_hh, b_ih, b_hh, h0, mask, reverse, False)
-        args = (h0, mask, self.nonlinearity, reverse, False)
-        return RNNFused.apply(x, w_ih, w_hh, b_ih, b_hh, *args)
-
 
 KINDS = {
-    "gru": Kind("gru", gru_fused, "gru_forward_f64", 0.7),
-    "rnn_tanh": Kind("rnn_tanh", rnn_fused, "rnn_forward_f64", 0.4, "tanh"),
-    "rnn_relu": Kind("rnn_relu", rnn_fused, "rnn_forward_f64", 0.4, "relu"),
+    "gru": Kind("gru", gru_fused, "gru_forward", 0.7),
+    "rnn_tanh": Kind("rnn_tanh", rnn_fused, "rnn_forward", 0.4, "tanh"),
+    "rnn_relu": Kind("rnn_relu", rnn_fused, "rnn_forward", 0.4, "relu"),
 }
 
 
@@ -123,7 +115,7 @@ def test_the_c_path_is_built_here(kind):
     """The other tests compare the C path only if it runs: with a compiler, it must build."""
     assert compiled.library() is not None
     assert hasattr(compiled.library(), kind.symbol)
-    assert applies(torch.zeros(1, dtype=torch.float64))
+    assert applies(torch.zeros(1)) and not applies(torch.zeros(1, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -138,28 +130,16 @@ def test_fused_equals_scan(kind, dtype, bias, masked, reverse):
     assert_all_close(ours, theirs, TOLERANCE[dtype])
 
 
-@pytest.mark.parametrize("reverse", [False, True])
-def test_gradcheck(kind, reverse):
-    cell = kind.cell().double()
-    x, h0, mask = make_inputs(torch.float64, masked=True)
-    w_ih, w_hh, b_ih, b_hh = [p.detach().requires_grad_() for p in cell.parameters()]
-
-    def function(x, h0, w_ih, w_hh, b_ih, b_hh):
-        return kind.apply(x, w_ih, w_hh, b_ih, b_hh, h0, mask, reverse)
-
-    assert torch.autograd.gradcheck(function, (x, h0, w_ih, w_hh, b_ih, b_hh))
-
-
 def test_fused_equals_scan_on_a_step_split_over_threads(kind):
     """B x H at the C code's threshold (8192 units), so a step is shared by OpenMP threads."""
-    cell = kind.cell(128, spread=kind.spread / 2.5).double()
+    cell = kind.cell(128, spread=kind.spread / 2.5).float()
     torch.manual_seed(0)
-    x = torch.randn(3, 64, I, dtype=torch.float64, requires_grad=True)
-    h0 = torch.randn(64, 128, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(3, 64, I, requires_grad=True)
+    h0 = torch.randn(64, 128, requires_grad=True)
     mask = torch.arange(3)[:, None] < torch.randint(1, 4, (64,))[None, :]  # (T, B)
     ours = run(fused_scan, cell, x, h0, mask, True)
     theirs = run(scan, cell, x, h0, mask, True)
-    assert_all_close(ours, theirs, TOLERANCE[torch.float64])
+    assert_all_close(ours, theirs, 1e-4)  # float32 weight gradients of tens, summed over 64 rows
 
 
 @pytest.mark.parametrize("packed", [True, False])

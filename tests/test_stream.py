@@ -209,7 +209,7 @@ def test_the_returned_output_is_the_buffer_and_the_state_is_a_copy(compiled):
 
 def test_build_failure_falls_back_to_the_torch_path(monkeypatch, tmp_path):
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
-    monkeypatch.setenv("RNNKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("RNNKIT_CACHE", str(tmp_path / "cache"))
     with pytest.warns(RuntimeWarning, match="torch path"):
         assert step_c.library() is None
     layer, embedding = make_layer("gru"), nn.Embedding(V, I)
@@ -224,11 +224,12 @@ def test_build_failure_falls_back_to_the_torch_path(monkeypatch, tmp_path):
 def test_a_fresh_cache_builds_and_then_reuses_the_library(monkeypatch, tmp_path):
     if step_c.library() is None:
         pytest.skip("no C compiler")
-    monkeypatch.setenv("RNNKIT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("RNNKIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(step_c.compiled, "_cache", {})
     assert step_c.library() is not None
-    built = list(tmp_path.glob("step-*.so"))
+    built = list(tmp_path.glob("rnnkit-*.so"))  # one library for all of kernels/csrc
     assert len(built) == 1
-    step_c._load.cache_clear()
+    monkeypatch.setattr(step_c.compiled, "_cache", {})
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))  # not needed any more
     assert step_c.library() is not None
     assert list(tmp_path.glob("*")) == built  # no leftover partial files

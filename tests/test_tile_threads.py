@@ -64,13 +64,13 @@ def results(layer, x, lengths):
 def test_set_num_threads_reaches_the_split(threads):
     lib = compiled.library()
     torch.set_num_threads(2)
-    assert lib.bf16_tile_threads(64) == 2
-    assert lib.bf16_tile_threads(16) == 1  # one tile of rows: nothing to split
+    assert lib.bf16_tile_threads(batch=64) == 2
+    assert lib.bf16_tile_threads(batch=16) == 1  # one tile of rows: nothing to split
     torch.set_num_threads(3)
-    assert lib.bf16_tile_threads(48) == 3
-    assert lib.bf16_tile_threads(32) == 2  # no more threads than tiles of rows
+    assert lib.bf16_tile_threads(batch=48) == 3
+    assert lib.bf16_tile_threads(batch=32) == 2  # no more threads than tiles of rows
     torch.set_num_threads(1)
-    assert lib.bf16_tile_threads(64) == 1
+    assert lib.bf16_tile_threads(batch=64) == 1
 
 
 @needs_tiles
@@ -85,7 +85,7 @@ def test_threads_give_the_results_of_one_thread(threads, cell, bias, with_length
     runs = {}
     for count in (1, 2, 3):
         torch.set_num_threads(count)
-        assert compiled.library().bf16_tile_threads(B) == count
+        assert compiled.library().bf16_tile_threads(batch=B) == count
         runs[count] = results(layer, x, lengths)
     n_states = 2 if cell in ("lstm", "peephole") else 1
     for count in (2, 3):

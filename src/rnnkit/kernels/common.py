@@ -129,7 +129,9 @@ def tile_weight(weight: Tensor, batch: int, low_precision: bool) -> Tensor | Non
     if PACK_IN_C and weight.dtype == torch.float32 and weight.device.type == "cpu":
         packed = torch.empty(n // 16, k // 32, 16, 16, 2, dtype=torch.bfloat16)
         rows, cols = weight.stride()  # W_hh.t() is packed from W_hh itself, no copy
-        library().bf16_pack_tiles(n, k, weight.data_ptr(), rows, cols, packed.data_ptr())
+        library().bf16_pack_tiles(
+            n=n, k=k, src=weight, row_stride=rows, col_stride=cols, packed=packed
+        )
         return packed
     weight = weight.detach().to(torch.bfloat16).contiguous()
     # packed[nb, kb, r, j, i] = weight[16 nb + j, 32 kb + 2 r + i] (csrc/tiles.c)
@@ -150,21 +152,17 @@ def tile_product(weight: Tensor, batch: int, low_precision: bool, bias: Tensor |
     (n, k), lib = weight.shape, library()
     out = torch.empty(batch, n)  # (B, N)
     bias = None if bias is None else bias.detach().float().contiguous()  # (N,)
-    bias_at = row_address(bias)()
 
     def product(row: Tensor) -> Tensor:  # holds packed, out and bias alive, not just addresses
         single = row.dtype == torch.float32
         call = lib.bf16_tile_product_rows_f32 if single else lib.bf16_tile_product_rows
-        call(batch, n, k, row.data_ptr(), row.stride(0), packed.data_ptr(), out.data_ptr(), n,
-             bias_at)  # fmt: skip
+        call(m=batch, n=n, k=k, a=row, lda=row.stride(0), packed=packed, c=out, ldc=n, bias=bias)
         return out
 
     return product
 
 
-# -- the fused paths' plumbing: dtypes of the C code, addresses for it, mixed precision -----
-
-SUFFIX = {torch.float32: "f32", torch.float64: "f64"}  # dtype -> the C entry points' suffix
+# -- the fused paths' plumbing: addresses for the C code, mixed precision -------------------
 
 
 def rounded(t: Tensor) -> Tensor:
@@ -205,11 +203,6 @@ def mixed_linear(a: Tensor, weight: Tensor, low_precision: bool, bias: Tensor | 
     return functional.linear(a, weight, bias)
 
 
-def addresses(tensors) -> tuple:
-    """The address of each contiguous tensor for C (None stays NULL)."""
-    return tuple(None if t is None else t.data_ptr() for t in tensors)
-
-
 def row_address(tensor: Tensor | None):
     """``row(t)``: the address of row t of a contiguous tensor, for C (None stays NULL)."""
     if tensor is None:
@@ -218,13 +211,10 @@ def row_address(tensor: Tensor | None):
     return lambda step=0: base + step * stride
 
 
-def product_args(product: Tensor | None) -> tuple:
-    """The C arguments (rec, rec_bf16) for a per-step product, NULL where absent."""
-    if product is None:
-        return None, None
-    if product.dtype == torch.bfloat16:
-        return None, product.data_ptr()
-    return product.data_ptr(), None
+def product_args(product: Tensor | None) -> dict:
+    """The C arguments rec and rec_bf16 for a per-step product, NULL where absent."""
+    low = product is not None and product.dtype == torch.bfloat16
+    return {"rec": None if low else product, "rec_bf16": product if low else None}
 
 
 def without_autocast(method):
@@ -249,7 +239,7 @@ def without_autocast(method):
                 return method(ctx, *args)
         finally:
             if old is not None:
-                lib.denormals_restore(old)
+                lib.denormals_restore(old=old)
 
     return wrapper
 
@@ -317,21 +307,21 @@ def tile_weight_grads(d: Tensor, x: Tensor, h: Tensor | None = None, d_h: Tensor
     rows, gates = d.shape  # (TB, GH)
     padded = -(-rows // 32) * 32  # the summed index, zeros past TB
     d_h = d if d_h is None else d_h
-    arguments, grads, scratch = [], [], []
-    for source, d_source in ((x, d), (h, d_h)):
-        if source is None:
-            arguments += [None, 0, None, 0, None, 0, None, None]
-            continue
-        n = source.shape[1]  # (TB, N)
-        d_t = None  # d transposed, (GH, TB+) with the row stride padded; C reuses x's for h
-        if source is x or d_source is not d:
-            scratch.append(torch.empty(gates, padded + 32, dtype=torch.bfloat16))
-            d_t = scratch[-1].data_ptr()
-        scratch.append(torch.empty(n * padded, dtype=torch.bfloat16))  # in pairs of rows
-        grads.append(torch.empty(gates, n))  # (GH, N)
-        arguments += [d_source.data_ptr(), d_source.stride(0), d_t, n]
-        arguments += [source.data_ptr(), source.stride(0), scratch[-1].data_ptr()]
-        arguments.append(grads[-1].data_ptr())
-    arguments.insert(6, int(x.dtype == torch.float32))  # after x's (..., rows, ld): x_f32
-    library().bf16_weight_grads(rows, gates, *arguments)
+
+    def transposed():  # d^T, (GH, TB+) with the row stride padded; C reuses x's for h
+        return torch.empty(gates, padded + 32, dtype=torch.bfloat16)
+
+    def pairs(n: int):  # a (TB, N) source in the tiles' pairs of rows
+        return torch.empty(n * padded, dtype=torch.bfloat16)
+
+    grads = [torch.empty(gates, s.shape[1]) for s in (x, h) if s is not None]  # (GH, N) each
+    arguments = dict(k=rows, m=gates, d=d, ldd=d.stride(0), d_t=transposed(), n_x=x.shape[1])
+    arguments.update(x=x, ldx=x.stride(0), x_f32=int(x.dtype == torch.float32))
+    arguments.update(x_packed=pairs(x.shape[1]), dw_x=grads[0])
+    arguments.update(d_h=None, ldd_h=0, d_h_t=None, n_h=0, h=None, ldh=0, h_packed=None, dw_h=None)
+    if h is not None:
+        arguments.update(d_h=d_h, ldd_h=d_h.stride(0), n_h=h.shape[1], h=h, ldh=h.stride(0))
+        arguments.update(h_packed=pairs(h.shape[1]), dw_h=grads[1])
+        arguments.update(d_h_t=None if d_h is d else transposed())
+    library().bf16_weight_grads(**arguments)
     return grads

@@ -1,18 +1,22 @@
-"""Build and load the C gate math of the fused paths (:mod:`rnnkit.kernels.lstm_fused`,
-:mod:`~rnnkit.kernels.gru_fused`, :mod:`~rnnkit.kernels.rnn_fused`), or say why not.
+"""Build and load the C code of rnnkit, all of ``csrc/`` in one library, or say why not.
 
-The C sources (``csrc/lstm_gates.c``, ``gru_gates.c``, ``rnn_gates.c``, with the shared
-header ``gates.h``; ``dropout.c``, the mask of :mod:`rnnkit.kernels.dropout`; and
-``mkl_loops.c``, the float32 loops over time with MKL's products; ``tiles.c``, the
-products on AMX tiles, their packing, and the weight gradients of mixed precision) are
-compiled once per machine into one library in a cache directory (``$RNNKIT_CACHE``, else
-``$XDG_CACHE_HOME/rnnkit``, else ``~/.cache/rnnkit``) under a name that hashes the sources
-and the header, the compiler, the flags and the CPU's feature flags, so an edit or another
-machine's ``-march=native`` never loads a stale library. The compiler is ``$CC``, else
-``cc``. Flag sets are tried in order: tuned for this CPU, then portable; when none builds
-(no compiler, say) :func:`library` returns None, warns once, and the callers take the
-Python BPTT of :mod:`rnnkit.kernels` (``lstm_bptt``, ``gru_bptt``, ``rnn_bptt``), their
-slow twins, and dropout its torch twin.
+The sources: the gate math of one step and the loops over time of the fused paths
+(``lstm_gates.c``, ``gru_gates.c``, ``rnn_gates.c``, with the helpers of ``gates.h``;
+``mkl_loops.c``, the float32 loops with MKL's products; ``tiles.c``, the products on AMX
+tiles), the dropout mask (``dropout.c``) and the single step of :class:`rnnkit.Stream`
+(``step.c``). Each entry point is declared once, with its arguments named, in ``rnnkit.h``;
+every source includes it, so the compiler holds the definitions to it, and
+:func:`entry_points` reads it so that Python calls each function by those names.
+
+The library is compiled once per machine into a cache directory (``$RNNKIT_CACHE``, else
+``$XDG_CACHE_HOME/rnnkit``, else ``~/.cache/rnnkit``) under a name that hashes the sources,
+the headers, the flags and the CPU's feature flags, so an edit or another machine's
+``-march=native`` never loads a stale library, and a library built once needs no compiler
+(``$CC``, else ``cc``) again. Flag sets are
+tried in order: tuned for this CPU, then portable; when none builds (no compiler, say)
+:func:`library` returns None, warns once, and the callers take their Python twins: the
+BPTT of ``lstm_bptt``, ``gru_bptt`` and ``rnn_bptt``, dropout's torch mask, the stream's
+torch step.
 
 Compiling and linking are two commands so that ``-ffast-math`` shapes the code only: linked
 with it, gcc adds a start-up file that turns on flush-to-zero for the whole process.
@@ -24,22 +28,27 @@ import ctypes
 import hashlib
 import os
 import platform
+import re
 import subprocess
 import tempfile
 import warnings
 from pathlib import Path
 
 CSRC = Path(__file__).parent / "csrc"
-NAMES = ("lstm_gates.c", "gru_gates.c", "rnn_gates.c", "dropout.c", "mkl_loops.c", "tiles.c")
-SOURCES = tuple(CSRC / name for name in NAMES)
-HEADERS = (CSRC / "gates.h",)  # hashed with the sources: an edited header rebuilds
-# (compile flags, link flags): the first is vectorised for this CPU (with glibc's vector
-# tanh for float64) and splits large steps over torch's OpenMP threads; the second runs
-# anywhere gcc or clang does, on one thread.
+SOURCES = tuple(sorted(CSRC.glob("*.c")))
+HEADERS = tuple(sorted(CSRC.glob("*.h")))  # hashed with the sources: an edited header rebuilds
+DECLARATIONS = CSRC / "rnnkit.h"
+# (compile flags, link flags): the first is vectorised for this CPU and splits large steps over
+# torch's OpenMP threads; the second runs anywhere gcc or clang does, on one thread.
 FLAG_SETS = (
-    (["-O3", "-march=native", "-ffast-math", "-fopenmp"], ["-fopenmp", "-lmvec", "-lm"]),
+    (["-O3", "-march=native", "-ffast-math", "-fopenmp"], ["-fopenmp", "-lm"]),
     (["-O2"], ["-lm"]),
 )
+# C type in rnnkit.h -> ctypes; every pointer is an address (an int, or None for NULL).
+C_TYPES = {
+    "void": None, "int": ctypes.c_int, "unsigned int": ctypes.c_uint, "long": ctypes.c_long,
+    "float": ctypes.c_float, "uint32_t": ctypes.c_uint32, "uint64_t": ctypes.c_uint64,
+}  # fmt: skip
 
 _cache: dict = {}
 
@@ -55,6 +64,60 @@ def cache_dir() -> Path:
     return Path(base) / "rnnkit"
 
 
+def entry_points(header: Path = DECLARATIONS) -> dict:
+    """name -> (return ctype, ((argument name, ctype), ...)) for each prototype of the header."""
+    prototype = re.compile(r"^(\w+(?: int)?) (\w+)\((.*)\);$", re.MULTILINE)
+    table = {}
+    for result, name, arguments in prototype.findall(header.read_text()):
+        pairs = [] if arguments == "void" else [_argument(a) for a in arguments.split(", ")]
+        table[name] = (C_TYPES[result], tuple(pairs))
+    return table
+
+
+def _argument(declaration: str) -> tuple:
+    """'const float *gates' -> ('gates', c_void_p); 'long batch' -> ('batch', c_long)."""
+    ctype, name = declaration.replace("const ", "").rsplit(" ", 1)
+    if name.startswith("*"):
+        return name.lstrip("*"), ctypes.c_void_p
+    return name, C_TYPES[ctype]
+
+
+class EntryPoint:
+    """One C function, called with every argument named: ``lib.lstm_forward(batch=..., ...)``.
+    A tensor passes its address (it must be contiguous where C reads rows), None is NULL."""
+
+    def __init__(self, function, name: str, result, arguments: tuple):
+        function.restype, function.argtypes = result, [ctype for _, ctype in arguments]
+        self.function, self.name = function, name
+        self.names = tuple(argument for argument, _ in arguments)
+
+    def __call__(self, **arguments):
+        try:
+            values = [_address(arguments[name]) for name in self.names]
+        except KeyError as missing:
+            raise TypeError(f"{self.name}() is missing the argument {missing}") from None
+        if len(arguments) != len(self.names):
+            unknown = sorted(set(arguments) - set(self.names))
+            raise TypeError(f"{self.name}() takes no argument {', '.join(unknown)}")
+        return self.function(*values)
+
+
+_PLAIN = (int, float, type(None))  # passed as they are; anything else is a tensor
+
+
+def _address(value):
+    return value if value.__class__ in _PLAIN else value.data_ptr()
+
+
+class Library:
+    """The loaded library: one :class:`EntryPoint` attribute per function of ``rnnkit.h``."""
+
+    def __init__(self, path: Path):
+        self.path, cdll = path, ctypes.CDLL(str(path))
+        for name, (result, arguments) in entry_points().items():
+            setattr(self, name, EntryPoint(getattr(cdll, name), name, result, arguments))
+
+
 def _cpu() -> str:
     """What -march=native saw: the CPU's flags line, so a shared home never mixes CPUs."""
     try:
@@ -64,23 +127,23 @@ def _cpu() -> str:
     return next((line for line in lines if line.startswith("flags")), platform.machine())
 
 
-def _library_path(cc: str, flags: tuple) -> Path:
-    identity = repr((cc, flags, _cpu())).encode()
+def _library_path(flags: tuple) -> Path:
+    identity = repr((flags, _cpu())).encode()
     sources = b"".join(source.read_bytes() for source in SOURCES + HEADERS)
     key = hashlib.sha256(sources + identity).hexdigest()[:16]
-    return cache_dir() / f"gates-{key}.so"
+    return cache_dir() / f"rnnkit-{key}.so"
 
 
 def _build(cc: str, flags: tuple) -> Path:
     """Compile and link into the cache unless already there; raise on failure."""
-    target = _library_path(cc, flags)
+    target = _library_path(flags)
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     compile_flags, link_flags = flags
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         objects = [str(Path(tmp) / f"{source.stem}.o") for source in SOURCES]
-        lib = Path(tmp) / "gates.so"
+        lib = Path(tmp) / "rnnkit.so"
         commands = [
             [cc, *compile_flags, "-fPIC", "-c", str(source), "-o", obj]
             for source, obj in zip(SOURCES, objects, strict=True)
@@ -92,100 +155,24 @@ def _build(cc: str, flags: tuple) -> Path:
     return target
 
 
-# Entry point -> argument types after (batch, hidden): every array as an address, the
-# Elman RNN's nonlinearity switch (1 for relu) as an int.
-_ADDRESS = ctypes.c_void_p
-SIGNATURES = {
-    "lstm_forward": [_ADDRESS] * 15,
-    "lstm_backward": [_ADDRESS] * 18,
-    "gru_forward": [_ADDRESS] * 11,
-    "gru_backward": [_ADDRESS] * 14,
-    "rnn_forward": [ctypes.c_int] + [_ADDRESS] * 9,
-    "rnn_backward": [ctypes.c_int] + [_ADDRESS] * 9,
-}
-
-
-_SIZE = ctypes.c_long
-# Leading arguments of the loops over time: (steps, batch, hidden, reverse), and for the
-# Elman RNN (steps, batch, hidden, relu, reverse).
-_LOOP = [_SIZE] * 3 + [ctypes.c_int]
-_RNN_LOOP = [_SIZE] * 3 + [ctypes.c_int] * 2
-
-
-def _set(function, argtypes: list, restype=None) -> None:
-    function.argtypes, function.restype = argtypes, restype
-
-
-def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
-    """Argument types of every entry point: the gate steps, the tiles, the MKL loops and the
-    dropout mask (sizes as long)."""
-    for name, arguments in SIGNATURES.items():  # the gate steps, in float32 and float64
-        for suffix in ("f32", "f64"):
-            _set(getattr(lib, f"{name}_{suffix}"), [_SIZE, _SIZE, *arguments])
-    _declare_tiles(lib)
-    _declare_mkl_loops(lib)
-    dropout = [_SIZE, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_float, _ADDRESS, _ADDRESS]
-    for name in ("dropout_f32", "dropout_bf16"):  # n, seed, threshold, scale, x, out
-        _set(getattr(lib, name), dropout)
-    _set(lib.denormals_off, [], ctypes.c_uint)
-    _set(lib.denormals_restore, [ctypes.c_uint])
-    return lib
-
-
-def _declare_tiles(lib: ctypes.CDLL) -> None:
-    """tiles.c: the bfloat16 tile product (m, n, k, a, lda, packed, c, ldc), its packing, the
-    weight gradients of mixed precision, and the loops over time on tiles."""
-    size = _SIZE
-    _set(lib.bf16_tiles_ready, [], ctypes.c_int)
-    _set(lib.bf16_tile_threads, [size], ctypes.c_int)
-    product = [size] * 3 + [_ADDRESS, size, _ADDRESS, _ADDRESS, size]
-    _set(lib.bf16_tile_product, product)
-    _set(lib.bf16_tile_product_rows, product + [_ADDRESS])  # bias
-    _set(lib.bf16_tile_product_rows_f32, product + [_ADDRESS])
-    _set(lib.bf16_pack_tiles, [size] * 2 + [_ADDRESS] + [size] * 2 + [_ADDRESS])
-    # k, m, then for x (d, ldd, d_t, n, rows, ld, x_f32, packed, out) and for h the same
-    # without x_f32
-    h_source = [_ADDRESS, size, _ADDRESS, size, _ADDRESS, size, _ADDRESS, _ADDRESS]
-    x_source = h_source[:6] + [ctypes.c_int] + h_source[6:]
-    _set(lib.bf16_weight_grads, [size] * 2 + x_source + h_source)
-    _set(lib.rnn_forward_tiles, _RNN_LOOP + [_ADDRESS] * 7)
-    _set(lib.rnn_backward_tiles, _RNN_LOOP + [_ADDRESS] * 9)
-    _set(lib.gru_forward_tiles, _LOOP + [_ADDRESS] * 9)
-    _set(lib.gru_backward_tiles, _LOOP + [_ADDRESS] * 14)
-    _set(lib.lstm_forward_tiles, _LOOP + [_ADDRESS] * 12)
-    _set(lib.lstm_backward_tiles, _LOOP + [_ADDRESS] * 18)
-
-
-def _declare_mkl_loops(lib: ctypes.CDLL) -> None:
-    """mkl_loops.c: the float32 loops over time with MKL's packed products, whose addresses
-    are handed over once (:func:`rnnkit.kernels.hardware.mkl_products`)."""
-    _set(lib.mkl_products_use, [_ADDRESS] * 3)
-    _set(lib.mkl_packed_bytes, [_SIZE] * 3, _SIZE)
-    _set(lib.lstm_forward_mkl, _LOOP + [_ADDRESS] * 13)
-    _set(lib.lstm_backward_mkl, _LOOP + [_ADDRESS] * 18)
-    _set(lib.gru_forward_mkl, _LOOP + [_ADDRESS] * 10)
-    _set(lib.gru_backward_mkl, _LOOP + [_ADDRESS] * 13)
-    _set(lib.rnn_forward_mkl, _RNN_LOOP + [_ADDRESS] * 8)
-    _set(lib.rnn_backward_mkl, _RNN_LOOP + [_ADDRESS] * 9)
-
-
-def library() -> ctypes.CDLL | None:
-    """The loaded gate library, built at first use; None (with one warning) if it cannot be."""
+def library() -> Library | None:
+    """The loaded library, built at first use; None (with one warning) if it cannot be."""
     cc = compiler()
     if cc in _cache:
         return _cache[cc]
     errors = []
     for flags in FLAG_SETS:
         try:
-            _cache[cc] = _declare(ctypes.CDLL(str(_build(cc, flags))))
+            _cache[cc] = Library(_build(cc, flags))
             return _cache[cc]
         except (OSError, subprocess.SubprocessError, AttributeError) as error:
             detail = getattr(error, "stderr", b"") or b""
             errors.append(f"{' '.join(flags[0])}: {error} {detail.decode(errors='replace')}")
     _cache[cc] = None
     warnings.warn(
-        "rnnkit could not build its C gate kernels, so each fused path (LSTM, GRU, RNN) "
-        "falls back to the Python BPTT (slower, same results):\n" + "\n".join(errors),
+        "rnnkit could not build its C kernels, so each fused path (LSTM, GRU, RNN) falls "
+        "back to the Python BPTT (slower, same results), dropout to torch's mask and "
+        "rnnkit.Stream to its torch path:\n" + "\n".join(errors),
         RuntimeWarning,
         stacklevel=2,
     )

@@ -18,8 +18,6 @@ dtypes other than float32 and bfloat16, and wherever the C library cannot be bui
 
 from __future__ import annotations
 
-import ctypes
-
 import torch
 from torch import Tensor, nn
 
@@ -75,7 +73,7 @@ def apply_mask(x: Tensor, p: float, seed: int) -> Tensor:
         keep = reference_keep(x.numel(), seed, p, x.device).view(x.shape)
         return torch.where(keep, x * scale, torch.zeros((), dtype=x.dtype, device=x.device))
     out = torch.empty_like(x)
-    function(x.numel(), seed, _threshold(p), ctypes.c_float(scale), x.data_ptr(), out.data_ptr())
+    function(n=x.numel(), seed=seed, threshold=_threshold(p), scale=scale, x=x, out=out)
     return out
 
 

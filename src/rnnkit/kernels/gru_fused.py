@@ -41,8 +41,6 @@ from torch.autograd.function import once_differentiable
 
 from rnnkit.cells import GRUCell
 from rnnkit.kernels.common import (
-    SUFFIX,
-    addresses,
     backward_linear_grads,
     check_sequence,
     mixed_linear,
@@ -95,22 +93,20 @@ class GRUFused(torch.autograd.Function):
         if h_in is not h_prev_seq:  # the bfloat16 copy the products read
             h_in[first] = h0
         packed = tile_weight(weight_hh, batch, low_precision)
+        sizes = dict(steps=steps, batch=batch, hidden=hidden, reverse=reverse)
+        arrays = dict(gates=gates, rec=torch.empty(batch, 3 * hidden), b_hn=b_hn, mask=mask)
+        arrays.update(h_prev_seq=h_prev_seq, h_n_seq=h_n_seq, out=output)  # rec: W_hh h_{t-1}
         if in_c:  # the loop in C, the products in MKL
-            packed = mkl_scratch(batch, 3 * hidden, hidden)
-            scratch = torch.empty(batch, 3 * hidden)  # (B, 3H) W_hh h_{t-1}
-            arrays = (gates, bias, weight_hh.detach().contiguous(), packed, scratch, b_hn)
-            arrays += (h_prev_seq, mask, h_n_seq, output)
-            loop = library().gru_forward_mkl
-            loop(steps, batch, hidden, reverse, *addresses(arrays))
+            library().gru_forward_mkl(
+                **sizes, **arrays, bias=bias, w_hh=weight_hh.detach().contiguous(),
+                packed=mkl_scratch(batch, 3 * hidden, hidden),
+            )  # fmt: skip
         elif packed is None or not LOOPS_IN_C:
             h_low = h_in if low_precision else None
             sequences = (gates, b_hn, h_prev_seq, h_low, mask, h_n_seq, output)
             _forward_steps(weight_hh, reverse, low_precision, *sequences)
         else:  # the same loop in C, with the products on tiles
-            scratch = torch.empty(batch, 3 * hidden)  # (B, 3H) W_hh h_{t-1}
-            arrays = (gates, packed, scratch, b_hn, h_prev_seq, h_in, mask, h_n_seq, output)
-            loop = library().gru_forward_tiles
-            loop(steps, batch, hidden, reverse, *addresses(arrays))
+            library().gru_forward_tiles(**sizes, **arrays, w_hh=packed, h_in=h_in)
         ctx.save_for_backward(x_flat, weight_ih, weight_hh, mask, h_prev_seq, h_in, h_n_seq, gates)
         ctx.reverse, ctx.low_precision, ctx.bias = reverse, low_precision, bias_ih is not None
         ctx.x_shape, ctx.x_dtype = x.shape, x.dtype
@@ -136,22 +132,23 @@ class GRUFused(torch.autograd.Function):
         d_bias_hn = torch.zeros(hidden, dtype=torch.float64) if ctx.bias else None  # (H,)
         packed = tile_weight(weight_hh.t(), batch, low)  # for row @ W_hh
         sums = (d_bias_ih, d_bias_hn)
+        sizes = dict(steps=steps, batch=batch, hidden=hidden, reverse=ctx.reverse)
+        arrays = dict(gates=gates, h_n_seq=h_n_seq, h_prev_seq=h_prev_seq, mask=mask, dh=dh)
+        arrays.update(d_out=d_output, d_bias_ih=d_bias_ih, d_bias_hn=d_bias_hn)
+        arrays.update(rec=torch.empty(batch, hidden))  # (B, H) d_hh_{t+1} W_hh
         if mkl_loop(d_output, low, LOOPS_IN_C):  # the loop in C, the products in MKL
-            packed = mkl_scratch(batch, hidden, 3 * hidden)
-            scratch = torch.empty(batch, hidden)  # (B, H) d_hh_{t+1} W_hh
-            arrays = (gates, h_n_seq, h_prev_seq, mask, d_output, weight_hh.detach().contiguous())
-            arrays += (packed, scratch, dh, d_ih, d_hh, *sums)
-            loop = library().gru_backward_mkl
-            loop(steps, batch, hidden, ctx.reverse, *addresses(arrays))
+            library().gru_backward_mkl(
+                **sizes, **arrays, w_hh=weight_hh.detach().contiguous(), d_ih=d_ih, d_hh=d_hh,
+                packed=mkl_scratch(batch, hidden, 3 * hidden),
+            )  # fmt: skip
         elif packed is None or not LOOPS_IN_C:
             sequences = (gates, h_n_seq, h_prev_seq, mask, d_output, dh, d_ih, d_hh)
             _backward_steps(weight_hh, ctx.reverse, low, *sequences, d_ih_low, d_hh_low, *sums)
         else:  # the same loop in C, with the products on tiles
-            scratch = torch.empty(batch, hidden)  # (B, H) d_hh_{t+1} W_hh
-            arrays = (gates, h_n_seq, h_prev_seq, mask, d_output, packed, scratch, dh, d_ih)
-            arrays += (d_hh, d_ih_low, d_hh_low, *sums)
-            loop = library().gru_backward_tiles
-            loop(steps, batch, hidden, ctx.reverse, *addresses(arrays))
+            library().gru_backward_tiles(
+                **sizes, **arrays, w_hh_t=packed, d_ih_row=d_ih, d_hh_row=d_hh,
+                d_ih_low=d_ih_low, d_hh_low=d_hh_low,
+            )  # fmt: skip
         d_ih, d_hh = (d_ih_low, d_hh_low) if low else (d_ih, d_hh)
         grads = backward_linear_grads(ctx, x_flat, h_in, weight_ih, d_ih, d_hh)
         d_biases = (None, None)
@@ -165,7 +162,7 @@ def _forward_steps(weight_hh, reverse, low_precision, gates, b_hn, h_prev_seq, h
                    h_n_seq, output):  # fmt: skip
     """The forward loop: per step, W_hh h_{t-1} in torch (or on tiles) and the rest in C."""
     steps, batch, hidden = h_n_seq.shape
-    step_c = getattr(library(), "gru_forward_" + SUFFIX[gates.dtype])
+    step_c = library().gru_forward
     product = tile_product(weight_hh, batch, low_precision)
     bf16_products = product is not None or bf16_steps(batch, hidden, low_precision)
     product = product or recurrent_product(weight_hh, batch, bf16_products)
@@ -173,13 +170,14 @@ def _forward_steps(weight_hh, reverse, low_precision, gates, b_hn, h_prev_seq, h
     gate_at, h_n_at, h_at, h_low_at, out_at, mask_at = map(
         row_address, (gates, h_n_seq, h_prev_seq, h_low, output, mask)
     )
-    b_hn_at, order = row_address(b_hn), list(time_steps(steps, reverse))
+    order = list(time_steps(steps, reverse))
     for k, t in enumerate(order):
         after = order[k + 1] if k + 1 < steps else steps  # where the carried state goes
         recurrent = product(h_rows[t])  # (B, 3H) W_hh h_{t-1}
         step_c(  # the bias is in gates already (NULL after the product)
-            batch, hidden, gate_at(t), *product_args(recurrent), None, b_hn_at(), h_at(t),
-            mask_at(t), h_n_at(t), h_at(after), out_at(t), h_low_at(after),
+            batch=batch, hidden=hidden, gates=gate_at(t), **product_args(recurrent), bias=None,
+            b_hn=b_hn, h_prev=h_at(t), mask=mask_at(t), h_n=h_n_at(t), h_next=h_at(after),
+            out=out_at(t), h_next_bf16=h_low_at(after),
         )  # fmt: skip
 
 
@@ -187,7 +185,7 @@ def _backward_steps(weight_hh, reverse, low, gates, h_n_seq, h_prev_seq, mask, d
                     d_ih, d_hh, d_ih_low, d_hh_low, d_bias_ih, d_bias_hn):  # fmt: skip
     """The backward loop: per step, one call of C and d_hh W_hh; dh ends as dL/dh_0."""
     steps, batch, hidden = h_n_seq.shape
-    step_c = getattr(library(), "gru_backward_" + SUFFIX[gates.dtype])
+    step_c = library().gru_backward
     product = tile_product(weight_hh.t(), batch, low)  # row @ W_hh
     bf16_products = product is not None or bf16_steps(batch, hidden, low)
     product = product or recurrent_product(weight_hh.t(), batch, bf16_products)
@@ -196,14 +194,14 @@ def _backward_steps(weight_hh, reverse, low, gates, h_n_seq, h_prev_seq, mask, d
         row_address, (gates, h_n_seq, h_prev_seq, mask, d_output)
     )
     d_ih_at, d_hh_at, d_ih_low_at, d_hh_low_at = map(row_address, (d_ih, d_hh, d_ih_low, d_hh_low))
-    sums = (row_address(d_bias_ih)(), row_address(d_bias_hn)())
     recurrent = None  # (B, H) d_hh_{t+1} W_hh, added to dh by the next call
     for t in reversed(time_steps(steps, reverse)):
         row = 0 if low else t
         step_c(
-            batch, hidden, gate_at(t), h_n_at(t), h_at(t), mask_at(t), d_out_at(t),
-            *product_args(recurrent), dh.data_ptr(), d_ih_at(row), d_hh_at(row),
-            d_ih_low_at(t), d_hh_low_at(t), *sums,
+            batch=batch, hidden=hidden, gates=gate_at(t), h_n=h_n_at(t), h_prev=h_at(t),
+            mask=mask_at(t), d_out=d_out_at(t), **product_args(recurrent), dh=dh,
+            d_ih=d_ih_at(row), d_hh=d_hh_at(row), d_ih_bf16=d_ih_low_at(t),
+            d_hh_bf16=d_hh_low_at(t), d_bias_ih=d_bias_ih, d_bias_hn=d_bias_hn,
         )  # fmt: skip
         recurrent = product(d_rows[t if bf16_products else row])
     dh.add_(recurrent)

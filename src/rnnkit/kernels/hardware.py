@@ -159,5 +159,6 @@ def _hand_mkl_to(lib) -> bool:
         functions = [ctypes.cast(torch_cpu[name], ctypes.c_void_p) for name in MKL_FUNCTIONS]
     except (OSError, AttributeError):
         return False
-    lib.mkl_products_use(*(f.value for f in functions))
+    size, pack, compute = (f.value for f in functions)
+    lib.mkl_products_use(size_function=size, pack_function=pack, compute_function=compute)
     return True

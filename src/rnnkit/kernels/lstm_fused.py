@@ -20,8 +20,9 @@ into the matmul (addmm) first copies it into every row of (T, B, 4H), a pass of 
 (``benchmarks/bias_in_loop.py``).
 
 The C source is ``csrc/lstm_gates.c``; :mod:`rnnkit.kernels.compiled` builds it. Where it
-cannot (no compiler) or does not apply (not CPU, not float32/float64), :func:`fused_scan`
-runs the Python BPTT instead, which computes the same function.
+cannot (no compiler) or does not apply (not CPU, not float32: the C code has one dtype, and
+float64 is left to the twin), :func:`fused_scan` runs the Python BPTT instead, which computes
+the same function.
 
 Mixed precision (``low_precision=True``, float32 only): the matrix products take bfloat16
 copies of their operands and accumulate in float32. The per-step products run on the CPU's
@@ -47,8 +48,6 @@ from torch.autograd.function import once_differentiable
 
 from rnnkit.cells import LSTMCell
 from rnnkit.kernels.common import (
-    SUFFIX,
-    addresses,
     backward_linear_grads,
     bias_grads,
     check_sequence,
@@ -71,10 +70,9 @@ LOOPS_IN_C = True
 
 
 def applies(x: Tensor, low_precision: bool = False) -> bool:
-    """Whether the C path runs here: a CPU tensor of a dtype the C code has, and a library."""
-    if x.device.type != "cpu" or x.dtype not in SUFFIX:
-        return False
-    if low_precision and x.dtype != torch.float32:
+    """Whether the C path runs here: a float32 CPU tensor (the C code's one dtype), and a
+    library."""
+    if x.device.type != "cpu" or x.dtype != torch.float32:
         return False
     return library() is not None
 
@@ -135,7 +133,7 @@ def mkl_scratch(batch: int, n: int, k: int) -> Tensor:
 
 @functools.lru_cache(maxsize=64)
 def _mkl_packed_bytes(lib, batch: int, n: int, k: int) -> int:
-    return lib.mkl_packed_bytes(batch, n, k)
+    return lib.mkl_packed_bytes(m=batch, n=n, k=k)
 
 
 def bf16_steps(batch: int, hidden: int, low_precision: bool) -> bool:
@@ -173,23 +171,25 @@ class LSTMFused(torch.autograd.Function):
         if h_in is not h_prev_seq:  # the bfloat16 copy the products read
             h_in[first] = h0
         packed = tile_weight(weight_hh, batch, low_precision)
+        sizes = dict(steps=steps, batch=batch, hidden=hidden, reverse=reverse)
+        p_i, p_f, p_o = peepholes
+        states = dict(h_prev_seq=h_prev_seq, c_prev_seq=c_prev_seq, c_new_seq=c_new_seq)
         if in_c:  # the loop in C, the products in MKL
-            packed = mkl_scratch(batch, 4 * hidden, hidden)
-            scratch = torch.empty(batch, 4 * hidden)  # (B, 4H) W_hh h_{t-1}
-            arrays = (gates, bias, weight_hh.detach().contiguous(), packed, scratch, h_prev_seq)
-            arrays += (c_prev_seq, c_new_seq, *peepholes, mask, output)
-            loop = library().lstm_forward_mkl
-            loop(steps, batch, hidden, reverse, *addresses(arrays))
+            library().lstm_forward_mkl(
+                **sizes, gates=gates, bias=bias, w_hh=weight_hh.detach().contiguous(),
+                packed=mkl_scratch(batch, 4 * hidden, hidden),
+                rec=torch.empty(batch, 4 * hidden),  # (B, 4H) W_hh h_{t-1}
+                **states, p_i=p_i, p_f=p_f, p_o=p_o, mask=mask, out=output,
+            )  # fmt: skip
         elif packed is None or not LOOPS_IN_C:
             h_low = h_in if low_precision else None
             sequences = (gates, h_prev_seq, h_low, c_prev_seq, c_new_seq, mask, output)
             _forward_steps(weight_hh, reverse, low_precision, peepholes, *sequences)
         else:  # the same loop in C, with the products on tiles
-            scratch = torch.empty(batch, 4 * hidden)  # (B, 4H) W_hh h_{t-1}
-            arrays = (gates, packed, scratch, h_prev_seq, h_in, c_prev_seq, c_new_seq)
-            arrays += (*peepholes, mask, output)
-            loop = library().lstm_forward_tiles
-            loop(steps, batch, hidden, reverse, *addresses(arrays))
+            library().lstm_forward_tiles(
+                **sizes, gates=gates, w_hh=packed, rec=torch.empty(batch, 4 * hidden), h_in=h_in,
+                **states, p_i=p_i, p_f=p_f, p_o=p_o, mask=mask, out=output,
+            )  # fmt: skip
         ctx.save_for_backward(
             x_flat, weight_ih, weight_hh, *peepholes, mask, h_in, c_prev_seq, c_new_seq, gates
         )
@@ -215,22 +215,23 @@ class LSTMFused(torch.autograd.Function):
         d_bias = torch.zeros(4 * hidden, dtype=torch.float64) if ctx.bias else None  # (4H,)
         packed = tile_weight(weight_hh.t(), batch, low)  # for row @ W_hh
         sums = (*d_peep, d_bias)
+        sizes = dict(steps=steps, batch=batch, hidden=hidden, reverse=ctx.reverse)
+        arrays = dict(gates=gates, c_prev_seq=c_prev_seq, c_new_seq=c_new_seq, p_i=p_i, p_f=p_f,
+                      p_o=p_o, mask=mask, d_out=d_output, dh=dh, dc=dc)  # fmt: skip
+        arrays.update(dp_i=d_peep[0], dp_f=d_peep[1], dp_o=d_peep[2], d_bias=d_bias)
+        rec = torch.empty(batch, hidden)  # (B, H) da_{t+1} W_hh
         if mkl_loop(d_output, low, LOOPS_IN_C):  # the loop in C, the products in MKL
-            packed = mkl_scratch(batch, hidden, 4 * hidden)
-            scratch = torch.empty(batch, hidden)  # (B, H) da_{t+1} W_hh
-            arrays = (gates, c_prev_seq, c_new_seq, p_i, p_f, p_o, mask, d_output)
-            arrays += (weight_hh.detach().contiguous(), packed, scratch, dh, dc, d_gates, *sums)
-            loop = library().lstm_backward_mkl
-            loop(steps, batch, hidden, ctx.reverse, *addresses(arrays))
+            library().lstm_backward_mkl(
+                **sizes, **arrays, w_hh=weight_hh.detach().contiguous(), rec=rec,
+                packed=mkl_scratch(batch, hidden, 4 * hidden), d_gates=d_gates,
+            )  # fmt: skip
         elif packed is None or not LOOPS_IN_C:
             sequences = (gates, c_prev_seq, c_new_seq, mask, d_output, dh, dc, d_gates, d_low)
             _backward_steps(weight_hh, ctx.reverse, low, (p_i, p_f, p_o), *sequences, *sums)
         else:  # the same loop in C, with the products on tiles
-            scratch = torch.empty(batch, hidden)  # (B, H) da_{t+1} W_hh
-            arrays = (gates, c_prev_seq, c_new_seq, p_i, p_f, p_o, mask, d_output, packed)
-            arrays += (scratch, dh, dc, d_gates, d_low, *sums)
-            loop = library().lstm_backward_tiles
-            loop(steps, batch, hidden, ctx.reverse, *addresses(arrays))
+            library().lstm_backward_tiles(
+                **sizes, **arrays, w_hh_t=packed, rec=rec, d_row=d_gates, d_low=d_low
+            )
         d_matmul = d_low if low else d_gates
         grads = backward_linear_grads(ctx, x_flat, h_in, weight_ih, d_matmul, d_matmul)
         d_biases = bias_grads(d_bias, ctx.x_dtype)
@@ -242,7 +243,7 @@ def _forward_steps(weight_hh, reverse, low_precision, peepholes, gates, h_prev_s
                    c_prev_seq, c_new_seq, mask, output):  # fmt: skip
     """The forward loop: per step, W_hh h_{t-1} in torch (or on tiles) and the rest in C."""
     steps, batch, hidden = output.shape
-    step_c = getattr(library(), "lstm_forward_" + SUFFIX[gates.dtype])
+    step_c = library().lstm_forward
     product = tile_product(weight_hh, batch, low_precision)
     bf16_products = product is not None or bf16_steps(batch, hidden, low_precision)
     product = product or recurrent_product(weight_hh, batch, bf16_products)
@@ -250,14 +251,15 @@ def _forward_steps(weight_hh, reverse, low_precision, peepholes, gates, h_prev_s
     gate_at, h_at, h_low_at, c_at, c_new_at, mask_at, out_at = map(
         row_address, (gates, h_prev_seq, h_low, c_prev_seq, c_new_seq, mask, output)
     )
-    peephole_at, order = [row_address(p)() for p in peepholes], list(time_steps(steps, reverse))
+    peephole_at = dict(zip(("p_i", "p_f", "p_o"), peepholes, strict=True))
+    order = list(time_steps(steps, reverse))
     for k, t in enumerate(order):
         after = order[k + 1] if k + 1 < steps else steps  # where the carried state goes
         recurrent = product(h_rows[t])  # (B, 4H) W_hh h_{t-1}
         step_c(  # the bias is in gates already (NULL after the product)
-            batch, hidden, gate_at(t), *product_args(recurrent), None, h_at(t), c_at(t),
-            *peephole_at, mask_at(t), c_new_at(t), h_at(after), c_at(after), out_at(t),
-            h_low_at(after),
+            batch=batch, hidden=hidden, gates=gate_at(t), **product_args(recurrent), bias=None,
+            h_prev=h_at(t), c_prev=c_at(t), **peephole_at, mask=mask_at(t), c_new=c_new_at(t),
+            h_next=h_at(after), c_next=c_at(after), out=out_at(t), h_next_bf16=h_low_at(after),
         )  # fmt: skip
 
 
@@ -265,7 +267,7 @@ def _backward_steps(weight_hh, reverse, low, peepholes, gates, c_prev_seq, c_new
                     d_output, dh, dc, d_gates, d_low, dp_i, dp_f, dp_o, d_bias):  # fmt: skip
     """The backward loop: per step, one call of C and da W_hh; dh, dc end as dL/dh_0, dL/dc_0."""
     steps, batch, hidden = d_output.shape
-    step_c = getattr(library(), "lstm_backward_" + SUFFIX[gates.dtype])
+    step_c = library().lstm_backward
     product = tile_product(weight_hh.t(), batch, low)  # row @ W_hh
     bf16_products = product is not None or bf16_steps(batch, hidden, low)
     product = product or recurrent_product(weight_hh.t(), batch, bf16_products)
@@ -273,15 +275,14 @@ def _backward_steps(weight_hh, reverse, low, peepholes, gates, c_prev_seq, c_new
     gate_at, c_at, c_new_at, mask_at, d_out_at, d_gate_at, d_low_at = map(
         row_address, (gates, c_prev_seq, c_new_seq, mask, d_output, d_gates, d_low)
     )
-    peephole_at = [row_address(p)() for p in peepholes]
-    fixed = (dh.data_ptr(), dc.data_ptr())
-    sums = [row_address(s)() for s in (dp_i, dp_f, dp_o, d_bias)]
+    peephole_at = dict(zip(("p_i", "p_f", "p_o"), peepholes, strict=True))
+    sums = dict(dp_i=dp_i, dp_f=dp_f, dp_o=dp_o, d_bias=d_bias)
     recurrent = None  # (B, H) da_{t+1} W_hh, added to dh by the next call
     for t in reversed(time_steps(steps, reverse)):
         step_c(
-            batch, hidden, gate_at(t), c_at(t), c_new_at(t), *peephole_at, mask_at(t),
-            d_out_at(t), *product_args(recurrent), *fixed, d_gate_at(0 if low else t),
-            d_low_at(t), *sums,
+            batch=batch, hidden=hidden, gates=gate_at(t), c_prev=c_at(t), c_new=c_new_at(t),
+            **peephole_at, mask=mask_at(t), d_out=d_out_at(t), **product_args(recurrent), dh=dh,
+            dc=dc, d_gates=d_gate_at(0 if low else t), d_gates_bf16=d_low_at(t), **sums,
         )  # fmt: skip
         recurrent = product(d_rows[t if bf16_products or not low else 0])
     dh.add_(recurrent)

@@ -37,8 +37,6 @@ from torch.autograd.function import once_differentiable
 
 from rnnkit.cells import RNNCell
 from rnnkit.kernels.common import (
-    SUFFIX,
-    addresses,
     backward_linear_grads,
     bias_grads,
     check_sequence,
@@ -92,21 +90,19 @@ class RNNFused(torch.autograd.Function):
         if h_in is not h_prev_seq:  # the bfloat16 copy the products read
             h_in[first] = h0
         relu, packed = RELU[nonlinearity], tile_weight(weight_hh, batch, low_precision)
+        sizes = dict(steps=steps, batch=batch, hidden=hidden, relu=relu, reverse=reverse)
+        arrays = dict(pre=h_new_seq, rec=torch.empty(batch, hidden), h_prev_seq=h_prev_seq)
+        arrays.update(mask=mask, out=output)  # rec: (B, H) W_hh h_{t-1}
         if in_c:  # the loop in C, the products in MKL
-            packed = mkl_scratch(batch, hidden, hidden)
-            scratch = torch.empty(batch, hidden)  # (B, H) W_hh h_{t-1}
-            arrays = (h_new_seq, bias, weight_hh.detach().contiguous(), packed, scratch)
-            arrays += (h_prev_seq, mask, output)
-            loop = library().rnn_forward_mkl
-            loop(steps, batch, hidden, relu, reverse, *addresses(arrays))
+            library().rnn_forward_mkl(
+                **sizes, **arrays, bias=bias, w_hh=weight_hh.detach().contiguous(),
+                packed=mkl_scratch(batch, hidden, hidden),
+            )  # fmt: skip
         elif packed is None or not LOOPS_IN_C:
             sequences = (h_new_seq, h_prev_seq, h_in if low_precision else None, mask, output)
             _forward_steps(weight_hh, relu, reverse, low_precision, *sequences)
         else:  # the same loop in C, with the products on tiles
-            scratch = torch.empty(batch, hidden)  # (B, H) W_hh h_{t-1}
-            arrays = (h_new_seq, packed, scratch, h_prev_seq, h_in, mask, output)
-            loop = library().rnn_forward_tiles
-            loop(steps, batch, hidden, relu, reverse, *addresses(arrays))
+            library().rnn_forward_tiles(**sizes, **arrays, w_hh=packed, h_in=h_in)
         ctx.save_for_backward(x_flat, weight_ih, weight_hh, mask, h_in, h_new_seq)
         ctx.reverse, ctx.low_precision, ctx.bias = reverse, low_precision, bias_ih is not None
         ctx.x_shape, ctx.x_dtype, ctx.relu = x.shape, x.dtype, relu
@@ -127,21 +123,19 @@ class RNNFused(torch.autograd.Function):
         d_low = torch.empty_like(h_new_seq, dtype=torch.bfloat16) if low else None
         d_bias = torch.zeros(hidden, dtype=torch.float64) if ctx.bias else None  # (H,)
         packed = tile_weight(weight_hh.t(), batch, low)  # for row @ W_hh
+        sizes = dict(steps=steps, batch=batch, hidden=hidden, relu=ctx.relu, reverse=ctx.reverse)
+        arrays = dict(h_new=h_new_seq, mask=mask, d_out=d_output, dh=dh, d_bias=d_bias)
+        arrays.update(rec=torch.empty(batch, hidden))  # (B, H) da_{t+1} W_hh
         if mkl_loop(d_output, low, LOOPS_IN_C):  # the loop in C, the products in MKL
-            packed = mkl_scratch(batch, hidden, hidden)
-            scratch = torch.empty(batch, hidden)  # (B, H) da_{t+1} W_hh
-            arrays = (h_new_seq, mask, d_output, weight_hh.detach().contiguous(), packed, scratch)
-            arrays += (dh, d_pre, d_bias)
-            loop = library().rnn_backward_mkl
-            loop(steps, batch, hidden, ctx.relu, ctx.reverse, *addresses(arrays))
+            library().rnn_backward_mkl(
+                **sizes, **arrays, w_hh=weight_hh.detach().contiguous(), d_pre=d_pre,
+                packed=mkl_scratch(batch, hidden, hidden),
+            )  # fmt: skip
         elif packed is None or not LOOPS_IN_C:
             sequences = (h_new_seq, mask, d_output, dh, d_pre, d_low, d_bias)
             _backward_steps(weight_hh, ctx.relu, ctx.reverse, low, *sequences)
         else:  # the same loop in C, with the products on tiles
-            scratch = torch.empty(batch, hidden)  # (B, H) da_{t+1} W_hh
-            arrays = (h_new_seq, mask, d_output, packed, scratch, dh, d_pre, d_low, d_bias)
-            loop = library().rnn_backward_tiles
-            loop(steps, batch, hidden, ctx.relu, ctx.reverse, *addresses(arrays))
+            library().rnn_backward_tiles(**sizes, **arrays, w_hh_t=packed, d_row=d_pre, d_low=d_low)
         d_matmul = d_low if low else d_pre
         grads = backward_linear_grads(ctx, x_flat, h_in, weight_ih, d_matmul, d_matmul)
         return *grads, *bias_grads(d_bias, ctx.x_dtype), dh, None, None, None, None
@@ -151,7 +145,7 @@ def _forward_steps(weight_hh, relu, reverse, low_precision, h_new_seq, h_prev_se
                    output):  # fmt: skip
     """The forward loop: per step, W_hh h_{t-1} in torch and the rest in one call of C."""
     steps, batch, hidden = h_new_seq.shape
-    step_c = getattr(library(), "rnn_forward_" + SUFFIX[h_new_seq.dtype])
+    step_c = library().rnn_forward
     product = tile_product(weight_hh, batch, low_precision)
     bf16_products = product is not None or bf16_steps(batch, hidden, low_precision)
     product = product or recurrent_product(weight_hh, batch, bf16_products)
@@ -164,8 +158,9 @@ def _forward_steps(weight_hh, relu, reverse, low_precision, h_new_seq, h_prev_se
         after = order[k + 1] if k + 1 < steps else steps  # where the carried state goes
         recurrent = product(h_rows[t])  # (B, H) W_hh h_{t-1}
         step_c(  # the bias is in pre already (NULL after the product)
-            batch, hidden, relu, pre_at(t), *product_args(recurrent), None, h_at(t),
-            mask_at(t), h_at(after), out_at(t), h_low_at(after),
+            batch=batch, hidden=hidden, relu=relu, pre=pre_at(t), **product_args(recurrent),
+            bias=None, h_prev=h_at(t), mask=mask_at(t), h_next=h_at(after), out=out_at(t),
+            h_next_bf16=h_low_at(after),
         )  # fmt: skip
 
 
@@ -173,7 +168,7 @@ def _backward_steps(weight_hh, relu, reverse, low, h_new_seq, mask, d_output, dh
                     d_bias):  # fmt: skip
     """The backward loop: per step, one call of C and da_t W_hh in torch; dh ends as dL/dh_0."""
     steps, batch, hidden = h_new_seq.shape
-    step_c = getattr(library(), "rnn_backward_" + SUFFIX[h_new_seq.dtype])
+    step_c = library().rnn_backward
     product = tile_product(weight_hh.t(), batch, low)  # row @ W_hh
     bf16_products = product is not None or bf16_steps(batch, hidden, low)
     product = product or recurrent_product(weight_hh.t(), batch, bf16_products)
@@ -185,9 +180,9 @@ def _backward_steps(weight_hh, relu, reverse, low, h_new_seq, mask, d_output, dh
     for t in reversed(time_steps(steps, reverse)):
         row = 0 if low else t
         step_c(
-            batch, hidden, relu, h_new_at(t), mask_at(t), d_out_at(t),
-            *product_args(recurrent), dh.data_ptr(), d_pre_at(row), d_low_at(t),
-            row_address(d_bias)(),
+            batch=batch, hidden=hidden, relu=relu, h_new=h_new_at(t), mask=mask_at(t),
+            d_out=d_out_at(t), **product_args(recurrent), dh=dh, da=d_pre_at(row),
+            da_bf16=d_low_at(t), d_bias=d_bias,
         )  # fmt: skip
         recurrent = product(d_rows[t if bf16_products else row])
     dh.add_(recurrent)

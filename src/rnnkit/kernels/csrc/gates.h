@@ -1,11 +1,11 @@
 /* The numeric helpers shared by lstm_gates.c, gru_gates.c and rnn_gates.c: the float32
- * exponential and the activations built on it, bfloat16 conversions, the threshold for
- * splitting a step over threads, and the bfloat16 tile product of tiles.c.
+ * exponential and the activations built on it, bfloat16 conversions, and the threshold for
+ * splitting a step over threads. The entry points are declared in rnnkit.h.
  *
- * float32 uses the exponential below (Cephes' expf polynomial, error about 1e-7 relative),
- * which gcc vectorises; float64 uses glibc's tanh, which -ffast-math lets gcc call in its
- * vector form (libmvec), so the float64 path keeps full precision for the 1e-10 tests.
- * rnnkit/kernels/compiled.py hashes this header with the sources, so an edit rebuilds.
+ * The exponential below is Cephes' expf polynomial (error about 1e-7 relative), which gcc
+ * vectorises. The C code is float32 only (with bfloat16 copies); float64 runs the Python
+ * BPTT, its twin. rnnkit/kernels/compiled.py hashes the headers with the sources, so an edit
+ * rebuilds.
  */
 #ifndef RNNKIT_GATES_H
 #define RNNKIT_GATES_H
@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "rnnkit.h"
 
 /* Steps with at least this many units (batch x hidden) split the batch over the OpenMP
  * threads; built with -fopenmp the library shares torch's libgomp (same soname), so it
@@ -122,9 +124,6 @@ static inline void add_slices(double *sums, const double *slices, long n, long s
             sums[k] += slices[t * stride + k];
 }
 
-unsigned int denormals_off(void);
-void denormals_restore(unsigned int old);
-
 static inline float exp_f32(float x)
 {
     x = fminf(fmaxf(x, -87.0f), 88.0f);
@@ -145,8 +144,6 @@ static inline float exp_f32(float x)
 
 static inline float sigmoid_f32(float x) { return 1.0f / (1.0f + exp_f32(-x)); }
 static inline float tanh_f32(float x) { return 1.0f - 2.0f / (1.0f + exp_f32(2.0f * x)); }
-static inline double sigmoid_f64(double x) { return 0.5 + 0.5 * tanh(0.5 * x); }
-static inline double tanh_f64(double x) { return tanh(x); }
 
 static inline float from_bf16(uint16_t v)
 {
@@ -163,8 +160,8 @@ static inline uint16_t to_bf16(float x) /* round to nearest even */
     return (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
 }
 
-/* Element k of the recurrent product: rec (same dtype), or rec_bf16 where low. */
-#define PRODUCT_AT(real, low, rec, rec_bf16, k) ((low) ? (real)from_bf16((rec_bf16)[k]) : (rec)[k])
+/* Element k of the recurrent product: rec (float32), or rec_bf16 where low. */
+#define PRODUCT_AT(low, rec, rec_bf16, k) ((low) ? from_bf16((rec_bf16)[k]) : (rec)[k])
 
 /* row += bias over n numbers, where the caller folded the bias into the step instead of the
  * input projection (float32 with MKL: addmm's broadcast copy of the bias was a pass over the
@@ -187,9 +184,5 @@ static inline uint16_t to_bf16(float x) /* round to nearest even */
         enum { flag = 0 };                                                                    \
         __VA_ARGS__                                                                           \
     }
-
-/* c (m x n, float32) = a (m x k, bfloat16) times w^T, w packed for the tiles (tiles.c). */
-void bf16_tile_product(long m, long n, long k, const uint16_t *a, long lda, const uint16_t *packed,
-                       float *c, long ldc);
 
 #endif

@@ -12,132 +12,126 @@
  */
 #include "gates.h"
 
-#define DEFINE_GRU_STEPS(real, suffix)                                                        \
-                                                                                              \
-/* Forward. gates holds (x_r, x_z, x_n) = W_ih x_t + b_ih plus (b_hr, b_hz, 0) on entry (or   \
- * W_ih x_t, with those biases in bias: (3H,) or NULL), rec (or rec_bf16) W_hh h_{t-1} (no    \
- * bias); b_hn is (H,) or NULL. On return gates holds the activations (r, z, n) and h_n       \
- * the row W_hn h_{t-1} + b_hn; h_next the carried state (the old one at a padded step),      \
- * h_next_bf16 its bfloat16 copy; out the output (zero at a padded step).                     \
- */                                                                                           \
-void gru_forward_##suffix(long batch, long hidden, real *gates, const real *rec,              \
-                          const uint16_t *rec_bf16, const real *bias, const real *b_hn,       \
-                          const real *h_prev, const uint8_t *mask, real *h_n, real *h_next,   \
-                          real *out, uint16_t *h_next_bf16)                                   \
-{                                                                                             \
-    SPLIT_FOR(SPLIT_STEP(batch, hidden),                                                      \
-    for (long b = 0; b < batch; b++) {                                                        \
-        real *a = gates + b * 3 * hidden, *hn = h_n + b * hidden;                             \
-        const real *rb = rec ? rec + b * 3 * hidden : NULL;                                   \
-        const uint16_t *rb16 = rec_bf16 ? rec_bf16 + b * 3 * hidden : NULL;                   \
-        const real *hp = h_prev + b * hidden;                                                 \
-        real *hx = h_next + b * hidden, *y = out + b * hidden;                                \
-        const int real_step = mask == NULL || mask[b];                                        \
-        ADD_BIAS(a, bias, 3 * hidden)                                                         \
-        SPECIALISE(low, rb == NULL,                                                           \
-        SPECIALISE(bias_n, b_hn != NULL,                                                      \
-        _Pragma("omp simd")                                                                   \
-        for (long j = 0; j < hidden; j++) {                                                   \
-            real r = sigmoid_##suffix(a[j] + PRODUCT_AT(real, low, rb, rb16, j));             \
-            real z = sigmoid_##suffix(a[hidden + j] +                                         \
-                                      PRODUCT_AT(real, low, rb, rb16, hidden + j));           \
-            real recurrent_n = PRODUCT_AT(real, low, rb, rb16, 2 * hidden + j);               \
-            if (bias_n)                                                                       \
-                recurrent_n += b_hn[j];                                                       \
-            real n = tanh_##suffix(a[2 * hidden + j] + r * recurrent_n);                      \
-            real h = ((real)1 - z) * n + z * hp[j];                                           \
-            a[j] = r;                                                                         \
-            a[hidden + j] = z;                                                                \
-            a[2 * hidden + j] = n;                                                            \
-            hn[j] = recurrent_n;                                                              \
-            hx[j] = real_step ? h : hp[j];                                                    \
-            y[j] = real_step ? h : (real)0;                                                   \
-        }                                                                                     \
-        ))                                                                                    \
-        if (h_next_bf16) {                                                                    \
-            uint16_t *hb = h_next_bf16 + b * hidden;                                          \
-            _Pragma("omp simd") for (long j = 0; j < hidden; j++) hb[j] = to_bf16((float)hx[j]); \
-        }                                                                                     \
-    })                                                                                        \
-}                                                                                             \
-                                                                                              \
-/* Backward through one step. On entry dh + rec (or rec_bf16) is the gradient reaching the   \
- * carried state after the step (rec: the previous step's d_hh W_hh, absent at the first),  \
- * d_out the output's. Writes d_ih = dL/d(W_ih x_t + b_ih) = (da_r, da_z, da_n) and d_hh =   \
- * dL/d(W_hh h_{t-1} + b_hh) = (da_r, da_z, r da_n), both zero at padded steps, and their    \
- * bfloat16 copies; replaces dh by the part of dL/dh_{t-1} that skips W_hh (dh_t z at a real \
- * step, all of it at a padded one; the caller adds d_hh W_hh next). Adds the bias gradients \
- * into d_bias_ih (double, 3H) and d_bias_hn (double, H): b_hh's is (d_bias_ih[:2H], d_bias_hn). \
- */                                                                                           \
-void gru_backward_##suffix(long batch, long hidden, const real *gates, const real *h_n,       \
-                           const real *h_prev, const uint8_t *mask, const real *d_out,        \
-                           const real *rec, const uint16_t *rec_bf16, real *dh, real *d_ih,   \
-                           real *d_hh, uint16_t *d_ih_bf16, uint16_t *d_hh_bf16,              \
-                           double *d_bias_ih, double *d_bias_hn)                              \
-{                                                                                             \
-    SPLIT_FOR(SPLIT_STEP(batch, hidden),                                                      \
-    for (long b = 0; b < batch; b++) {                                                        \
-        real *di = d_ih + b * 3 * hidden, *dr = d_hh + b * 3 * hidden;                        \
-        real *dhb = dh + b * hidden;                                                          \
-        const real *rb = rec ? rec + b * hidden : NULL;                                       \
-        const uint16_t *rb16 = rec_bf16 ? rec_bf16 + b * hidden : NULL;                       \
-        if (rb || rb16) {                                                                     \
-            SPECIALISE(low, rb == NULL,                                                       \
-            _Pragma("omp simd")                                                               \
-            for (long j = 0; j < hidden; j++) dhb[j] += PRODUCT_AT(real, low, rb, rb16, j);   \
-            )                                                                                 \
-        }                                                                                     \
-        if (mask != NULL && !mask[b]) {                                                       \
-            memset(di, 0, sizeof(real) * 3 * hidden);                                         \
-            memset(dr, 0, sizeof(real) * 3 * hidden);                                         \
-            if (d_ih_bf16) {                                                                  \
-                memset(d_ih_bf16 + b * 3 * hidden, 0, sizeof(uint16_t) * 3 * hidden);         \
-                memset(d_hh_bf16 + b * 3 * hidden, 0, sizeof(uint16_t) * 3 * hidden);         \
-            }                                                                                 \
-            continue;                                                                         \
-        }                                                                                     \
-        const real *a = gates + b * 3 * hidden, *hn = h_n + b * hidden;                       \
-        const real *hp = h_prev + b * hidden, *dy = d_out + b * hidden;                       \
-        _Pragma("omp simd")                                                                   \
-        for (long j = 0; j < hidden; j++) {                                                   \
-            real r = a[j], z = a[hidden + j], n = a[2 * hidden + j];                          \
-            real dh_new = dy[j] + dhb[j];                                                     \
-            real da_n = dh_new * ((real)1 - z) * ((real)1 - n * n);                           \
-            real da_z = dh_new * (hp[j] - n) * z * ((real)1 - z);                             \
-            real da_r = da_n * hn[j] * r * ((real)1 - r);                                     \
-            di[j] = dr[j] = da_r;                                                             \
-            di[hidden + j] = dr[hidden + j] = da_z;                                           \
-            di[2 * hidden + j] = da_n;                                                        \
-            dr[2 * hidden + j] = r * da_n;                                                    \
-            dhb[j] = dh_new * z;                                                              \
-        }                                                                                     \
-        if (d_ih_bf16) {                                                                      \
-            uint16_t *ib = d_ih_bf16 + b * 3 * hidden, *hb = d_hh_bf16 + b * 3 * hidden;      \
-            _Pragma("omp simd")                                                               \
-            for (long k = 0; k < 3 * hidden; k++) {                                           \
-                ib[k] = to_bf16((float)di[k]);                                                \
-                hb[k] = to_bf16((float)dr[k]);                                                \
-            }                                                                                 \
-        }                                                                                     \
-    })                                                                                        \
-    if (d_bias_ih == NULL)                                                                    \
-        return;                                                                               \
-    /* Bias sums over the batch (rows of padded steps are zero): split over units, so that  \
-     * threads never add into the same sum. */                                              \
-    SPLIT_FOR(SPLIT_STEP(batch, hidden),                                                      \
-    for (long k0 = 0; k0 < 3 * hidden; k0 += 64) {                                           \
-        const long k1 = k0 + 64 < 3 * hidden ? k0 + 64 : 3 * hidden;                          \
-        for (long b = 0; b < batch; b++) {                                                    \
-            const real *di = d_ih + b * 3 * hidden, *dr = d_hh + b * 3 * hidden;              \
-            _Pragma("omp simd") for (long k = k0; k < k1; k++) d_bias_ih[k] += (double)di[k]; \
-            for (long k = k0 > 2 * hidden ? k0 : 2 * hidden; k < k1; k++)                     \
-                d_bias_hn[k - 2 * hidden] += (double)dr[k];                                   \
-        }                                                                                     \
-    })                                                                                        \
+/* Forward. gates holds (x_r, x_z, x_n) = W_ih x_t + b_ih plus (b_hr, b_hz, 0) on entry (or
+ * W_ih x_t, with those biases in bias: (3H,) or NULL), rec (or rec_bf16) W_hh h_{t-1} (no
+ * bias); b_hn is (H,) or NULL. On return gates holds the activations (r, z, n) and h_n
+ * the row W_hn h_{t-1} + b_hn; h_next the carried state (the old one at a padded step),
+ * h_next_bf16 its bfloat16 copy; out the output (zero at a padded step).
+ */
+void gru_forward(long batch, long hidden, float *gates, const float *rec, const uint16_t *rec_bf16,
+                 const float *bias, const float *b_hn, const float *h_prev, const uint8_t *mask,
+                 float *h_n, float *h_next, float *out, uint16_t *h_next_bf16)
+{
+    SPLIT_FOR(SPLIT_STEP(batch, hidden),
+    for (long b = 0; b < batch; b++) {
+        float *a = gates + b * 3 * hidden, *hn = h_n + b * hidden;
+        const float *rb = rec ? rec + b * 3 * hidden : NULL;
+        const uint16_t *rb16 = rec_bf16 ? rec_bf16 + b * 3 * hidden : NULL;
+        const float *hp = h_prev + b * hidden;
+        float *hx = h_next + b * hidden, *y = out + b * hidden;
+        const int real_step = mask == NULL || mask[b];
+        ADD_BIAS(a, bias, 3 * hidden)
+        SPECIALISE(low, rb == NULL,
+        SPECIALISE(bias_n, b_hn != NULL,
+        _Pragma("omp simd")
+        for (long j = 0; j < hidden; j++) {
+            float r = sigmoid_f32(a[j] + PRODUCT_AT(low, rb, rb16, j));
+            float z = sigmoid_f32(a[hidden + j] +
+                                      PRODUCT_AT(low, rb, rb16, hidden + j));
+            float recurrent_n = PRODUCT_AT(low, rb, rb16, 2 * hidden + j);
+            if (bias_n)
+                recurrent_n += b_hn[j];
+            float n = tanh_f32(a[2 * hidden + j] + r * recurrent_n);
+            float h = (1.0f - z) * n + z * hp[j];
+            a[j] = r;
+            a[hidden + j] = z;
+            a[2 * hidden + j] = n;
+            hn[j] = recurrent_n;
+            hx[j] = real_step ? h : hp[j];
+            y[j] = real_step ? h : 0.0f;
+        }
+        ))
+        if (h_next_bf16) {
+            uint16_t *hb = h_next_bf16 + b * hidden;
+            _Pragma("omp simd") for (long j = 0; j < hidden; j++) hb[j] = to_bf16(hx[j]);
+        }
+    })
 }
 
-DEFINE_GRU_STEPS(float, f32)
-DEFINE_GRU_STEPS(double, f64)
+/* Backward through one step. On entry dh + rec (or rec_bf16) is the gradient reaching the
+ * carried state after the step (rec: the previous step's d_hh W_hh, absent at the first),
+ * d_out the output's. Writes d_ih = dL/d(W_ih x_t + b_ih) = (da_r, da_z, da_n) and d_hh =
+ * dL/d(W_hh h_{t-1} + b_hh) = (da_r, da_z, r da_n), both zero at padded steps, and their
+ * bfloat16 copies; replaces dh by the part of dL/dh_{t-1} that skips W_hh (dh_t z at a real
+ * step, all of it at a padded one; the caller adds d_hh W_hh next). Adds the bias gradients
+ * into d_bias_ih (double, 3H) and d_bias_hn (double, H): b_hh's is (d_bias_ih[:2H], d_bias_hn).
+ */
+void gru_backward(long batch, long hidden, const float *gates, const float *h_n,
+                  const float *h_prev, const uint8_t *mask, const float *d_out, const float *rec,
+                  const uint16_t *rec_bf16, float *dh, float *d_ih, float *d_hh,
+                  uint16_t *d_ih_bf16, uint16_t *d_hh_bf16, double *d_bias_ih, double *d_bias_hn)
+{
+    SPLIT_FOR(SPLIT_STEP(batch, hidden),
+    for (long b = 0; b < batch; b++) {
+        float *di = d_ih + b * 3 * hidden, *dr = d_hh + b * 3 * hidden;
+        float *dhb = dh + b * hidden;
+        const float *rb = rec ? rec + b * hidden : NULL;
+        const uint16_t *rb16 = rec_bf16 ? rec_bf16 + b * hidden : NULL;
+        if (rb || rb16) {
+            SPECIALISE(low, rb == NULL,
+            _Pragma("omp simd")
+            for (long j = 0; j < hidden; j++) dhb[j] += PRODUCT_AT(low, rb, rb16, j);
+            )
+        }
+        if (mask != NULL && !mask[b]) {
+            memset(di, 0, sizeof(float) * 3 * hidden);
+            memset(dr, 0, sizeof(float) * 3 * hidden);
+            if (d_ih_bf16) {
+                memset(d_ih_bf16 + b * 3 * hidden, 0, sizeof(uint16_t) * 3 * hidden);
+                memset(d_hh_bf16 + b * 3 * hidden, 0, sizeof(uint16_t) * 3 * hidden);
+            }
+            continue;
+        }
+        const float *a = gates + b * 3 * hidden, *hn = h_n + b * hidden;
+        const float *hp = h_prev + b * hidden, *dy = d_out + b * hidden;
+        _Pragma("omp simd")
+        for (long j = 0; j < hidden; j++) {
+            float r = a[j], z = a[hidden + j], n = a[2 * hidden + j];
+            float dh_new = dy[j] + dhb[j];
+            float da_n = dh_new * (1.0f - z) * (1.0f - n * n);
+            float da_z = dh_new * (hp[j] - n) * z * (1.0f - z);
+            float da_r = da_n * hn[j] * r * (1.0f - r);
+            di[j] = dr[j] = da_r;
+            di[hidden + j] = dr[hidden + j] = da_z;
+            di[2 * hidden + j] = da_n;
+            dr[2 * hidden + j] = r * da_n;
+            dhb[j] = dh_new * z;
+        }
+        if (d_ih_bf16) {
+            uint16_t *ib = d_ih_bf16 + b * 3 * hidden, *hb = d_hh_bf16 + b * 3 * hidden;
+            _Pragma("omp simd")
+            for (long k = 0; k < 3 * hidden; k++) {
+                ib[k] = to_bf16(di[k]);
+                hb[k] = to_bf16(dr[k]);
+            }
+        }
+    })
+    if (d_bias_ih == NULL)
+        return;
+    /* Bias sums over the batch (rows of padded steps are zero): split over units, so that
+     * threads never add into the same sum. */
+    SPLIT_FOR(SPLIT_STEP(batch, hidden),
+    for (long k0 = 0; k0 < 3 * hidden; k0 += 64) {
+        const long k1 = k0 + 64 < 3 * hidden ? k0 + 64 : 3 * hidden;
+        for (long b = 0; b < batch; b++) {
+            const float *di = d_ih + b * 3 * hidden, *dr = d_hh + b * 3 * hidden;
+            _Pragma("omp simd") for (long k = k0; k < k1; k++) d_bias_ih[k] += (double)di[k];
+            for (long k = k0 > 2 * hidden ? k0 : 2 * hidden; k < k1; k++)
+                d_bias_hn[k - 2 * hidden] += (double)dr[k];
+        }
+    })
+}
+
 
 /* The loops over time of rnnkit/kernels/gru_fused.py for float32 under mixed precision with
  * the products on tiles, in C, as rnn_gates.c has them for the Elman RNN. The arrays are the
@@ -157,7 +151,7 @@ static void gru_forward_rows(long steps, long batch, long first, long count, lon
         const long after = carried_to(k, steps, reverse);
         bf16_tile_product(count, 3 * hidden, hidden, h_in + t * row + at, hidden, w_hh, own,
                           3 * hidden);
-        gru_forward_f32(count, hidden, gates + 3 * (t * row + at), own, NULL, NULL, b_hn,
+        gru_forward(count, hidden, gates + 3 * (t * row + at), own, NULL, NULL, b_hn,
                         h_prev_seq + t * row + at, mask ? mask + t * batch + first : NULL,
                         h_n_seq + t * row + at, h_prev_seq + after * row + at,
                         out + t * row + at, h_in + after * row + at);
@@ -189,7 +183,7 @@ static void gru_backward_rows(long steps, long batch, long first, long count, lo
     float *own = own_scratch(count * hidden, rec + at);
     for (long k = 0; k < steps; k++) {
         const long t = visited(steps - 1 - k, steps, reverse);
-        gru_backward_f32(count, hidden, gates + 3 * (t * row + at), h_n_seq + t * row + at,
+        gru_backward(count, hidden, gates + 3 * (t * row + at), h_n_seq + t * row + at,
                          h_prev_seq + t * row + at, mask ? mask + t * batch + first : NULL,
                          d_out + t * row + at, k ? own : NULL, NULL, dh + at,
                          d_ih_row + 3 * at, d_hh_row + 3 * at, d_ih_low + 3 * (t * row + at),

@@ -11,9 +11,9 @@
  */
 #include "gates.h"
 
-/* row += rec (same dtype) or row += rec_bf16, over n numbers, and += bias where not NULL (in
+/* row += rec (float32) or row += rec_bf16, over n numbers, and += bias where not NULL (in
  * the same pass as rec where both are given). */
-#define ADD_PRODUCT(real, row, rec, rec_bf16, bias, n)                                        \
+#define ADD_PRODUCT(row, rec, rec_bf16, bias, n)                                        \
     if ((rec) && (bias)) {                                                                    \
         _Pragma("omp simd") for (long k = 0; k < (n); k++)(row)[k] += (rec)[k] + (bias)[k];   \
     } else {                                                                                  \
@@ -22,155 +22,149 @@
             _Pragma("omp simd") for (long k = 0; k < (n); k++)(row)[k] += (rec)[k];           \
         } else if (rec_bf16) {                                                                \
             _Pragma("omp simd") for (long k = 0; k < (n); k++)                                \
-                (row)[k] += (real)from_bf16((rec_bf16)[k]);                                   \
+                (row)[k] += from_bf16((rec_bf16)[k]);                                   \
         }                                                                                     \
     }
 
-#define DEFINE_LSTM_STEPS(real, suffix)                                                       \
-                                                                                              \
-/* Forward. gates holds W_ih x_t + b on entry (or W_ih x_t, with b in bias: (4H,) or NULL),   \
- * rec (or rec_bf16) W_hh h_{t-1}; on return gates holds the activations (i, f, g, o).        \
- * c_new receives c_t before masking; h_next, c_next the carried state (the old one at a      \
- * padded step), h_next_bf16 a bfloat16 copy of h_next; out the output row (zero at a         \
- * padded step).                                                                              \
- */                                                                                           \
-void lstm_forward_##suffix(long batch, long hidden, real *gates, const real *rec,             \
-                           const uint16_t *rec_bf16, const real *bias, const real *h_prev,    \
-                           const real *c_prev, const real *p_i, const real *p_f,              \
-                           const real *p_o, const uint8_t *mask, real *c_new, real *h_next,   \
-                           real *c_next, real *out, uint16_t *h_next_bf16)                    \
-{                                                                                             \
-    SPLIT_FOR(SPLIT_STEP(batch, hidden),                                                      \
-    for (long b = 0; b < batch; b++) {                                                        \
-        real *a = gates + b * 4 * hidden;                                                     \
-        const real *cp = c_prev + b * hidden, *hp = h_prev + b * hidden;                      \
-        real *cn = c_new + b * hidden, *hn = h_next + b * hidden;                             \
-        real *cx = c_next + b * hidden, *y = out + b * hidden;                                \
-        const int real_step = mask == NULL || mask[b];                                        \
-        ADD_PRODUCT(real, a, rec ? rec + b * 4 * hidden : NULL,                               \
-                    rec_bf16 ? rec_bf16 + b * 4 * hidden : NULL, bias, 4 * hidden)            \
-        SPECIALISE(peephole, p_i != NULL,                                                     \
-        _Pragma("omp simd")                                                                   \
-        for (long j = 0; j < hidden; j++) {                                                   \
-            real ai = a[j], af = a[hidden + j], ag = a[2 * hidden + j];                       \
-            real ao = a[3 * hidden + j], c = cp[j];                                           \
-            if (peephole) {                                                                        \
-                ai += p_i[j] * c;                                                             \
-                af += p_f[j] * c;                                                             \
-            }                                                                                 \
-            real i = sigmoid_##suffix(ai), f = sigmoid_##suffix(af), g = tanh_##suffix(ag);   \
-            real cell = f * c + i * g;                                                        \
-            if (peephole)                                                                        \
-                ao += p_o[j] * cell;                                                          \
-            real o = sigmoid_##suffix(ao);                                                    \
-            real h = o * tanh_##suffix(cell);                                                 \
-            a[j] = i;                                                                         \
-            a[hidden + j] = f;                                                                \
-            a[2 * hidden + j] = g;                                                            \
-            a[3 * hidden + j] = o;                                                            \
-            cn[j] = cell;                                                                     \
-            hn[j] = real_step ? h : hp[j];                                                    \
-            cx[j] = real_step ? cell : c;                                                     \
-            y[j] = real_step ? h : (real)0;                                                   \
-        }                                                                                     \
-        )                                                                                     \
-        if (h_next_bf16) {                                                                    \
-            uint16_t *hb = h_next_bf16 + b * hidden;                                          \
-            _Pragma("omp simd") for (long j = 0; j < hidden; j++) hb[j] = to_bf16((float)hn[j]); \
-        }                                                                                     \
-    })                                                                                        \
-}                                                                                             \
-                                                                                              \
-/* Backward through one step. On entry dh + rec (or rec_bf16) and dc are the gradients       \
- * reaching the carried state after the step (rec: the previous step's d_gates W_hh), d_out  \
- * the output's. Writes d_gates (dL/da, B x 4H, zero at padded steps) and its bfloat16 copy, \
- * replaces dc by the gradient for c_{t-1} and dh by its carried part (zero at real steps:   \
- * the caller adds this step's d_gates W_hh next). Adds the peephole gradients into dp_*     \
- * (double, H) and the bias gradient into d_bias (double, 4H).                               \
- */                                                                                           \
-void lstm_backward_##suffix(long batch, long hidden, const real *gates, const real *c_prev,   \
-                            const real *c_new, const real *p_i, const real *p_f,              \
-                            const real *p_o, const uint8_t *mask, const real *d_out,          \
-                            const real *rec, const uint16_t *rec_bf16, real *dh, real *dc,    \
-                            real *d_gates, uint16_t *d_gates_bf16, double *dp_i,              \
-                            double *dp_f, double *dp_o, double *d_bias)                       \
-{                                                                                             \
-    SPLIT_FOR(SPLIT_STEP(batch, hidden),                                                      \
-    for (long b = 0; b < batch; b++) {                                                        \
-        real *da = d_gates + b * 4 * hidden;                                                  \
-        real *dhb = dh + b * hidden, *dcb = dc + b * hidden;                                  \
-        ADD_PRODUCT(real, dhb, rec ? rec + b * hidden : NULL,                                 \
-                    rec_bf16 ? rec_bf16 + b * hidden : NULL, (const real *)NULL, hidden)      \
-        if (mask != NULL && !mask[b]) {                                                       \
-            memset(da, 0, sizeof(real) * 4 * hidden);                                         \
-            if (d_gates_bf16)                                                                 \
-                memset(d_gates_bf16 + b * 4 * hidden, 0, sizeof(uint16_t) * 4 * hidden);      \
-            continue;                                                                         \
-        }                                                                                     \
-        const real *a = gates + b * 4 * hidden, *cp = c_prev + b * hidden;                    \
-        const real *cn = c_new + b * hidden, *dy = d_out + b * hidden;                        \
-        SPECIALISE(peephole, p_i != NULL,                                                     \
-        _Pragma("omp simd")                                                                   \
-        for (long j = 0; j < hidden; j++) {                                                   \
-            real i = a[j], f = a[hidden + j], g = a[2 * hidden + j], o = a[3 * hidden + j];   \
-            real tc = tanh_##suffix(cn[j]);                                                   \
-            real dh_new = dy[j] + dhb[j];                                                     \
-            real da_o = dh_new * tc * o * ((real)1 - o);                                      \
-            real dc_new = dcb[j] + dh_new * o * ((real)1 - tc * tc);                          \
-            if (peephole)                                                                        \
-                dc_new += p_o[j] * da_o;                                                      \
-            real da_i = dc_new * g * i * ((real)1 - i);                                       \
-            real da_f = dc_new * cp[j] * f * ((real)1 - f);                                   \
-            real da_g = dc_new * i * ((real)1 - g * g);                                       \
-            real dc_prev = dc_new * f;                                                        \
-            if (peephole) {                                                                        \
-                dc_prev += p_i[j] * da_i + p_f[j] * da_f;                                     \
-            }                                                                                 \
-            da[j] = da_i;                                                                     \
-            da[hidden + j] = da_f;                                                            \
-            da[2 * hidden + j] = da_g;                                                        \
-            da[3 * hidden + j] = da_o;                                                        \
-            dcb[j] = dc_prev;                                                                 \
-            dhb[j] = (real)0;                                                                 \
-        }                                                                                     \
-        )                                                                                     \
-        if (d_gates_bf16) {                                                                   \
-            uint16_t *db = d_gates_bf16 + b * 4 * hidden;                                     \
-            _Pragma("omp simd") for (long k = 0; k < 4 * hidden; k++) db[k] = to_bf16((float)da[k]); \
-        }                                                                                     \
-    })                                                                                        \
-    if (d_bias) {                                                                             \
-        SPLIT_FOR(SPLIT_STEP(batch, hidden),                                                  \
-        for (long k0 = 0; k0 < 4 * hidden; k0 += 64) {                                       \
-            const long k1 = k0 + 64 < 4 * hidden ? k0 + 64 : 4 * hidden;                      \
-            for (long b = 0; b < batch; b++) {                                                \
-                const real *da = d_gates + b * 4 * hidden;                                    \
-                _Pragma("omp simd") for (long k = k0; k < k1; k++) d_bias[k] += (double)da[k]; \
-            }                                                                                 \
-        })                                                                                    \
-    }                                                                                         \
-    if (p_i == NULL)                                                                          \
-        return;                                                                               \
-    /* Peephole sums over the batch (rows of padded steps are zero): split over units, so   \
-     * that threads never add into the same sum. */                                         \
-    SPLIT_FOR(SPLIT_STEP(batch, hidden),                                                      \
-    for (long j0 = 0; j0 < hidden; j0 += 64) {                                                \
-        const long j1 = j0 + 64 < hidden ? j0 + 64 : hidden;                                  \
-        for (long b = 0; b < batch; b++) {                                                    \
-            const real *da = d_gates + b * 4 * hidden;                                        \
-            const real *cp = c_prev + b * hidden, *cn = c_new + b * hidden;                   \
-            _Pragma("omp simd")                                                               \
-            for (long j = j0; j < j1; j++) {                                                  \
-                dp_i[j] += (double)(da[j] * cp[j]);                                           \
-                dp_f[j] += (double)(da[hidden + j] * cp[j]);                                  \
-                dp_o[j] += (double)(da[3 * hidden + j] * cn[j]);                              \
-            }                                                                                 \
-        }                                                                                     \
-    })                                                                                        \
+/* Forward. gates holds W_ih x_t + b on entry (or W_ih x_t, with b in bias: (4H,) or NULL),
+ * rec (or rec_bf16) W_hh h_{t-1}; on return gates holds the activations (i, f, g, o).
+ * c_new receives c_t before masking; h_next, c_next the carried state (the old one at a
+ * padded step), h_next_bf16 a bfloat16 copy of h_next; out the output row (zero at a
+ * padded step).
+ */
+void lstm_forward(long batch, long hidden, float *gates, const float *rec, const uint16_t *rec_bf16,
+                  const float *bias, const float *h_prev, const float *c_prev, const float *p_i,
+                  const float *p_f, const float *p_o, const uint8_t *mask, float *c_new,
+                  float *h_next, float *c_next, float *out, uint16_t *h_next_bf16)
+{
+    SPLIT_FOR(SPLIT_STEP(batch, hidden),
+    for (long b = 0; b < batch; b++) {
+        float *a = gates + b * 4 * hidden;
+        const float *cp = c_prev + b * hidden, *hp = h_prev + b * hidden;
+        float *cn = c_new + b * hidden, *hn = h_next + b * hidden;
+        float *cx = c_next + b * hidden, *y = out + b * hidden;
+        const int real_step = mask == NULL || mask[b];
+        ADD_PRODUCT(a, rec ? rec + b * 4 * hidden : NULL,
+                    rec_bf16 ? rec_bf16 + b * 4 * hidden : NULL, bias, 4 * hidden)
+        SPECIALISE(peephole, p_i != NULL,
+        _Pragma("omp simd")
+        for (long j = 0; j < hidden; j++) {
+            float ai = a[j], af = a[hidden + j], ag = a[2 * hidden + j];
+            float ao = a[3 * hidden + j], c = cp[j];
+            if (peephole) {
+                ai += p_i[j] * c;
+                af += p_f[j] * c;
+            }
+            float i = sigmoid_f32(ai), f = sigmoid_f32(af), g = tanh_f32(ag);
+            float cell = f * c + i * g;
+            if (peephole)
+                ao += p_o[j] * cell;
+            float o = sigmoid_f32(ao);
+            float h = o * tanh_f32(cell);
+            a[j] = i;
+            a[hidden + j] = f;
+            a[2 * hidden + j] = g;
+            a[3 * hidden + j] = o;
+            cn[j] = cell;
+            hn[j] = real_step ? h : hp[j];
+            cx[j] = real_step ? cell : c;
+            y[j] = real_step ? h : 0.0f;
+        }
+        )
+        if (h_next_bf16) {
+            uint16_t *hb = h_next_bf16 + b * hidden;
+            _Pragma("omp simd") for (long j = 0; j < hidden; j++) hb[j] = to_bf16(hn[j]);
+        }
+    })
 }
 
-DEFINE_LSTM_STEPS(float, f32)
-DEFINE_LSTM_STEPS(double, f64)
+/* Backward through one step. On entry dh + rec (or rec_bf16) and dc are the gradients
+ * reaching the carried state after the step (rec: the previous step's d_gates W_hh), d_out
+ * the output's. Writes d_gates (dL/da, B x 4H, zero at padded steps) and its bfloat16 copy,
+ * replaces dc by the gradient for c_{t-1} and dh by its carried part (zero at real steps:
+ * the caller adds this step's d_gates W_hh next). Adds the peephole gradients into dp_*
+ * (double, H) and the bias gradient into d_bias (double, 4H).
+ */
+void lstm_backward(long batch, long hidden, const float *gates, const float *c_prev,
+                   const float *c_new, const float *p_i, const float *p_f, const float *p_o,
+                   const uint8_t *mask, const float *d_out, const float *rec,
+                   const uint16_t *rec_bf16, float *dh, float *dc, float *d_gates,
+                   uint16_t *d_gates_bf16, double *dp_i, double *dp_f, double *dp_o, double *d_bias)
+{
+    SPLIT_FOR(SPLIT_STEP(batch, hidden),
+    for (long b = 0; b < batch; b++) {
+        float *da = d_gates + b * 4 * hidden;
+        float *dhb = dh + b * hidden, *dcb = dc + b * hidden;
+        ADD_PRODUCT(dhb, rec ? rec + b * hidden : NULL,
+                    rec_bf16 ? rec_bf16 + b * hidden : NULL, (const float *)NULL, hidden)
+        if (mask != NULL && !mask[b]) {
+            memset(da, 0, sizeof(float) * 4 * hidden);
+            if (d_gates_bf16)
+                memset(d_gates_bf16 + b * 4 * hidden, 0, sizeof(uint16_t) * 4 * hidden);
+            continue;
+        }
+        const float *a = gates + b * 4 * hidden, *cp = c_prev + b * hidden;
+        const float *cn = c_new + b * hidden, *dy = d_out + b * hidden;
+        SPECIALISE(peephole, p_i != NULL,
+        _Pragma("omp simd")
+        for (long j = 0; j < hidden; j++) {
+            float i = a[j], f = a[hidden + j], g = a[2 * hidden + j], o = a[3 * hidden + j];
+            float tc = tanh_f32(cn[j]);
+            float dh_new = dy[j] + dhb[j];
+            float da_o = dh_new * tc * o * (1.0f - o);
+            float dc_new = dcb[j] + dh_new * o * (1.0f - tc * tc);
+            if (peephole)
+                dc_new += p_o[j] * da_o;
+            float da_i = dc_new * g * i * (1.0f - i);
+            float da_f = dc_new * cp[j] * f * (1.0f - f);
+            float da_g = dc_new * i * (1.0f - g * g);
+            float dc_prev = dc_new * f;
+            if (peephole) {
+                dc_prev += p_i[j] * da_i + p_f[j] * da_f;
+            }
+            da[j] = da_i;
+            da[hidden + j] = da_f;
+            da[2 * hidden + j] = da_g;
+            da[3 * hidden + j] = da_o;
+            dcb[j] = dc_prev;
+            dhb[j] = 0.0f;
+        }
+        )
+        if (d_gates_bf16) {
+            uint16_t *db = d_gates_bf16 + b * 4 * hidden;
+            _Pragma("omp simd") for (long k = 0; k < 4 * hidden; k++) db[k] = to_bf16(da[k]);
+        }
+    })
+    if (d_bias) {
+        SPLIT_FOR(SPLIT_STEP(batch, hidden),
+        for (long k0 = 0; k0 < 4 * hidden; k0 += 64) {
+            const long k1 = k0 + 64 < 4 * hidden ? k0 + 64 : 4 * hidden;
+            for (long b = 0; b < batch; b++) {
+                const float *da = d_gates + b * 4 * hidden;
+                _Pragma("omp simd") for (long k = k0; k < k1; k++) d_bias[k] += (double)da[k];
+            }
+        })
+    }
+    if (p_i == NULL)
+        return;
+    /* Peephole sums over the batch (rows of padded steps are zero): split over units, so
+     * that threads never add into the same sum. */
+    SPLIT_FOR(SPLIT_STEP(batch, hidden),
+    for (long j0 = 0; j0 < hidden; j0 += 64) {
+        const long j1 = j0 + 64 < hidden ? j0 + 64 : hidden;
+        for (long b = 0; b < batch; b++) {
+            const float *da = d_gates + b * 4 * hidden;
+            const float *cp = c_prev + b * hidden, *cn = c_new + b * hidden;
+            _Pragma("omp simd")
+            for (long j = j0; j < j1; j++) {
+                dp_i[j] += (double)(da[j] * cp[j]);
+                dp_f[j] += (double)(da[hidden + j] * cp[j]);
+                dp_o[j] += (double)(da[3 * hidden + j] * cn[j]);
+            }
+        }
+    })
+}
+
 
 /* The loops over time of rnnkit/kernels/lstm_fused.py for float32 under mixed precision with
  * the products on tiles, in C, as gru_gates.c has them for the GRU. The arrays are the Python
@@ -191,7 +185,7 @@ static void lstm_forward_rows(long steps, long batch, long first, long count, lo
         const long after = carried_to(k, steps, reverse);
         bf16_tile_product(count, 4 * hidden, hidden, h_in + t * row + at, hidden, w_hh, own,
                           4 * hidden);
-        lstm_forward_f32(count, hidden, gates + 4 * (t * row + at), own, NULL, NULL,
+        lstm_forward(count, hidden, gates + 4 * (t * row + at), own, NULL, NULL,
                          h_prev_seq + t * row + at, c_prev_seq + t * row + at, p_i, p_f, p_o,
                          mask ? mask + t * batch + first : NULL, c_new_seq + t * row + at,
                          h_prev_seq + after * row + at, c_prev_seq + after * row + at,
@@ -227,7 +221,7 @@ static void lstm_backward_rows(long steps, long batch, long first, long count, l
     float *own = own_scratch(count * hidden, rec + at);
     for (long k = 0; k < steps; k++) {
         const long t = visited(steps - 1 - k, steps, reverse);
-        lstm_backward_f32(count, hidden, gates + 4 * (t * row + at), c_prev_seq + t * row + at,
+        lstm_backward(count, hidden, gates + 4 * (t * row + at), c_prev_seq + t * row + at,
                           c_new_seq + t * row + at, p_i, p_f, p_o,
                           mask ? mask + t * batch + first : NULL, d_out + t * row + at,
                           k ? own : NULL, NULL, dh + at, dc + at, d_row + 4 * at,

@@ -52,17 +52,6 @@ static void product(long m, long n, long k, const float *a, const float *packed,
             0.0f, c, (int)n);
 }
 
-void lstm_forward_f32(long batch, long hidden, float *gates, const float *rec,
-                      const uint16_t *rec_bf16, const float *bias, const float *h_prev,
-                      const float *c_prev, const float *p_i, const float *p_f, const float *p_o,
-                      const uint8_t *mask, float *c_new, float *h_next, float *c_next, float *out,
-                      uint16_t *h_next_bf16);
-void lstm_backward_f32(long batch, long hidden, const float *gates, const float *c_prev,
-                       const float *c_new, const float *p_i, const float *p_f, const float *p_o,
-                       const uint8_t *mask, const float *d_out, const float *rec,
-                       const uint16_t *rec_bf16, float *dh, float *dc, float *d_gates,
-                       uint16_t *d_gates_bf16, double *dp_i, double *dp_f, double *dp_o,
-                       double *d_bias);
 
 /* The arrays are those of lstm_fused.py's loops, whole: gates (T, B, 4H) W_ih x_t, the bias
  * b_ih + b_hh (4H) or NULL, h and c before each step (T + 1, B, H; row T final), c_t and the
@@ -79,7 +68,7 @@ void lstm_forward_mkl(long steps, long batch, long hidden, int reverse, float *g
         const long t = visited(k, steps, reverse);
         const long after = carried_to(k, steps, reverse);
         product(batch, 4 * hidden, hidden, h_prev_seq + t * row, packed, rec);
-        lstm_forward_f32(batch, hidden, gates + 4 * t * row, rec, NULL, bias,
+        lstm_forward(batch, hidden, gates + 4 * t * row, rec, NULL, bias,
                          h_prev_seq + t * row, c_prev_seq + t * row, p_i, p_f, p_o,
                          mask ? mask + t * batch : NULL, c_new_seq + t * row,
                          h_prev_seq + after * row, c_prev_seq + after * row, out + t * row, NULL);
@@ -101,7 +90,7 @@ void lstm_backward_mkl(long steps, long batch, long hidden, int reverse, const f
     pack_weight(batch, hidden, 4 * hidden, 0, w_hh, packed);
     for (long k = 0; k < steps; k++) {
         const long t = visited(steps - 1 - k, steps, reverse);
-        lstm_backward_f32(batch, hidden, gates + 4 * t * row, c_prev_seq + t * row,
+        lstm_backward(batch, hidden, gates + 4 * t * row, c_prev_seq + t * row,
                           c_new_seq + t * row, p_i, p_f, p_o, mask ? mask + t * batch : NULL,
                           d_out + t * row, k ? rec : NULL, NULL, dh, dc, d_gates + 4 * t * row,
                           NULL, dp_i, dp_f, dp_o, d_bias);
@@ -111,15 +100,6 @@ void lstm_backward_mkl(long steps, long batch, long hidden, int reverse, const f
         dh[j] += rec[j];
 }
 
-void gru_forward_f32(long batch, long hidden, float *gates, const float *rec,
-                     const uint16_t *rec_bf16, const float *bias, const float *b_hn,
-                     const float *h_prev, const uint8_t *mask, float *h_n, float *h_next,
-                     float *out, uint16_t *h_next_bf16);
-void gru_backward_f32(long batch, long hidden, const float *gates, const float *h_n,
-                      const float *h_prev, const uint8_t *mask, const float *d_out,
-                      const float *rec, const uint16_t *rec_bf16, float *dh, float *d_ih,
-                      float *d_hh, uint16_t *d_ih_bf16, uint16_t *d_hh_bf16, double *d_bias_ih,
-                      double *d_bias_hn);
 
 /* gru_fused.py's loops: gates (T, B, 3H) W_ih x_t, the bias b_ih + (b_hr, b_hz, 0) (3H) or
  * NULL, h before each step (T + 1, B, H; row T final), W_hn h_{t-1} + b_hn and the output
@@ -136,7 +116,7 @@ void gru_forward_mkl(long steps, long batch, long hidden, int reverse, float *ga
         const long t = visited(k, steps, reverse);
         const long after = carried_to(k, steps, reverse);
         product(batch, 3 * hidden, hidden, h_prev_seq + t * row, packed, rec);
-        gru_forward_f32(batch, hidden, gates + 3 * t * row, rec, NULL, bias, b_hn,
+        gru_forward(batch, hidden, gates + 3 * t * row, rec, NULL, bias, b_hn,
                         h_prev_seq + t * row, mask ? mask + t * batch : NULL, h_n_seq + t * row,
                         h_prev_seq + after * row, out + t * row, NULL);
     }
@@ -154,7 +134,7 @@ void gru_backward_mkl(long steps, long batch, long hidden, int reverse, const fl
     pack_weight(batch, hidden, 3 * hidden, 0, w_hh, packed);
     for (long k = 0; k < steps; k++) {
         const long t = visited(steps - 1 - k, steps, reverse);
-        gru_backward_f32(batch, hidden, gates + 3 * t * row, h_n_seq + t * row,
+        gru_backward(batch, hidden, gates + 3 * t * row, h_n_seq + t * row,
                          h_prev_seq + t * row, mask ? mask + t * batch : NULL, d_out + t * row,
                          k ? rec : NULL, NULL, dh, d_ih + 3 * t * row, d_hh + 3 * t * row, NULL,
                          NULL, d_bias_ih, d_bias_hn);
@@ -164,12 +144,6 @@ void gru_backward_mkl(long steps, long batch, long hidden, int reverse, const fl
         dh[j] += rec[j];
 }
 
-void rnn_forward_f32(long batch, long hidden, int relu, float *pre, const float *rec,
-                     const uint16_t *rec_bf16, const float *bias, const float *h_prev,
-                     const uint8_t *mask, float *h_next, float *out, uint16_t *h_next_bf16);
-void rnn_backward_f32(long batch, long hidden, int relu, const float *h_new, const uint8_t *mask,
-                      const float *d_out, const float *rec, const uint16_t *rec_bf16, float *dh,
-                      float *da, uint16_t *da_bf16, double *d_bias);
 
 /* rnn_fused.py's loops: pre (T, B, H) W_ih x_t on entry and h_t = f(a_t) on return, the bias
  * b_ih + b_hh (H) or NULL, h before each step (T + 1, B, H; row T final), the output (T, B,
@@ -185,7 +159,7 @@ void rnn_forward_mkl(long steps, long batch, long hidden, int relu, int reverse,
         const long t = visited(k, steps, reverse);
         const long after = carried_to(k, steps, reverse);
         product(batch, hidden, hidden, h_prev_seq + t * row, packed, rec);
-        rnn_forward_f32(batch, hidden, relu, pre + t * row, rec, NULL, bias, h_prev_seq + t * row,
+        rnn_forward(batch, hidden, relu, pre + t * row, rec, NULL, bias, h_prev_seq + t * row,
                         mask ? mask + t * batch : NULL, h_prev_seq + after * row, out + t * row,
                         NULL);
     }
@@ -203,7 +177,7 @@ void rnn_backward_mkl(long steps, long batch, long hidden, int relu, int reverse
     pack_weight(batch, hidden, hidden, 0, w_hh, packed);
     for (long k = 0; k < steps; k++) {
         const long t = visited(steps - 1 - k, steps, reverse);
-        rnn_backward_f32(batch, hidden, relu, h_new + t * row, mask ? mask + t * batch : NULL,
+        rnn_backward(batch, hidden, relu, h_new + t * row, mask ? mask + t * batch : NULL,
                          d_out + t * row, k ? rec : NULL, NULL, dh, d_pre + t * row, NULL,
                          d_bias);
         product(batch, hidden, hidden, d_pre + t * row, packed, rec);

@@ -11,106 +11,101 @@
 
 /* f(a) and f'(a) written through h = f(a): tanh' = 1 - h^2; relu' = 1[h > 0], 0 at a = 0 as
  * in torch. */
-#define ACTIVATE(real, suffix, a, relu) ((relu) ? ((a) > (real)0 ? (a) : (real)0) : tanh_##suffix(a))
-#define SLOPE(real, h, relu) ((relu) ? (real)((h) > (real)0) : (real)1 - (h) * (h))
+static inline float activate(float a, int relu) { return relu ? (a > 0.0f ? a : 0.0f) : tanh_f32(a); }
+static inline float slope(float h, int relu) { return relu ? (float)(h > 0.0f) : 1.0f - h * h; }
 
-#define DEFINE_RNN_STEPS(real, suffix)                                                        \
-                                                                                              \
-/* Forward. pre holds W_xh x_t + b_xh + b_hh on entry (or W_xh x_t, with the biases' sum in   \
- * bias: (H,) or NULL), rec (or rec_bf16) W_hh h_{t-1}; on return pre holds h_t = f(a_t)      \
- * before masking. h_next receives the carried state (the old one at a padded step),          \
- * h_next_bf16 its bfloat16 copy, out the output (zero at a padded step). relu: 1 for         \
- * f = relu, 0 for tanh.                                                                      \
- */                                                                                           \
-void rnn_forward_##suffix(long batch, long hidden, int relu, real *pre, const real *rec,      \
-                          const uint16_t *rec_bf16, const real *bias, const real *h_prev,     \
-                          const uint8_t *mask, real *h_next, real *out, uint16_t *h_next_bf16)\
-{                                                                                             \
-    SPLIT_FOR(SPLIT_STEP(batch, hidden),                                                      \
-    for (long b = 0; b < batch; b++) {                                                        \
-        real *a = pre + b * hidden;                                                           \
-        const real *rb = rec ? rec + b * hidden : NULL;                                       \
-        const uint16_t *rb16 = rec_bf16 ? rec_bf16 + b * hidden : NULL;                       \
-        const real *hp = h_prev + b * hidden;                                                 \
-        real *hx = h_next + b * hidden, *y = out + b * hidden;                                \
-        const int real_step = mask == NULL || mask[b];                                        \
-        ADD_BIAS(a, bias, hidden)                                                             \
-        SPECIALISE(low, rb == NULL,                                                           \
-        SPECIALISE(use_relu, relu,                                                            \
-        _Pragma("omp simd")                                                                   \
-        for (long j = 0; j < hidden; j++) {                                                   \
-            real s = a[j] + PRODUCT_AT(real, low, rb, rb16, j);                               \
-            real h = ACTIVATE(real, suffix, s, use_relu);                                     \
-            a[j] = h;                                                                         \
-            hx[j] = real_step ? h : hp[j];                                                    \
-            y[j] = real_step ? h : (real)0;                                                   \
-        }                                                                                     \
-        ))                                                                                    \
-        if (h_next_bf16) {                                                                    \
-            uint16_t *hb = h_next_bf16 + b * hidden;                                          \
-            _Pragma("omp simd") for (long j = 0; j < hidden; j++) hb[j] = to_bf16((float)hx[j]); \
-        }                                                                                     \
-    })                                                                                        \
-}                                                                                             \
-                                                                                              \
-/* Backward through one step. On entry dh + rec (or rec_bf16) is the gradient reaching the   \
- * carried state after the step (rec: the previous step's da W_hh, absent at the first),     \
- * d_out the output's; h_new is the forward's f(a_t). Writes da = dL/da_t (zero at padded    \
- * steps) and its bfloat16 copy; replaces dh by its carried part (zero at a real step: the   \
- * caller adds da W_hh next). Adds the bias gradient, shared by b_xh and b_hh, into d_bias   \
- * (double, H).                                                                              \
- */                                                                                           \
-void rnn_backward_##suffix(long batch, long hidden, int relu, const real *h_new,              \
-                           const uint8_t *mask, const real *d_out, const real *rec,           \
-                           const uint16_t *rec_bf16, real *dh, real *da, uint16_t *da_bf16,   \
-                           double *d_bias)                                                    \
-{                                                                                             \
-    SPLIT_FOR(SPLIT_STEP(batch, hidden),                                                      \
-    for (long b = 0; b < batch; b++) {                                                        \
-        real *d = da + b * hidden, *dhb = dh + b * hidden;                                    \
-        const real *rb = rec ? rec + b * hidden : NULL;                                       \
-        const uint16_t *rb16 = rec_bf16 ? rec_bf16 + b * hidden : NULL;                       \
-        if (rb || rb16) {                                                                     \
-            SPECIALISE(low, rb == NULL,                                                       \
-            _Pragma("omp simd")                                                               \
-            for (long j = 0; j < hidden; j++) dhb[j] += PRODUCT_AT(real, low, rb, rb16, j);   \
-            )                                                                                 \
-        }                                                                                     \
-        if (mask != NULL && !mask[b]) {                                                       \
-            memset(d, 0, sizeof(real) * hidden);                                              \
-            if (da_bf16)                                                                      \
-                memset(da_bf16 + b * hidden, 0, sizeof(uint16_t) * hidden);                   \
-            continue;                                                                         \
-        }                                                                                     \
-        const real *h = h_new + b * hidden, *dy = d_out + b * hidden;                         \
-        SPECIALISE(use_relu, relu,                                                            \
-        _Pragma("omp simd")                                                                   \
-        for (long j = 0; j < hidden; j++) {                                                   \
-            d[j] = (dy[j] + dhb[j]) * SLOPE(real, h[j], use_relu);                            \
-            dhb[j] = (real)0;                                                                 \
-        }                                                                                     \
-        )                                                                                     \
-        if (da_bf16) {                                                                        \
-            uint16_t *db = da_bf16 + b * hidden;                                              \
-            _Pragma("omp simd") for (long j = 0; j < hidden; j++) db[j] = to_bf16((float)d[j]); \
-        }                                                                                     \
-    })                                                                                        \
-    if (d_bias == NULL)                                                                       \
-        return;                                                                               \
-    /* Sums over the batch (rows of padded steps are zero): split over units, so that       \
-     * threads never add into the same sum. */                                              \
-    SPLIT_FOR(SPLIT_STEP(batch, hidden),                                                      \
-    for (long j0 = 0; j0 < hidden; j0 += 64) {                                                \
-        const long j1 = j0 + 64 < hidden ? j0 + 64 : hidden;                                  \
-        for (long b = 0; b < batch; b++) {                                                    \
-            const real *d = da + b * hidden;                                                  \
-            _Pragma("omp simd") for (long j = j0; j < j1; j++) d_bias[j] += (double)d[j];     \
-        }                                                                                     \
-    })                                                                                        \
+/* Forward. pre holds W_xh x_t + b_xh + b_hh on entry (or W_xh x_t, with the biases' sum in
+ * bias: (H,) or NULL), rec (or rec_bf16) W_hh h_{t-1}; on return pre holds h_t = f(a_t)
+ * before masking. h_next receives the carried state (the old one at a padded step),
+ * h_next_bf16 its bfloat16 copy, out the output (zero at a padded step). relu: 1 for
+ * f = relu, 0 for tanh.
+ */
+void rnn_forward(long batch, long hidden, int relu, float *pre, const float *rec,
+                 const uint16_t *rec_bf16, const float *bias, const float *h_prev,
+                 const uint8_t *mask, float *h_next, float *out, uint16_t *h_next_bf16)
+{
+    SPLIT_FOR(SPLIT_STEP(batch, hidden),
+    for (long b = 0; b < batch; b++) {
+        float *a = pre + b * hidden;
+        const float *rb = rec ? rec + b * hidden : NULL;
+        const uint16_t *rb16 = rec_bf16 ? rec_bf16 + b * hidden : NULL;
+        const float *hp = h_prev + b * hidden;
+        float *hx = h_next + b * hidden, *y = out + b * hidden;
+        const int real_step = mask == NULL || mask[b];
+        ADD_BIAS(a, bias, hidden)
+        SPECIALISE(low, rb == NULL,
+        SPECIALISE(use_relu, relu,
+        _Pragma("omp simd")
+        for (long j = 0; j < hidden; j++) {
+            float s = a[j] + PRODUCT_AT(low, rb, rb16, j);
+            float h = activate(s, use_relu);
+            a[j] = h;
+            hx[j] = real_step ? h : hp[j];
+            y[j] = real_step ? h : 0.0f;
+        }
+        ))
+        if (h_next_bf16) {
+            uint16_t *hb = h_next_bf16 + b * hidden;
+            _Pragma("omp simd") for (long j = 0; j < hidden; j++) hb[j] = to_bf16(hx[j]);
+        }
+    })
 }
 
-DEFINE_RNN_STEPS(float, f32)
-DEFINE_RNN_STEPS(double, f64)
+/* Backward through one step. On entry dh + rec (or rec_bf16) is the gradient reaching the
+ * carried state after the step (rec: the previous step's da W_hh, absent at the first),
+ * d_out the output's; h_new is the forward's f(a_t). Writes da = dL/da_t (zero at padded
+ * steps) and its bfloat16 copy; replaces dh by its carried part (zero at a real step: the
+ * caller adds da W_hh next). Adds the bias gradient, shared by b_xh and b_hh, into d_bias
+ * (double, H).
+ */
+void rnn_backward(long batch, long hidden, int relu, const float *h_new, const uint8_t *mask,
+                  const float *d_out, const float *rec, const uint16_t *rec_bf16, float *dh,
+                  float *da, uint16_t *da_bf16, double *d_bias)
+{
+    SPLIT_FOR(SPLIT_STEP(batch, hidden),
+    for (long b = 0; b < batch; b++) {
+        float *d = da + b * hidden, *dhb = dh + b * hidden;
+        const float *rb = rec ? rec + b * hidden : NULL;
+        const uint16_t *rb16 = rec_bf16 ? rec_bf16 + b * hidden : NULL;
+        if (rb || rb16) {
+            SPECIALISE(low, rb == NULL,
+            _Pragma("omp simd")
+            for (long j = 0; j < hidden; j++) dhb[j] += PRODUCT_AT(low, rb, rb16, j);
+            )
+        }
+        if (mask != NULL && !mask[b]) {
+            memset(d, 0, sizeof(float) * hidden);
+            if (da_bf16)
+                memset(da_bf16 + b * hidden, 0, sizeof(uint16_t) * hidden);
+            continue;
+        }
+        const float *h = h_new + b * hidden, *dy = d_out + b * hidden;
+        SPECIALISE(use_relu, relu,
+        _Pragma("omp simd")
+        for (long j = 0; j < hidden; j++) {
+            d[j] = (dy[j] + dhb[j]) * slope(h[j], use_relu);
+            dhb[j] = 0.0f;
+        }
+        )
+        if (da_bf16) {
+            uint16_t *db = da_bf16 + b * hidden;
+            _Pragma("omp simd") for (long j = 0; j < hidden; j++) db[j] = to_bf16(d[j]);
+        }
+    })
+    if (d_bias == NULL)
+        return;
+    /* Sums over the batch (rows of padded steps are zero): split over units, so that
+     * threads never add into the same sum. */
+    SPLIT_FOR(SPLIT_STEP(batch, hidden),
+    for (long j0 = 0; j0 < hidden; j0 += 64) {
+        const long j1 = j0 + 64 < hidden ? j0 + 64 : hidden;
+        for (long b = 0; b < batch; b++) {
+            const float *d = da + b * hidden;
+            _Pragma("omp simd") for (long j = j0; j < j1; j++) d_bias[j] += (double)d[j];
+        }
+    })
+}
+
 
 /* The loops over time of rnnkit/kernels/rnn_fused.py for float32 under mixed precision with
  * the products on tiles, in C: a step is then a few microseconds shorter than from Python,
@@ -129,7 +124,7 @@ static void rnn_forward_rows(long steps, long batch, long first, long count, lon
         const long t = visited(k, steps, reverse);
         const long after = carried_to(k, steps, reverse);
         bf16_tile_product(count, hidden, hidden, h_in + t * row + at, hidden, w_hh, own, hidden);
-        rnn_forward_f32(count, hidden, relu, pre + t * row + at, own, NULL, NULL,
+        rnn_forward(count, hidden, relu, pre + t * row + at, own, NULL, NULL,
                         h_prev_seq + t * row + at, mask ? mask + t * batch + first : NULL,
                         h_prev_seq + after * row + at, out + t * row + at,
                         h_in + after * row + at);
@@ -158,7 +153,7 @@ static void rnn_backward_rows(long steps, long batch, long first, long count, lo
     float *own = own_scratch(count * hidden, rec + at);
     for (long k = 0; k < steps; k++) {
         const long t = visited(steps - 1 - k, steps, reverse);
-        rnn_backward_f32(count, hidden, relu, h_new + t * row + at,
+        rnn_backward(count, hidden, relu, h_new + t * row + at,
                          mask ? mask + t * batch + first : NULL, d_out + t * row + at,
                          k ? own : NULL, NULL, dh + at, d_row + at, d_low + t * row + at,
                          d_bias);

@@ -24,17 +24,16 @@
  * Shape letters: B batch, I input size, H hidden size, G gate blocks, N = G*H rounded up
  * to a multiple of PANEL, V vocabulary (table rows), O head outputs.
  */
-#include <stdint.h>
 #include <stddef.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include <stdint.h>
+
+#include "gates.h" /* exp_f32, sigmoid_f32, tanh_f32; rnnkit.h */
 
 #define PANEL 64
 
 enum { RNN_TANH = 0, RNN_RELU = 1, LSTM = 2, GRU = 3 };
 
-typedef struct {
+typedef struct Stack {
     int32_t kind, layers, batch, input_size;
     int32_t hidden, gate_rows, head_size, padding;
     int64_t vocab;               /* embedding rows; 0 without an embedding */
@@ -102,29 +101,11 @@ int rnnkit_matvec_threads(long weights) {
 #endif
 }
 
-/* exp(x) = 2^n exp(r), n = round(x / ln 2), |r| <= ln(2) / 2, with a degree-6 Taylor
- * polynomial for exp(r) (relative error about 1.2e-7); branch-free so that it vectorises. */
-static inline float exp_approx(float x) {
-    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-    union { float f; int32_t i; } t, scale;
-    t.f = x * 1.44269504088896341f + 12582912.0f; /* 1.5 * 2^23 rounds to an integer */
-    float n = t.f - 12582912.0f;
-    float r = x - n * 0.693359375f;               /* ln 2 in two parts (Cody and Waite) */
-    r = r + n * 2.12194440e-4f;
-    float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720))))));
-    scale.i = (t.i - 0x4B400000 + 127) << 23;     /* 2^n */
-    return p * scale.f;
-}
-
-static inline float sigmoid(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
-
-static inline float tanh_approx(float x) { return 1.0f - 2.0f / (1.0f + exp_approx(2.0f * x)); }
-
 static void rnn_update(const float *restrict gx, const float *restrict gh, float *restrict h,
                        int H, int relu) {
     for (int j = 0; j < H; j++) {
         float pre = gx[j] + gh[j];
-        h[j] = relu ? (pre > 0.0f ? pre : 0.0f) : tanh_approx(pre);
+        h[j] = relu ? (pre > 0.0f ? pre : 0.0f) : tanh_f32(pre);
     }
 }
 
@@ -133,22 +114,22 @@ static void lstm_update(const float *restrict gx, const float *restrict gh,
     const float *p_i = peep, *p_f = peep + H, *p_o = peep + 2 * H;
     for (int j = 0; j < H; j++) {
         float c_prev = c[j];
-        float input_gate = sigmoid(gx[j] + gh[j] + p_i[j] * c_prev);
-        float forget_gate = sigmoid(gx[H + j] + gh[H + j] + p_f[j] * c_prev);
-        float candidate = tanh_approx(gx[2 * H + j] + gh[2 * H + j]);
+        float input_gate = sigmoid_f32(gx[j] + gh[j] + p_i[j] * c_prev);
+        float forget_gate = sigmoid_f32(gx[H + j] + gh[H + j] + p_f[j] * c_prev);
+        float candidate = tanh_f32(gx[2 * H + j] + gh[2 * H + j]);
         float cell = forget_gate * c_prev + input_gate * candidate;
-        float output_gate = sigmoid(gx[3 * H + j] + gh[3 * H + j] + p_o[j] * cell);
+        float output_gate = sigmoid_f32(gx[3 * H + j] + gh[3 * H + j] + p_o[j] * cell);
         c[j] = cell;
-        h[j] = output_gate * tanh_approx(cell);
+        h[j] = output_gate * tanh_f32(cell);
     }
 }
 
 static void gru_update(const float *restrict gx, const float *restrict gh, float *restrict h,
                        int H) {
     for (int j = 0; j < H; j++) {
-        float reset_gate = sigmoid(gx[j] + gh[j]);
-        float update_gate = sigmoid(gx[H + j] + gh[H + j]);
-        float candidate = tanh_approx(gx[2 * H + j] + reset_gate * gh[2 * H + j]);
+        float reset_gate = sigmoid_f32(gx[j] + gh[j]);
+        float update_gate = sigmoid_f32(gx[H + j] + gh[H + j]);
+        float candidate = tanh_f32(gx[2 * H + j] + reset_gate * gh[2 * H + j]);
         h[j] = (1.0f - update_gate) * candidate + update_gate * h[j];
     }
 }
