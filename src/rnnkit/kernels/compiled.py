@@ -102,7 +102,7 @@ class EntryPoint:
         return self.function(*values)
 
 
-_PLAIN = (int, float, type(None))  # passed as they are; anything else is a tensor
+_PLAIN = (int, bool, float, type(None))  # passed as they are; anything else is a tensor
 
 
 def _address(value):
