@@ -41,7 +41,7 @@ def cases(steps: int, batch: int, hidden: int) -> dict:
     def loop(b):
         def run():
             library().lstm_forward_mkl(
-                steps=steps, batch=batch, hidden=hidden, reverse=0, gates=gates, bias=b,
+                steps=steps, batch=batch, hidden=hidden, reverse=0, kept=1, gates=gates, bias=b,
                 w_hh=weight_hh, packed=packed, rec=scratch, h_prev_seq=h_prev_seq,
                 c_prev_seq=c_prev_seq, c_new_seq=c_new_seq, p_i=None, p_f=None, p_o=None,
                 mask=None, out=output,

@@ -29,7 +29,7 @@ import torch
 import rnnkit
 from rnnkit.cells import LSTMCell
 from rnnkit.kernels import common, compiled, fused_scan, hardware, lstm_fused, torch_fused
-from rnnkit.kernels.lstm_fused import applies
+from rnnkit.kernels.lstm_fused import LSTMFused, applies
 from rnnkit.scan import scan
 
 T, B, I, H = 5, 4, 3, 6
@@ -126,6 +126,24 @@ def test_mkl_reaches_the_c_loops_here():
     """The tests below compare the float32 loops in C only if they run: here they must,
     unless RNNKIT_HARDWARE=generic switches them off."""
     assert hardware.mkl_products() is not hardware.generic()
+
+
+@needs_mkl
+@pytest.mark.parametrize("steps", [T, T - 1])  # the final state in either of the two rows
+@pytest.mark.parametrize("masked", [True, False])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_inference_records_no_function_and_equals_scan(monkeypatch, steps, masked, reverse):
+    """Under no_grad the LSTM runs lstm_fused.inference (states in two rows, nothing kept
+    for a backward), not the autograd Function, and computes what scan computes."""
+    cell = make_cell(peephole=True, dtype=torch.float32)
+    x, state, mask = make_inputs(torch.float32, masked)
+    x, mask = x[:steps], None if mask is None else mask[:steps]
+    monkeypatch.setattr(LSTMFused, "apply", None)  # a call would fail
+    with torch.no_grad():
+        output, (h, c) = fused_scan(cell, x, state, mask, reverse)
+        expected, (h_expected, c_expected) = scan(cell, x, state, mask, reverse)
+    for ours, theirs in ((output, expected), (h, h_expected), (c, c_expected)):
+        torch.testing.assert_close(ours, theirs, atol=TOLERANCE[torch.float32], rtol=0)
 
 
 @needs_mkl

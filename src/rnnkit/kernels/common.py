@@ -218,25 +218,25 @@ def product_args(product: Tensor | None) -> dict:
 
 
 def without_autocast(method):
-    """Run a Function's forward or backward with autocast off (the C code reads buffers in
-    the input's dtype, and mixed precision here is the explicit ``low_precision``) and with
-    flush-to-zero and denormals-are-zero on this thread, then the caller's setting back
-    (``denormals_off`` in csrc/rnn_gates.c says why: a saturated gate's gradient turned
-    denormal made a char-LM step 8x slower). Values below 1.2e-38 (float32) become 0;
-    OpenMP's other threads keep their own setting.
+    """Run a Function's forward or backward (or another caller of the C loops) with autocast
+    off (the C code reads buffers in the input's dtype, and mixed precision here is the
+    explicit ``low_precision``) and with flush-to-zero and denormals-are-zero on this thread,
+    then the caller's setting back (``denormals_off`` in csrc/rnn_gates.c says why: a
+    saturated gate's gradient turned denormal made a char-LM step 8x slower). Values below
+    1.2e-38 (float32) become 0; OpenMP's other threads keep their own setting.
 
     Plain calls where nothing needs a context manager (entering torch.autocast and a
     generator-based one cost 10 us here)."""
 
     @functools.wraps(method)
-    def wrapper(ctx, *args):
+    def wrapper(*args):
         lib = library()
         old = None if lib is None else lib.denormals_off()
         try:
             if not torch.is_autocast_enabled("cpu"):
-                return method(ctx, *args)
+                return method(*args)
             with torch.autocast("cpu", enabled=False):
-                return method(ctx, *args)
+                return method(*args)
         finally:
             if old is not None:
                 lib.denormals_restore(old=old)

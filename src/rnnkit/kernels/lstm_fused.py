@@ -17,7 +17,9 @@ step, where torch carries MKL (:func:`mkl_loop`); the Python loops below, with t
 products, are their twin and the path elsewhere. There the projection is a plain matmul and
 the C loop adds b_ih + b_hh to each row in the pass that adds W_hh h_{t-1}: folding the bias
 into the matmul (addmm) first copies it into every row of (T, B, 4H), a pass of its own
-(``benchmarks/bias_in_loop.py``).
+(``benchmarks/bias_in_loop.py``). Where no graph is recorded (inference) that loop keeps
+nothing for a backward: :func:`inference` carries the states in two rows instead of whole
+sequences and records no Function.
 
 The C source is ``csrc/lstm_gates.c``; :mod:`rnnkit.kernels.compiled` builds it. Where it
 cannot (no compiler) or does not apply (not CPU, not float32: the C code has one dtype, and
@@ -176,7 +178,7 @@ class LSTMFused(torch.autograd.Function):
         states = dict(h_prev_seq=h_prev_seq, c_prev_seq=c_prev_seq, c_new_seq=c_new_seq)
         if in_c:  # the loop in C, the products in MKL
             library().lstm_forward_mkl(
-                **sizes, gates=gates, bias=bias, w_hh=weight_hh.detach().contiguous(),
+                **sizes, kept=1, gates=gates, bias=bias, w_hh=weight_hh.detach().contiguous(),
                 packed=mkl_scratch(batch, 4 * hidden, hidden),
                 rec=torch.empty(batch, 4 * hidden),  # (B, 4H) W_hh h_{t-1}
                 **states, p_i=p_i, p_f=p_f, p_o=p_o, mask=mask, out=output,
@@ -237,6 +239,34 @@ class LSTMFused(torch.autograd.Function):
         d_biases = bias_grads(d_bias, ctx.x_dtype)
         peephole_grads = (None,) * 3 if p_i is None else tuple(d_peep.to(ctx.x_dtype).unbind(0))
         return *grads, *d_biases, dh, dc, *peephole_grads, None, None, None
+
+
+@without_autocast
+def inference(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, peepholes, mask, reverse):
+    """:class:`LSTMFused`'s forward where no graph is recorded (``torch.no_grad``, or nothing
+    requires a gradient) and the loop runs in C with MKL's products (:func:`mkl_loop`):
+    nothing is kept for a backward that will not come. The states are two (B, H) rows used in
+    turn instead of (T + 1, B, H) sequences, c_t is not stored, and no Function records the
+    call. Returns (output (T, B, H), h, c)."""
+    steps, batch, hidden = x.shape[0], x.shape[1], h0.shape[1]
+    gates = torch.mm(x.reshape(steps * batch, -1), weight_ih.t())  # (TB, 4H), bias in the loop
+    states = x.new_empty(3, 2, batch, hidden)  # h, c (2 rows each) and the one row of c_t
+    states[0, 0], states[1, 0] = h0, c0
+    output = x.new_empty(steps, batch, hidden)  # (T, B, H)
+    p_i, p_f, p_o = [t if t is None else t.detach().contiguous() for t in peepholes]
+    library().lstm_forward_mkl(
+        steps=steps, batch=batch, hidden=hidden, reverse=reverse, kept=0, gates=gates,
+        bias=None if bias_ih is None else bias_ih + bias_hh, w_hh=weight_hh.contiguous(),
+        packed=mkl_scratch(batch, 4 * hidden, hidden), rec=torch.empty(batch, 4 * hidden),
+        h_prev_seq=states[0], c_prev_seq=states[1], c_new_seq=states[2], p_i=p_i, p_f=p_f,
+        p_o=p_o, mask=None if mask is None else mask.contiguous(), out=output,
+    )  # fmt: skip
+    return output, states[0, steps % 2].clone(), states[1, steps % 2].clone()
+
+
+def records_graph(*tensors) -> bool:
+    """Whether autograd records a call on ``tensors`` (None entries ignored)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def _forward_steps(weight_hh, reverse, low_precision, peepholes, gates, h_prev_seq, h_low,
@@ -303,6 +333,16 @@ def fused_scan(cell, x: Tensor, state, mask: Tensor | None = None, reverse: bool
     check_sequence(cell, x, c0, mask)
     weights = (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
     peepholes = (cell.weight_ci, cell.weight_cf, cell.weight_co) if cell.peephole else (None,) * 3
+    backward = records_graph(x, h0, c0, *weights, *peepholes)  # else nothing is kept for one
+    if not applies(x, low_precision):
+        output, h, c = LSTMBPTT.apply(x, *weights, h0, c0, *peepholes, mask, reverse)
+    elif not backward and mkl_loop(x, low_precision, LOOPS_IN_C):
+        output, h, c = inference(x, *weights, h0, c0, peepholes, mask, reverse)
+    else:
+        output, h, c = LSTMFused.apply(
+            x, *weights, h0, c0, *peepholes, mask, reverse, low_precision
+        )
+    return output, (h, c)
     if applies(x, low_precision):
         output, h, c = LSTMFused.apply(
             x, *weights, h0, c0, *peepholes, mask, reverse, low_precision

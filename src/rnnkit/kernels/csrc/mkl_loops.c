@@ -56,8 +56,10 @@ static void product(long m, long n, long k, const float *a, const float *packed,
 /* The arrays are those of lstm_fused.py's loops, whole: gates (T, B, 4H) W_ih x_t, the bias
  * b_ih + b_hh (4H) or NULL, h and c before each step (T + 1, B, H; row T final), c_t and the
  * output (T, B, H), the mask (T, B) or NULL; w_hh (4H, H); packed mkl_packed_bytes(B, 4H, H)
- * bytes of scratch; rec (B, 4H) scratch. */
-void lstm_forward_mkl(long steps, long batch, long hidden, int reverse, float *gates,
+ * bytes of scratch; rec (B, 4H) scratch. With kept 0 (inference: no backward will read the
+ * steps) h and c are two rows (2, B, H) used in turn, the final state in row steps % 2, and
+ * c_t one row (B, H) overwritten at every step. */
+void lstm_forward_mkl(long steps, long batch, long hidden, int reverse, int kept, float *gates,
                       const float *bias, const float *w_hh, float *packed, float *rec,
                       float *h_prev_seq, float *c_prev_seq, float *c_new_seq, const float *p_i,
                       const float *p_f, const float *p_o, const uint8_t *mask, float *out)
@@ -66,12 +68,12 @@ void lstm_forward_mkl(long steps, long batch, long hidden, int reverse, float *g
     pack_weight(batch, 4 * hidden, hidden, 1, w_hh, packed);
     for (long k = 0; k < steps; k++) {
         const long t = visited(k, steps, reverse);
-        const long after = carried_to(k, steps, reverse);
-        product(batch, 4 * hidden, hidden, h_prev_seq + t * row, packed, rec);
+        const long before = kept ? t : k % 2, after = kept ? carried_to(k, steps, reverse) : !before;
+        product(batch, 4 * hidden, hidden, h_prev_seq + before * row, packed, rec);
         lstm_forward(batch, hidden, gates + 4 * t * row, rec, NULL, bias,
-                         h_prev_seq + t * row, c_prev_seq + t * row, p_i, p_f, p_o,
-                         mask ? mask + t * batch : NULL, c_new_seq + t * row,
-                         h_prev_seq + after * row, c_prev_seq + after * row, out + t * row, NULL);
+                     h_prev_seq + before * row, c_prev_seq + before * row, p_i, p_f, p_o,
+                     mask ? mask + t * batch : NULL, c_new_seq + (kept ? t * row : 0),
+                     h_prev_seq + after * row, c_prev_seq + after * row, out + t * row, NULL);
     }
 }
 
