@@ -74,6 +74,34 @@ def test_speed_rows_name_the_kernel_auto_ran(result):
     assert set(peephole) == {"fused"}
 
 
+def test_speed_rows_say_why_auto_chose_their_kernel(result):
+    """Tuning is off in the tests (conftest.py): the rule chose, or there was one candidate
+    (the peephole LSTM's fused path; in bf16 without native bfloat16, every cell's)."""
+    for section in ("training", "bf16", "inference"):
+        for row in result[section]:
+            assert row["candidates"] in ("rule", "only candidate"), (section, row)
+            assert row["candidates_ms"] == {}, (section, row)
+            if row["cell"] == "peephole":
+                assert row["candidates"] == "only candidate", (section, row)
+
+
+def test_speed_rows_list_each_timed_candidate(tmp_path, monkeypatch, one_thread):
+    """With tuning on, a row lists the time of every candidate the autotuner timed (here a
+    stand-in timing) beside the kernel it chose."""
+    monkeypatch.setenv("RNNKIT_AUTOTUNE", "1")
+    monkeypatch.setenv("RNNKIT_CACHE", str(tmp_path))
+    fixed = {"fused": 2e-3, "torch": 1e-3}
+    timing = lambda layer, kernels, *_: {k: fixed[k] for k in kernels}  # noqa: E731
+    monkeypatch.setattr(autotune, "TUNER", autotune.Tuner(timing))
+    monkeypatch.setattr(bench, "CELLS", ("gru", "peephole"))
+    rows, _ = bench.speed_rows(TINY, bench.inference_steps, passes=1)
+    by_cell = {row["cell"]: row for row in rows}
+    assert by_cell["gru"]["candidates"] == "fused 2, torch 1 ms"
+    assert by_cell["gru"]["candidates_ms"] == {"fused": 2.0, "torch": 1.0}
+    assert by_cell["gru"]["kernel"] == "torch"
+    assert by_cell["peephole"]["candidates"] == "only candidate"
+
+
 def test_tune_times_the_candidates_and_fills_the_cache(tmp_path, monkeypatch, one_thread):
     monkeypatch.setenv("RNNKIT_AUTOTUNE", "1")
     monkeypatch.setenv("RNNKIT_CACHE", str(tmp_path))

@@ -102,15 +102,23 @@ def check_explicit(layer) -> str:
 def kernel_for(layer, lengths: bool, batch: int, grad: bool) -> str:
     """The kernel ``layer`` runs for a call of ``batch`` sequences; ``grad``: the call records
     a graph for backward (training)."""
+    return decision(layer, lengths, batch, grad)["kernel"]
+
+
+def decision(layer, lengths: bool, batch: int, grad: bool) -> dict:
+    """:func:`kernel_for`'s choice and why: ``{"kernel", "by", "seconds"}``, ``by`` one of
+    "named" (not ``kernel="auto"``), "only candidate", "rule" (tuning off) and "timed", and
+    ``seconds`` each candidate's time where timed (``rnnkit bench`` prints them)."""
     if layer.kernel != "auto":
-        return check_explicit(layer)
+        return {"kernel": check_explicit(layer), "by": "named", "seconds": {}}
     bf16 = layer.precision == "bf16"
     options = candidates(layer.cells[0], bf16)
     if len(options) == 1:
-        return options[0]
+        return {"kernel": options[0], "by": "only candidate", "seconds": {}}
     if not enabled() or torch.compiler.is_compiling():
-        return auto_kernel(layer.cells[0], lengths, bf16, batch, grad)
-    return TUNER.choose(layer, lengths, batch, grad, options)["kernel"]
+        kernel = auto_kernel(layer.cells[0], lengths, bf16, batch, grad)
+        return {"kernel": kernel, "by": "rule", "seconds": {}}
+    return {**TUNER.choose(layer, lengths, batch, grad, options), "by": "timed"}
 
 
 def auto_kernel(cell, lengths: bool, bf16: bool, batch: int, grad: bool = True) -> str:

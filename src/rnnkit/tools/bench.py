@@ -21,8 +21,9 @@ except memory, where it is rnnkit's peak over torch's):
 - length: training time per token from short to long sequences (flat = linear cost), of
   rnnkit's LSTM and peephole LSTM, and of torch.nn.LSTM for reference (not a target's);
 - kernel: each rnnkit case of the speed sections names the kernel ``kernel="auto"`` ran
-  (:mod:`rnnkit.kernels.autotune`), and the run starts with the CPU's model and the features
-  that decide it (AMX, AVX512-BF16, AVX-512, AVX2, NEON);
+  (:mod:`rnnkit.kernels.autotune`) and why: the time of every candidate the autotuner timed
+  on this machine, or "rule", "only candidate"; the run starts with the CPU's model and the
+  features that decide it (AMX, AVX512-BF16, AVX-512, AVX2, NEON);
 - memory: peak resident memory added by one training step (Linux's VmHWM after resetting
   it through /proc/self/clear_refs, minus VmRSS before; large blocks are returned to the
   system at free so that each case starts from the same baseline). It counts everything
@@ -49,7 +50,7 @@ from torch import nn
 import rnnkit
 from rnnkit.kernels import autotune, hardware
 from rnnkit.tools import peak_memory
-from rnnkit.tools.bench_report import COLUMNS, TORCH_LSTM, table, targets
+from rnnkit.tools.bench_report import COLUMNS, TORCH_LSTM, candidates, table, targets
 from rnnkit.tools.timing import one_thread, repeated, side_by_side, times
 from rnnkit.training import heap
 
@@ -142,7 +143,7 @@ def speed_rows(plan: Plan, steps_of, passes: int = 3) -> tuple[list[dict], str]:
             try:
                 layer, steps = steps_of(cell, hidden, x)
                 seconds = side_by_side(steps, plan.repeats)
-                kernel = layer._kernel_name(None, batch, grad=passes == 3)  # as auto chose
+                chosen = autotune.decision(layer, False, batch, passes == 3)  # as auto chose
             except Exception as error:  # one failing case must not end the run
                 notes.append(f"{cell} H={hidden}: {type(error).__name__}: {error}")
                 continue
@@ -150,7 +151,7 @@ def speed_rows(plan: Plan, steps_of, passes: int = 3) -> tuple[list[dict], str]:
             flop = passes * 2 * batch * length * GATES[cell] * hidden * 2 * hidden  # I = H
             for peer in peers:
                 rows.append(dict(cell=cell, batch=batch, length=length, hidden=hidden, peer=peer))
-                rows[-1]["kernel"] = kernel
+                rows[-1].update(candidates(chosen))
                 rows[-1].update(
                     tokens_per_s=batch * length / seconds[ours],
                     peer_tokens_per_s=batch * length / seconds[peer],

@@ -37,11 +37,22 @@ def targets(result: dict) -> list[dict]:
     return rows
 
 
+def candidates(decision: dict) -> dict:
+    """A speed row's kernel and why (:func:`rnnkit.kernels.autotune.decision`): each timed
+    candidate's milliseconds (``candidates_ms``) and, for the table, one line of them
+    (``candidates``: "fused 12.1, torch 10.3 ms"), or how the kernel was chosen."""
+    ms = {kernel: seconds * 1e3 for kernel, seconds in decision["seconds"].items()}
+    line = ", ".join(f"{kernel} {value:.3g}" for kernel, value in ms.items()) + " ms"
+    text = line if ms else decision["by"]
+    return {"kernel": decision["kernel"], "candidates": text, "candidates_ms": ms}
+
+
 SIZE = "cell batch length hidden"
 COLUMNS = {
-    "training": f"{SIZE} kernel peer tokens_per_s peer_tokens_per_s ratio gflops peer_gflops",
-    "bf16": f"{SIZE} kernel peer tokens_per_s peer_tokens_per_s ratio gflops",
-    "inference": f"{SIZE} kernel peer tokens_per_s peer_tokens_per_s ratio",
+    "training": f"{SIZE} kernel candidates peer tokens_per_s peer_tokens_per_s ratio gflops "
+    "peer_gflops",
+    "bf16": f"{SIZE} kernel candidates peer tokens_per_s peer_tokens_per_s ratio gflops",
+    "inference": f"{SIZE} kernel candidates peer tokens_per_s peer_tokens_per_s ratio",
     "streaming": "cell hidden token_us vector_us torch_us torch_default_threads_us "
     "torch_one_thread_us ratio_token ratio_vector",
     "length": "cell kernel batch hidden length us_per_token relative",
