@@ -42,7 +42,7 @@ def candidates(decision: dict) -> dict:
     candidate's milliseconds (``candidates_ms``) and, for the table, one line of them
     (``candidates``: "fused 12.1, torch 10.3 ms"), or how the kernel was chosen."""
     ms = {kernel: seconds * 1e3 for kernel, seconds in decision["seconds"].items()}
-    line = ", ".join(f"{kernel} {value:.3g}" for kernel, value in ms.items()) + " ms"
+    line = ", ".join(f"{kernel} {number(value)}" for kernel, value in ms.items()) + " ms"
     text = line if ms else decision["by"]
     return {"kernel": decision["kernel"], "candidates": text, "candidates_ms": ms}
 
@@ -62,12 +62,17 @@ COLUMNS = {
 }
 
 
+def number(value: float) -> str:
+    """3 significant digits, whole numbers above 1000."""
+    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+
+
 def table(rows: list[dict], columns: str) -> str:
     """A Markdown table, numbers to 3 significant digits (whole numbers above 1000)."""
 
     def cell(value) -> str:
         if isinstance(value, float):
-            return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+            return number(value)
         return "-" if value is None else str(value)
 
     columns = columns.split()
