@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import rnnkit
-from rnnkit.kernels import autotune, hardware
+from rnnkit.kernels import autotune, hardware, products
 
 T, B, I, H = 5, 3, 4, 6
 
@@ -62,7 +62,8 @@ def test_a_real_timing_chooses_a_candidate_and_leaves_the_model_alone(tuning, tm
     assert all(torch.equal(p, q) for p, q in zip(layer.parameters(), before, strict=True))
     assert torch.equal(torch.get_rng_state(), rng)
     (path,) = cache_files(tmp_path)
-    (entry,) = json.loads(path.read_text())["choices"].values()
+    choices = json.loads(path.read_text())["choices"]
+    (entry,) = [v for k, v in choices.items() if not k.startswith("linear ")]  # products.py's
     assert entry["kernel"] == kernel and set(entry["seconds"]) == {"fused", "torch"}
     assert all(s > 0 for s in entry["seconds"].values())
 
@@ -197,3 +198,22 @@ def test_a_stalled_first_round_is_timed_again(monkeypatch):
     monkeypatch.setattr(autotune, "_seconds", lambda run: next(samples))
     seconds = autotune.measure(rnnkit.GRU(I, H), ("fused", "torch"), B, False, True)
     assert seconds == {"fused": 0.002, "torch": 0.001}
+
+
+def test_the_projection_backend_is_timed_once_per_shape_and_off_without_tuning(tuning, monkeypatch):
+    """kernels/products.py: oneDNN's product where it was timed faster for this shape, each
+    shape timed once; torch's linear with tuning off or under RNNKIT_HARDWARE=generic."""
+    tuning()
+    timed = []
+    fake = lambda *shape: timed.append(shape) or {"torch": 2e-3, "onednn": 1e-3}  # noqa: E731
+    monkeypatch.setattr(products, "_timed", fake)
+    a, weight = torch.randn(100, I), torch.randn(4 * H, I)
+    assert products.backend(a, weight) == "onednn"
+    assert products.backend(torch.randn(120, I), weight) == "onednn"  # the same bucket: 128
+    assert timed == [(128, I, 4 * H)]
+    assert products.backend(a.double(), weight.double()) == "torch"
+    monkeypatch.setenv("RNNKIT_HARDWARE", "generic")
+    assert products.backend(a, weight) == "torch"
+    monkeypatch.setenv("RNNKIT_AUTOTUNE", "0")
+    monkeypatch.delenv("RNNKIT_HARDWARE")
+    assert products.backend(a, weight) == "torch"

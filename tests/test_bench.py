@@ -120,9 +120,8 @@ def test_tune_times_the_candidates_and_fills_the_cache(tmp_path, monkeypatch, on
             assert row["kernel"] == min(timed, key=lambda k: row[f"{k}_ms"])
     assert {r["kernel"] for r in rows if r["cell"] == "peephole"} == {"fused"}
     (cache,) = tmp_path.glob("autotune-*.json")
-    assert len(json.loads(cache.read_text())["choices"]) == sum(
-        len({k for k in row if k.endswith("_ms")}) > 0 for row in rows
-    )
+    kernels = [k for k in json.loads(cache.read_text())["choices"] if not k.startswith("linear ")]
+    assert len(kernels) == sum(len({k for k in row if k.endswith("_ms")}) > 0 for row in rows)
 
 
 def test_speed_sections_have_positive_finite_ratios(result):

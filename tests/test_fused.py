@@ -28,7 +28,7 @@ import torch
 
 import rnnkit
 from rnnkit.cells import LSTMCell
-from rnnkit.kernels import common, compiled, fused_scan, hardware, lstm_fused, torch_fused
+from rnnkit.kernels import common, compiled, fused_scan, hardware, lstm_fused, products, torch_fused
 from rnnkit.kernels.lstm_fused import LSTMFused, applies
 from rnnkit.scan import scan
 
@@ -126,6 +126,22 @@ def test_mkl_reaches_the_c_loops_here():
     """The tests below compare the float32 loops in C only if they run: here they must,
     unless RNNKIT_HARDWARE=generic switches them off."""
     assert hardware.mkl_products() is not hardware.generic()
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch without oneDNN")
+def test_the_onednn_projection_equals_torchs_linear_and_the_layer_runs_on_it(monkeypatch):
+    """kernels/products.py's candidate backend for the input projection, and the fused
+    paths on it, against torch's linear and scan."""
+    torch.manual_seed(3)
+    a, weight, bias = torch.randn(40, I), torch.randn(4 * H, I), torch.randn(4 * H)
+    expected = torch.nn.functional.linear(a, weight, bias)
+    torch.testing.assert_close(products.onednn_linear(a, weight, bias), expected)
+    monkeypatch.setattr(products, "backend", lambda a, weight: "onednn")
+    cell = make_cell(peephole=True, dtype=torch.float32)
+    x, state, mask = make_inputs(torch.float32, masked=True)
+    ours = run(fused_scan, cell, x, state, mask, False)
+    theirs = run(scan, cell, x, state, mask, False)
+    assert_all_close(ours, theirs, TOLERANCE[torch.float32])
 
 
 @needs_mkl

@@ -264,13 +264,19 @@ class Tuner:
     def choose(self, layer, lengths, batch, grad, options, force: bool = False) -> dict:
         """``{"kernel": the choice, "seconds": each candidate's time}`` for this case: as
         remembered, else (or with ``force``) timed now and remembered."""
+        key = case_key(layer, lengths, batch, grad)
+        timing = lambda: self.timing(layer, options, batch, lengths, grad)  # noqa: E731
+        return self.entry(key, options, timing, force)
+
+    def entry(self, key: str, options, timing, force: bool = False) -> dict:
+        """:meth:`choose` for any case named ``key`` (the product backends of
+        :mod:`rnnkit.kernels.products` too): ``timing()`` gives each option's seconds."""
         identity, path = place()
         if path not in self.memo:
             self.memo[path] = read_choices(path, identity)
-        key = case_key(layer, lengths, batch, grad)
         entry = self.memo[path].get(key)
         if force or not (isinstance(entry, dict) and entry.get("kernel") in options):
-            seconds = self.timing(layer, options, batch, lengths, grad)
+            seconds = timing()
             entry = {"kernel": min(seconds, key=seconds.get), "seconds": seconds}
             self.memo[path][key] = entry
             write_choices(path, identity, {key: entry})

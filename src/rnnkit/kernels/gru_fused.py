@@ -43,7 +43,6 @@ from rnnkit.cells import GRUCell
 from rnnkit.kernels.common import (
     backward_linear_grads,
     check_sequence,
-    mixed_linear,
     product_args,
     row_address,
     tile_product,
@@ -60,6 +59,7 @@ from rnnkit.kernels.lstm_fused import (
     mkl_scratch,
     recurrent_product,
 )
+from rnnkit.kernels.products import projection
 
 # With the products on tiles, or in float32 with MKL's packed products, run the loops over
 # time in C; False runs the Python loops with the same products, their twin (tests).
@@ -80,7 +80,7 @@ class GRUFused(torch.autograd.Function):
             b_hn = bias_hh[2 * hidden :].contiguous()  # (H,)
             bias = bias_ih + torch.cat([bias_hh[: 2 * hidden], torch.zeros_like(b_hn)])
         in_c = mkl_loop(x, low_precision, LOOPS_IN_C)  # the C loop adds the bias at each step
-        gates = mixed_linear(x_flat, weight_ih, low_precision, None if in_c else bias)  # (TB, 3H)
+        gates = projection(x_flat, weight_ih, low_precision, None if in_c else bias)  # (TB, 3H)
         gates = gates.view(steps, batch, 3 * hidden)
         h_prev_seq = x.new_empty(steps + 1, batch, hidden)  # (T+1, B, H): row T is final
         h_n_seq = x.new_empty(steps, batch, hidden)  # (T, B, H) W_hn h_{t-1} + b_hn

@@ -53,7 +53,6 @@ from rnnkit.kernels.common import (
     backward_linear_grads,
     bias_grads,
     check_sequence,
-    mixed_linear,
     product_args,
     rounded,
     row_address,
@@ -65,6 +64,7 @@ from rnnkit.kernels.common import (
 from rnnkit.kernels.compiled import library
 from rnnkit.kernels.hardware import mkl_products, native_bf16
 from rnnkit.kernels.lstm_bptt import LSTMBPTT
+from rnnkit.kernels.products import projection
 
 # With the products on tiles, or in float32 with MKL's packed products, run the loops over
 # time in C; False runs the Python loops with the same products, their twin (tests).
@@ -159,7 +159,7 @@ class LSTMFused(torch.autograd.Function):
         bias = None if bias_ih is None else bias_ih + bias_hh
         x_flat = x.reshape(steps * batch, -1)  # (TB, I)
         in_c = mkl_loop(x, low_precision, LOOPS_IN_C)  # the C loop adds the bias at each step
-        gates = mixed_linear(x_flat, weight_ih, low_precision, None if in_c else bias)  # (TB, 4H)
+        gates = projection(x_flat, weight_ih, low_precision, None if in_c else bias)  # (TB, 4H)
         gates = gates.view(steps, batch, -1)
         h_prev_seq = x.new_empty(steps + 1, batch, hidden)  # (T+1, B, H): row T is final
         c_prev_seq, c_new_seq = torch.empty_like(h_prev_seq), torch.empty_like(h_prev_seq)
@@ -249,7 +249,7 @@ def inference(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, peepholes, mask
     turn instead of (T + 1, B, H) sequences, c_t is not stored, and no Function records the
     call. Returns (output (T, B, H), h, c)."""
     steps, batch, hidden = x.shape[0], x.shape[1], h0.shape[1]
-    gates = torch.mm(x.reshape(steps * batch, -1), weight_ih.t())  # (TB, 4H), bias in the loop
+    gates = projection(x.reshape(steps * batch, -1), weight_ih, False)  # (TB, 4H), no bias
     states = x.new_empty(3, 2, batch, hidden)  # h, c (2 rows each) and the one row of c_t
     states[0, 0], states[1, 0] = h0, c0
     output = x.new_empty(steps, batch, hidden)  # (T, B, H)

@@ -40,7 +40,6 @@ from rnnkit.kernels.common import (
     backward_linear_grads,
     bias_grads,
     check_sequence,
-    mixed_linear,
     product_args,
     row_address,
     tile_product,
@@ -56,6 +55,7 @@ from rnnkit.kernels.lstm_fused import (
     mkl_scratch,
     recurrent_product,
 )
+from rnnkit.kernels.products import projection
 from rnnkit.kernels.rnn_bptt import RNNBPTT
 
 RELU = {"tanh": 0, "relu": 1}  # the C code's switch
@@ -78,7 +78,7 @@ class RNNFused(torch.autograd.Function):
         x_flat = x.reshape(steps * batch, -1)  # (TB, I)
         bias = None if bias_ih is None else bias_ih + bias_hh
         in_c = mkl_loop(x, low_precision, LOOPS_IN_C)  # the C loop adds the bias at each step
-        h_new_seq = mixed_linear(x_flat, weight_ih, low_precision, None if in_c else bias)
+        h_new_seq = projection(x_flat, weight_ih, low_precision, None if in_c else bias)
         h_new_seq = h_new_seq.view(steps, batch, hidden)  # (T, B, H), f(a_t) after
         h_prev_seq = x.new_empty(steps + 1, batch, hidden)  # (T+1, B, H): row T is final
         # The rows the products read: h itself, or its bfloat16 copy written by C.
