@@ -56,6 +56,8 @@ class PlainLSTM(nn.Module):
         output, state = self.rnn(self.embed(x), state)  # (T, B, H)
         return self.head(output), state  # (T, B, V)
 
+    loss = charlm.CharLM.loss  # the same next-character loss as rnnkit's model
+
 
 def plain_trainer(vocab, train_ids, seconds: float, run_dir: str) -> Trainer:
     config = TrainConfig(
@@ -70,7 +72,7 @@ def plain_trainer(vocab, train_ids, seconds: float, run_dir: str) -> Trainer:
     )
     torch.manual_seed(config.seed)
     streams = Streams(train_ids, batch_size=32, window=128, source="shakespeare")
-    task = Task(PlainLSTM(len(vocab)), streams.__getitem__, charlm.window_loss, None, len(streams))
+    task = Task(PlainLSTM(len(vocab)), lambda step, rank, size: streams[step], None, len(streams))
     return Trainer(config, task, run_dir, Progress(io.StringIO()))
 
 

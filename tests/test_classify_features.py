@@ -140,7 +140,7 @@ def test_a_dropped_word_loses_its_ratios(tmp_path):
     vocab = classify.TokenVocab.build(texts, 1)
     ratios = classify.fit_ratios(config, classes, vocab, parts["train"])
     task = classify.build_task(config, classes, vocab, parts, {}, ratios)
-    ids, lengths, y, steps = task.batch(0)
+    ids, lengths, y, steps = task.batch(0, 0, 1)
     assert steps.shape == (*ids.shape, 2)
     dropped = ids == UNK  # min_count=1: every <unk> here is a dropped word
     assert dropped.any() and (steps[dropped] == 0).all()

@@ -126,14 +126,14 @@ def test_a_full_disk_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path,
     full: list = []
     for module in (checkpoint, files):  # metrics lines, and every file written atomically
         monkeypatch.setattr(module, "open", failing_open(errno.ENOSPC, full), raising=False)
-    real_loss = trainer.task.loss
+    real_loss = trainer.model.loss
 
-    def loss_then_fill(model, batch, carry):
+    def loss_then_fill(batch, carry):
         if trainer.step == 9:
             full.append(True)
-        return real_loss(model, batch, carry)
+        return real_loss(batch, carry)
 
-    trainer.task.loss = loss_then_fill
+    trainer.model.loss = loss_then_fill
     with pytest.raises(CheckpointError, match=r"metrics.jsonl: could not write \(the disk is full"):
         trainer.fit()
     assert [r["step"] for r in rows(run)] == [4, 8]  # the half-written line is gone

@@ -1,11 +1,11 @@
 """Data-parallel training: two real processes under torchrun against one process."""
 
-import dataclasses
 import io
 import json
 import os
 import subprocess
 import sys
+from datetime import timedelta
 
 import pytest
 import torch
@@ -101,12 +101,14 @@ def one_process(config: charlm.Config) -> tuple[Trainer, list]:
     task = charlm.build_task(config, vocab, streams, val_ids)
     losses: list = []
 
-    def recording_loss(model, batch, carry):
-        loss, carry, tokens = charlm.window_loss(model, batch, carry)
-        losses.append(loss.item())
-        return loss, carry, tokens
+    real_loss = task.model.loss
 
-    task = dataclasses.replace(task, loss=recording_loss)
+    def recording_loss(batch, carry):
+        loss = real_loss(batch, carry)
+        losses.append((loss.total / loss.weight).item())
+        return loss
+
+    task.model.loss = recording_loss
     trainer = Trainer(config, task, config.out, Progress(io.StringIO()))
     trainer.fit()
     return trainer, losses
@@ -204,3 +206,17 @@ def test_one_process_world_without_torchrun(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "two")
     with pytest.raises(ValueError, match="WORLD_SIZE='two' is not a whole number"):
         distributed.join(torch.device("cpu"))
+
+
+def test_one_process_world_shares_maps_and_sums_everything():
+    world = distributed.ALONE
+    assert world.share([1, 2, 3]) == [1, 2, 3]
+    assert world.map(lambda some: [x * 10 for x in some], [1, 2, 3]) == [10, 20, 30]
+    assert world.sum(1.5, 2) == [1.5, 2]
+    assert distributed.World(1, 3).share(list(range(7))) == [1, 4]
+
+
+def test_a_world_without_torchrun_addresses_is_refused(monkeypatch):
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    with pytest.raises(ValueError, match="MASTER_ADDR and MASTER_PORT are not set"):
+        distributed.meeting_store(distributed.World(0, 2), timedelta(seconds=1))

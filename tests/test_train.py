@@ -1,6 +1,5 @@
 """The shared trainer: schedule, checkpoints, resume, Ctrl-C, non-finite losses."""
 
-import dataclasses
 import io
 import json
 import math
@@ -45,15 +44,16 @@ def tiny_trainer(config: charlm.Config, losses: list, interrupt_at: int = 0) -> 
     """A trainer whose loss function records each loss, and sends SIGINT at a chosen step."""
     vocab, streams, val_ids = charlm.prepare(config)
     task = charlm.build_task(config, vocab, streams, val_ids)
+    real_loss = task.model.loss
 
-    def recording_loss(model, batch, carry):
-        loss, carry, tokens = charlm.window_loss(model, batch, carry)
-        losses.append(loss.item())
+    def recording_loss(batch, carry):
+        loss = real_loss(batch, carry)
+        losses.append((loss.total / loss.weight).item())
         if len(losses) == interrupt_at:
             signal.raise_signal(signal.SIGINT)
-        return loss, carry, tokens
+        return loss
 
-    task = dataclasses.replace(task, loss=recording_loss)
+    task.model.loss = recording_loss
     return Trainer(config, task, config.out, Progress(io.StringIO()))
 
 
@@ -176,13 +176,13 @@ def test_truncated_checkpoint_is_reported(tmp_path):
 def test_nan_loss_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
     config = tiny_config(tmp_path, steps=10)
     trainer = tiny_trainer(config, [])
-    real_loss = trainer.task.loss
+    real_loss = trainer.model.loss
 
-    def poisoned(model, batch, carry):
-        loss, carry, tokens = real_loss(model, batch, carry)
-        return (loss * math.nan if trainer.step == 6 else loss), carry, tokens
+    def poisoned(batch, carry):
+        loss = real_loss(batch, carry)
+        return loss._replace(total=loss.total * math.nan) if trainer.step == 6 else loss
 
-    trainer.task = dataclasses.replace(trainer.task, loss=poisoned)
+    trainer.model.loss = poisoned
     with pytest.raises(NonFiniteLoss, match=r"loss is nan at step 7.*lower --lr"):
         trainer.fit()
     assert training.load_tensors(tmp_path / "run" / "last.safetensors")[1]["trainer"]["step"] == 4
@@ -220,14 +220,14 @@ def test_a_crash_between_evaluations_resumes_exactly_from_the_step_checkpoint(tm
     tiny_trainer(tiny_config(tmp_path / "a", checkpoint_every=3), straight).fit()
     crashed: list = []
     trainer = tiny_trainer(tiny_config(tmp_path / "b", checkpoint_every=3), crashed)
-    real_loss = trainer.task.loss
+    real_loss = trainer.model.loss
 
-    def crash_at_step_8(model, batch, carry):
+    def crash_at_step_8(batch, carry):
         if trainer.step == 7:
             raise KeyboardInterrupt  # the process dies; nothing is saved on the way out
-        return real_loss(model, batch, carry)
+        return real_loss(batch, carry)
 
-    trainer.task = dataclasses.replace(trainer.task, loss=crash_at_step_8)
+    trainer.model.loss = crash_at_step_8
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()
     rest: list = []
@@ -373,10 +373,10 @@ def test_a_minutes_run_evaluates_by_the_clock_and_its_final_evaluation_fits_the_
         trainer.clock = lambda readings=readings: float(next(readings))
         evaluate = trainer.task.evaluate
 
-        def slow_evaluation(model, evaluate=evaluate, readings=readings, cost=cost):
+        def slow_evaluation(model, world, evaluate=evaluate, readings=readings, cost=cost):
             for _ in range(cost - 1):
                 next(readings)
-            return evaluate(model)
+            return evaluate(model, world)
 
         trainer.task.evaluate = slow_evaluation
         assert trainer.fit() == "done"

@@ -216,11 +216,12 @@ class Batch:
     source_lengths: torch.Tensor  # (B,) real source tokens
     target_in: torch.Tensor  # (B, T) <sos> y_1 ... y_n, the decoder's inputs
     target_out: torch.Tensor  # (B, T) y_1 ... y_n <eos>, what it should predict
-    step: int = 0  # the training step this batch is for (teacher-forcing schedule)
+    teacher_forcing: float = 1.0  # the chance each step is fed the truth, not its own guess
 
     def to(self, device) -> Batch:
         move = [t.to(device) for t in (self.source, self.source_lengths)]
-        return Batch(*move, self.target_in.to(device), self.target_out.to(device), self.step)
+        targets = self.target_in.to(device), self.target_out.to(device)
+        return Batch(*move, *targets, self.teacher_forcing)
 
 
 def pad(sequences: list[list[int]], value: int = PAD) -> torch.Tensor:
@@ -229,13 +230,13 @@ def pad(sequences: list[list[int]], value: int = PAD) -> torch.Tensor:
     return torch.tensor([s + [value] * (longest - len(s)) for s in sequences], dtype=torch.long)
 
 
-def make_batch(pairs: list[tuple[list[int], list[int]]], step: int = 0) -> Batch:
+def make_batch(pairs: list[tuple[list[int], list[int]]], teacher_forcing: float = 1.0) -> Batch:
     """A :class:`Batch` from (source ids, target ids) pairs, neither holding <sos>/<eos>."""
     sources = [s for s, _ in pairs]
     lengths = torch.tensor([len(s) for s in sources], dtype=torch.long)
     target_in = pad([[SOS] + t for _, t in pairs])
     target_out = pad([t + [EOS] for _, t in pairs])
-    return Batch(pad(sources), lengths, target_in, target_out, step)
+    return Batch(pad(sources), lengths, target_in, target_out, teacher_forcing)
 
 
 def bucket_batches(lengths: list[tuple[int, int]], batch_size: int, seed: int) -> list[list[int]]:

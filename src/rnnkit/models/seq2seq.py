@@ -30,10 +30,12 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 import rnnkit
-from rnnkit.data.pairs import PAD
+from rnnkit.data.pairs import PAD, Batch
+from rnnkit.models.loss import Loss
 
 CELLS = rnnkit.layers.CELLS
 ATTENTIONS = ("none", "bahdanau", "luong")
@@ -341,6 +343,20 @@ class Seq2Seq(nn.Module):
     ):
         """-> logits (B, T, V) and attention weights (B, T, S'), None without attention."""
         return self.decoder(target_in, self.start(source, lengths), teacher_forcing_ratio)
+
+    def loss(self, batch: Batch, carry=None) -> Loss:
+        """Cross-entropy summed over the real target tokens (padding ignored), each step fed
+        the truth with the batch's teacher-forcing chance."""
+        batch = batch.to(self.decoder.head.weight.device)
+        logits, _ = self(batch.source, batch.source_lengths, batch.target_in, batch.teacher_forcing)
+        if logits.shape[:2] != batch.target_out.shape:
+            raise ValueError(f"logits {tuple(logits.shape)} do not match {batch.target_out.shape}")
+        targets = batch.target_out.flatten()  # (B*T,)
+        total = F.cross_entropy(
+            logits.float().flatten(0, 1), targets, ignore_index=PAD, reduction="sum"
+        )
+        count = int((targets != PAD).sum())
+        return Loss(total, count, count)
 
     def step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
         """One decoder step in the form :mod:`rnnkit.models.decode` expects."""

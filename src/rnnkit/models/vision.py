@@ -14,11 +14,15 @@ Shape letters: B batch, C channels, S image side in pixels, F feature size.
 from __future__ import annotations
 
 import textwrap
+from typing import NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnkit.data.pairs import PAD
+from rnnkit.models.loss import Loss
 from rnnkit.models.seq2seq import Decoder, DecoderState, batch_first_state, layer_state, state_parts
 
 MEAN, SPREAD = 0.5, 0.25  # pixels in [0, 1] are centred and scaled by these
@@ -102,6 +106,16 @@ class VGGEncoder(nn.Module):
         return self.head(self.maps(images))
 
 
+class Captions(NamedTuple):
+    """A batch of captions: each image once, and each caption's image."""
+
+    inputs: Tensor  # (I, F) feature rows or (I, 3, S, S) images, each image once
+    rows: Tensor  # (B,) the image (row of ``inputs``) of each caption
+    target_in: Tensor  # (B, T) <sos> w_1 ... w_n, the decoder's inputs
+    target_out: Tensor  # (B, T) w_1 ... w_n <eos>, what it should predict
+    teacher_forcing: float = 1.0  # the chance each step is fed the truth
+
+
 class Captioner(nn.Module):
     """Encoder (or none, for precomputed features) -> initial state -> seq2seq decoder.
 
@@ -174,6 +188,23 @@ class Captioner(nn.Module):
     def forward(self, inputs: Tensor, target_in: Tensor, teacher_forcing_ratio: float = 1.0):
         """inputs, target_in (B, T) <sos> w_1 .. -> logits (B, T, V)."""
         return self.captions_of(self.encode(inputs), target_in, teacher_forcing_ratio)
+
+    def loss(self, batch: Captions, carry=None) -> Loss:
+        """Cross-entropy summed over the real caption words and <eos> (padding ignored).
+        Each image is encoded once, however many of its captions the batch holds."""
+        device = self.decoder.head.weight.device
+        encoded = self.encode(batch.inputs.to(device))  # per image
+        rows = batch.rows.to(device)
+        encoded = tuple(part[rows] for part in encoded)  # per caption: (B, F), (B, S, C)
+        logits = self.captions_of(encoded, batch.target_in.to(device), batch.teacher_forcing)
+        target_out = batch.target_out.to(device)  # (B, T)
+        if logits.shape[:2] != target_out.shape:
+            raise ValueError(f"logits {tuple(logits.shape)} do not match {tuple(target_out.shape)}")
+        total = F.cross_entropy(
+            logits.float().flatten(0, 1), target_out.flatten(), ignore_index=PAD, reduction="sum"
+        )
+        count = int((target_out != PAD).sum())
+        return Loss(total, count, count)
 
     def captions_of(self, encoded, target_in: Tensor, teacher_forcing_ratio: float = 1.0):
         """Logits (B, T, V) of captions target_in (B, T) of images encoded as (features,

@@ -33,17 +33,18 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from rnnkit.data import images as folders
 from rnnkit.data import scenes
 from rnnkit.data.files import write_json
 from rnnkit.data.pairs import EOS, PAD, SOS, TokenVocab, detokenize, pad, tokenize
-from rnnkit.models.vision import Captioner, VGGEncoder, plot_gallery, to_tensor
+from rnnkit.data.parts import part
+from rnnkit.models.vision import Captioner, Captions, VGGEncoder, plot_gallery, to_tensor
 from rnnkit.tasks import run_config
 from rnnkit.tasks.translate import search_for
 from rnnkit.training import config as configuration
+from rnnkit.training.distributed import ALONE
 from rnnkit.training.trainer import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
 NAME = "caption"
@@ -185,33 +186,27 @@ def device_of(model: Captioner) -> torch.device:
     return model.decoder.head.weight.device
 
 
-def batch_loss(model: Captioner, examples: Examples, pairs, ratio: float = 1.0):
-    """Summed cross-entropy over real caption words and <eos> (padding ignored), and count.
-
-    Each image is encoded once, however many of its captions ``pairs`` hold."""
-    device = device_of(model)
+def captions(examples: Examples, pairs, teacher_forcing: float = 1.0) -> Captions:
+    """The batch of the (image, caption ids) ``pairs``: each image's inputs once."""
     images = sorted({i for i, _ in pairs})
-    encoded = model.encode(examples.inputs(images).to(device))  # per image
     row = {image: r for r, image in enumerate(images)}
-    rows = torch.tensor([row[i] for i, _ in pairs], device=device)
-    encoded = tuple(part[rows] for part in encoded)  # per caption: (B, F), (B, S, C)
-    target_in = pad([[SOS] + ids for _, ids in pairs]).to(device)  # (B, T)
-    target_out = pad([ids + [EOS] for _, ids in pairs]).to(device)  # (B, T)
-    logits = model.captions_of(encoded, target_in, ratio)  # (B, T, V)
-    if logits.shape[:2] != target_out.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} do not match {tuple(target_out.shape)}")
-    total = F.cross_entropy(
-        logits.float().flatten(0, 1), target_out.flatten(), ignore_index=PAD, reduction="sum"
+    return Captions(
+        examples.inputs(images),
+        torch.tensor([row[i] for i, _ in pairs]),
+        pad([[SOS] + ids for _, ids in pairs]),  # (B, T)
+        pad([ids + [EOS] for _, ids in pairs]),  # (B, T)
+        teacher_forcing,
     )
-    return total, int((target_out != PAD).sum())
 
 
 @torch.no_grad()
-def mean_loss(model: Captioner, examples: Examples, pairs, batch_size: int = 256) -> float:
+def mean_loss(model: Captioner, examples: Examples, pairs, batch_size=256, world=ALONE) -> float:
+    """Nats per caption word over ``pairs``; under torchrun each process its share."""
     total, count = 0.0, 0
-    for start in range(0, len(pairs), batch_size):
-        loss, n = batch_loss(model, examples, pairs[start : start + batch_size])
-        total, count = total + loss.item(), count + n
+    for start in world.share(range(0, len(pairs), batch_size)):
+        loss = model.loss(captions(examples, pairs[start : start + batch_size]))
+        total, count = total + loss.total.item(), count + loss.weight
+    total, count = world.sum(total, count)
     return total / count
 
 
@@ -242,14 +237,15 @@ def match_scores(hypotheses: list[list[str]], references: list[list[list[str]]])
     return {"exact": exact / len(references), "bleu": bleu.score}
 
 
-def decoded_scores(model, examples, vocab, config: Config, count: int = 0, beam: int = 1):
-    """Exact match and BLEU of the first ``count`` images (0: all), and what was written."""
+def decoded_scores(model, examples, vocab, config: Config, count=0, beam=1, world=ALONE):
+    """Exact match and BLEU of the first ``count`` images (0: all), and what was written;
+    under torchrun each process captions its share of the images."""
     indices = range(min(count, len(examples)) if count else len(examples))
     search = search_for(beam, config.length_penalty)
-    found = [
-        vocab.decode(ids)
-        for ids in caption_ids(model, examples, indices, search, config.max_output)
-    ]
+    written = world.map(
+        lambda some: caption_ids(model, examples, some, search, config.max_output), indices
+    )
+    found = [vocab.decode(ids) for ids in written]
     references = [[words(config, t) for t in examples.references[i]] for i in indices]
     return match_scores(found, references), [detokenize(f) for f in found]
 
@@ -268,7 +264,7 @@ def build_task(config: Config, vocab: TokenVocab, train_set: Examples, val_set: 
     per_epoch = math.ceil(len(train_set) / config.batch_size)
     orders = {}  # the shuffled images of the current epoch
 
-    def batch(step: int):
+    def batch(step: int, rank: int, size: int) -> Captions:
         epoch, index = divmod(step, per_epoch)
         if epoch not in orders:
             orders.clear()
@@ -277,18 +273,16 @@ def build_task(config: Config, vocab: TokenVocab, train_set: Examples, val_set: 
             )
             orders[epoch] = order
         chosen = orders[epoch][index * config.batch_size : (index + 1) * config.batch_size]
-        return [pair for image in chosen for pair in captions_of[image]]
+        chosen = part(chosen, rank, size)  # its images, with all their captions
+        pairs = [pair for image in chosen for pair in captions_of[image]]
+        return captions(train_set, pairs, config.teacher_forcing)
 
-    def loss(model, chosen, carry):
-        total, count = batch_loss(model, train_set, chosen, config.teacher_forcing)
-        return total / count, None, count
-
-    def evaluate(model) -> dict:
-        scores, _ = decoded_scores(model, val_set, vocab, config, config.val_images)
-        val_loss = mean_loss(model, val_set, val_pairs)
+    def evaluate(model, world) -> dict:
+        scores, _ = decoded_scores(model, val_set, vocab, config, config.val_images, 1, world)
+        val_loss = mean_loss(model, val_set, val_pairs, world=world)
         return {"val_loss": val_loss, "val_exact": scores["exact"], "val_bleu": scores["bleu"]}
 
-    return Task(model, batch, loss, evaluate, per_epoch, "caption words", "loss (nats per word)")
+    return Task(model, batch, evaluate, per_epoch, "caption words", "loss (nats per word)")
 
 
 def train(config: Config, resume: bool = False, progress=None) -> Trainer:
@@ -315,7 +309,7 @@ def train(config: Config, resume: bool = False, progress=None) -> Trainer:
         configuration.save(config, run_dir / "config.json", task=NAME)
         vocab.save(run_dir / "vocab.json")
     trainer.fit()
-    if len(test_set) and not trainer.interrupted:
+    if trainer.world.rank == 0 and len(test_set) and not trainer.interrupted:  # one tests
         report_test(run_dir, test_set)
     return trainer
 

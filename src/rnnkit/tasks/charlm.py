@@ -25,9 +25,11 @@ from torch import nn
 import rnnkit
 from rnnkit.data import Streams, Vocab, Window, eval_windows, load_corpus
 from rnnkit.kernels.dropout import Dropout
+from rnnkit.models.loss import Loss
 from rnnkit.scan import map_state
 from rnnkit.tasks import default_run_dir, run_config
 from rnnkit.training import config as configuration
+from rnnkit.training.distributed import ALONE
 from rnnkit.training.trainer import (
     MODEL_FILE,
     Task,
@@ -94,6 +96,15 @@ class CharLM(nn.Module):
         output, state = self.rnn(inputs, state)  # (T, B, H)
         return self.head(self.drop(output)), state  # (T, B, V)
 
+    def loss(self, window: Window, state=None) -> Loss:
+        """Next-character cross-entropy of one window, summed, from the carried state."""
+        device = self.head.weight.device
+        state = None if window.fresh else state
+        logits, state = self(window.inputs.to(device), state)  # (T, B, V)
+        targets = window.targets.to(device)
+        total = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="sum")
+        return Loss(total, targets.numel(), targets.numel(), state)
+
 
 ONE_HOT_UP_TO = 128  # symbols; above this the default input is a learned embedding
 
@@ -143,25 +154,20 @@ def make_layers(config: Config, input_size: int, precision: str):
     )
 
 
-def window_loss(model: CharLM, window: Window, state):
-    """Mean next-character cross-entropy of one window, from the carried state."""
-    device = model.head.weight.device
-    state = None if window.fresh else state
-    logits, state = model(window.inputs.to(device), state)  # (T, B, V)
-    targets = window.targets.to(device)
-    loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
-    return loss, state, targets.numel()
-
-
 @torch.no_grad()
-def score(model: CharLM, ids: torch.Tensor, batch_size: int, window: int) -> float:
-    """Mean loss in nats per character over ``ids``, the state carried across windows."""
+def score(model: CharLM, ids: torch.Tensor, batch_size: int, window: int, world=ALONE) -> float:
+    """Mean loss in nats per character over ``ids``, the state carried across windows; under
+    torchrun each process scores its share of the streams."""
     device, state, total, count = model.head.weight.device, None, 0.0, 0
     for x, y in eval_windows(ids, batch_size, window):
+        x, y = x[:, world.rank :: world.size], y[:, world.rank :: world.size]  # (T, B/size)
+        if not x.numel():
+            continue
         logits, state = model(x.to(device), state)
         y = y.to(device)
         total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").item()
         count += y.numel()
+    total, count = world.sum(total, count)
     return total / count
 
 
@@ -190,11 +196,14 @@ def build_task(config: Config, vocab: Vocab, streams: Streams, val_ids: torch.Te
     model = CharLM(len(vocab), config, use_bf16(config.precision, pick_device(config.device)))
     scored = val_ids[: config.val_chars] if config.val_chars else val_ids
 
-    def evaluate(m):
-        return metrics(score(m, scored, config.batch_size, config.window))
+    def batch(step: int, rank: int, size: int) -> Window:
+        return streams[step].shard(rank, size)  # its own block of the streams
+
+    def evaluate(m, world):
+        return metrics(score(m, scored, config.batch_size, config.window, world))
 
     return Task(
-        model, streams.__getitem__, window_loss, evaluate, len(streams),
+        model, batch, evaluate, len(streams),
         unit="characters", loss_label="loss (nats per character)",
     )  # fmt: skip
 

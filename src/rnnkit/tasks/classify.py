@@ -30,10 +30,10 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from rnnkit.data.files import read_json, write_json
 from rnnkit.data.pairs import UNK, TokenVocab, tokenize
+from rnnkit.data.parts import part
 from rnnkit.tasks import classify_features as features
 from rnnkit.tasks import classify_linear as linear
 from rnnkit.tasks import classify_select as select
@@ -59,6 +59,7 @@ from rnnkit.tasks.classify_model import (  # noqa: F401  (pad, pad_ratios: the t
 )
 from rnnkit.tasks.classify_pretrain import pretrain
 from rnnkit.training import config as configuration
+from rnnkit.training.distributed import ALONE
 from rnnkit.training.trainer import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
 NAME = "classify"
@@ -141,39 +142,38 @@ def build_task(config: Config, classes, vocab, parts, baselines, ratios) -> Task
             config.seed,
         )  # fmt: skip
     train_y = torch.tensor(parts["train"].labels)
-    weights = None
     if config.class_weights == "balanced":
-        weights = torch.tensor(confusion.balanced_weights(train_y, len(classes)), dtype=torch.float)
+        weights = confusion.balanced_weights(train_y, len(classes))
+        model.class_weights = torch.tensor(weights, dtype=torch.float)
     val = inputs(parts["val"].texts, vocab, config, ratios)
     val_baselines = {k: b.probabilities(parts["val"].texts) for k, b in baselines.items()}
 
-    def batch(step):
-        rows = epoch_batch(step, len(train_ids), config.batch_size, config.seed)
+    def batch(step, rank, size):
+        rows = part(epoch_batch(step, len(train_ids), config.batch_size, config.seed), rank, size)
         ids, lengths = pad([train_ids[i] for i in rows])  # (T, B), (B,)
-        dropped = drop_words(ids, config.word_dropout, [config.seed, step])
+        seed = [config.seed, step] if size == 1 else [config.seed, step, rank]  # own masks
+        dropped = drop_words(ids, config.word_dropout, seed)
         if train_ratios is None:
             return dropped, lengths, train_y[rows]
         steps = pad_ratios([train_ratios[i] for i in rows])  # (T, B, F)
         steps[dropped != ids] = 0.0  # a word dropped to <unk> takes its ratios with it
         return dropped, lengths, train_y[rows], steps
 
-    def loss(m, b, carry):
-        device = m.head.weight.device
-        ids, lengths, y, *steps = (t.to(device) for t in b)
-        w = None if weights is None else weights.to(device)
-        logits = m(ids, lengths, *steps).float()
-        loss = F.cross_entropy(logits, y, weight=w, label_smoothing=config.label_smoothing)
-        return loss, None, int(lengths.sum())
+    def evaluate(m, world):
+        return split_metrics(m, *val, parts["val"].labels, len(classes), val_baselines, world)
 
-    def evaluate(m):
-        return split_metrics(m, *val, parts["val"].labels, len(classes), val_baselines)
-
-    return Task(model, batch, loss, evaluate, math.ceil(len(train_ids) / config.batch_size))
+    return Task(model, batch, evaluate, math.ceil(len(train_ids) / config.batch_size))
 
 
-def split_metrics(model, encoded, ratios, labels, classes, baseline_probs) -> dict:
-    """The recurrent model's validation loss, accuracy and macro-F1, the baselines' beside."""
-    probs = probabilities(model, encoded, ratios)
+def split_metrics(model, encoded, ratios, labels, classes, baseline_probs, world=ALONE) -> dict:
+    """The recurrent model's validation loss, accuracy and macro-F1, the baselines' beside;
+    under torchrun each process scores its share of the texts."""
+
+    def scored(rows: list[int]) -> np.ndarray:  # (len(rows), K)
+        some = None if ratios is None else [ratios[i] for i in rows]
+        return probabilities(model, [encoded[i] for i in rows], some)
+
+    probs = np.array(world.map(scored, range(len(encoded))))  # (N, K)
     row = {"val_loss": log_loss(probs, labels)}
     row.update(confusion.scores(labels, probs.argmax(1), classes, "val_"))
     for name, p in baseline_probs.items():
@@ -214,7 +214,7 @@ def train(config: Config, resume: bool = False, progress=None) -> Trainer:
     for kind, baseline in baselines.items():  # refitted the same on resume
         baseline.save(run_dir / linear.file_name(kind))
     trainer.fit()
-    if (run_dir / MODEL_FILE).exists():
+    if trainer.world.rank == 0 and (run_dir / MODEL_FILE).exists():  # one process tests
         choose_model(run_dir, config, parts["val"])
         trainer.progress.line(test_report(run_dir, classes, parts["test"]))
     return trainer

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import rnnkit
 from rnnkit.data.pairs import UNK, TokenVocab, tokenize
+from rnnkit.models.loss import Loss
 from rnnkit.models.pooling import pool
 from rnnkit.tasks import classify_features as features
 
@@ -69,6 +71,8 @@ class TextClassifier(nn.Module):
         )  # fmt: skip
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(self.directions * config.hidden, classes)
+        self.label_smoothing = getattr(config, "label_smoothing", 0.0)
+        self.register_buffer("class_weights", None, persistent=False)  # (K,), or None: equal
 
     def represent(self, ids: torch.Tensor, lengths: torch.Tensor, ratios=None) -> torch.Tensor:
         """(T, B) token indices, (B,) lengths and (T, B, F) ratios -> (B, D*H), one vector per
@@ -81,6 +85,18 @@ class TextClassifier(nn.Module):
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor, ratios=None) -> torch.Tensor:
         return self.head(self.drop(self.represent(ids, lengths, ratios)))  # (B, K)
+
+    def loss(self, batch, carry=None) -> Loss:
+        """Cross-entropy of a batch (ids, lengths, labels[, ratios]) summed over its texts,
+        each weighted by its class's weight (``class_weights``); tokens are the words."""
+        ids, lengths, y, *ratios = (t.to(self.head.weight.device) for t in batch)
+        logits = self(ids, lengths, *ratios).float()  # (B, K)
+        w = self.class_weights
+        total = F.cross_entropy(
+            logits, y, weight=w, label_smoothing=self.label_smoothing, reduction="sum"
+        )
+        weight = len(y) if w is None else float(w[y].sum())
+        return Loss(total, weight, int(lengths.sum()))
 
 
 @torch.no_grad()

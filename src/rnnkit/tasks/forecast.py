@@ -48,6 +48,7 @@ from rnnkit.data.series import (
     load_series,
     write_forecast,
 )
+from rnnkit.models.loss import Loss
 from rnnkit.scan import map_state
 from rnnkit.tasks import forecast_ets as ets
 from rnnkit.tasks import forecast_metrics as metrics
@@ -55,6 +56,7 @@ from rnnkit.tasks import run_config
 from rnnkit.tasks.forecast_data import Prepared, batch_at, prepare, windows
 from rnnkit.tasks.forecast_plot import plot_forecast
 from rnnkit.training import config as configuration
+from rnnkit.training.distributed import ALONE
 from rnnkit.training.trainer import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
 NAME = "forecast"
@@ -106,6 +108,19 @@ class Forecaster(nn.Module):
         output, state = self.rnn(x, state)  # (T, B, hidden)
         return self.head(output).float(), state
 
+    def loss(self, batch, carry=None) -> Loss:
+        """Squared error in scaled units, summed: of the H-step forecast (direct), or of every
+        next-step prediction along the window and its targets, teacher-forced (recursive)."""
+        device = self.head.weight.device
+        inputs, targets = (t.to(device) for t in batch)  # (W, B, C), (H, B, C)
+        if self.strategy == "direct":
+            predicted, truth = direct(self, inputs), targets[:, :, : self.targets]  # (H, B, Ct)
+        else:
+            sequence = torch.cat([inputs, targets]) - reference(self, inputs)  # (W+H, B, C)
+            predicted, truth = self(sequence[:-1])[0], sequence[1:]
+        total = F.mse_loss(predicted, truth, reduction="sum")
+        return Loss(total, truth.numel(), targets.shape[0] * targets.shape[1])
+
 
 def recurrent_layers(config: Config, input_size: int) -> nn.Module:
     between = config.dropout if config.layers > 1 else 0.0
@@ -156,29 +171,23 @@ def forecast(model: Forecaster, window: torch.Tensor, horizon: int) -> torch.Ten
     return torch.cat(blocks)[:horizon]
 
 
-def window_loss(model: Forecaster, batch, carry):
-    """Mean squared error in scaled units: of the H-step forecast (direct), or of every
-    next-step prediction along the window and its targets, teacher-forced (recursive)."""
-    device = model.head.weight.device
-    inputs, targets = (t.to(device) for t in batch)  # (W, B, C), (H, B, C)
-    if model.strategy == "direct":
-        loss = F.mse_loss(direct(model, inputs), targets[:, :, : model.targets])
-    else:
-        sequence = torch.cat([inputs, targets]) - reference(model, inputs)  # (W+H, B, C)
-        output, _ = model(sequence[:-1])
-        loss = F.mse_loss(output, sequence[1:])
-    return loss, None, targets.shape[0] * targets.shape[1]
-
-
 # --- training and testing (the data: forecast_data.py) ---
 
 
 @torch.no_grad()
-def val_loss(model: Forecaster, prepared: Prepared, config: Config) -> float:
-    inputs, targets = windows(prepared, prepared.origins["val"], config)
-    device = model.head.weight.device
-    predicted = forecast(model, inputs.to(device), config.horizon)
-    return F.mse_loss(predicted, targets[:, :, : model.targets].to(device)).item()
+def val_loss(model: Forecaster, prepared: Prepared, config: Config, world=ALONE) -> float:
+    """Mean squared error of the validation forecasts, scaled; under torchrun each process
+    forecasts its share of the windows."""
+    origins = world.share(prepared.origins["val"])
+    total, count = 0.0, 0
+    if origins:
+        inputs, targets = windows(prepared, np.array(origins), config)
+        device = model.head.weight.device
+        predicted = forecast(model, inputs.to(device), config.horizon)  # (H, B, Ct)
+        truth = targets[:, :, : model.targets].to(device)
+        total, count = F.mse_loss(predicted, truth, reduction="sum").item(), truth.numel()
+    total, count = world.sum(total, count)
+    return total / count
 
 
 def build_task(config: Config, prepared: Prepared) -> Task:
@@ -187,9 +196,8 @@ def build_task(config: Config, prepared: Prepared) -> Task:
     per_epoch = max(len(prepared.origins["train"]) // config.batch_size, 1)
     return Task(
         model,
-        lambda step: batch_at(prepared, config, step),
-        window_loss,
-        lambda m: {"val_loss": val_loss(m, prepared, config)},
+        lambda step, rank, size: batch_at(prepared, config, step, rank, size),
+        lambda m, world: {"val_loss": val_loss(m, prepared, config, world)},
         per_epoch,
         unit="target values",
         loss_label="loss (mean squared error, scaled)",
@@ -209,7 +217,7 @@ def train(config: Config, resume: bool = False, progress=None) -> Trainer:
         configuration.save(config, run_dir / "config.json", task=NAME)
         save_series_state(run_dir, prepared)
     trainer.fit()
-    if not trainer.interrupted:
+    if trainer.world.rank == 0 and not trainer.interrupted:  # one process tests
         result = test(run_dir, prepared)
         write_json(run_dir / "test_metrics.json", result, indent=2)
         trainer.progress.line(metrics.table(result))

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from rnnkit.data.parts import part
 from rnnkit.data.series import (
     Scaler,
     Series,
@@ -58,12 +59,12 @@ def part_origins(config: Config, series: Series, bounds: tuple[int, int]) -> dic
     train_end, val_end = bounds
     parts = {"train": (0, train_end), "val": (train_end, val_end), "test": (val_end, len(series))}
     origins = {}
-    for part, (start, end) in parts.items():
-        origins[part] = window_origins(start, end, config.input_window, config.horizon)
-        if len(origins[part]) == 0:
+    for name, (start, end) in parts.items():
+        origins[name] = window_origins(start, end, config.input_window, config.horizon)
+        if len(origins[name]) == 0:
             raise SeriesError(
-                f"{series.name}: too few rows for one {part} window: {len(series)} rows, the "
-                f"{part} part is rows {start + 1}-{end}, and a window needs input_window + "
+                f"{series.name}: too few rows for one {name} window: {len(series)} rows, the "
+                f"{name} part is rows {start + 1}-{end}, and a window needs input_window + "
                 f"horizon = {config.input_window} + {config.horizon} rows (inputs may reach "
                 "back into the part before); lower --input-window or --horizon"
             )
@@ -88,12 +89,14 @@ def windows(prepared: Prepared, origins: np.ndarray, config: Config):
     return torch.from_numpy(inputs), torch.from_numpy(targets)  # (W, B, C), (H, B, C)
 
 
-def batch_at(prepared: Prepared, config: Config, step: int):
+def batch_at(prepared: Prepared, config: Config, step: int, rank: int = 0, size: int = 1):
     """Training windows of step ``step``: a seeded shuffle of the training origins per epoch
-    (windows are shuffled among themselves; time inside a window stays in order)."""
+    (windows are shuffled among themselves; time inside a window stays in order); under
+    torchrun, process ``rank``'s part of them."""
     origins = prepared.origins["train"]
     per_epoch = max(len(origins) // config.batch_size, 1)
     epoch, slot = divmod(step, per_epoch)
     order = np.random.default_rng([config.seed, epoch]).permutation(len(origins))
-    chosen = origins[order[slot * config.batch_size : (slot + 1) * config.batch_size]]
+    rows = part(order[slot * config.batch_size : (slot + 1) * config.batch_size], rank, size)
+    chosen = origins[rows]
     return windows(prepared, chosen, config)

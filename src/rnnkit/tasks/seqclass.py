@@ -25,10 +25,13 @@ from torch import nn
 
 import rnnkit
 from rnnkit.data.files import read_json, write_json
+from rnnkit.data.parts import part
 from rnnkit.data.ucr import ARCHIVE, SequenceError, Sequences, load_sequences
+from rnnkit.models.loss import Loss
 from rnnkit.models.pooling import pool
 from rnnkit.tasks import confusion, default_run_dir, run_config
 from rnnkit.training import config as configuration
+from rnnkit.training.distributed import ALONE
 from rnnkit.training.trainer import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
 NAME = "seqclass"
@@ -177,6 +180,7 @@ class SequenceClassifier(nn.Module):
         )  # fmt: skip
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(self.directions * config.hidden, classes)
+        self.register_buffer("class_weights", None, persistent=False)  # (K,), or None: equal
 
     def represent(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(T, B, F) and (B,) lengths -> (B, D*H), one vector per sequence."""
@@ -185,6 +189,15 @@ class SequenceClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.head(self.drop(self.represent(x, lengths)))  # (B, K)
+
+    def loss(self, batch, carry=None) -> Loss:
+        """Cross-entropy of a batch (x, lengths, labels) summed over its sequences, each
+        weighted by its class's weight (``class_weights``); tokens are the time steps."""
+        x, lengths, y = (t.to(self.head.weight.device) for t in batch)
+        w = self.class_weights
+        total = F.cross_entropy(self(x, lengths).float(), y, weight=w, reduction="sum")
+        weight = len(y) if w is None else float(w[y].sum())
+        return Loss(total, weight, int(lengths.sum()))
 
 
 @torch.no_grad()
@@ -198,8 +211,9 @@ def probabilities(model: SequenceClassifier, series: list[torch.Tensor], batch_s
     return torch.cat(out).numpy()
 
 
-def split_scores(model, series, labels: torch.Tensor, classes: int, prefix: str) -> dict:
-    probs = probabilities(model, series)
+def split_scores(model, series, labels: torch.Tensor, classes: int, prefix: str, world=ALONE):
+    """Loss, accuracy and macro-F1 of ``series``; under torchrun each process scores its share."""
+    probs = np.array(world.map(lambda some: probabilities(model, some), series))  # (N, K)
     picked = probs[np.arange(len(labels)), labels.numpy()]
     row = {f"{prefix}loss": float(-np.log(np.maximum(picked, 1e-12)).mean())}
     return {**row, **confusion.scores(labels.numpy(), probs.argmax(1), classes, prefix)}
@@ -212,25 +226,19 @@ def build_task(config: Config, classes: list[str], parts) -> Task:
     torch.manual_seed(config.seed)
     (train_x, train_y), (val_x, val_y) = parts["train"], parts["val"]
     model = SequenceClassifier(train_x[0].shape[1], len(classes), config)
-    weights = None
     if config.class_weights == "balanced":
-        weights = torch.tensor(confusion.balanced_weights(train_y, len(classes)), dtype=torch.float)
+        weights = confusion.balanced_weights(train_y, len(classes))
+        model.class_weights = torch.tensor(weights, dtype=torch.float)
 
-    def batch(step):
-        rows = epoch_batch(step, len(train_x), config.batch_size, config.seed)
+    def batch(step, rank, size):
+        rows = part(epoch_batch(step, len(train_x), config.batch_size, config.seed), rank, size)
         return (*pad([train_x[i] for i in rows]), train_y[rows])
 
-    def loss(m, b, carry):
-        device = m.head.weight.device
-        x, lengths, y = (t.to(device) for t in b)
-        w = None if weights is None else weights.to(device)
-        return F.cross_entropy(m(x, lengths).float(), y, weight=w), None, int(lengths.sum())
-
-    def evaluate(m):
-        return split_scores(m, val_x, val_y, len(classes), "val_")
+    def evaluate(m, world):
+        return split_scores(m, val_x, val_y, len(classes), "val_", world)
 
     per_epoch = math.ceil(len(train_x) / config.batch_size)
-    return Task(model, batch, loss, evaluate, per_epoch, "steps", "loss (nats per sequence)")
+    return Task(model, batch, evaluate, per_epoch, "steps", "loss (nats per sequence)")
 
 
 def train(config: Config, resume: bool = False, progress=None) -> Trainer:
@@ -247,7 +255,7 @@ def train(config: Config, resume: bool = False, progress=None) -> Trainer:
         write_json(run_dir / "classes.json", classes)
         write_json(run_dir / "scaler.json", scaler.to_dict())
     trainer.fit()
-    if (run_dir / MODEL_FILE).exists():
+    if trainer.world.rank == 0 and (run_dir / MODEL_FILE).exists():  # one process tests
         _, _, _, model = load_run(run_dir, "cpu")
         result = test_scores(model, *parts["test"], classes, run_dir / "confusion.png")
         result.update(archive_figure(config.data))

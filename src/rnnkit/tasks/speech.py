@@ -35,10 +35,13 @@ from torch import nn
 import rnnkit
 from rnnkit.data import audio
 from rnnkit.data.files import read_json, write_json
+from rnnkit.data.parts import part
 from rnnkit.models import ctc
+from rnnkit.models.loss import Loss
 from rnnkit.tasks import charlm, default_run_dir, run_config
 from rnnkit.tasks.speech_features import Features, bucketed_batch, load_part, pad, read_parts, say
 from rnnkit.training import config as configuration
+from rnnkit.training.distributed import ALONE
 from rnnkit.training.trainer import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
 NAME = "speech"
@@ -134,20 +137,30 @@ class SpeechRecognizer(nn.Module):
         output, _ = self.rnn(steps, lengths=lengths)  # (T', B, D*H)
         return torch.log_softmax(self.head(self.drop(output)).float(), -1), lengths
 
+    def loss(self, batch, carry=None) -> Loss:
+        """CTC loss per target character of each utterance, summed over the utterances of a
+        batch (frames, lengths, targets end to end, target lengths); tokens are the steps."""
+        x, lengths, targets, target_lengths = (t.to(self.head.weight.device) for t in batch)
+        log_probs, steps = self(x, lengths)  # (T', B, V)
+        loss = F.ctc_loss(
+            log_probs, targets, steps, target_lengths, blank=0, reduction="none",
+            zero_infinity=True,
+        )  # fmt: skip
+        per_char = loss / target_lengths.clamp(min=1)  # (B,)
+        return Loss(per_char.sum(), len(per_char), int(steps.sum()))
+
+
+def utterances(series: list[torch.Tensor], targets: list[torch.Tensor]):
+    """A batch: frames (T, B, F) padded, (B,) lengths, the targets end to end, their lengths."""
+    x, lengths = pad(series)
+    return x, lengths, torch.cat(targets), torch.tensor([len(t) for t in targets])
+
 
 def batch_loss(model: SpeechRecognizer, series, targets, reduction: str = "mean"):
     """CTC loss of a batch, per target character ("mean": averaged over utterances as
-    torch does; "sum": summed over them)."""
-    device = model.head.weight.device
-    x, lengths = pad(series)
-    log_probs, steps = model(x.to(device), lengths.to(device))  # (T', B, V)
-    target_lengths = torch.tensor([len(t) for t in targets])
-    loss = F.ctc_loss(
-        log_probs, torch.cat(targets).to(device), steps, target_lengths.to(device),
-        blank=0, reduction="none", zero_infinity=True,
-    )  # fmt: skip
-    per_char = loss / target_lengths.clamp(min=1).to(device)
-    return (per_char.mean() if reduction == "mean" else per_char.sum()), int(steps.sum())
+    torch does; "sum": summed over them), and the network's steps."""
+    loss = model.loss(utterances(series, targets))
+    return (loss.total / loss.weight if reduction == "mean" else loss.total), loss.tokens
 
 
 @torch.no_grad()
@@ -170,9 +183,16 @@ def decode(log_probs, labels: list[str], beam: int = 1, lm=None, **options) -> s
     return "".join(labels[i] for i in ids)
 
 
-def transcript_scores(model, series, texts, labels, beam=1, lm=None, prefix="", **options):
-    """Character and word error rates of decoding ``series`` against ``texts``."""
-    found = [decode(lp, labels, beam, lm, **options) for lp in log_probs_of(model, series)]
+def transcript_scores(
+    model, series, texts, labels, beam=1, lm=None, prefix="", world=ALONE, **options
+):
+    """Character and word error rates of decoding ``series`` against ``texts``; under
+    torchrun each process decodes its share of the utterances."""
+
+    def decoded(some: list) -> list[str]:
+        return [decode(lp, labels, beam, lm, **options) for lp in log_probs_of(model, some)]
+
+    found = world.map(decoded, series)
     return {f"{prefix}{k}": v for k, v in ctc.error_rates(texts, found).items()}, found
 
 
@@ -190,23 +210,20 @@ def build_task(config: Config, labels: list[str], parts) -> Task:
     model = SpeechRecognizer(train_x[0].shape[1], len(labels), config)
     lengths = [len(s) for s in train_x]
 
-    def batch(step):
-        return bucketed_batch(step, lengths, config.batch_size, config.seed)
+    def batch(step, rank, size):
+        rows = part(bucketed_batch(step, lengths, config.batch_size, config.seed), rank, size)
+        return utterances([train_x[i] for i in rows], [train_y[i] for i in rows])
 
-    def loss(m, rows, carry):
-        value, steps = batch_loss(m, [train_x[i] for i in rows], [train_y[i] for i in rows])
-        return value, None, steps
-
-    def evaluate(m):
+    def evaluate(m, world):
         total = sum(
             batch_loss(m, val_x[i : i + 64], val_y[i : i + 64], "sum")[0].item()
-            for i in range(0, len(val_x), 64)
+            for i in world.share(range(0, len(val_x), 64))
         )
-        scores, _ = transcript_scores(m, val_x, val_texts, labels, prefix="val_")
-        return {"val_loss": total / len(val_x), **scores}
+        scores, _ = transcript_scores(m, val_x, val_texts, labels, prefix="val_", world=world)
+        return {"val_loss": world.sum(total)[0] / len(val_x), **scores}
 
     per_epoch = math.ceil(len(train_x) / config.batch_size)
-    return Task(model, batch, loss, evaluate, per_epoch, "frames", "CTC loss (nats per character)")
+    return Task(model, batch, evaluate, per_epoch, "frames", "CTC loss (nats per character)")
 
 
 def train(config: Config, resume: bool = False, progress=None) -> Trainer:
@@ -226,7 +243,8 @@ def train(config: Config, resume: bool = False, progress=None) -> Trainer:
         write_json(run_dir / "labels.json", labels, ensure_ascii=False)
         features.save(run_dir / "features.json")
     trainer.fit()
-    if "test" in parts and (run_dir / MODEL_FILE).exists() and not trainer.interrupted:
+    tested = trainer.world.rank == 0 and "test" in parts  # one process tests
+    if tested and (run_dir / MODEL_FILE).exists() and not trainer.interrupted:
         _, _, _, model = load_run(run_dir, "cpu")
         result = test_report(model, *parts["test"], labels, config)
         write_json(run_dir / "test.json", result, indent=2)

@@ -29,10 +29,13 @@ from torch import nn
 
 import rnnkit
 from rnnkit.data.files import read_json, write_json
+from rnnkit.data.parts import part
 from rnnkit.data.regimes import REGIMES, TagDataError, Tagged, load_tagged
 from rnnkit.data.series import Scaler
+from rnnkit.models.loss import Loss
 from rnnkit.tasks import run_config
 from rnnkit.training import config as configuration
+from rnnkit.training.distributed import ALONE
 from rnnkit.training.trainer import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
 NAME = "tag"
@@ -81,6 +84,12 @@ class Tagger(nn.Module):
         """x (T, B, F) padded, lengths (B,) -> logits (T, B, K)."""
         output, _ = self.rnn(x, lengths=lengths)  # (T, B, D*H), zero past each length
         return self.head(self.drop(output))  # (T, B, K)
+
+    def loss(self, batch, carry=None) -> Loss:
+        """Cross-entropy summed over the real steps of a batch (x, labels, lengths)."""
+        x, y, lengths = (t.to(self.head.weight.device) for t in batch)
+        steps = int(lengths.sum())
+        return Loss(masked_loss(self(x, lengths), y, lengths) * steps, steps, steps)
 
 
 def step_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
@@ -166,27 +175,22 @@ def pad_batch(pairs: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return x, y, lengths
 
 
-def batch_at(pairs: list, step: int, batch_size: int, seed: int):
+def batch_at(pairs: list, step: int, batch_size: int, seed: int, rank: int = 0, size: int = 1):
     """The batch of training step ``step``: a fresh seeded shuffle each epoch, so resuming
-    at a step reads the same batch."""
+    at a step reads the same batch; under torchrun, process ``rank``'s part of it."""
     per_epoch = max(len(pairs) // batch_size, 1)
     epoch, slot = divmod(step, per_epoch)
     order = np.random.default_rng([seed, epoch]).permutation(len(pairs))
-    chosen = order[slot * batch_size : (slot + 1) * batch_size]
+    chosen = part(order[slot * batch_size : (slot + 1) * batch_size], rank, size)
     return pad_batch([pairs[i] for i in chosen])
 
 
-def batch_loss(model: Tagger, batch, carry):
-    device = model.head.weight.device
-    x, y, lengths = (t.to(device) for t in batch)
-    return masked_loss(model(x, lengths), y, lengths), None, int(lengths.sum())
-
-
 @torch.no_grad()
-def score(model: Tagger, pairs: list, batch_size: int = 64) -> dict:
-    """Masked loss and per-step accuracy over ``pairs``, weighted by real steps."""
+def score(model: Tagger, pairs: list, batch_size: int = 64, world=ALONE) -> dict:
+    """Masked loss and per-step accuracy over ``pairs``, weighted by real steps; under
+    torchrun each process scores its share of the batches."""
     device, loss, correct, steps = model.head.weight.device, 0.0, 0, 0
-    for start in range(0, len(pairs), batch_size):
+    for start in world.share(range(0, len(pairs), batch_size)):
         x, y, lengths = (t.to(device) for t in pad_batch(pairs[start : start + batch_size]))
         logits = model(x, lengths)
         mask = step_mask(lengths, x.shape[0])
@@ -194,7 +198,8 @@ def score(model: Tagger, pairs: list, batch_size: int = 64) -> dict:
         loss += masked_loss(logits, y, lengths).item() * real
         correct += int(((logits.argmax(-1) == y) & mask).sum())
         steps += real
-    return {"loss": loss / steps, "accuracy": correct / steps, "steps": steps}
+    loss, correct, steps = world.sum(loss, correct, steps)
+    return {"loss": loss / steps, "accuracy": correct / steps, "steps": int(steps)}
 
 
 # --- training ---
@@ -205,15 +210,15 @@ def build_task(config: Config, prepared: Prepared) -> Task:
     features = prepared.train[0][0].shape[1]
     model = Tagger(features, len(prepared.classes), config)
 
-    def evaluate(m):
-        r = score(m, prepared.val)
+    def evaluate(m, world):
+        r = score(m, prepared.val, world=world)
         return {"val_loss": r["loss"], "val_accuracy": r["accuracy"]}
 
-    def batch(step):
-        return batch_at(prepared.train, step, config.batch_size, config.seed)
+    def batch(step, rank, size):
+        return batch_at(prepared.train, step, config.batch_size, config.seed, rank, size)
 
     per_epoch = max(len(prepared.train) // config.batch_size, 1)
-    return Task(model, batch, batch_loss, evaluate, per_epoch, "steps", "loss (nats per step)")
+    return Task(model, batch, evaluate, per_epoch, "steps", "loss (nats per step)")
 
 
 def train(config: Config, resume: bool = False, progress=None) -> Trainer:
@@ -229,7 +234,7 @@ def train(config: Config, resume: bool = False, progress=None) -> Trainer:
         configuration.save(config, run_dir / "config.json", task=NAME)
         save_labels(run_dir, prepared)
     trainer.fit()
-    if not trainer.interrupted:
+    if trainer.world.rank == 0 and not trainer.interrupted:  # one process tests
         finish(run_dir, prepared, trainer.progress.line)
     return trainer
 

@@ -39,11 +39,13 @@ from rnnkit.data.pairs import (
     padding_report,
     tokenize,
 )
+from rnnkit.data.parts import part
 from rnnkit.models import decode
 from rnnkit.models.seq2seq import Seq2Seq, plot_attention
 from rnnkit.tasks import default_run_dir, run_config
 from rnnkit.tasks.translate_data import Data, encode_pairs, held_out_pairs, prepare, say, tokenized
 from rnnkit.training import config as configuration
+from rnnkit.training.distributed import ALONE
 from rnnkit.training.trainer import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
 NAME = "translate"
@@ -111,12 +113,10 @@ def teacher_forcing_ratio(config: Config, step: int) -> float:
     return config.teacher_forcing + (config.teacher_forcing_end - config.teacher_forcing) * done
 
 
-def batch_loss(model: Seq2Seq, batch: Batch, ratio: float = 1.0):
+def batch_loss(model: Seq2Seq, batch: Batch):
     """Summed cross-entropy over real target tokens (padding ignored), correct guesses, count."""
     batch = batch.to(model.decoder.head.weight.device)
-    logits, _ = model(batch.source, batch.source_lengths, batch.target_in, ratio)  # (B, T, V)
-    if logits.shape[:2] != batch.target_out.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} do not match {batch.target_out.shape}")
+    logits, _ = model(batch.source, batch.source_lengths, batch.target_in)  # (B, T, V)
     targets = batch.target_out.flatten()
     total = F.cross_entropy(
         logits.float().flatten(0, 1), targets, ignore_index=PAD, reduction="sum"
@@ -127,13 +127,15 @@ def batch_loss(model: Seq2Seq, batch: Batch, ratio: float = 1.0):
 
 
 @torch.no_grad()
-def score_pairs(model: Seq2Seq, pairs, batch_size: int = 256) -> dict:
-    """Teacher-forced loss (nats per target token) and token accuracy over ``pairs``."""
+def score_pairs(model: Seq2Seq, pairs, batch_size: int = 256, world=ALONE) -> dict:
+    """Teacher-forced loss (nats per target token) and token accuracy over ``pairs``; under
+    torchrun each process scores its share of the batches."""
     lengths = [(len(s), len(t)) for s, t in pairs]
     total, correct, count = 0.0, 0, 0
-    for chunk in bucket_batches(lengths, batch_size, seed=0):
+    for chunk in world.share(bucket_batches(lengths, batch_size, seed=0)):
         loss, right, n = batch_loss(model, make_batch([pairs[i] for i in chunk]))
         total, correct, count = total + loss.item(), correct + right, count + n
+    total, correct, count = world.sum(total, correct, count)
     return {"loss": total / count, "token_accuracy": correct / count}
 
 
@@ -217,9 +219,12 @@ def test_report(model, data: Data, config: Config) -> dict:
     return result
 
 
-def decoded_scores(model, pairs, target_vocab: TokenVocab, config: Config, beam: int) -> dict:
+def decoded_scores(
+    model, pairs, target_vocab: TokenVocab, config: Config, beam: int, world=ALONE
+) -> dict:
     search = search_for(beam, config.length_penalty)
-    ids = translate_ids(model, [s for s, _ in pairs], search, config.max_output)
+    sources = [s for s, _ in pairs]
+    ids = world.map(lambda some: translate_ids(model, some, search, config.max_output), sources)
     hypotheses = [target_vocab.decode(h) for h in ids]
     references = [target_vocab.decode(t) for _, t in pairs]
     return match_scores(hypotheses, references, config.tokens)
@@ -233,20 +238,17 @@ def build_task(config: Config, data: Data) -> Task:
     per_epoch = math.ceil(len(data.train) / config.batch_size)
     val = data.val[: config.val_pairs] if config.val_pairs else data.val
 
-    def batch(step: int) -> Batch:
+    def batch(step: int, rank: int, size: int) -> Batch:
         epoch, index = divmod(step, per_epoch)
         if epoch not in batches_of:
             batches_of.clear()
             batches_of[epoch] = bucket_batches(lengths, config.batch_size, config.seed + epoch)
-        return make_batch([data.train[i] for i in batches_of[epoch][index]], step)
+        rows = part(batches_of[epoch][index], rank, size)
+        return make_batch([data.train[i] for i in rows], teacher_forcing_ratio(config, step))
 
-    def loss(model, batch: Batch, carry):
-        total, _, count = batch_loss(model, batch, teacher_forcing_ratio(config, batch.step))
-        return total / count, None, count
-
-    def evaluate(model) -> dict:
-        scores = score_pairs(model, data.val)
-        found = decoded_scores(model, val, data.target_vocab, config, beam=1)
+    def evaluate(model, world) -> dict:
+        scores = score_pairs(model, data.val, world=world)
+        found = decoded_scores(model, val, data.target_vocab, config, 1, world)
         return {
             "val_loss": scores["loss"],
             "val_token_accuracy": scores["token_accuracy"],
@@ -254,7 +256,7 @@ def build_task(config: Config, data: Data) -> Task:
             "val_bleu": found["bleu"],
         }
 
-    return Task(model, batch, loss, evaluate, per_epoch, "target tokens", "loss (nats per token)")
+    return Task(model, batch, evaluate, per_epoch, "target tokens", "loss (nats per token)")
 
 
 def train(config: Config, resume: bool = False, progress=None) -> Trainer:

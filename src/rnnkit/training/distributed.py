@@ -1,41 +1,44 @@
 """Training on several processes: ``torchrun`` starts them, the one trainer runs in each.
 
-Data parallelism, as DistributedDataParallel does it (Li et al. 2020, "PyTorch Distributed:
+Data parallelism with torch's DistributedDataParallel (Li et al. 2020, "PyTorch Distributed:
 Experiences on Accelerating Data Parallel Training"): every process holds the whole model,
-trains on its own part of each global batch, and the gradients are averaged over processes
-before every optimiser step, so all processes take the same step and stay identical.
+computes the gradient of its own part of each global batch, and DDP averages the gradients
+over processes in buckets while backward is still running, so every process takes the same
+optimiser step and the weights stay identical.
 
 - Started by ``torchrun``, a process finds its place in the environment variables ``RANK``,
   ``WORLD_SIZE`` and ``LOCAL_RANK``, and joins the group over gloo (CPU) or NCCL (CUDA,
   one GPU per process: ``cuda:LOCAL_RANK``). Without them the world is one process and
   nothing here communicates.
-- ``--batch-size`` is the global batch: a batch with a ``shard(rank, size)`` method (the
-  char-LM's :class:`rnnkit.data.Window`) is cut into equal blocks, one per process, so the
-  mean of the processes' mean losses is the one-process loss of the same batch and the run
-  matches a one-process run up to float rounding. Other tasks' batches are not cut: each
-  process trains the whole batch with its own dropout (correct, not faster).
-- What is per process: its block of streams, the hidden state carried between truncated-BPTT
-  windows, the random state (dropout is seeded with ``seed + rank``). What is global: the
-  weights, optimiser state, step, schedule, losses and tokens reported.
-- Rank 0 alone evaluates and writes the run directory; it shares the validation loss so every
-  process takes the same schedule decisions, and gathers every process's random and carried
-  state into ``last.safetensors`` so a resumed run continues exactly.
-
-Why not wrap the model in DDP: the tasks' loss functions reach into the model
-(``model.head.weight.device``, ``model.rnn``), which DDP hides behind ``.module``; one
-all-reduce of the flattened gradients after backward gives the same average DDP computes,
-without DDP's overlap of communication with backward, which matters little at these sizes.
+- Every task's model has ``loss(batch, carry)`` (:class:`rnnkit.models.loss.Loss`); the
+  trainer calls it through :class:`Objective`, a module whose forward is that loss, and DDP
+  wraps the objective, so it sees the whole computation of a step.
+- ``--batch-size`` is the global batch. A task's ``batch(step, rank, size)`` returns this
+  process's part of step ``step``'s batch (:func:`rnnkit.data.parts.part`: every size-th
+  example from the rank's own; the char-LM's equal blocks of streams). Each part's loss is a
+  sum, divided by the weight summed over every process before backward, so the average DDP
+  takes is the one-process mean loss of the whole batch, however unevenly the parts fall.
+- Evaluation runs on every process, each on its share of the validation data
+  (:meth:`World.map`, :meth:`World.sum`), and every process ends with the same metrics.
+- What is per process: its part of each batch, the hidden state carried between truncated
+  BPTT windows, the random state (dropout is seeded with ``seed + rank``). What is global:
+  the weights, optimiser state, step, schedule, losses and tokens reported.
+- Rank 0 writes the run directory, and gathers every process's random and carried state into
+  ``last.safetensors`` so a resumed run continues exactly. A group restarted by ``torchrun
+  --max-restarts`` after a worker died resumes from it (:func:`restarted`).
 """
 
 from __future__ import annotations
 
 import atexit
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,47 @@ class World:
     size: int = 1  # processes in all (torchrun's WORLD_SIZE)
     local_rank: int = 0  # this process on its machine; picks its GPU
 
+    def share(self, items: Sequence) -> list:
+        """This process's share of ``items`` (every size-th from its rank; may be empty)."""
+        return list(items[self.rank :: self.size])
+
+    def map(self, fn: Callable[[list], Sequence], items: Sequence) -> list:
+        """``fn`` (a list of items -> one result per item) over ``items``, each process on its
+        share; every process gets all the results, in the order of ``items``."""
+        if self.size == 1:
+            return list(fn(list(items)))
+        mine = self.share(items)
+        results = list(fn(mine)) if mine else []
+        parts: list = [None] * self.size
+        dist.all_gather_object(parts, results)
+        out: list = [None] * len(items)
+        for rank, results in enumerate(parts):
+            out[rank :: self.size] = results
+        return out
+
+    def sum(self, *values: float) -> list[float]:
+        """``values`` summed over every process (in float64), on every process."""
+        if self.size == 1:
+            return list(values)
+        tensor = torch.tensor(values, dtype=torch.float64, device=_device())
+        dist.all_reduce(tensor)
+        return tensor.tolist()
+
+
+ALONE = World()  # a run on one process: shares are everything, sums are the values
+
+
+class Objective(nn.Module):
+    """The model's loss as a module's forward: what DDP wraps, so that one call of it is the
+    whole computation of a step (DDP prepares its gradient buckets in forward)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch, carry):
+        return self.model.loss(batch, carry)
+
 
 def env_int(name: str, default: str) -> int:
     value = os.environ.get(name, default)
@@ -53,6 +97,11 @@ def env_int(name: str, default: str) -> int:
         return int(value)
     except ValueError:
         raise ValueError(f"environment variable {name}={value!r} is not a whole number") from None
+
+
+def restarted() -> bool:
+    """Whether torchrun restarted this group after a worker failed (``--max-restarts``)."""
+    return env_int("TORCHELASTIC_RESTART_COUNT", "0") > 0
 
 
 def join(device: torch.device) -> tuple[World, torch.device]:
@@ -68,43 +117,49 @@ def join(device: torch.device) -> tuple[World, torch.device]:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=timedelta(minutes=60))  # rank 0 evaluates alone
+        timeout = timedelta(minutes=30)
+        store = meeting_store(world, timeout)
+        dist.init_process_group(backend, store=store, rank=world.rank, world_size=world.size,
+                                timeout=timeout)  # fmt: skip
         atexit.register(dist.destroy_process_group)
     return world, device
 
 
-def broadcast_weights(world: World, model: torch.nn.Module) -> None:
-    """Start every process from rank 0's weights (they are built from one seed anyway)."""
-    if world.size > 1:
-        for tensor in model.state_dict().values():
-            dist.broadcast(tensor, src=0)
+def meeting_store(world: World, timeout: timedelta) -> dist.Store:
+    """The key-value store where the processes exchange their addresses, under a prefix of
+    this attempt: a group that torchrun restarts meets in the same store as the attempt
+    before, whose stale addresses a new process could otherwise read and wait on forever.
+    Under torchrun the agent hosts the store; otherwise rank 0 does."""
+    host = os.environ.get("MASTER_ADDR")
+    if not host or "MASTER_PORT" not in os.environ:
+        raise ValueError("MASTER_ADDR and MASTER_PORT are not set: start the run with torchrun")
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(host, env_int("MASTER_PORT", "0"), world.size,
+                          is_master=not agent and world.rank == 0, timeout=timeout,
+                          multi_tenant=not agent)  # fmt: skip
+    return dist.PrefixStore(f"rnnkit/attempt{env_int('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
-def average_gradients(
-    world: World, params, loss: float, tokens: int, sharded: bool
-) -> tuple[float, int]:
-    """Average the gradients of ``params`` over processes, in place; return the mean loss and
-    the tokens of the global batch (summed if the batch was sharded, else every process's).
-
-    One all-reduce of one flat buffer: the gradients, then the loss and the token count. A
-    parameter without a gradient here stays without one (its zeros still go into the sum, so
-    every process must agree on which parameters were used, as with DDP's default).
-    """
+def wrap(world: World, model: nn.Module, device: torch.device) -> nn.Module:
+    """The module the trainer calls for a step's loss: the model's :class:`Objective`, in DDP
+    on several processes. DDP starts every process from rank 0's weights. A model whose
+    steps may leave parameters unused (``skips_parameters``, e.g. a captioner's branch)
+    asks DDP to find them each step, as DDP documents, rather than wait for their gradients."""
+    objective = Objective(model)
     if world.size == 1:
-        return loss, tokens
-    params = [p for p in params if p.requires_grad]
-    grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
-    extras = torch.tensor([loss, tokens], dtype=torch.float32, device=grads[0].device)
-    flat = torch.cat([g.reshape(-1).float() for g in grads] + [extras])  # (P + 2,)
-    dist.all_reduce(flat)
-    flat /= world.size
-    offset = 0
-    for p, g in zip(params, grads, strict=True):
-        if p.grad is not None:
-            p.grad.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
-    mean_loss, mean_tokens = flat[-2].item(), flat[-1].item()
-    return mean_loss, round(mean_tokens * world.size) if sharded else tokens
+        return objective
+    return nn.parallel.DistributedDataParallel(
+        objective,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=getattr(model, "skips_parameters", False),
+    )
+
+
+def global_sums(world: World, total: torch.Tensor, weight: float, tokens: int):
+    """The loss, weight and tokens of the whole global batch, on every process, from each
+    process's part (one small all-reduce, before backward)."""
+    values = [float(total.detach()), float(weight), float(tokens)]
+    return world.sum(*values)
 
 
 def agree(world: World, elapsed: float, interrupted: bool, reserve: float = 0.0):
@@ -119,15 +174,6 @@ def agree(world: World, elapsed: float, interrupted: bool, reserve: float = 0.0)
     return values[0].item(), bool(values[1].item()), values[2].item()
 
 
-def share_from_main(world: World, value: float) -> float:
-    """Rank 0's ``value`` (a validation loss) on every process."""
-    if world.size == 1:
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64, device=_device())
-    dist.broadcast(tensor, src=0)
-    return tensor.item()
-
-
 def gather_states(world: World, state: dict) -> list[dict]:
     """Every process's ``state`` (tensors of the same names and shapes everywhere), by rank."""
     if world.size == 1:
@@ -137,8 +183,8 @@ def gather_states(world: World, state: dict) -> list[dict]:
         tensor = state[name].to(_device()).contiguous()
         parts = [torch.empty_like(tensor) for _ in range(world.size)]
         dist.all_gather(parts, tensor)
-        for rank, part in enumerate(parts):
-            gathered[rank][name] = part.cpu()
+        for rank, tensor in enumerate(parts):
+            gathered[rank][name] = tensor.cpu()
     return gathered
 
 

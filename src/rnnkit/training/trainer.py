@@ -1,12 +1,15 @@
 """The one trainer every task uses: optimiser, schedule, clipping, stopping, checkpoints.
 
-A task hands the trainer a model and three functions:
-- ``batch(step)``: the data for training step ``step``; the same step always reads the same
-  data, so a resumed run continues on the same data position;
-- ``loss(model, batch, carry) -> (mean loss, carry, tokens)``: ``carry`` is what one step
-  passes to the next (the hidden state in truncated BPTT, or None); the trainer detaches it
-  and saves it in checkpoints;
-- ``evaluate(model) -> {"val_loss": ..., ...}``: validation metrics, under ``no_grad``.
+A task hands the trainer a model and two functions:
+- the model's ``loss(batch, carry) -> Loss(total, weight, tokens, carry)``
+  (:class:`rnnkit.models.loss.Loss`): the loss of a batch summed over its units, and
+  ``carry``, what one step passes to the next (the hidden state in truncated BPTT, or None);
+  the trainer detaches it and saves it in checkpoints;
+- ``batch(step, rank, size)``: process ``rank``'s part of the data for training step
+  ``step`` (all of it on one process); the same step always reads the same data, so a
+  resumed run continues on the same data position;
+- ``evaluate(model, world) -> {"val_loss": ..., ...}``: validation metrics, under
+  ``no_grad``, each process scoring its share (:class:`rnnkit.training.distributed.World`).
 
 A run directory holds ``config.json`` (written by the task), ``metrics.jsonl`` (one line per
 evaluation), ``loss.png``, ``model.safetensors`` (the best weights by validation loss) and
@@ -87,10 +90,9 @@ class NonFiniteLoss(RuntimeError):
 class Task:
     """What a task hands the trainer (see the module docstring)."""
 
-    model: nn.Module
-    batch: Callable[[int], Any]  # step -> the data of that step
-    loss: Callable[[nn.Module, Any, Any], tuple[torch.Tensor, Any, int]]  # -> loss, carry, tokens
-    evaluate: Callable[[nn.Module], dict]  # model -> {"val_loss": ..., ...}
+    model: nn.Module  # with loss(batch, carry) -> rnnkit.models.loss.Loss
+    batch: Callable[[int, int, int], Any]  # (step, rank, processes) -> this process's data
+    evaluate: Callable[[nn.Module, distributed.World], dict]  # -> {"val_loss": ..., ...}
     steps_per_epoch: int  # steps in one pass over the training data
     unit: str = "tokens"  # what the loss's token count counts, for loss.png's x axis
     loss_label: str = "loss"  # what the loss is, for loss.png's y axis
@@ -111,7 +113,7 @@ class Trainer:
             check_writable(self.run_dir)
         self.bf16, precision = precision_of(config.precision, self.device)
         self.model = task.model.to(self.device)
-        distributed.broadcast_weights(self.world, self.model)
+        self.objective = distributed.wrap(self.world, self.model, self.device)  # DDP on several
         if self.world.size > 1:  # each process draws its own dropout masks
             torch.manual_seed(config.seed + self.world.rank)
         self.optimizer = make_optimizer(config, self.model.parameters())
@@ -144,21 +146,19 @@ class Trainer:
         factor = lr_factor(self.config, self.step, self.fraction_done(), self.plateau_scale)
         for group in self.optimizer.param_groups:
             group["lr"] = self.config.lr * factor
-        batch = self.task.batch(self.step)
-        sharded = self.world.size > 1 and hasattr(batch, "shard")
-        if sharded:
-            batch = batch.shard(self.world.rank, self.world.size)
+        batch = self.task.batch(self.step, self.world.rank, self.world.size)
         self.model.train()
         with autocast(self.device, self.bf16):
-            loss, carry, tokens = self.task.loss(self.model, batch, self.carry)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        params = self.model.parameters()
-        value, tokens = distributed.average_gradients(
-            self.world, params, loss.item(), tokens, sharded
-        )
-        if not math.isfinite(value):  # every process sees the same mean, so all stop here
+            part = self.objective(batch, self.carry)
+        total, weight, tokens = distributed.global_sums(self.world, *part[:3])
+        value = total / weight if weight > 0 else math.nan
+        if not math.isfinite(value):  # every process sees the same sums, so all stop here
             raise NonFiniteLoss(self._nonfinite_message(value))
+        self.optimizer.zero_grad(set_to_none=True)
+        # DDP averages the processes' gradients: each part's sum over the global weight,
+        # times the processes, averages to the gradient of the whole batch's mean loss.
+        (part.total * (self.world.size / weight)).backward()
+        carry, tokens = part.carry, round(tokens)
         if self.config.clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
         self.optimizer.step()
@@ -182,15 +182,12 @@ class Trainer:
     def evaluate(self) -> dict:
         """Validation metrics, one line in metrics.jsonl, the loss curve, and checkpoints.
 
-        Rank 0 evaluates and writes; the others wait for its validation loss."""
+        Every process scores its share of the validation data; rank 0 writes."""
         start = self.clock()
-        metrics = {"val_loss": math.nan}
-        if self.world.rank == 0:
-            self.model.eval()
-            with torch.no_grad(), autocast(self.device, self.bf16):
-                metrics = self.task.evaluate(self.model)
-            self.model.train()
-        metrics["val_loss"] = distributed.share_from_main(self.world, metrics["val_loss"])
+        self.model.eval()
+        with torch.no_grad(), autocast(self.device, self.bf16):
+            metrics = self.task.evaluate(self.model, self.world)
+        self.model.train()
         train_loss = sum(self.recent) / len(self.recent) if self.recent else None
         self.recent = []
         self.reserve = self.clock() - start
