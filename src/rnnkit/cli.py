@@ -27,19 +27,17 @@ config.json, so later tasks slot in without touching this file's structure.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
 import torch
 
 from rnnkit.data import CorpusError
-from rnnkit.tasks import TASKS, load_task, task_of_run
+from rnnkit.tasks import TASKS, load_task, restarted_config, resumed_config, task_of_run
 from rnnkit.training import config as configuration
 from rnnkit.training import heap
 from rnnkit.training.trainer import NonFiniteLoss, limits_given
-
-# What may change when a run is resumed: its limits and where it runs, not its model or data.
-RESUMABLE = {"steps", "epochs", "minutes", "eval_every", "checkpoint_every", "device"}
 
 
 def add_train(commands) -> None:
@@ -146,7 +144,7 @@ def add_export(commands) -> None:
 def add_tools(commands) -> None:
     """Commands that look inside models; bench and gradflow keep their own flags."""
     for name, text in (
-        ("bench", "speed against torch.nn ('bench memory': long-range memory)"),
+        ("bench", "speed against torch.nn ('bench memory', 'bench distributed')"),
         ("gradflow", "plot vanishing and exploding gradients through time"),
     ):
         tool = commands.add_parser(name, help=text, add_help=False)
@@ -177,27 +175,16 @@ def parser() -> argparse.ArgumentParser:
     return main
 
 
-def resumed_config(module, run: str, flags: dict):
-    config = configuration.load(module.Config, Path(run) / "config.json")
-    fixed = sorted(set(flags) - RESUMABLE)
-    if fixed:
-        raise configuration.ConfigError(
-            f"a resumed run keeps its settings; only {sorted(RESUMABLE)} may change, not {fixed}"
-        )
-    changed = configuration.from_dict(module.Config, {**configuration.to_dict(config), **flags})
-    configuration.save(changed, Path(run) / "config.json", task=module.NAME)
-    return changed
-
-
 def run_train(args) -> int:
     module = load_task(args.task)
     heap.keep_freed_blocks()  # the command's own process: each step reuses the last one's memory
     flags = limits_given(configuration.given(args, module.Config))
     resumed = args.resume and resumed_config(module, args.resume, flags)
+    resumed = resumed or restarted_config(module, flags)  # torchrun restarted the group
     config = resumed or configuration.from_dict(module.Config, flags)
     if getattr(config, "threads", 0):  # process-wide, so the command's to set
         torch.set_num_threads(config.threads)
-    trainer = module.train(config, resume=bool(args.resume))
+    trainer = module.train(config, resume=bool(resumed))
     unit = " nats/char" if args.task == "charlm" else ""
     if trainer.world.rank == 0:  # under torchrun, one process reports for all
         print(f"run: {config.out} (best val_loss {trainer.best:.4f}{unit})")
@@ -314,11 +301,13 @@ def run_export(args) -> int:
     return 0
 
 
-def run_bench(args) -> int:
-    if args.rest[:1] == ["memory"]:
-        from rnnkit.tools import memory
+BENCHES = {"memory": "memory", "distributed": "bench_distributed"}  # bench NAME: its module
 
-        return memory.main(args.rest[1:])
+
+def run_bench(args) -> int:
+    named = BENCHES.get(args.rest[0]) if args.rest else None
+    if named:
+        return importlib.import_module(f"rnnkit.tools.{named}").main(args.rest[1:])
     from rnnkit.tools import bench
 
     return bench.main(args.rest)

@@ -15,7 +15,8 @@ from types import ModuleType
 
 from rnnkit.data.files import read_json
 from rnnkit.training import config as configuration
-from rnnkit.training.checkpoint import MODEL_FILE
+from rnnkit.training import distributed
+from rnnkit.training.checkpoint import LAST_FILE, MODEL_FILE
 
 TASKS = {
     "charlm": "rnnkit.tasks.charlm",
@@ -54,3 +55,30 @@ def run_config(run_dir: Path, config_type):
     if not (run_dir / MODEL_FILE).exists():
         raise FileNotFoundError(f"{run_dir}: no {MODEL_FILE} (has this run been evaluated yet?)")
     return configuration.load(config_type, run_dir / "config.json")
+
+
+# What may change when a run is resumed: its limits and where it runs, not its model or data.
+RESUMABLE = {"steps", "epochs", "minutes", "eval_every", "checkpoint_every", "device"}
+
+
+def resumed_config(module: ModuleType, run: str, flags: dict):
+    """The saved config of ``run`` with the command line's ``flags``, which may change only
+    the limits and the device; saved back into the run."""
+    config = configuration.load(module.Config, Path(run) / "config.json")
+    fixed = sorted(set(flags) - RESUMABLE)
+    if fixed:
+        raise configuration.ConfigError(
+            f"a resumed run keeps its settings; only {sorted(RESUMABLE)} may change, not {fixed}"
+        )
+    changed = configuration.from_dict(module.Config, {**configuration.to_dict(config), **flags})
+    configuration.save(changed, Path(run) / "config.json", task=module.NAME)
+    return changed
+
+
+def restarted_config(module: ModuleType, flags: dict):
+    """The saved config of the run in ``--out`` when ``torchrun --max-restarts`` restarted the
+    group after a worker died and the run has a checkpoint to continue from; else None."""
+    out = flags.get("out")
+    if not (out and distributed.restarted() and (Path(out) / LAST_FILE).exists()):
+        return None
+    return configuration.load(module.Config, Path(out) / "config.json")
