@@ -21,6 +21,7 @@ Shape letters: T time, B batch, I input size, H hidden size.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 
 import pytest
@@ -221,6 +222,16 @@ def test_plain_matmuls_give_the_same_answers(monkeypatch, packed):
     ours = run(fused_scan, cell, x, state, mask, False)
     theirs = run(scan, cell, x, state, mask, False)
     assert_all_close(ours, theirs, TOLERANCE[torch.float32])
+
+
+@pytest.mark.skipif(compiled.library() is None or not shutil.which("nm"), reason="no library")
+def test_every_function_the_library_exports_is_declared_in_rnnkit_h():
+    """csrc/rnnkit.h is the table of entry points: every function the library exports (the
+    sources' functions that are not static) is there, and nothing else."""
+    listing = ["nm", "-D", "--defined-only", str(compiled.library().path)]
+    symbols = subprocess.run(listing, capture_output=True, text=True, check=True).stdout
+    exported = {line.split()[-1] for line in symbols.splitlines() if " T " in line}
+    assert exported == set(compiled.entry_points())
 
 
 @pytest.mark.skipif(compiled.library() is None, reason="no C compiler")

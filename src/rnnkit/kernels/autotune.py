@@ -48,13 +48,11 @@ from rnnkit.kernels.hardware import amx_tiles, cpu_model, generic, mkl_products,
 
 STEPS = 16  # length of the timed sequences: the ranking shows at a few steps already
 BUDGET = 0.6  # seconds of timed rounds per case, after one warm-up round
-# timed rounds at most, and at least, whatever the budget. The fastest round of each kernel
-# is kept, not the median: on a machine shared with other jobs the noise only ever adds time
-# (preempted threads, OpenMP barriers waiting for them), so the minimum is the steadiest
-# estimate of what the kernel costs, as Python's timeit advises; the median of five still
-# followed the load there (a GRU case flipped between runs on a loaded EPYC). At least three:
-# a first round stalled past the budget left one sample, and cached choices on a loaded
-# 2-core EPYC read "fused 2480 ms, torch 313 ms" for a GRU step that takes a few ms.
+# timed rounds at most, and at least whatever the budget (one stalled first round left one
+# sample: "fused 2480 ms, torch 313 ms" for a GRU step of a few ms on a loaded EPYC). The
+# fastest round is kept, not the median: on a shared machine the noise only ever adds time,
+# so the minimum is the steadiest estimate, as Python's timeit advises; the median of five
+# still followed the load (a GRU case flipped between runs on a loaded EPYC).
 ROUNDS, MIN_ROUNDS = 5, 3
 # multiply-adds of one timed call (forward and backward) at most: larger layers are timed
 # on sequences cut shorter, down to 4 steps (at 50 G multiply-adds/s, a call of 80 ms)

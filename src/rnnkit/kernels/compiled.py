@@ -12,11 +12,10 @@ The library is compiled once per machine into a cache directory (``$RNNKIT_CACHE
 ``$XDG_CACHE_HOME/rnnkit``, else ``~/.cache/rnnkit``) under a name that hashes the sources,
 the headers, the flags and the CPU's feature flags, so an edit or another machine's
 ``-march=native`` never loads a stale library, and a library built once needs no compiler
-(``$CC``, else ``cc``) again. Flag sets are
-tried in order: tuned for this CPU, then portable; when none builds (no compiler, say)
-:func:`library` returns None, warns once, and the callers take their Python twins: the
-BPTT of ``lstm_bptt``, ``gru_bptt`` and ``rnn_bptt``, dropout's torch mask, the stream's
-torch step.
+(``$CC``, else ``cc``) again. Flag sets are tried in order: tuned for this CPU, then
+portable; when none builds, :func:`library` returns None, warns once, and the callers take
+their Python twins: the BPTT of ``lstm_bptt``, ``gru_bptt`` and ``rnn_bptt``, dropout's
+torch mask, the stream's torch step.
 
 Compiling and linking are two commands so that ``-ffast-math`` shapes the code only: linked
 with it, gcc adds a start-up file that turns on flush-to-zero for the whole process.

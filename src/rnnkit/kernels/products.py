@@ -2,13 +2,12 @@
 backend timed fastest on this machine.
 
 In float32 the candidates are torch's ``linear`` (MKL's sgemm in torch's CPU build) and
-oneDNN's packed product (``torch.ops.mkldnn._linear_pointwise`` after reordering the
-weight, as torch's own inference compiler calls it). On an AMD EPYC (Zen 3) oneDNN's was
-7-18% faster for (T B, H) @ (H, 4H) at H = 128 to 512, reorder included (side by side,
-2026-12-07), where MKL takes a generic code path; on an Intel CPU MKL may win. So the
-choice is timed, per shape, by :data:`rnnkit.kernels.autotune.TUNER` and cached with its
-kernel choices; with tuning off (``RNNKIT_AUTOTUNE=0``), under ``RNNKIT_HARDWARE=generic``
-and where torch has no oneDNN, torch's ``linear`` runs, the twin the other is tested against.
+oneDNN's packed product (``torch.ops.mkldnn._linear_pointwise``, the weight reordered first).
+On an AMD EPYC (Zen 3) oneDNN's was 7-18% faster for (T B, H) @ (H, 4H) at H = 128 to 512,
+reorder included (side by side, 2026-12-07); on an Intel CPU MKL may win. So the choice is
+timed per shape by :data:`rnnkit.kernels.autotune.TUNER` and cached with its kernel choices;
+with tuning off, under ``RNNKIT_HARDWARE=generic`` and without oneDNN, torch's ``linear``
+runs, the twin the other is tested against.
 
 Shape letters: N rows (steps x batch), K inputs, M outputs.
 """
@@ -24,8 +23,6 @@ from torch.nn import functional
 from rnnkit.kernels import autotune
 from rnnkit.kernels.common import mixed_linear
 from rnnkit.kernels.hardware import generic
-
-BACKENDS = ("torch", "onednn")
 
 
 def onednn_linear(a: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -50,7 +47,8 @@ def backend(a: Tensor, weight: Tensor) -> str:
         return "torch"
     rows, (outputs, inputs) = autotune.bucket(a.shape[0]), weight.shape
     key = f"linear N{rows} K{inputs} M{outputs} threads{torch.get_num_threads()}"
-    return autotune.TUNER.entry(key, BACKENDS, lambda: _timed(rows, inputs, outputs))["kernel"]
+    timing = lambda: _timed(rows, inputs, outputs)  # noqa: E731
+    return autotune.TUNER.entry(key, ("torch", "onednn"), timing)["kernel"]
 
 
 def _timed(rows: int, inputs: int, outputs: int) -> dict[str, float]:

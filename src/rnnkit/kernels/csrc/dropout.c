@@ -33,24 +33,36 @@ static inline uint32_t draw(uint32_t seed_low, uint32_t seed_high, uint32_t i)
  * on one thread, where waking the others costs more than the work. */
 #define DROPOUT_BLOCK 65536
 
-#define DROPOUT(name, element, scaled)                                                        \
-    void name(long n, uint64_t seed, uint32_t threshold, float scale, const element *x,      \
-              element *out)                                                                  \
-    {                                                                                        \
-        const uint32_t low = (uint32_t)seed, high = (uint32_t)(seed >> 32);                  \
-        const long blocks = (n + DROPOUT_BLOCK - 1) / DROPOUT_BLOCK;                         \
-        _Pragma("omp parallel for if (blocks > 1 && !omp_in_parallel()) schedule(static)")   \
-        for (long b = 0; b < blocks; b++) {                                                  \
-            const long end = (b + 1) * DROPOUT_BLOCK < n ? (b + 1) * DROPOUT_BLOCK : n;      \
-            _Pragma("omp simd")                                                              \
-            for (long i = b * DROPOUT_BLOCK; i < end; i++)                                   \
-                out[i] = draw(low, high, (uint32_t)i) >= threshold ? (scaled) : 0;          \
-        }                                                                                    \
-    }
-
 #ifndef _OPENMP
 static inline int omp_in_parallel(void) { return 0; }
 #endif
 
-DROPOUT(dropout_f32, float, x[i] * scale)
-DROPOUT(dropout_bf16, uint16_t, to_bf16(from_bf16(x[i]) * scale))
+/* out[i] = x[i] * scale where element i is kept, else 0, for float32 and for bfloat16 (its
+ * top 16 bits); the blocks of DROPOUT_BLOCK elements are shared out over the threads. */
+void dropout_f32(long n, uint64_t seed, uint32_t threshold, float scale, const float *x,
+                 float *out)
+{
+    const uint32_t low = (uint32_t)seed, high = (uint32_t)(seed >> 32);
+    const long blocks = (n + DROPOUT_BLOCK - 1) / DROPOUT_BLOCK;
+#pragma omp parallel for if (blocks > 1 && !omp_in_parallel()) schedule(static)
+    for (long b = 0; b < blocks; b++) {
+        const long end = (b + 1) * DROPOUT_BLOCK < n ? (b + 1) * DROPOUT_BLOCK : n;
+#pragma omp simd
+        for (long i = b * DROPOUT_BLOCK; i < end; i++)
+            out[i] = draw(low, high, (uint32_t)i) >= threshold ? x[i] * scale : 0.0f;
+    }
+}
+
+void dropout_bf16(long n, uint64_t seed, uint32_t threshold, float scale, const uint16_t *x,
+                  uint16_t *out)
+{
+    const uint32_t low = (uint32_t)seed, high = (uint32_t)(seed >> 32);
+    const long blocks = (n + DROPOUT_BLOCK - 1) / DROPOUT_BLOCK;
+#pragma omp parallel for if (blocks > 1 && !omp_in_parallel()) schedule(static)
+    for (long b = 0; b < blocks; b++) {
+        const long end = (b + 1) * DROPOUT_BLOCK < n ? (b + 1) * DROPOUT_BLOCK : n;
+#pragma omp simd
+        for (long i = b * DROPOUT_BLOCK; i < end; i++)
+            out[i] = draw(low, high, (uint32_t)i) >= threshold ? to_bf16(from_bf16(x[i]) * scale) : 0;
+    }
+}

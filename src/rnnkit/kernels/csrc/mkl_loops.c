@@ -52,7 +52,6 @@ static void product(long m, long n, long k, const float *a, const float *packed,
             0.0f, c, (int)n);
 }
 
-
 /* The arrays are those of lstm_fused.py's loops, whole: gates (T, B, 4H) W_ih x_t, the bias
  * b_ih + b_hh (4H) or NULL, h and c before each step (T + 1, B, H; row T final), c_t and the
  * output (T, B, H), the mask (T, B) or NULL; w_hh (4H, H); packed mkl_packed_bytes(B, 4H, H)

@@ -1,12 +1,8 @@
-/* Every entry point of the library, each declared once with its arguments named.
- *
- * Every source includes this header, so the compiler holds each definition to its line here;
- * rnnkit/kernels/compiled.py reads the same lines to give Python the arguments' names and
- * types, and Python calls each function by those names (a missing or unknown name is an
- * error that says which). One line per prototype shape: `type name(type arg, ...);`, with
- * the types long, int, unsigned int, uint32_t, uint64_t, float, void and pointers.
- * What each computes is in the comment above its definition.
- */
+/* Every entry point of the library, declared once with its arguments named. Every source
+ * includes this header, so the compiler holds each definition to its line here, and
+ * rnnkit/kernels/compiled.py reads the lines (one per prototype, types long, int, unsigned
+ * int, uint32_t, uint64_t, float, void and pointers) to call each function by those names.
+ * What each computes is in the comment above its definition. */
 #ifndef RNNKIT_H
 #define RNNKIT_H
 

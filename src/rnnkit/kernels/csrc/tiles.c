@@ -436,23 +436,15 @@ void bf16_weight_grads(long k, long m, const uint16_t *d, long ldd, uint16_t *d_
 #else
 int bf16_tiles_ready(void) { return 0; }
 void bf16_tile_product(long m, long n, long k, const uint16_t *a, long lda,
-                       const uint16_t *packed, float *c, long ldc)
-{
-}
+                       const uint16_t *packed, float *c, long ldc) {}
 void bf16_tile_product_rows(long m, long n, long k, const uint16_t *a, long lda,
-                            const uint16_t *packed, float *c, long ldc, const float *bias)
-{
-}
+                            const uint16_t *packed, float *c, long ldc, const float *bias) {}
 void bf16_tile_product_rows_f32(long m, long n, long k, const float *a, long lda,
-                                const uint16_t *packed, float *c, long ldc, const float *bias)
-{
-}
+                                const uint16_t *packed, float *c, long ldc, const float *bias) {}
 void bf16_weight_grads(long k, long m, const uint16_t *d, long ldd, uint16_t *d_t, long n_x,
                        const void *x, long ldx, int x_f32, uint16_t *x_packed, float *dw_x,
                        const uint16_t *d_h, long ldd_h, uint16_t *d_h_t, long n_h,
-                       const uint16_t *h, long ldh, uint16_t *h_packed, float *dw_h)
-{
-}
+                       const uint16_t *h, long ldh, uint16_t *h_packed, float *dw_h) {}
 #endif
 
 /* How many threads the loops over time on tiles split a batch of this size over (gates.h). */
