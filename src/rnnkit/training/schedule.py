@@ -9,15 +9,28 @@ import torch
 
 
 def make_optimizer(config, params) -> torch.optim.Optimizer:
+    """The run's optimiser. AdamW and SGD update every weight in one fused kernel (torch's
+    ``fused=True``, on the CPU as on CUDA) where they can: torch's default on the CPU is a
+    Python loop over the weights, and on a 2-core AMD EPYC an AdamW step over a text
+    classifier's 1.3 M weights took 21.7 ms in it against 2.9 ms fused
+    (``benchmarks/optimizer_step.py``). Under several processes every process takes the
+    whole step, so its cost is not divided: it bounds how much a second process can gain."""
+    params = list(params)
+    fused = all(p.dtype.is_floating_point and p.device.type in ("cpu", "cuda") for p in params)
+    fused = fused or None  # None: torch's own choice
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.AdamW(
+            params, lr=config.lr, weight_decay=config.weight_decay, fused=fused
+        )
     if config.optimizer == "sgd":
         return torch.optim.SGD(
-            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-        )
-    return torch.optim.RMSprop(
-        params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+            fused=fused,
+        )  # fmt: skip
+    return torch.optim.RMSprop(  # no fused RMSprop in torch: its loop over lists of weights
+        params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+        foreach=True,
+    )  # fmt: skip
 
 
 def lr_factor(config, step: int, progress: float, plateau_scale: float) -> float:
