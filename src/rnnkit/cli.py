@@ -90,8 +90,12 @@ def add_translate(commands) -> None:
 
 def add_data(commands) -> None:
     data = commands.add_parser("data", help="write a parallel data set as TSV, or speech")
-    data.add_argument("name", choices=["numbers-en-es", "bible-en-es", "speech"], help="data set")
-    data.add_argument("out", help="TSV file to write (speech: a directory)")
+    names = ["numbers-en-es", "bible-en-es", "speech", "fsdd"]
+    data.add_argument("name", choices=names, help="data set (fsdd: manifests of a FSDD folder)")
+    data.add_argument("out", help="TSV file to write (speech: a directory; fsdd: its folder)")
+    data.add_argument("manifests", nargs="?", help="fsdd: the directory of the manifests")
+    data.add_argument("--test-speakers", nargs="+", default=[], help="fsdd: the test speakers")
+    data.add_argument("--val-speakers", nargs="*", default=[], help="fsdd: validation speakers")
     data.add_argument("--numbers", type=int, default=40_000, help="numbers-en-es: how many")
     data.add_argument("--seed", type=int, default=1, help="numbers-en-es, speech: seed")
     data.add_argument("--hours", type=float, default=0.1, help="speech: hours of audio")
@@ -241,6 +245,13 @@ def run_translate(args) -> int:
 
 
 def run_data(args) -> int:
+    if args.name == "fsdd":
+        from rnnkit.data import fsdd
+
+        speakers = args.test_speakers, args.val_speakers
+        for line in fsdd.write_manifests(args.out, args.manifests, *speakers):
+            print(line)
+        return 0
     if args.name == "speech":
         from rnnkit.data import speech
 

@@ -45,10 +45,11 @@ class Manifest:
         return len(self.entries)
 
 
-def write_manifest(path: Path, rows: list[tuple[str, str]]) -> Path:
+def write_manifest(path: Path, rows: list[tuple], header=("path", "transcript")) -> Path:
+    """A manifest CSV of ``rows``; columns after the first two (a speaker) are kept as given."""
     with open(path, "w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["path", "transcript"])
+        writer.writerow(header)
         writer.writerows(rows)
     return path
 
