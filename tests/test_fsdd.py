@@ -33,6 +33,7 @@ def test_manifests_hold_each_speaker_in_one_split_only(tmp_path):
         speakers[split] = {row.rsplit(",", 1)[1] for row in rows[1:]}
         manifest = read_manifest(tmp_path / "out" / f"{split}.csv")  # the speech task's reader
         assert {e.transcript for e in manifest} == {"zero", "seven"}
+        assert set(manifest.speakers) == speakers[split]
     assert speakers == {"train": {"cy", "dee"}, "val": {"ann"}, "test": {"bob"}}
 
 

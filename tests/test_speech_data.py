@@ -6,6 +6,7 @@ import dataclasses
 import json
 import random
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,8 @@ from scipy.io import wavfile
 from rnnkit.data import manifests, speech
 from rnnkit.data.audio import LogMel, read_wav, write_wav
 from rnnkit.data.corpus import CorpusError
+from rnnkit.tasks import speech_features
+from rnnkit.tasks.speech import Config as SpeechConfig
 
 needs_espeak = pytest.mark.skipif(
     shutil.which("espeak-ng") is None,
@@ -303,3 +306,15 @@ def test_a_plan_is_checked_and_may_hold_nothing_out():
     with pytest.raises(ValueError, match="noises white or pink"):
         speech.Plan(noises=("brown",))
     assert speech.held_out_variants(1, ("m1", "m2")) in {("m1",), ("m2",)}
+
+
+def test_one_manifest_naming_speakers_validates_on_speakers_training_never_hears():
+    config = SpeechConfig(val_fraction=0.3, seed=4)
+    speakers = ["ann", "bob", "cy", "dee"] * 3
+    rows = speech_features.held_out(Path("all.csv"), speakers, config)
+    heard = {speakers[i] for i in rows["train"]}
+    unheard = {speakers[i] for i in rows["val"]}
+    assert len(unheard) == 1 and not heard & unheard  # round(0.3 x 4) = 1 speaker
+    assert sorted(rows["train"] + rows["val"]) == list(range(12))
+    by_utterance = speech_features.held_out(Path("all.csv"), [""] * 12, config)
+    assert len(by_utterance["val"]) == 4  # no speakers: 30% of the utterances

@@ -37,6 +37,7 @@ class Manifest:
 
     path: Path
     entries: tuple[Entry, ...] = field(repr=False)
+    speakers: tuple[str, ...] = field(default=(), repr=False)  # each entry's, if named
 
     def __iter__(self):
         return iter(self.entries)
@@ -73,7 +74,8 @@ def read_manifest(path: str | Path) -> Manifest:
     if "path" not in header or "transcript" not in header:
         raise CorpusError(f"{path}: the first line must name the columns path,transcript")
     at, said = header.index("path"), header.index("transcript")
-    entries, problems = [], []
+    who = header.index("speaker") if "speaker" in header else None
+    entries, speakers, problems = [], [], []
     for number, row in enumerate(lines[1:], start=2):
         if not any(cell.strip() for cell in row):
             continue  # blank lines are allowed
@@ -88,11 +90,12 @@ def read_manifest(path: str | Path) -> Manifest:
             problems.append(f"line {number}: no such file {wav}")
         else:
             entries.append(Entry(wav, transcript))
+            speakers.append(row[who].strip() if who is not None and who < len(row) else "")
     if problems:
         raise bad_rows(path, problems)
     if not entries:
         raise CorpusError(f"{path}: no entries")
-    return Manifest(path, tuple(entries))
+    return Manifest(path, tuple(entries), tuple(speakers) if who is not None else ())
 
 
 # --- features ---
@@ -106,6 +109,7 @@ class Loaded:
     transcripts: list[str]
     paths: list[Path]
     skipped: list[tuple[Path, str]]  # (file, reason)
+    speakers: list[str] = field(default_factory=list)  # of each file kept ("" unnamed)
 
     def warning(self) -> str:
         """One line for the caller to print, or "" when nothing was skipped."""
@@ -209,4 +213,5 @@ def load_features(manifest: Manifest | str | Path, logmel: LogMel | None = None,
         [entries[i].transcript for i in kept],
         [entries[i].path for i in kept],
         [(entries[i].path, why) for i, why in skipped],
+        [manifest.speakers[i] if manifest.speakers else "" for i in kept],
     )

@@ -28,6 +28,7 @@ from rnnkit.data import audio
 from rnnkit.data import speech as corpus
 from rnnkit.data.corpus import CorpusError
 from rnnkit.data.files import write_json
+from rnnkit.data.manifests import Loaded
 
 if TYPE_CHECKING:
     from rnnkit.tasks.speech import Config
@@ -56,20 +57,43 @@ def read_parts(config: Config, logmel: audio.LogMel) -> dict[str, tuple[list, li
         if missing:
             raise CorpusError(f"{source}: a speech data directory needs {missing}")
         return {p: load_part(f, logmel, p) for p, f in files.items() if f.exists()}
-    features, texts = load_part(source, logmel, "data")
-    order = np.random.default_rng(config.seed).permutation(len(texts)).tolist()
-    held = max(1, round(len(texts) * config.val_fraction))
-    if held >= len(texts):
-        raise CorpusError(f"{source}: {len(texts)} utterances are too few to hold some out")
-    part = {"train": order[held:], "val": order[:held]}
+    found = load_found(source, logmel, "data")
+    features, texts = found.features, found.transcripts
+    part = held_out(source, found.speakers, config)
     return {p: ([features[i] for i in rows], [texts[i] for i in rows]) for p, rows in part.items()}
+
+
+def held_out(source: Path, speakers: list[str], config: Config) -> dict[str, list[int]]:
+    """The rows of one manifest split into train and val by ``--seed``: by speaker when the
+    manifest names every file's speaker (``val_fraction`` of the speakers, at least one, so
+    validation hears voices training did not), else by utterance."""
+    rng = np.random.default_rng(config.seed)
+    named = sorted(set(speakers))
+    if len(named) > 1 and "" not in named:
+        held = set(rng.permutation(named)[: max(1, round(len(named) * config.val_fraction))])
+        say(f"{source}: validating on speaker(s) {sorted(held)}, unheard in training")
+        rows = {"train": [], "val": []}
+        for i, speaker in enumerate(speakers):
+            rows["val" if speaker in held else "train"].append(i)
+        return rows
+    order = rng.permutation(len(speakers)).tolist()
+    held = max(1, round(len(speakers) * config.val_fraction))
+    if held >= len(speakers):
+        raise CorpusError(f"{source}: {len(speakers)} utterances are too few to hold some out")
+    return {"train": order[held:], "val": order[:held]}
+
+
+def load_found(manifest: Path, logmel: audio.LogMel, part: str) -> Loaded:
+    """A manifest's usable files with their features (cached beside it), skips noted."""
+    found = corpus.load_features(manifest, logmel)
+    if found.warning():
+        say(f"{part}: {found.warning()}")
+    return found
 
 
 def load_part(manifest: Path, logmel: audio.LogMel, part: str) -> tuple[list, list[str]]:
     """Features and transcripts of a manifest's usable files (cached beside it)."""
-    found = corpus.load_features(manifest, logmel)
-    if found.warning():
-        say(f"{part}: {found.warning()}")
+    found = load_found(manifest, logmel, part)
     return found.features, found.transcripts
 
 
