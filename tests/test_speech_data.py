@@ -318,3 +318,25 @@ def test_one_manifest_naming_speakers_validates_on_speakers_training_never_hears
     assert sorted(rows["train"] + rows["val"]) == list(range(12))
     by_utterance = speech_features.held_out(Path("all.csv"), [""] * 12, config)
     assert len(by_utterance["val"]) == 4  # no speakers: 30% of the utterances
+
+
+def test_spec_augment_masks_whole_bands_and_short_spans_the_same_way_for_a_seed():
+    import torch
+
+    series = [torch.ones(50, 10), torch.ones(30, 10)]
+    off = SpeechConfig()
+    assert speech_features.spec_augment(series, off, [1, 2]) is series  # off by default
+    bands = SpeechConfig(freq_masks=2, freq_mask=3)
+    masked = speech_features.spec_augment(series, bands, [1, 2])
+    for x in masked:
+        zero_bands = (x == 0).all(dim=0)  # (F,) a band masked is masked at every frame
+        assert ((x == 0).any(dim=0) == zero_bands).all() and zero_bands.sum() <= 6
+    assert any((x == 0).all(dim=0).any() for x in masked)  # some band was masked
+    assert (series[0] == 1).all()  # the training data itself is untouched
+    again = speech_features.spec_augment(series, bands, [1, 2])
+    assert all(torch.equal(a, b) for a, b in zip(masked, again, strict=True))
+    spans = SpeechConfig(time_masks=1, time_mask=100)
+    for x in speech_features.spec_augment(series, spans, [3, 4]):
+        zero_frames = (x == 0).all(dim=1)
+        assert ((x == 0).any(dim=1) == zero_frames).all()
+        assert zero_frames.sum() <= len(x) // 5  # at most a fifth of the utterance

@@ -39,7 +39,15 @@ from rnnkit.data.parts import part
 from rnnkit.models import ctc
 from rnnkit.models.loss import Loss
 from rnnkit.tasks import charlm, default_run_dir, run_config
-from rnnkit.tasks.speech_features import Features, bucketed_batch, load_part, pad, read_parts, say
+from rnnkit.tasks.speech_features import (
+    Features,
+    bucketed_batch,
+    load_part,
+    pad,
+    read_parts,
+    say,
+    spec_augment,
+)
 from rnnkit.training import config as configuration
 from rnnkit.training.distributed import ALONE
 from rnnkit.training.trainer import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
@@ -69,6 +77,10 @@ class Config(TrainConfig):
     minutes: float = 15.0  # stop after this much training time (0: no limit)
     eval_every: int = 250  # evaluate on validation every this many steps
     val_utterances: int = 300  # validation utterances scored at each evaluation (0: all)
+    freq_masks: int = 0  # SpecAugment: bands of frequencies masked per training utterance
+    freq_mask: int = 8  # SpecAugment: the widest band masked, in log-mel bands
+    time_masks: int = 0  # SpecAugment: spans of time masked per training utterance
+    time_mask: int = 20  # SpecAugment: the longest span masked, in frames (at most a fifth)
     beam: int = 8  # beam width of prefix beam search in the test report and transcribe
     lm: str = ""  # a charlm run directory for shallow fusion in beam search (empty: none)
     lm_weight: float = 0.5  # weight of the language model's log-probability
@@ -212,7 +224,8 @@ def build_task(config: Config, labels: list[str], parts) -> Task:
 
     def batch(step, rank, size):
         rows = part(bucketed_batch(step, lengths, config.batch_size, config.seed), rank, size)
-        return utterances([train_x[i] for i in rows], [train_y[i] for i in rows])
+        heard = spec_augment([train_x[i] for i in rows], config, [config.seed, step, rank])
+        return utterances(heard, [train_y[i] for i in rows])
 
     def evaluate(m, world):
         total = sum(

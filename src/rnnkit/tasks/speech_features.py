@@ -125,6 +125,30 @@ def pad(series: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return nn.utils.rnn.pad_sequence(series), torch.tensor([len(s) for s in series])
 
 
+def spec_augment(series: list[torch.Tensor], config, seed: list[int]) -> list[torch.Tensor]:
+    """Training utterances (T_i, F) with SpecAugment's masks (Park et al. 2019, section 2):
+    ``freq_masks`` bands of up to ``freq_mask`` bands and ``time_masks`` spans of up to
+    ``time_mask`` frames each set to 0, the mean of the normalised features. Departure: a
+    span covers at most a fifth of its utterance (the paper's p), so a short digit is never
+    masked whole. The masks are drawn from ``seed`` (the step's), so a resumed run draws the
+    same ones."""
+    if not (config.freq_masks or config.time_masks):
+        return series
+    rng, out = np.random.default_rng(seed), []
+    for x in series:
+        x, (T, F) = x.clone(), x.shape
+        for _ in range(config.freq_masks):
+            width = int(rng.integers(0, min(config.freq_mask, F) + 1))
+            start = int(rng.integers(0, F - width + 1))
+            x[:, start : start + width] = 0.0
+        for _ in range(config.time_masks):
+            width = int(rng.integers(0, min(config.time_mask, T // 5) + 1))
+            start = int(rng.integers(0, T - width + 1))
+            x[start : start + width] = 0.0
+        out.append(x)
+    return out
+
+
 def bucketed_batch(step: int, lengths: list[int], batch_size: int, seed: int) -> list[int]:
     """The utterances of training step ``step``: a seeded shuffle per epoch, cut into groups
     of 20 batches, each group sorted by length before it is cut into batches (little padding,
