@@ -1,7 +1,8 @@
 """Race charlm settings against each other and the plain script, on one clock each.
 
 Each variant is a JSON object of ``charlm.Config`` fields over the defaults; all train in
-one process on the ``shakespeare`` corpus, taking turns step by step, each counting only
+one process on one corpus (``--data``: a name of ``charlm_corpora.GRID`` or any corpus
+spec, ``shakespeare`` unless given), taking turns step by step, each counting only
 its own main thread's CPU time (``--clock thread``, the default, for one thread on a shared
 machine) or its own steps' wall-clock time (``--clock wall``, for several threads on a quiet
 one), so the variants and the plain script of ``benchmarks/charlm.py`` share whatever load
@@ -24,16 +25,17 @@ import time
 
 import torch
 from charlm import plain_trainer, race  # benchmarks/, beside this script
+from charlm_corpora import corpus_spec
 
 from rnnkit.tasks import charlm
 from rnnkit.training import heap
 from rnnkit.training.trainer import Progress, Trainer
 
 
-def variant_trainer(settings: dict, seconds: float, run_dir: str):
+def variant_trainer(settings: dict, seconds: float, run_dir: str, data: str):
     config = dataclasses.replace(
         charlm.Config(),
-        data="shakespeare",
+        data=data,
         minutes=seconds / 60,
         eval_every=10**9,
         out=run_dir,
@@ -51,6 +53,7 @@ def main() -> None:
     parser.add_argument("seconds", type=float, help="training time of each")
     parser.add_argument("variants", nargs="+", help="JSON objects of charlm.Config fields")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--data", default="shakespeare", help="a grid name or a corpus spec")
     parser.add_argument(
         "--clock",
         choices=["thread", "wall"],
@@ -68,14 +71,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(
         f"load average {os.getloadavg()[0]:.1f}, torch {torch.__version__}, "
-        f"{args.threads} threads, {args.clock} clock",
+        f"{args.threads} threads, {args.clock} clock, corpus {args.data}",
         flush=True,
     )
     with tempfile.TemporaryDirectory() as tmp:
-        trainers = {}
+        trainers, data = {}, corpus_spec(args.data, tmp)
         for i, text in enumerate(args.variants):
             trainer, vocab, streams, val_ids = variant_trainer(
-                json.loads(text), args.seconds, f"{tmp}/{i}"
+                json.loads(text), args.seconds, f"{tmp}/{i}", data
             )
             trainers[text] = trainer
         train_ids = torch.cat([streams.inputs.reshape(-1), streams.targets[-1, -1:]])

@@ -107,16 +107,10 @@ def test_input_defaults_to_one_hot_for_a_small_alphabet_only():
     assert model.embed is not None and not model.one_hot
 
 
-def test_dropout_is_as_given_or_set_by_the_time_budget():
-    long_run, short_run = charlm.DROPOUT_FROM_MINUTES, charlm.DROPOUT_FROM_MINUTES / 2
-    assert charlm.dropout_for(charlm.Config(minutes=long_run)) == charlm.DROPOUT > 0
-    assert charlm.dropout_for(charlm.Config(minutes=0.0)) == charlm.DROPOUT  # no time limit
-    assert charlm.dropout_for(charlm.Config(minutes=short_run)) == 0.0
-    assert charlm.dropout_for(charlm.Config(minutes=short_run, dropout=0.3)) == 0.3
-    assert charlm.dropout_for(charlm.Config(minutes=long_run, dropout=0.0)) == 0.0
-    model = charlm.CharLM(11, charlm.Config(hidden=8, layers=2, minutes=long_run))
-    assert model.drop.p == charlm.DROPOUT and model.rnn.dropout == charlm.DROPOUT
-    assert charlm.CharLM(11, charlm.Config(hidden=8, layers=2)).drop.p == 0.0  # 3 minutes
+def test_dropout_is_as_given_and_reaches_every_place_it_falls():
+    model = charlm.CharLM(11, charlm.Config(hidden=8, layers=2, dropout=0.3))
+    assert model.drop.p == 0.3 and model.rnn.dropout == 0.3
+    assert charlm.CharLM(11, charlm.Config(hidden=8, layers=2)).drop.p == 0.0  # not yet picked
 
 
 @pytest.mark.parametrize("one_hot", [True, False])

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rnnkit.data import bible, numbers
+from rnnkit.data import CorpusError, bible, load_corpus, numbers
 from rnnkit.data.pairs import (
     EOS,
     PAD,
@@ -171,3 +171,28 @@ def test_bible_command_names_the_missing_apt_packages(monkeypatch, tmp_path):
     with pytest.raises(PairsError, match=r"apt-get install libsword-utils sword-text-web sword-t"):
         bible.write_tsv(tmp_path / "out.tsv")
     assert not (tmp_path / "out.tsv").exists()
+
+
+def test_a_sword_module_reads_as_running_text_a_chapter_heading_then_a_verse_a_line(
+    monkeypatch, tmp_path
+):
+    (tmp_path / "engWEB2015eb.conf").write_text("[engWEB2015eb]\n")
+    monkeypatch.setattr(bible, "MODULE_DIRS", (tmp_path,))
+    monkeypatch.setattr(bible.shutil, "which", lambda name: "/usr/bin/mod2imp")
+    monkeypatch.setattr(bible, "export", lambda module: WEB_IMP)
+    corpus = load_corpus("sword:engWEB2015eb")
+    assert corpus.text == (
+        "Genesis 1\nIn the beginning, God created the heavens & the earth.\n"
+        "Darkness was on the deep.\n\nTobit 1\nThe book of the words of Tobit.\n"
+    )
+
+
+def test_a_sword_module_not_installed_is_named_with_what_is(monkeypatch, tmp_path):
+    (tmp_path / "engKJV2006eb.conf").write_text("[engKJV2006eb]\n")
+    monkeypatch.setattr(bible, "MODULE_DIRS", (tmp_path,))
+    monkeypatch.setattr(bible.shutil, "which", lambda name: "/usr/bin/mod2imp")
+    with pytest.raises(CorpusError, match=r"sword:KJV: no SWORD module 'KJV' .*engKJV2006eb"):
+        load_corpus("sword:KJV")
+    monkeypatch.setattr(bible.shutil, "which", lambda name: None)
+    with pytest.raises(CorpusError, match=r"apt-get install libsword-utils"):
+        load_corpus("sword:engKJV2006eb")

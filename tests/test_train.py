@@ -196,6 +196,22 @@ def test_plateau_cuts_the_learning_rate(tmp_path):
     assert trainer.plateau_scale == 0.5
 
 
+def test_a_run_whose_validation_stops_improving_stops_and_keeps_its_best(tmp_path):
+    config = tiny_config(tmp_path, steps=40, eval_every=4, stop_after=2)
+    trainer = tiny_trainer(config, [])
+    scores = iter([3.0, 2.0, 2.5, 2.4] + [9.0] * 10)  # best at the 2nd, then two worse
+    trainer.task.evaluate = lambda model, world: {"val_loss": next(scores)}
+    lines = io.StringIO()
+    trainer.progress = Progress(lines)
+    trainer.fit()
+    assert trainer.step == 16 and trainer.best == 2.0
+    assert "not improved for 2 evaluations" in lines.getvalue()
+    assert training.load_tensors(tmp_path / "run" / "model.safetensors")[1]["step"] == 8
+    again = tiny_trainer(tiny_config(tmp_path, steps=40, eval_every=4, stop_after=2), [])
+    again.restore()  # a resumed run that had stalled stops at once
+    assert again.should_stop() and again.step == 16
+
+
 def test_same_seed_same_run(tmp_path):
     a: list = []
     b: list = []

@@ -67,16 +67,45 @@ def align(english: dict[str, str], spanish: dict[str, str]) -> list[Pair]:
     return [(text, spanish[key]) for key, text in english.items() if key in spanish]
 
 
+def installed(module: str) -> bool:
+    """Whether a SWORD module's description is installed (Debian puts it in mods.d)."""
+    return any(
+        (d / f"{module}.conf").exists() or (d / f"{module.lower()}.conf").exists()
+        for d in MODULE_DIRS
+    )
+
+
+def installed_modules() -> list[str]:
+    """The names of the installed SWORD modules, as their ``.conf`` files give them."""
+    names = {p.stem for d in MODULE_DIRS if d.is_dir() for p in d.glob("*.conf")}
+    return sorted(names - {"globals"})
+
+
 def missing_packages() -> list[str]:
     """The Debian packages this needs that are not installed (judged by what they provide)."""
     missing = [] if shutil.which("mod2imp") else ["libsword-utils"]
-    for module, package in MODULES.items():
-        if not any(
-            (d / f"{module}.conf").exists() or (d / f"{module.lower()}.conf").exists()
-            for d in MODULE_DIRS
-        ):
-            missing.append(package)
-    return missing
+    return missing + [package for module, package in MODULES.items() if not installed(module)]
+
+
+def running_text(module: str) -> str:
+    """A SWORD module as one text to read: a line with the book and chapter at the start of
+    each chapter ("Genesis 1"), then one verse per line; a blank line between chapters."""
+    if not shutil.which("mod2imp"):
+        raise PairsError("reading a SWORD module needs mod2imp: apt-get install libsword-utils")
+    if not installed(module):
+        have = ", ".join(installed_modules()) or "none"
+        raise PairsError(
+            f"no SWORD module {module!r} is installed (installed: {have}); Debian ships "
+            "modules as packages sword-text-*, e.g. apt-get install sword-text-kjv"
+        )
+    lines, chapter = [], None
+    for key, verse in read_imp(export(module)).items():
+        book_and_chapter = key.rsplit(":", 1)[0]
+        if book_and_chapter != chapter:
+            lines += ["", book_and_chapter] if lines else [book_and_chapter]
+            chapter = book_and_chapter
+        lines.append(verse)
+    return "\n".join(lines) + "\n"
 
 
 def export(module: str) -> str:

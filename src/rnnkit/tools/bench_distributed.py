@@ -74,7 +74,8 @@ def time_steps(name: str, batch_scale: float, steps: int, out: str) -> dict:
     config = module.Config(device="cpu", minutes=0.0, steps=10**6, eval_every=10**6, out=out)
     if name == "classify":
         config.baseline = False
-    config.batch_size = max(2, round(config.batch_size * batch_scale))
+    batch = config.batch_size or 128  # unset in charlm: its rule picks 128 for a long run
+    config.batch_size = max(2, round(batch * batch_scale))
     trainer = Trainer(config, training_task(name, config), out, Progress(io.StringIO()))
     for _ in range(WARMUP):
         trainer.train_step()

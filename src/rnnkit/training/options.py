@@ -29,6 +29,7 @@ class TrainConfig:
     epochs: float = 0.0  # stop after this many passes over the training data (0: no limit)
     minutes: float = 0.0  # stop after this much training time (0: no limit)
     eval_every: int = 200  # evaluate on validation every this many steps
+    stop_after: int = 0  # stop when validation has not improved for this many evaluations (0: no)
     checkpoint_every: int = 0  # also save last.safetensors every this many steps (0: at evals)
     seed: int = 1  # seed for initialisation, dropout and sampling order
     device: Literal["auto", "cpu", "cuda"] = "auto"  # where to train (auto: cuda if available)

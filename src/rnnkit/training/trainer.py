@@ -79,7 +79,9 @@ METRICS_FILE = "metrics.jsonl"
 EVALS_PER_RUN = 10  # under --minutes, evaluate up to this often whatever the step rate...
 EVAL_SHARE = 0.1  # ... as long as evaluations take at most this share of the time
 # The trainer's own progress, saved in last.safetensors as JSON and restored as it was.
-PROGRESS = ("step", "tokens", "elapsed", "best", "plateau_scale", "bad_evals", "recent")
+PROGRESS = (
+    "step", "tokens", "elapsed", "best", "plateau_scale", "bad_evals", "since_best", "recent",
+)  # fmt: skip
 
 
 class NonFiniteLoss(RuntimeError):
@@ -125,6 +127,7 @@ class Trainer:
         self.time_evaluated: float | None = None  # the clock at the last evaluation by time
         self.rate = [0, 0.0, 0]  # tokens and seconds of this process's steps, steps counted
         self.best, self.plateau_scale, self.bad_evals = math.inf, 1.0, 0
+        self.since_best = 0  # evaluations since the best one, for --stop-after
         self.recent: list[float] = []  # training losses since the last evaluation
         self.interrupted = False
         self.clock = time.perf_counter  # a benchmark on a shared machine may count CPU time
@@ -209,13 +212,13 @@ class Trainer:
 
     def _after_eval(self, val_loss: float) -> None:
         if val_loss < self.best:
-            self.best, self.bad_evals = val_loss, 0
+            self.best, self.bad_evals, self.since_best = val_loss, 0, 0
             if self.world.rank == 0:
                 model = {f"model.{k}": v for k, v in self.model.state_dict().items()}
                 meta = {"step": self.step, "val_loss": val_loss}
                 save_tensors(self.run_dir / MODEL_FILE, model, meta)
         else:
-            self.bad_evals += 1
+            self.bad_evals, self.since_best = self.bad_evals + 1, self.since_best + 1
             if self.config.schedule == "plateau" and self.bad_evals >= self.config.patience:
                 self.plateau_scale, self.bad_evals = self.plateau_scale * self.config.factor, 0
         self.save_last()
@@ -276,8 +279,8 @@ class Trainer:
         torch.set_rng_state(own["rng.torch"])
         if "rng.cuda" in own and self.device.type == "cuda":
             torch.cuda.set_rng_state(own["rng.cuda"], self.device)
-        for name in PROGRESS:
-            setattr(self, name, meta["trainer"][name])
+        for name in PROGRESS:  # a checkpoint older than since_best has not got it
+            setattr(self, name, meta["trainer"].get(name, getattr(self, name)))
         if self.world.rank == 0:
             keep_metrics_until(self.run_dir / METRICS_FILE, self.step)
 
@@ -333,11 +336,17 @@ class Trainer:
         return due
 
     def should_stop(self) -> bool:
-        """A limit is reached or Ctrl-C was pressed (on any process: all stop together)."""
+        """A limit is reached, validation stopped improving (``--stop-after``) or Ctrl-C was
+        pressed (on any process: all stop together)."""
         self.elapsed, self.interrupted, self.reserve = distributed.agree(
             self.world, self.elapsed, self.interrupted, self.reserve
         )
-        return self.interrupted or self.fraction_done() >= 1.0
+        return self.interrupted or self.fraction_done() >= 1.0 or self.stalled()
+
+    def stalled(self) -> bool:
+        """Validation has not improved for ``--stop-after`` evaluations (every process
+        computed the same validation loss, so all agree)."""
+        return 0 < self.config.stop_after <= self.since_best
 
     def fit(self) -> str:
         """Train until a limit, Ctrl-C or a non-finite loss; return why it stopped."""
@@ -356,6 +365,12 @@ class Trainer:
             self.progress.line(f"interrupted at step {self.step}; saved {self.run_dir / LAST_FILE}")
         elif self.recent:  # steps trained since the last evaluation
             self.progress.line(self._eval_text(self.evaluate()))
+        if self.stalled():
+            self.progress.line(
+                f"stopped at step {self.step}: validation has not improved for "
+                f"{self.since_best} evaluations; the best weights (val_loss {self.best:.4f}) "
+                f"are in {self.run_dir / MODEL_FILE}"
+            )
         distributed.barrier(self.world)  # rank 0 has written what the task may read next
         return "interrupted" if self.interrupted else "done"
 
