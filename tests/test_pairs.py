@@ -17,7 +17,10 @@ from rnnkit.data.pairs import (
     drop_long,
     make_batch,
     padding_fraction,
+    read_keyed_pairs,
     read_pairs,
+    split_by_group,
+    split_by_source,
     tokenize,
 )
 
@@ -196,3 +199,59 @@ def test_a_sword_module_not_installed_is_named_with_what_is(monkeypatch, tmp_pat
     monkeypatch.setattr(bible.shutil, "which", lambda name: None)
     with pytest.raises(CorpusError, match=r"apt-get install libsword-utils"):
         load_corpus("sword:engKJV2006eb")
+
+
+def test_the_bible_tsv_keys_each_verse_and_its_chapter_is_read_back(tmp_path):
+    english, spanish = bible.read_imp(WEB_IMP), bible.read_imp(RV_IMP)
+    path = write(tmp_path, "".join(bible.tsv_lines(english, spanish)))
+    pairs, keys, bad = read_keyed_pairs(path)
+    assert pairs == bible.align(english, spanish) and not bad
+    assert keys == ["Genesis 1:1", "Genesis 1:2"]
+    assert bible.chapters(keys + ["I Samuel 12:3"]) == ["Genesis 1"] * 2 + ["I Samuel 12"]
+    # an older two-column file, or a third column of something else, is not split by chapter
+    assert read_pairs(path) == (pairs, [])
+    assert bible.chapters(["", ""]) is None and bible.chapters(["train", "Genesis 1:1"]) is None
+
+
+def many_chapters_imp() -> str:
+    """mod2imp text of 3 books of 6 chapters of 2 to 6 verses; Exodus 1:1 and I Samuel 1:1
+    are the same sentence, as "And the LORD spake unto Moses, saying," recurs in the Bible."""
+    entries = []
+    for book in ("Genesis", "Exodus", "I Samuel"):
+        for chapter in range(1, 7):
+            entries.append(f"$$${book} {chapter}:0\n<chapter/>")
+            for verse in range(1, 2 + (chapter + len(book)) % 5 + 1):
+                shared = verse == chapter == 1 and book != "Genesis"
+                text = "And he said," if shared else f"{book} {chapter}"
+                entries.append(f"$$${book} {chapter}:{verse}\n<w>{text}</w> verse {verse}.")
+    return "\n".join(entries) + "\n"
+
+
+def test_bible_pairs_split_by_chapter_keep_each_chapter_in_one_split(tmp_path):
+    verses = bible.read_imp(many_chapters_imp())
+    path = write(tmp_path, "".join(bible.tsv_lines(verses, verses)))
+    pairs, keys, _ = read_keyed_pairs(path)
+    chapters = bible.chapters(keys)
+    assert len(set(chapters)) == 18 and len(pairs) == len(verses)
+    for seed in range(5):
+        splits = split_by_group(pairs, chapters, 0.2, 0.2, seed)
+        split_of = {pair: i for i, split in enumerate(splits) for pair in split}
+        assert sum(map(len, splits)) == len(pairs)
+        spans = {}
+        for pair, chapter in zip(pairs, chapters, strict=True):
+            spans.setdefault(chapter, set()).add(split_of[pair])
+        assert all(len(splits) == 1 for splits in spans.values()), spans
+        assert all(splits), "every split holds some chapters"
+        # chapters sharing a source sentence ("And he said, verse 1.") are joined in one split
+        assert len(spans["Exodus 1"] | spans["I Samuel 1"]) == 1
+        assert len(splits[2]) >= round(0.2 * len(pairs))
+
+
+def test_a_split_by_source_is_a_split_by_group_of_one_source_each():
+    pairs = [(f"s{i % 40}", f"t{i}") for i in range(100)]
+    train, val, test = split_by_source(pairs, 0.1, 0.1, seed=7)
+    assert not {s for s, _ in test} & {s for s, _ in train}
+    assert not {s for s, _ in val} & {s for s, _ in train}
+    assert (train, val, test) == split_by_group(pairs, [s for s, _ in pairs], 0.1, 0.1, 7)
+    with pytest.raises(PairsError, match="1 distinct groups of pairs leave an empty"):
+        split_by_group(pairs, ["one"] * 100, 0.1, 0.1, 7)

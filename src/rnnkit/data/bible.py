@@ -67,6 +67,15 @@ def align(english: dict[str, str], spanish: dict[str, str]) -> list[Pair]:
     return [(text, spanish[key]) for key, text in english.items() if key in spanish]
 
 
+def chapters(keys: list[str]) -> list[str] | None:
+    """The chapter ("Genesis 1") of each verse key ("Genesis 1:3"), or None when a key is
+    not a verse's (a TSV of other text, or one written before keys were)."""
+    found = [_VERSE_KEY.match(key) for key in keys]
+    if not keys or not all(found):
+        return None
+    return [f"{match.group(1)} {int(match.group(2))}" for match in found]
+
+
 def installed(module: str) -> bool:
     """Whether a SWORD module's description is installed (Debian puts it in mods.d)."""
     return any(
@@ -116,20 +125,29 @@ def export(module: str) -> str:
     return done.stdout
 
 
-def make_pairs() -> list[Pair]:
-    """All aligned verse pairs, or an error naming the packages to install."""
+def verses() -> tuple[dict[str, str], dict[str, str]]:
+    """The English and Spanish verses by key, or an error naming the packages to install."""
     missing = missing_packages()
     if missing:
         raise PairsError(
             f"{NAME} needs the Debian package(s) {', '.join(missing)}: "
             f"apt-get install {' '.join(missing)}"
         )
-    return align(read_imp(export(ENGLISH)), read_imp(export(SPANISH)))
+    return read_imp(export(ENGLISH)), read_imp(export(SPANISH))
+
+
+def tsv_lines(english: dict[str, str], spanish: dict[str, str]) -> list[str]:
+    """``english<TAB>spanish<TAB>key`` lines of the verses both have (tabs inside a verse
+    become spaces); the key lets a translate run split by chapter."""
+    return [
+        f"{text.replace(chr(9), ' ')}\t{spanish[key].replace(chr(9), ' ')}\t{key}\n"
+        for key, text in english.items()
+        if key in spanish
+    ]
 
 
 def write_tsv(path: str | Path) -> int:
-    """Write ``english<TAB>spanish`` lines (tabs inside a verse become spaces); return how many."""
-    pairs = make_pairs()
-    lines = (f"{en.replace(chr(9), ' ')}\t{es.replace(chr(9), ' ')}\n" for en, es in pairs)
+    """Write the verse pairs with their keys (:func:`tsv_lines`); return how many."""
+    lines = tsv_lines(*verses())
     Path(path).write_text("".join(lines), encoding="utf-8")
-    return len(pairs)
+    return len(lines)

@@ -4,6 +4,9 @@
   Tatoeba/Anki files read as they are); a bad line (no tab, an empty side) is skipped and
   named by file and line number; a file with no good line is an error, and so is a byte
   that is not UTF-8 or a NUL byte (a binary file), named by file and line.
+  :func:`read_keyed_pairs` also gives each pair's third column, its key (a Bible verse's
+  ``Genesis 1:1``), "" where there is none.
+- :func:`split_by_group` keeps each group (a chapter, a source sentence) in one split.
 - :func:`tokenize` splits at word level (words and single punctuation marks, Unicode-aware)
   or character level; :class:`TokenVocab` maps tokens to ids with ``<pad>`` 0, ``<sos>`` 1,
   ``<eos>`` 2 and ``<unk>`` 3 first, keeping tokens seen at least ``min_freq`` times.
@@ -44,35 +47,44 @@ class PairsError(DataError):
 # --- reading ---
 
 
-def parse_line(line: str) -> tuple[Pair | None, str]:
-    """A (source, target) pair from one TSV line, or (None, why it is bad)."""
+def parse_line(line: str) -> tuple[Pair | None, str, str]:
+    """A (source, target) pair from one TSV line and its third column ("" if none), or
+    (None, "", why the line is bad)."""
     columns = line.rstrip("\r\n").split("\t")
     if len(columns) < 2:
-        return None, "no tab"
+        return None, "", "no tab"
     source, target = columns[0].strip(), columns[1].strip()
     if not source or not target:
-        return None, "empty source" if not source else "empty target"
-    return (source, target), ""
+        return None, "", "empty source" if not source else "empty target"
+    return (source, target), columns[2].strip() if len(columns) > 2 else "", ""
 
 
-def read_pairs(path: str | Path) -> tuple[list[Pair], list[str]]:
-    """The good pairs of a TSV file, and one ``file:line: why`` message per bad line."""
+def read_keyed_pairs(path: str | Path) -> tuple[list[Pair], list[str], list[str]]:
+    """The good pairs of a TSV file, each pair's key (its third column, "" if it has none),
+    and one ``file:line: why`` message per bad line."""
     path = Path(path)
     if not path.is_file():
         raise PairsError(f"{path}: no such file")
-    pairs, bad = [], []
+    pairs, keys, bad = [], [], []
     for number, raw in enumerate(read_bytes(path, PairsError).splitlines(), start=1):
         line = decode_line(raw, path, number)
         if not line.strip():
             continue
-        pair, why = parse_line(line)
+        pair, key, why = parse_line(line)
         if pair is None:
             bad.append(f"{path}:{number}: {why}")
         else:
             pairs.append(pair)
+            keys.append(key)
     if not pairs:
         detail = f" ({len(bad)} bad lines, first {bad[0]})" if bad else " (the file is empty)"
         raise PairsError(f"{path}: no line of the form source<TAB>target{detail}")
+    return pairs, keys, bad
+
+
+def read_pairs(path: str | Path) -> tuple[list[Pair], list[str]]:
+    """The good pairs of a TSV file, and one ``file:line: why`` message per bad line."""
+    pairs, _, bad = read_keyed_pairs(path)
     return pairs, bad
 
 
@@ -109,17 +121,51 @@ class Splits:
 def split_by_source(pairs, val_fraction: float, test_fraction: float, seed: int, name: str = ""):
     """(train, val, test) pairs, split at random by distinct source sentence; ``name`` (the
     file) is named when there are too few."""
-    sources = sorted({s for s, _ in pairs})
-    random.Random(seed).shuffle(sources)
-    n_test, n_val = round(len(sources) * test_fraction), round(len(sources) * val_fraction)
-    part = {s: 2 if i < n_test else 1 if i < n_test + n_val else 0 for i, s in enumerate(sources)}
+    return split_by_group(pairs, [s for s, _ in pairs], val_fraction, test_fraction, seed, name)
+
+
+def joined_groups(pairs, groups: list[str]) -> dict[str, str]:
+    """Each group -> the group standing for it once groups that share a source sentence are
+    joined (union-find), so that no source sentence can sit in two splits."""
+    parent: dict[str, str] = {}
+
+    def root(group: str) -> str:
+        while parent.setdefault(group, group) != group:
+            parent[group] = parent[parent[group]]  # path halving
+            group = parent[group]
+        return group
+
+    first_group_of: dict[str, str] = {}
+    for (source, _), group in zip(pairs, groups, strict=True):
+        a, b = root(group), root(first_group_of.setdefault(source, group))
+        if a != b:
+            parent[max(a, b)] = min(a, b)  # the smaller name stands for both: seed-stable
+    return {group: root(group) for group in groups}
+
+
+def split_by_group(
+    pairs, groups: list[str], val_fraction: float, test_fraction: float, seed: int, name=""
+):
+    """(train, val, test) pairs, each group whole in one split: the groups (joined where they
+    share a source sentence) are shuffled, and test then validation take whole groups until
+    they hold their fraction of the pairs. Split by chapter, neighbouring verses of a test
+    verse are not in training; split by source sentence, no source is on both sides."""
+    unit_of = joined_groups(pairs, groups)
+    size = Counter(unit_of[g] for g in groups)
+    units = sorted(size)
+    random.Random(seed).shuffle(units)
+    n_test, n_val = round(len(pairs) * test_fraction), round(len(pairs) * val_fraction)
+    part, held = {}, [0, 0, 0]
+    for unit in units:
+        which = 2 if held[2] < n_test else 1 if held[1] < n_val else 0
+        part[unit], held[which] = which, held[which] + size[unit]
     splits = ([], [], [])
-    for s, t in pairs:
-        splits[part[s]].append((s, t))
+    for pair, group in zip(pairs, groups, strict=True):
+        splits[part[unit_of[group]]].append(pair)
     if not splits[0] or not splits[1]:
         raise PairsError(
-            f"{name or 'the pairs'}: {len(sources)} distinct sources leave an empty train or "
-            f"val split (validation {val_fraction}, test {test_fraction})"
+            f"{name or 'the pairs'}: {len(units)} distinct groups of pairs leave an empty train "
+            f"or val split (validation {val_fraction}, test {test_fraction})"
         )
     return splits
 

@@ -5,8 +5,8 @@ The source sentence is read by the encoder, the decoder writes the target from <
 token (teacher forcing, ratio 1.0, or a ratio decaying over the run), and inference
 decodes greedily or with beam search (:mod:`rnnkit.models.decode`). Data: ``numbers-en-es``
 (:mod:`rnnkit.data.numbers`) or a TSV file of ``source<TAB>target`` pairs
-(:mod:`rnnkit.data.pairs`), split at random by source sentence, so the same source never
-sits on both sides of the split (:mod:`rnnkit.tasks.translate_data`).
+(:mod:`rnnkit.data.pairs`), split at random by source sentence, or by chapter for Bible
+verses, so the same source never sits on both sides (:mod:`rnnkit.tasks.translate_data`).
 
 Shape letters: B batch, S source length, T target length, V target vocabulary.
 """

@@ -4,7 +4,8 @@ run is evaluated on.
 
 ``numbers-en-es`` (:mod:`rnnkit.data.numbers`) is made here from the run's seed; any other
 ``--data`` is a TSV file of ``source<TAB>target`` pairs (:mod:`rnnkit.data.pairs`), whose
-bad lines are counted and reported, not read.
+bad lines are counted and reported, not read. It is split by source sentence, or, when its
+third column holds Bible verse keys (``rnnkit data bible-en-es``), by chapter.
 """
 
 from __future__ import annotations
@@ -13,15 +14,16 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from rnnkit.data import numbers
+from rnnkit.data import bible, numbers
 from rnnkit.data.pairs import (
     UNK,
     Splits,
     TokenVocab,
     bad_lines_summary,
     drop_long,
+    read_keyed_pairs,
     read_pairs,
-    split_by_source,
+    split_by_group,
     tokenize,
 )
 
@@ -49,13 +51,16 @@ def text_splits(config: Config) -> Splits:
         return numbers.make_splits(
             config.numbers, config.val_fraction, config.test_fraction, config.seed
         )
-    pairs, bad = read_pairs(config.data)
+    pairs, keys, bad = read_keyed_pairs(config.data)
     if bad:
         say(bad_lines_summary(bad))
-    parts = split_by_source(
-        pairs, config.val_fraction, config.test_fraction, config.seed, config.data
-    )
-    return Splits(*parts)
+    groups = bible.chapters(keys)
+    if groups is None:
+        groups = [s for s, _ in pairs]
+    else:
+        say(f"{len(set(groups))} Bible chapters: each chapter is in one split")
+    fractions = config.val_fraction, config.test_fraction
+    return Splits(*split_by_group(pairs, groups, *fractions, config.seed, config.data))
 
 
 def tokenized(config: Config, pairs) -> list[tuple[list[str], list[str]]]:
