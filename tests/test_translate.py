@@ -199,6 +199,9 @@ def test_a_tiny_run_trains_translates_and_evaluates(tmp_path, capsys):
     assert test["pairs"] == 10 and test["beam"] == 5 and 0 <= test["chrf"] <= 100
     assert test["copy_source_exact"] == 0 and f"test: BLEU {test['bleu']:.1f}" in err
     assert 0 < test["one_token_share"] <= 1
+    # digits reversed: word for word gets every word and misses the order; copying gets nothing
+    assert test["word_for_word_chrf"] > 50 > test["copy_source_chrf"]
+    assert "word for word by IBM Model 1: BLEU" in err
     assert "training pairs; padding in length-bucketed batches" in err
     saved = json.loads((run / "config.json").read_text())
     assert saved["task"] == "translate" and saved["attention"] == "luong"

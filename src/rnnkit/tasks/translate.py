@@ -43,12 +43,14 @@ from rnnkit.data.parts import part
 from rnnkit.models import decode
 from rnnkit.models.seq2seq import Seq2Seq, plot_attention
 from rnnkit.tasks import default_run_dir, run_config
+from rnnkit.tasks import translate_baselines as baselines
 from rnnkit.tasks.translate_data import Data, encode_pairs, held_out_pairs, prepare, say, tokenized
 from rnnkit.training import config as configuration
 from rnnkit.training.distributed import ALONE
 from rnnkit.training.trainer import MODEL_FILE, Task, TrainConfig, Trainer, load_model, pick_device
 
 NAME = "translate"
+BY_WORD = ("word_for_word", "word for word by IBM Model 1")  # test.json's key, and its name
 Cell = Literal["lstm", "gru", "rnn", "peephole"]
 
 
@@ -199,18 +201,24 @@ def one_token_share(hypotheses: list[list[str]]) -> tuple[float, str]:
 
 
 def test_report(model, data: Data, config: Config) -> dict:
-    """The best model's scores on the test split (--beam), and beside them the classical floor
-    of translation: the source sentence copied as it is; a warning when the output is mostly
-    one token."""
+    """The best model's scores on the test split (--beam), and beside them two floors of
+    translation: the source sentence copied as it is, and a word-for-word translation by
+    IBM Model 1 learned from the training pairs; a warning when the output is mostly one token."""
     pairs = data.test[: config.test_pairs] if config.test_pairs else data.test
     encoded = encode_pairs(pairs, data.source_vocab, data.target_vocab)
     result = {"pairs": len(pairs), "beam": config.beam, **score_pairs(model, encoded)}
     search = search_for(config.beam, config.length_penalty)
     ids = translate_ids(model, [s for s, _ in encoded], search, config.max_output)
     hypotheses = [data.target_vocab.decode(h) for h in ids]
-    result.update(match_scores(hypotheses, [t for _, t in pairs], config.tokens))
-    copied = match_scores([s for s, _ in pairs], [t for _, t in pairs], config.tokens)
-    result.update({f"copy_source_{k}": v for k, v in copied.items()})
+    references = [t for _, t in pairs]
+    result.update(match_scores(hypotheses, references, config.tokens))
+    table = baselines.lexicon(data.train, data.source_vocab, data.target_vocab)
+    for name, baseline in (
+        ("copy_source", [s for s, _ in pairs]),
+        (BY_WORD[0], baselines.word_for_word([s for s, _ in pairs], table)),
+    ):
+        scores = match_scores(baseline, references, config.tokens)
+        result.update({f"{name}_{k}": v for k, v in scores.items()})
     share, token = one_token_share(hypotheses)
     result["one_token_share"] = share
     if share > 0.5:
@@ -280,9 +288,11 @@ def train(config: Config, resume: bool = False, progress=None) -> Trainer:
         load_model(trainer.model, run_dir / MODEL_FILE)
         result = test_report(trainer.model.eval(), data, config)
         write_json(run_dir / "test.json", result, indent=2)
-        say(f"test: BLEU {result['bleu']:.1f}, chrF {result['chrf']:.1f} "
-            f"(the source copied: BLEU {result['copy_source_bleu']:.1f}, "
-            f"chrF {result['copy_source_chrf']:.1f})")  # fmt: skip
+        floors = "; ".join(
+            f"{what}: BLEU {result[name + '_bleu']:.1f}, chrF {result[name + '_chrf']:.1f}"
+            for name, what in (("copy_source", "the source copied"), BY_WORD)
+        )
+        say(f"test: BLEU {result['bleu']:.1f}, chrF {result['chrf']:.1f} ({floors})")
     return trainer
 
 
