@@ -141,3 +141,52 @@ def test_logits_of_the_wrong_shape_are_refused():
 
     with pytest.raises(ValueError, match=r"logits of shape \(2, vocabulary\), got \(4,\)"):
         decode.greedy(step, start(2), 2, SOS, EOS, 3)
+
+
+def looping_table() -> torch.Tensor:
+    """Logits after any token: 3 best, then 4, 5 and eos; a model caught in a loop of 3s."""
+    table = torch.full((6, 6), -10.0)
+    table[:, 3], table[:, 4], table[:, 5], table[:, EOS] = 0.0, -1.0, -2.0, -3.0
+    return table
+
+
+def repeats(tokens: list[int], n: int) -> bool:
+    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+    return len(grams) != len(set(grams))
+
+
+def test_the_repetition_guard_blocks_an_ngram_from_coming_back():
+    step = table_step(looping_table())
+    loop = decode.greedy(step, start(2), 2, SOS, EOS, 8)
+    assert loop.tokens[0].tolist() == [3] * 8 and not loop.finished.any()
+    once = decode.greedy(step, start(2), 2, SOS, EOS, 8, no_repeat_ngram=1)
+    assert once.tokens.tolist() == [[3, 4, 5, EOS]] * 2  # every token at most once
+    # bigrams: 3 3, then 3 after 3 is blocked (4), 3, then 5, 3, and after 3 only eos is left
+    pairs = decode.greedy(step, start(1), 1, SOS, EOS, 12, no_repeat_ngram=2)
+    assert pairs.tokens[0].tolist() == [3, 3, 4, 3, 5, 3, EOS] and pairs.finished.all()
+    # the log-probability is the model's own for the tokens written
+    logp = torch.log_softmax(looping_table()[0], 0)
+    torch.testing.assert_close(pairs.log_prob[0], logp[[3, 3, 4, 3, 5, 3, EOS]].sum())
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_beam_search_and_sampling_keep_the_guard_too(n):
+    step = table_step(looping_table())
+    beam = decode.beam_search(step, start(2), 2, SOS, EOS, 15, width=3, no_repeat_ngram=n)
+    one = decode.beam_search(step, start(2), 2, SOS, EOS, 15, width=1, no_repeat_ngram=n)
+    greedy = decode.greedy(step, start(2), 2, SOS, EOS, 15, no_repeat_ngram=n)
+    assert torch.equal(one.tokens, greedy.tokens)
+    generator = torch.Generator().manual_seed(0)
+    drawn = decode.sample(step, start(2), 2, SOS, EOS, 15, generator=generator, no_repeat_ngram=n)
+    for found in (beam, greedy, drawn):
+        for row, length in zip(found.tokens.tolist(), found.lengths.tolist(), strict=True):
+            assert not repeats(row[:length], n), row
+
+
+def test_repeated_ngrams_marks_what_would_complete_a_seen_ngram():
+    history = torch.tensor([[5, 6, 5, 7, 5], [4, 4, 4, 4, 4]])
+    assert decode.repeated_ngrams(history, 2, 9).nonzero().tolist() == [[0, 6], [0, 7], [1, 4]]
+    assert decode.repeated_ngrams(history, 3, 9).nonzero().tolist() == [[1, 4]]
+    assert decode.repeated_ngrams(history, 1, 9)[0].nonzero().flatten().tolist() == [5, 6, 7]
+    assert not decode.repeated_ngrams(history, 0, 9).any()
+    assert not decode.repeated_ngrams(history[:, :2], 3, 9).any()  # no n-gram yet

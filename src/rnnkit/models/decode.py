@@ -12,7 +12,8 @@ encoders, images or text. A model hands them
 
 Every function returns a :class:`Decoded`. A row stops at its first ``eos`` (kept in the
 output, padded with ``pad`` after it) or at ``max_length`` tokens, the guard against a model
-that never says ``eos``.
+that never says ``eos``. With ``no_repeat_ngram`` n > 0 no n-gram repeats within an output
+(:func:`repeated_ngrams`), the guard against a model caught in a loop (",,,,", "de la de la").
 
 Shape letters: B batch, K beam width, V vocabulary, T output length.
 """
@@ -77,6 +78,29 @@ def check_start(state, batch_size: int, max_length: int) -> torch.device:
     return tensors[0].device
 
 
+def repeated_ngrams(history: Tensor, n: int, vocabulary: int) -> Tensor:
+    """(N, V) True for each token that would complete an n-gram already in its row of
+    ``history`` (N, t): blocking them keeps an output from repeating itself (Paulus et al.
+    2018, section 2.5, block repeated trigrams in beam search; fairseq and Hugging Face call
+    it no_repeat_ngram_size). n 0 blocks nothing; n 1 blocks every token already written."""
+    N, t = history.shape
+    blocked = torch.zeros(N, vocabulary, dtype=torch.bool, device=history.device)
+    if n < 1 or t < n:
+        return blocked
+    windows = history.unfold(1, n, 1)  # (N, t - n + 1, n) every n-gram so far
+    prefix = history[:, t - n + 1 :].unsqueeze(1)  # (N, 1, n - 1) the last n - 1 tokens
+    rows, starts = (windows[:, :, :-1] == prefix).all(dim=2).nonzero(as_tuple=True)
+    blocked[rows, windows[rows, starts, -1]] = True
+    return blocked
+
+
+def without_repeats(log_probs: Tensor, history: Tensor, n: int) -> Tensor:
+    """``log_probs`` (N, V) with the tokens :func:`repeated_ngrams` blocks at -inf."""
+    if n < 1:
+        return log_probs
+    return log_probs.masked_fill(repeated_ngrams(history, n, log_probs.shape[1]), -torch.inf)
+
+
 def checked_step(step: Step, tokens: Tensor, state) -> tuple[Tensor, object]:
     """One step; its logits must be (B, V) for the B tokens given."""
     logits, state = step(tokens, state)
@@ -98,8 +122,10 @@ def generate(
     max_length: int,
     choose: Callable[[Tensor], Tensor],
     pad: int = 0,
+    no_repeat_ngram: int = 0,
 ) -> Decoded:
-    """Feed each chosen token back in: ``choose`` maps (B, V) log-probabilities to (B,) ids."""
+    """Feed each chosen token back in: ``choose`` maps (B, V) log-probabilities to (B,) ids,
+    after the tokens that would repeat an n-gram of ``no_repeat_ngram`` are blocked."""
     device = check_start(state, batch_size, max_length)
     tokens = torch.full((batch_size,), sos, dtype=torch.long, device=device)
     out = torch.full((batch_size, max_length), pad, dtype=torch.long, device=device)
@@ -109,6 +135,7 @@ def generate(
     for t in range(max_length):
         logits, state = checked_step(step, tokens, state)
         log_probs = F.log_softmax(logits.float(), dim=-1)  # (B, V)
+        log_probs = without_repeats(log_probs, out[:, :t], no_repeat_ngram)
         tokens = choose(log_probs).masked_fill(finished, pad)  # finished rows write pad
         picked = log_probs.gather(1, tokens.unsqueeze(1)).squeeze(1)  # (B,)
         log_prob += picked.masked_fill(finished, 0.0)
@@ -122,14 +149,23 @@ def generate(
 
 
 def greedy(
-    step: Step, state, batch_size: int, sos: int, eos: int, max_length: int, pad: int = 0
+    step: Step,
+    state,
+    batch_size: int,
+    sos: int,
+    eos: int,
+    max_length: int,
+    pad: int = 0,
+    no_repeat_ngram: int = 0,
 ) -> Decoded:
-    """At each step the most likely token."""
+    """At each step the most likely token (that repeats no n-gram of ``no_repeat_ngram``)."""
 
     def most_likely(log_probs: Tensor) -> Tensor:
         return log_probs.argmax(dim=-1)
 
-    return generate(step, state, batch_size, sos, eos, max_length, most_likely, pad)
+    return generate(
+        step, state, batch_size, sos, eos, max_length, most_likely, pad, no_repeat_ngram
+    )
 
 
 def sample(
@@ -143,9 +179,10 @@ def sample(
     top_k: int = 0,
     generator: torch.Generator | None = None,
     pad: int = 0,
+    no_repeat_ngram: int = 0,
 ) -> Decoded:
     """At each step a token drawn from softmax(logits / temperature), among the ``top_k``
-    most likely when ``top_k`` > 0."""
+    most likely when ``top_k`` > 0 (and repeating no n-gram of ``no_repeat_ngram``)."""
     if temperature <= 0:
         raise ValueError(
             f"temperature must be positive (greedy() takes the most likely), got {temperature}"
@@ -160,7 +197,7 @@ def sample(
         drawn = torch.multinomial(probs.cpu(), 1, generator=generator)  # (B, 1)
         return drawn.squeeze(1).to(log_probs.device)
 
-    return generate(step, state, batch_size, sos, eos, max_length, draw, pad)
+    return generate(step, state, batch_size, sos, eos, max_length, draw, pad, no_repeat_ngram)
 
 
 def normalised(scores: Tensor, lengths: Tensor, length_penalty: float) -> Tensor:
@@ -230,9 +267,11 @@ def beam_search(
     width: int = 5,
     length_penalty: float = 1.0,
     pad: int = 0,
+    no_repeat_ngram: int = 0,
 ) -> Decoded:
     """Keep the ``width`` best hypotheses of each row (:class:`Beams`); return the best by
-    normalised score. Width 1 is greedy decoding."""
+    normalised score. Width 1 is greedy decoding. No hypothesis repeats an n-gram of
+    ``no_repeat_ngram`` tokens (0: any may)."""
     if width < 1:
         raise ValueError(f"beam width must be at least 1, got {width}")
     device = check_start(state, batch_size, max_length)
@@ -243,7 +282,9 @@ def beam_search(
     beams = Beams.start(B, K, device)
     for _ in range(max_length):
         logits, state = checked_step(step, tokens, state)
-        log_probs = F.log_softmax(logits.float(), dim=-1).view(B, K, -1)  # (B, K, V)
+        log_probs = F.log_softmax(logits.float(), dim=-1)  # (B*K, V)
+        history = beams.history.reshape(B * K, beams.history.shape[2])  # (B*K, t)
+        log_probs = without_repeats(log_probs, history, no_repeat_ngram).view(B, K, -1)
         token, parent = beams.extend(log_probs, eos, pad, length_penalty)
         state = select(state, (first_of_row + parent).view(-1))
         tokens = token.view(-1)
