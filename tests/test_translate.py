@@ -90,6 +90,12 @@ def test_teacher_forcing_zero_feeds_the_models_own_guesses():
     torch.testing.assert_close(logits, gold_by_hand(model, ids, lengths, fed))
 
 
+def test_the_repetition_guard_is_5_words_or_30_characters_unless_set():
+    assert tr.repeat_guard(tr.Config()) == 5 and tr.repeat_guard(tr.Config(tokens="char")) == 30
+    assert tr.repeat_guard(tr.Config(no_repeat_ngram=0)) == 0
+    assert tr.repeat_guard(tr.Config(tokens="char", no_repeat_ngram=3)) == 3
+
+
 def test_teacher_forcing_ratio_decays_linearly():
     config = tr.Config(teacher_forcing=1.0, teacher_forcing_end=0.5, teacher_forcing_steps=100)
     assert [tr.teacher_forcing_ratio(config, s) for s in (0, 50, 100, 500)] == [1, 0.75, 0.5, 0.5]
@@ -134,29 +140,6 @@ def test_bad_model_settings_say_what_was_expected():
         Seq2Seq(9, 9, attention="dot")
     with pytest.raises(ValueError, match="cell must be one of"):
         Seq2Seq(9, 9, encoder_cell="lstn")
-
-
-def test_match_scores_on_answers_known_in_advance():
-    four = [["cuatro", "tres", "dos", "uno"], ["nueve", "ocho", "siete", "seis"]]
-    perfect = {"exact": 1.0, "bleu": pytest.approx(100.0), "chrf": pytest.approx(100.0)}
-    assert tr.match_scores(four, four, "word") == perfect
-    other = [["a", "b", "c", "d"], ["e", "f", "g", "h"]]
-    disjoint = tr.match_scores(other, four, "word")
-    assert disjoint["exact"] == disjoint["bleu"] == 0.0 and disjoint["chrf"] < 10
-    half = tr.match_scores([four[0], four[1][:3] + ["cero"]], four, "word")
-    assert half["exact"] == 0.5 and 0 < half["bleu"] < 100 and 0 < half["chrf"] < 100
-    letters = [list("dos uno"), list("tres")]
-    assert tr.match_scores(letters, letters, "char") == perfect
-    # BLEU counts 1- to 4-grams: a corpus with no 4-gram scores 0 however right it is; chrF
-    # (character n-grams) does not
-    short = [["dos", "uno"]]
-    assert tr.match_scores(short, short, "word") == {**perfect, "bleu": 0.0}
-
-
-def test_one_token_share_finds_an_output_of_commas():
-    assert tr.one_token_share([[","] * 15, [",", ",", "jesús"]]) == (17 / 18, ",")
-    assert tr.one_token_share([["dos", "uno"], ["tres"]])[0] == pytest.approx(1 / 3)
-    assert tr.one_token_share([[], []]) == (0.0, "")
 
 
 NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -244,6 +227,15 @@ def test_commands_translate_stdin_and_report_bad_data(tmp_path, capsys, monkeypa
     monkeypatch.setattr("sys.stdin", __import__("io").StringIO("one two\nthree\n"))
     assert cli.main(["translate", str(run)]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
+    # after two steps of training the model says "ocho uno ocho ocho ..." to anything
+    texts = ["one two", "three four", "nine"] * 4
+    assert cli.main(["translate", str(run), *texts, "--no-repeat-ngram", "0"]) == 0
+    said, err = capsys.readouterr()
+    assert "of the output is the token" in err and "--no-repeat-ngram" in err
+    assert max(len(line.split()) for line in said.splitlines()) > 2
+    assert cli.main(["translate", str(run), *texts, "--no-repeat-ngram", "1"]) == 0
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 12 and all(len(set(words)) == len(words) for words in lines)
     assert cli.main(["translate", str(run), "one", "--heatmap", str(tmp_path / "h.png")]) == 2
     assert "no attention (trained with --attention none)" in capsys.readouterr().err
     (tmp_path / "bad.tsv").write_text("no tab\n")
