@@ -54,7 +54,7 @@ def test_dropout_grows_with_the_passes_and_a_run_without_a_limit_gets_the_most()
     assert charlm_rule.dropout_by_passes(math.nan) == drops[-1]
 
 
-def test_a_run_of_few_passes_trains_on_a_smaller_batch_for_more_steps():
+def test_a_run_of_few_steps_trains_on_a_smaller_batch_for_more_of_them():
     chars, asked = 1_000_000, []
 
     def rate(batch, window):
@@ -62,13 +62,20 @@ def test_a_run_of_few_passes_trains_on_a_smaller_batch_for_more_steps():
         return 20_000.0
 
     choice = charlm_rule.choose(charlm.Config(minutes=1.5), chars, "c", rate)
-    assert choice.batch_size < BATCH and asked == [BATCH, choice.batch_size]
-    steps = choice.passes * chars / (choice.batch_size * choice.window)
-    assert steps >= charlm_rule.MIN_STEPS or choice.batch_size == charlm_rule.MIN_BATCH
+    assert choice.batch_size == charlm_rule.MIN_BATCH and asked == [128, 64, 32]
     assert choice.dropout == charlm_rule.dropout_by_passes(choice.passes)
-    assert any("few passes" in note for note in choice.notes)
-    long = charlm_rule.choose(charlm.Config(minutes=60.0), chars, "c", rate)
-    assert long.batch_size == BATCH and long.dropout > choice.dropout
+    assert any("for more steps" in note for note in choice.notes)
+    asked.clear()  # 20k characters a second for 10 minutes: 1,465 steps of 128, 2,930 of 64
+    choice = charlm_rule.choose(charlm.Config(minutes=10.0), chars, "c", rate)
+    steps = choice.passes * chars / (choice.batch_size * choice.window)
+    assert choice.batch_size == 64 and asked == [128, 64] and steps >= charlm_rule.MIN_STEPS
+    long = charlm_rule.choose(charlm.Config(minutes=600.0), chars, "c", rate)
+    assert long.batch_size == BATCH and long.dropout > choice.dropout > 0
+
+
+def test_under_a_steps_limit_the_batch_stays_whatever_the_passes():
+    choice = charlm_rule.choose(charlm.Config(steps=50, minutes=0.0), 10**6, "c", never_timed)
+    assert choice.batch_size == BATCH and choice.dropout == 0.0
 
 
 def test_flags_the_user_sets_are_kept():

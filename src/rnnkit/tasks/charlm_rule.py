@@ -1,14 +1,24 @@
 """What ``rnnkit train charlm`` trains when a choice is left unset: the batch, window and
 dropout picked from the corpus's size and the budget, measured on the machine at hand.
 
-The quantity the choices rest on is the number of **passes** over the training text the
-run will make: the budget in characters (``--steps`` x batch x window, ``--epochs``, or for
-``--minutes`` the minutes times the rate of a few training steps timed here, on this
-machine, before the run) over the training characters. A run of few passes underfits and
-wants every update it can get (a smaller batch: more steps for the same characters); a run
-of many passes over a small text overfits and wants dropout. Every choice is still a flag,
-and a flag the user sets is never changed. The measurements behind each number are in
-docs/benchmarks.md ("charlm on a grid of corpora"), made with ``benchmarks/charlm_race.py``.
+The choices rest on two numbers the run's budget allows: its optimiser **steps** and its
+**passes** over the training text. Under ``--minutes`` both come from the rate of a few
+training steps timed here, on this machine, before the run (a rule written in seconds
+would hold on one CPU only); under ``--steps`` or ``--epochs`` they are counted.
+
+- The batch is the largest of 128, 64 and 32 streams that leaves the run :data:`MIN_STEPS`
+  optimiser steps: at a budget of a few thousand steps more updates of a smaller batch
+  learn more than fewer of a larger one, for the same characters (a 0.94 MB corpus, GRU
+  384: at 90 s batch 32 reached 1.53 nats/char and batch 128 1.82; at 600 s of one
+  thread batch 64 reached 1.46 and batch 128 1.48).
+- Dropout grows with the passes: a run that sees its text a few times underfits and loses
+  by dropout; one that sees a small text many times overfits without it.
+- A short text shrinks the window and the batch so that every stream holds
+  :data:`STREAM_WINDOWS` windows.
+
+Every choice is still a flag, and a flag the user sets is never changed. The measurements
+behind each number are in docs/benchmarks.md ("charlm on a grid of corpora"), made with
+``benchmarks/charlm_race.py`` and ``benchmarks/charlm_grid.py``.
 """
 
 from __future__ import annotations
@@ -25,9 +35,10 @@ WINDOW = 64  # characters per window, unless the text is too short for it
 MIN_WINDOW = 8  # the window never shrinks below this; a text under two of them is refused
 STREAM_WINDOWS = 8  # a short text is cut into streams of at least this many windows each
 BATCH = 128  # streams, for a run of many passes
-# A run of few passes trains on smaller batches: up to FEW_PASSES passes the batch is the
-# largest power of two that still gives MIN_STEPS optimiser steps, never below MIN_BATCH.
-FEW_PASSES, MIN_STEPS, MIN_BATCH = 4.0, 600, 32
+# The batch is halved from BATCH while the run would take fewer than MIN_STEPS steps, down to
+# MIN_BATCH (below it a step's products are too small to keep the CPU busy: batch 16 was no
+# better than 32 at 90 s).
+MIN_STEPS, MIN_BATCH = 2000, 32
 # Dropout by passes over the text: (at most this many passes, dropout), first match wins.
 DROPOUT_BY_PASSES = ((3.0, 0.0), (8.0, 0.1), (20.0, 0.2), (math.inf, 0.3))
 
@@ -98,25 +109,21 @@ def choose(config, chars: int, source: str, rate_of) -> Choice:
     unset = config.batch_size is None or config.dropout is None
     rate = rate_of(batch, window) if config.minutes and unset else None
     passes = passes_of(config, chars, batch, window, rate)
-    if config.batch_size is None and passes <= FEW_PASSES:
-        smaller = few_passes_batch(batch, window, chars, passes)
-        if smaller < batch:
-            rate = rate_of(smaller, window) if rate else None
-            batch, passes = smaller, passes_of(config, chars, smaller, window, rate)
-            notes.append(f"few passes: batch {batch} for more steps")
+    if config.batch_size is None and not config.steps:  # under --steps the steps are fixed
+        while batch // 2 >= MIN_BATCH and steps_of(passes, chars, batch, window) < MIN_STEPS:
+            batch //= 2
+            rate = rate_of(batch, window) if rate else None
+            passes = passes_of(config, chars, batch, window, rate)
+        if batch < BATCH and not notes:
+            steps = steps_of(passes, chars, batch, window)
+            notes.append(f"batch {batch} for more steps (about {steps:,.0f})")
     dropout = config.dropout if config.dropout is not None else dropout_by_passes(passes)
     return Choice(batch, window, dropout, passes, notes)
 
 
-def few_passes_batch(batch: int, window: int, chars: int, passes: float) -> int:
-    """The largest of ``batch`` halved that gives :data:`MIN_STEPS` steps over ``passes``
-    passes of ``chars`` (the steps counted at the present batch's rate: a smaller batch runs
-    a little slower a character, so this errs towards the larger batch)."""
-    steps_at = passes * chars / window  # steps at batch 1
-    smaller = batch
-    while smaller > MIN_BATCH and steps_at / smaller < MIN_STEPS:
-        smaller //= 2
-    return max(min(batch, MIN_BATCH), smaller)
+def steps_of(passes: float, chars: int, batch: int, window: int) -> float:
+    """Optimiser steps in ``passes`` passes over ``chars`` characters (inf: no limit)."""
+    return math.inf if math.isnan(passes) else passes * chars / (batch * window)
 
 
 def describe(config, choice: Choice, chars: int) -> str:
