@@ -96,15 +96,24 @@ def test_one_hot_input_and_tied_weights():
         small_model(tie=True, one_hot=True)
 
 
-def test_input_defaults_to_one_hot_for_a_small_alphabet_only():
-    small, large = charlm.ONE_HOT_UP_TO, charlm.ONE_HOT_UP_TO + 1
-    assert charlm.takes_one_hot(charlm.Config(), small)
-    assert not charlm.takes_one_hot(charlm.Config(), large)
-    assert not charlm.takes_one_hot(charlm.Config(tie=True), small)
-    assert not charlm.takes_one_hot(charlm.Config(one_hot=False), small)
-    assert charlm.takes_one_hot(charlm.Config(one_hot=True), large)
-    model = charlm.CharLM(large, charlm.Config(hidden=8))
+def test_input_is_an_embedding_unless_one_hot_is_asked_for():
+    assert not charlm.takes_one_hot(charlm.Config(), 11)  # unset: an embedding
+    assert charlm.takes_one_hot(charlm.Config(one_hot=True), 300)
+    model = charlm.CharLM(11, charlm.Config(hidden=8))
     assert model.embed is not None and not model.one_hot
+
+
+def test_a_run_saved_with_its_input_unset_loads_as_it_was_trained(tmp_path):
+    config = charlm.Config(
+        data="hello", hidden=8, one_hot=True, batch_size=4, window=8, steps=2, minutes=0.0,
+        eval_every=2, device="cpu", precision="fp32", out=str(tmp_path / "run"),
+    )  # fmt: skip
+    quiet_train(config)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    saved["one_hot"] = None  # as runs were saved before the input was written down
+    (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
+    loaded, _, model = charlm.load_run(tmp_path / "run", "cpu")
+    assert loaded.one_hot and model.one_hot and model.embed is None
 
 
 def test_dropout_is_as_given_and_reaches_every_place_it_falls():

@@ -33,13 +33,13 @@ from rnnkit.training import config as configuration
 from rnnkit.training import distributed
 from rnnkit.training.distributed import ALONE
 from rnnkit.training.progress import Progress
+from rnnkit.training.checkpoint import LAST_FILE, load_tensors
 from rnnkit.training.trainer import (
     MODEL_FILE,
     Task,
     TrainConfig,
     Trainer,
     autocast,
-    load_model,
     pick_device,
     use_bf16,
 )
@@ -59,7 +59,7 @@ class Config(TrainConfig):
     layers: int = 1  # stacked recurrent layers
     dropout: float | None = None  # on embedding, between layers, before head (unset: by passes)
     embedding: int = 0  # input embedding size (0: same as hidden; --tie uses hidden)
-    one_hot: bool | None = None  # one-hot input, not an embedding (unset: up to 128 symbols)
+    one_hot: bool | None = None  # one-hot input, as the lecture draws it (unset: an embedding)
     tie: bool = False  # share the embedding and output weights (needs embedding = hidden)
     window: int | None = None  # characters per truncated-BPTT window (unset: 64, less if short)
     batch_size: int | None = None  # contiguous streams read side by side (unset: by passes)
@@ -111,19 +111,24 @@ class CharLM(nn.Module):
         return Loss(total, targets.numel(), targets.numel(), state)
 
 
-ONE_HOT_UP_TO = 128  # symbols; above this the default input is a learned embedding
-
-
 def takes_one_hot(config: Config, vocab_size: int) -> bool:
-    """``--one-hot`` as given; unset, one-hot for a small alphabet (not with ``--tie``).
+    """``--one-hot`` as given; unset, a learned embedding.
 
-    Measured (docs/benchmarks.md, charlm races): on shakespeare (84 symbols) one-hot input
-    learned faster than a 384-wide embedding and was ahead at ten minutes; on stdlib (220
-    symbols) it was far behind after three minutes (1.70 against 1.25 nats per character).
+    Measured (docs/benchmarks.md, charlm on a grid of corpora): at batch 32 and 60 s of one
+    thread an embedding of 384 was ahead of one-hot input on every corpus of the grid, by
+    0.05 (0.94 MB of plays) to 0.25 nats per character (0.29 MB), though it takes a third
+    fewer steps in the time; on the Spanish Bible one-hot input had lost to the plain script.
+    (Earlier, at batch 128 and ten minutes on the complete works, one-hot had been ahead.)
     """
-    if config.one_hot is not None:
-        return config.one_hot
-    return not config.tie and vocab_size <= ONE_HOT_UP_TO
+    return bool(config.one_hot)
+
+
+def input_of_saved_run(config: Config, tensors: dict) -> Config:
+    """A run saved before the input was written into its config (``one_hot`` null) took
+    one-hot input when it had no embedding: read which from its weights."""
+    if config.one_hot is None:
+        config.one_hot = "model.embed.weight" not in tensors
+    return config
 
 
 def dropout_for(config: Config) -> float:
@@ -188,6 +193,7 @@ def prepare(config: Config, vocab: Vocab | None = None, say=lambda line: None, w
         choice.window,
         choice.dropout,
     )
+    config.one_hot = bool(config.one_hot)  # written down, so the saved run says which
     say(charlm_rule.describe(config, choice, len(train_ids)))
     return vocab, Streams(train_ids, config.batch_size, config.window, corpus.name), val_ids
 
@@ -228,6 +234,8 @@ def train(config: Config, resume: bool = False, progress=None) -> Trainer:
     run_dir = Path(config.out or default_run_dir(NAME))
     config.out, progress = str(run_dir), progress or Progress()
     vocab = Vocab.load(run_dir / "vocab.json") if resume else None
+    if resume and (run_dir / LAST_FILE).exists():
+        input_of_saved_run(config, load_tensors(run_dir / LAST_FILE)[0])
     world, _ = distributed.join(pick_device(config.device))
     say = progress.line if world.rank == 0 else lambda line: None
     vocab, streams, val_ids = prepare(config, vocab, say, world)
@@ -248,11 +256,12 @@ def train(config: Config, resume: bool = False, progress=None) -> Trainer:
 def load_run(run_dir: Path, device: str = "auto"):
     """The config, vocabulary and best model of a run directory."""
     run_dir = Path(run_dir)
-    config = run_config(run_dir, Config)
+    tensors, _ = load_tensors(run_dir / MODEL_FILE)
+    config = input_of_saved_run(run_config(run_dir, Config), tensors)
     vocab = Vocab.load(run_dir / "vocab.json")
     device = pick_device(device)
     model = CharLM(len(vocab), config, use_bf16(config.precision, device))
-    load_model(model, run_dir / MODEL_FILE)
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     return config, vocab, model.to(device).eval()
 
 
