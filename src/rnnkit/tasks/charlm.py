@@ -31,9 +31,9 @@ from rnnkit.scan import map_state
 from rnnkit.tasks import charlm_rule, default_run_dir, run_config
 from rnnkit.training import config as configuration
 from rnnkit.training import distributed
+from rnnkit.training.checkpoint import LAST_FILE, load_tensors
 from rnnkit.training.distributed import ALONE
 from rnnkit.training.progress import Progress
-from rnnkit.training.checkpoint import LAST_FILE, load_tensors
 from rnnkit.training.trainer import (
     MODEL_FILE,
     Task,
