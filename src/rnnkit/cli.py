@@ -84,9 +84,7 @@ def add_translate(commands) -> None:
     translate.add_argument("--beam", type=int, default=0, help="beam width (0: the run's)")
     translate.add_argument("--temperature", type=float, default=0.0, help="> 0: sample")
     translate.add_argument("--seed", type=int, default=1, help="seed of the sampling")
-    translate.add_argument(
-        "--no-repeat-ngram", type=int, default=None, help="block n-grams that repeat (0: off)"
-    )
+    translate.add_argument("--no-repeat-ngram", type=int, help="block repeated n-grams (0: off)")
     translate.add_argument("--heatmap", default="", help="PNG of the first sentence's attention")
     translate.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
 
@@ -241,10 +239,8 @@ def run_translate(args) -> int:
     if not hasattr(module, "translate"):
         raise ValueError(f"{args.run}: a {module.NAME} run, not a translate run")
     lines = args.text or [line.rstrip("\n") for line in sys.stdin]
-    module.translate(
-        Path(args.run), lines, args.beam, args.temperature, args.seed, args.heatmap, args.device,
-        no_repeat_ngram=args.no_repeat_ngram,
-    )  # fmt: skip
+    module.translate(Path(args.run), lines, args.beam, args.temperature, args.seed, args.heatmap,
+                     args.device, no_repeat_ngram=args.no_repeat_ngram)  # fmt: skip
     return 0
 
 
