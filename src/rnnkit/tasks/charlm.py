@@ -40,6 +40,7 @@ from rnnkit.training.trainer import (
     TrainConfig,
     Trainer,
     autocast,
+    load_model,
     pick_device,
     use_bf16,
 )
@@ -261,7 +262,7 @@ def load_run(run_dir: Path, device: str = "auto"):
     vocab = Vocab.load(run_dir / "vocab.json")
     device = pick_device(device)
     model = CharLM(len(vocab), config, use_bf16(config.precision, device))
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    load_model(model, run_dir / MODEL_FILE)
     return config, vocab, model.to(device).eval()
 
 
